@@ -1,0 +1,115 @@
+//! The command line, as clap reads it.
+
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand, ValueEnum};
+
+use crate::error::EXIT_CODES_HELP;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "upkeep",
+    version,
+    about = "Safe updates for an app with an embedded DuckDB database",
+    long_about = "upkeep replaces an app's update.sh and its database scripts: integrity \
+                  checks, verified and rotated backups, restore and repair, and update \
+                  pipelines that roll back when a step fails.",
+    after_help = EXIT_CODES_HELP
+)]
+pub struct Cli {
+    /// The project configuration (default: upkeep.yaml here or in a parent folder)
+    #[arg(long, global = true, env = "UPKEEP_CONFIG", value_name = "PATH")]
+    pub config: Option<PathBuf>,
+
+    /// Output for people, or one JSON object per line
+    #[arg(long, global = true, value_enum, default_value_t = Format::Human)]
+    pub format: Format,
+
+    /// Print only errors
+    #[arg(long, short, global = true, conflicts_with = "verbose")]
+    pub quiet: bool,
+
+    /// Print more detail
+    #[arg(long, short, global = true)]
+    pub verbose: bool,
+
+    /// Colour the output (NO_COLOR is honoured in `auto`)
+    #[arg(long, global = true, value_enum, default_value_t = Color::Auto)]
+    pub color: Color,
+
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Format {
+    Human,
+    Json,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Color {
+    Auto,
+    Always,
+    Never,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Integrity report of a database; never writes to it
+    #[command(
+        after_help = "Example:\n  upkeep check production --deep\n\nExit 0: sound; 1: problems found; 4: open in another process."
+    )]
+    Check {
+        /// An environment from upkeep.yaml, `both` (production and staging) or `all`
+        env: String,
+        /// Read every column of every table, so every block's checksum is verified
+        #[arg(long)]
+        deep: bool,
+    },
+    /// Verified, rotated backup of a database
+    #[command(after_help = "Example:\n  upkeep backup both --keep=50")]
+    Backup {
+        /// An environment from upkeep.yaml, `both` or `all`
+        env: String,
+        /// How many backups to keep (default: backups.keep in upkeep.yaml, else 30)
+        #[arg(long, value_name = "N", allow_negative_numbers = true)]
+        keep: Option<i64>,
+    },
+    /// List the backups of an environment
+    #[command(after_help = "Example:\n  upkeep backups production")]
+    Backups {
+        /// An environment from upkeep.yaml, `both` or `all`
+        env: String,
+    },
+    /// Put a backup in place; the current database is kept aside
+    #[command(
+        after_help = "Examples:\n  upkeep restore production --latest\n  upkeep restore production production_data_20240115_020000.duckdb"
+    )]
+    Restore {
+        /// An environment from upkeep.yaml
+        env: String,
+        /// A backup name, as `upkeep backups ENV` lists it
+        #[arg(required_unless_present = "latest")]
+        backup: Option<String>,
+        /// The newest backup that verifies
+        #[arg(long, conflicts_with = "backup")]
+        latest: bool,
+    },
+    /// Quarantine a damaged database and bring back a sound one
+    #[command(
+        after_help = "Examples:\n  upkeep repair production\n  ENVIRONMENT=production upkeep repair"
+    )]
+    Repair {
+        /// An environment from upkeep.yaml
+        #[arg(env = "ENVIRONMENT")]
+        env: String,
+    },
+    /// Build a sandbox project with a demo database and run upkeep on it
+    #[command(after_help = "Example:\n  upkeep demo --dir /tmp/upkeep-demo")]
+    Demo {
+        /// Where to build the sandbox (default: a new temporary folder)
+        #[arg(long, value_name = "DIR")]
+        dir: Option<PathBuf>,
+    },
+}

@@ -1,0 +1,130 @@
+//! The toolkit commands: configuration in, library calls, results out.
+//!
+//! Each command is a thin layer over `db::*`, which the pipeline step types
+//! call too. Commands that change files take the run lock first, so a cron
+//! backup never interleaves with an update.
+
+use anyhow::{Context, Result};
+
+use crate::cli::Command;
+use crate::config::{Config, Env, parse_keep};
+use crate::db::catalog::Schema;
+use crate::db::restore::Choice;
+use crate::db::{backup, backups, check, repair, restore};
+use crate::error::{bad_input, code, exit_code};
+use crate::lock;
+use crate::report::Printer;
+
+/// Runs a toolkit command and returns its exit code. Errors for one
+/// environment are reported and the others still run; the most serious
+/// outcome decides the exit code.
+pub fn run(command: &Command, config: &Config, printer: &Printer) -> Result<i32> {
+    let schema = config.schema.as_deref().map(Schema::load).transpose()?;
+    let schema = schema.as_ref();
+    let progress = printer.progress();
+    match command {
+        Command::Check { env, deep } => each_env(config, env, printer, |env| {
+            let report = check::check(&env.db, schema, *deep)?;
+            printer.check(&env.name, &report);
+            if report.ok() {
+                Ok(code::OK)
+            } else {
+                printer.note(&format!(
+                    "  next: `upkeep repair {0}` (quarantines the file and brings back a sound one) or `upkeep restore {0} --latest`",
+                    env.name
+                ));
+                Ok(code::FAILED)
+            }
+        }),
+        Command::Backup { env, keep } => {
+            let keep = match keep {
+                Some(keep) => parse_keep(*keep).map_err(|e| bad_input(format!("--keep: {e}")))?,
+                None => config.keep,
+            };
+            let envs = config.select(env)?;
+            let _lock = lock::acquire(&config.state_dir, &format!("upkeep backup {env}"))?;
+            run_each(&envs, printer, |env| {
+                let made = backup::backup(env, &config.backups_dir, keep, schema, &progress)?;
+                printer.backup(&env.name, &made);
+                Ok(code::OK)
+            })
+        }
+        Command::Backups { env } => each_env(config, env, printer, |env| {
+            printer.backups(&env.name, &backups::list(&config.backups_dir, &env.name)?);
+            Ok(code::OK)
+        }),
+        Command::Restore {
+            env,
+            backup,
+            latest: _,
+        } => {
+            let env = config.env(env)?;
+            let choice = backup.clone().map_or(Choice::Latest, Choice::Named);
+            let _lock = lock::acquire(&config.state_dir, &format!("upkeep restore {}", env.name))?;
+            let restored = restore::restore(&env, &config.backups_dir, &choice, schema, &progress)?;
+            printer.restored(&env.name, &restored);
+            Ok(if restored.after.ok() {
+                code::OK
+            } else {
+                code::FAILED
+            })
+        }
+        Command::Repair { env } => {
+            let env = config.env(env)?;
+            let _lock = lock::acquire(&config.state_dir, &format!("upkeep repair {}", env.name))?;
+            let sources = repair::Sources {
+                backups_dir: &config.backups_dir,
+                schema,
+                storage_version: config.storage_version.as_ref(),
+            };
+            let repaired = repair::repair(&env, &sources, &progress)
+                .with_context(|| format!("repair of `{}` failed", env.name))?;
+            printer.repaired(&env.name, &repaired);
+            Ok(if repaired.after.ok() {
+                code::OK
+            } else {
+                code::FAILED
+            })
+        }
+        Command::Demo { .. } => unreachable!("the demo builds its own configuration"),
+    }
+}
+
+fn each_env(
+    config: &Config,
+    selector: &str,
+    printer: &Printer,
+    action: impl FnMut(&Env) -> Result<i32>,
+) -> Result<i32> {
+    run_each(&config.select(selector)?, printer, action)
+}
+
+fn run_each(
+    envs: &[Env],
+    printer: &Printer,
+    mut action: impl FnMut(&Env) -> Result<i32>,
+) -> Result<i32> {
+    let mut worst = code::OK;
+    for env in envs {
+        let status = action(env).unwrap_or_else(|error| {
+            let status = exit_code(&error);
+            printer.error(&error, status);
+            status
+        });
+        worst = most_serious(worst, status);
+    }
+    Ok(worst)
+}
+
+/// Of two exit codes, the one a person must see: a rollback left undone,
+/// then busy, then bad input, then a plain failure.
+pub fn most_serious(a: i32, b: i32) -> i32 {
+    let rank = |status: i32| match status {
+        code::ROLLBACK_INCOMPLETE => 4,
+        code::BUSY => 3,
+        code::BAD_INPUT => 2,
+        code::OK => 0,
+        _ => 1,
+    };
+    if rank(b) > rank(a) { b } else { a }
+}

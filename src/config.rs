@@ -1,0 +1,227 @@
+//! The project configuration, `upkeep.yaml`.
+//!
+//! Found in the current directory or a parent, or named by `--config` /
+//! `UPKEEP_CONFIG`. Paths in it are relative to its own folder, so the same
+//! file works from cron (whose working directory is `$HOME`) and by hand.
+//! Every value is checked while the YAML is read, so that a bad one is
+//! reported with the file, line and column it came from.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result};
+use serde::Deserialize;
+
+use crate::db::StorageVersion;
+use crate::error::bad_input;
+
+/// The file name looked for in the current directory and its parents.
+pub const FILE_NAME: &str = "upkeep.yaml";
+const DEFAULT_KEEP: u32 = 30;
+
+/// A loaded, checked `upkeep.yaml` with every path made absolute.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// The config file itself.
+    pub path: PathBuf,
+    /// The folder the config file is in; relative paths start here.
+    pub root: PathBuf,
+    pub databases: BTreeMap<String, PathBuf>,
+    pub backups_dir: PathBuf,
+    pub keep: u32,
+    pub schema: Option<PathBuf>,
+    pub state_dir: PathBuf,
+    /// The storage version to write new database files in, when set.
+    pub storage_version: Option<StorageVersion>,
+}
+
+/// One configured environment: its name and its database file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Env {
+    pub name: String,
+    pub db: PathBuf,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    databases: BTreeMap<EnvName, PathBuf>,
+    #[serde(default)]
+    backups: RawBackups,
+    schema: Option<PathBuf>,
+    state_dir: Option<PathBuf>,
+    storage_version: Option<StorageVersion>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawBackups {
+    dir: Option<PathBuf>,
+    keep: Option<Keep>,
+}
+
+/// An environment name: it becomes part of backup file names, so it is kept
+/// to letters, digits, `-` and `_`; `both` and `all` are reserved words.
+#[derive(Deserialize, PartialEq, Eq, PartialOrd, Ord)]
+#[serde(try_from = "String")]
+struct EnvName(String);
+
+impl TryFrom<String> for EnvName {
+    type Error = String;
+
+    fn try_from(name: String) -> Result<Self, String> {
+        if name == "both" || name == "all" {
+            return Err(format!(
+                "`{name}` is a reserved word (it selects several environments); pick another environment name"
+            ));
+        }
+        let valid = !name.is_empty()
+            && name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
+        if !valid {
+            return Err(format!(
+                "environment name `{name}` must be letters, digits, `-` or `_` (it is part of backup file names)"
+            ));
+        }
+        Ok(EnvName(name))
+    }
+}
+
+/// How many backups rotation keeps: at least one.
+#[derive(Deserialize)]
+#[serde(try_from = "i64")]
+struct Keep(u32);
+
+impl TryFrom<i64> for Keep {
+    type Error = String;
+
+    fn try_from(keep: i64) -> Result<Self, String> {
+        parse_keep(keep).map(Keep)
+    }
+}
+
+/// Checks a `keep` count, from the config or from `--keep`.
+pub fn parse_keep(keep: i64) -> Result<u32, String> {
+    match u32::try_from(keep) {
+        Ok(keep) if keep >= 1 => Ok(keep),
+        _ => Err(format!(
+            "keep must be a whole number of at least 1 (got {keep}): rotation never deletes every backup"
+        )),
+    }
+}
+
+impl Config {
+    /// Finds and loads the config: `explicit` if given, else `upkeep.yaml` in
+    /// `cwd` or the nearest parent that has one.
+    pub fn discover(explicit: Option<&Path>, cwd: &Path) -> Result<Config> {
+        let path = match explicit {
+            Some(path) => cwd.join(path),
+            None => cwd
+                .ancestors()
+                .map(|dir| dir.join(FILE_NAME))
+                .find(|candidate| candidate.is_file())
+                .ok_or_else(|| {
+                    bad_input(format!(
+                        "no {FILE_NAME} in `{}` or any parent folder: create one (see README) or pass --config PATH",
+                        cwd.display()
+                    ))
+                })?,
+        };
+        Config::load(&path)
+    }
+
+    /// Loads and checks one config file.
+    pub fn load(path: &Path) -> Result<Config> {
+        let text = std::fs::read_to_string(path).map_err(|error| {
+            bad_input(format!(
+                "cannot read config `{}`: {error}; check the path given by --config or UPKEEP_CONFIG",
+                path.display()
+            ))
+        })?;
+        let path = std::path::absolute(path)
+            .with_context(|| format!("cannot resolve config path `{}`", path.display()))?;
+        let root = path
+            .parent()
+            .map(Path::to_path_buf)
+            .unwrap_or_else(|| PathBuf::from("/"));
+        let raw: RawConfig =
+            serde_yaml::from_str(&text).map_err(|error| yaml_error(&path, &error))?;
+        if raw.databases.is_empty() {
+            return Err(bad_input(format!(
+                "{}: `databases` is empty: name at least one environment, e.g. `production: data.duckdb`",
+                path.display()
+            )));
+        }
+        let resolve = |relative: &Path| root.join(relative);
+        Ok(Config {
+            databases: raw
+                .databases
+                .into_iter()
+                .map(|(name, db)| (name.0, resolve(&db)))
+                .collect(),
+            backups_dir: resolve(raw.backups.dir.as_deref().unwrap_or(Path::new("backups"))),
+            keep: raw.backups.keep.map_or(DEFAULT_KEEP, |keep| keep.0),
+            schema: raw.schema.as_deref().map(resolve),
+            state_dir: resolve(raw.state_dir.as_deref().unwrap_or(Path::new(".upkeep"))),
+            storage_version: raw.storage_version,
+            path,
+            root,
+        })
+    }
+
+    /// The environments an ENV argument selects: one name, `both`
+    /// (production and staging) or `all`.
+    pub fn select(&self, selector: &str) -> Result<Vec<Env>> {
+        match selector {
+            "all" => Ok(self
+                .databases
+                .keys()
+                .map(|name| self.env(name))
+                .collect::<Result<_>>()?),
+            "both" => ["production", "staging"]
+                .iter()
+                .map(|name| self.env(name))
+                .collect(),
+            name => Ok(vec![self.env(name)?]),
+        }
+    }
+
+    /// One environment by name; an unknown name lists the known ones.
+    pub fn env(&self, name: &str) -> Result<Env> {
+        match self.databases.get(name) {
+            Some(db) => Ok(Env {
+                name: name.to_string(),
+                db: db.clone(),
+            }),
+            None => Err(bad_input(format!(
+                "unknown environment `{name}` in {}: known environments are {} (or `both`, `all`)",
+                self.path.display(),
+                self.databases
+                    .keys()
+                    .map(|known| format!("`{known}`"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ))),
+        }
+    }
+}
+
+/// A YAML error as `file:line:column: message`, the form editors jump to.
+pub fn yaml_error(path: &Path, error: &serde_yaml::Error) -> anyhow::Error {
+    let message = error.to_string();
+    match error.location() {
+        Some(location) => {
+            // The library appends " at line L column C"; the prefix says it.
+            let suffix = format!(" at line {} column {}", location.line(), location.column());
+            let message = message.strip_suffix(&suffix).unwrap_or(&message);
+            bad_input(format!(
+                "{}:{}:{}: {message}",
+                path.display(),
+                location.line(),
+                location.column()
+            ))
+        }
+        None => bad_input(format!("{}: {message}", path.display())),
+    }
+}

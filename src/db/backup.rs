@@ -1,0 +1,188 @@
+//! Making a backup: consistent, atomic, verified, then rotated.
+//!
+//! Order matters and is the guarantee:
+//! 1. take the database (exclusive DuckDB lock) and checkpoint, so rows
+//!    committed only in the `.wal` are in the main file;
+//! 2. copy it to a temporary name in the backups folder, hashing as we go,
+//!    and sync;
+//! 3. verify the copy: open it read-only, read every column, compare row
+//!    counts with the source;
+//! 4. write the manifest, then give the copy its final name (never replacing
+//!    a file) and sync the folder;
+//! 5. only then rotate old backups.
+//!
+//! A failure or crash before step 4 leaves only a temporary file, which is
+//! never listed as a backup and is swept by the next run.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail};
+
+use crate::config::Env;
+use crate::db::backups::{self, Backup, Manifest};
+use crate::db::catalog::{Catalog, Schema};
+use crate::db::check;
+use crate::db::header;
+use crate::db::open::{self, Access};
+use crate::fsx;
+use crate::progress::Progress;
+
+/// Room left free beside a backup, for its manifest and the file system.
+const SPACE_MARGIN: u64 = 1 << 20;
+
+/// A backup that is in place, verified, with what rotation deleted.
+#[derive(Debug, Clone)]
+pub struct Made {
+    pub backup: Backup,
+    pub rotated: Vec<String>,
+}
+
+/// Makes a verified backup of `env` in `dir` and keeps the `keep` newest.
+pub fn backup(
+    env: &Env,
+    dir: &Path,
+    keep: u32,
+    schema: Option<&Schema>,
+    progress: &Progress,
+) -> Result<Made> {
+    let source = &env.db;
+    if !source.exists() {
+        bail!(
+            "no database file for `{}` at `{}`: nothing to back up (fix `databases:` in upkeep.yaml, or `upkeep repair {}`)",
+            env.name,
+            source.display(),
+            env.name
+        );
+    }
+    if let Err(problem) =
+        header::read(source).with_context(|| format!("cannot read `{}`", source.display()))?
+    {
+        bail!(
+            "database `{}` is damaged ({problem}): not backed up, older backups kept; run `upkeep repair {}`",
+            source.display(),
+            env.name
+        );
+    }
+    fsx::create_private_dir(dir)?;
+    fsx::sweep_partials(dir);
+
+    // Hold the database while copying: the checkpoint moves the .wal into
+    // the file, and the lock keeps anyone from writing until the copy ends.
+    let conn = open::open(source, Access::Exclusive)?;
+    conn.execute_batch("CHECKPOINT")
+        .with_context(|| format!("cannot checkpoint `{}`", source.display()))?;
+    let duckdb_version: String = conn.query_row("SELECT version()", [], |row| row.get(0))?;
+    let database: String = conn.query_row("SELECT current_database()", [], |row| row.get(0))?;
+    let source_rows = row_counts(&conn, &database)
+        .with_context(|| format!("cannot count the rows of `{}`", source.display()))?;
+    let size = std::fs::metadata(source)?.len();
+    let free = fsx::free_space(dir)?;
+    if free < size + SPACE_MARGIN {
+        bail!(
+            "not enough space for a backup of `{}` in `{}`: it needs {}, {} is free; free some space (older backups are kept until a new one is verified)",
+            env.name,
+            dir.display(),
+            fsx::human_size(size + SPACE_MARGIN),
+            fsx::human_size(free)
+        );
+    }
+    let mut partial = fsx::partial_file(dir)?;
+    let bar = progress.bytes("backup", size);
+    let (copied, hash) = fsx::copy_hashing(source, partial.as_file_mut(), &|n| bar.set_position(n))
+        .with_context(|| {
+            format!(
+                "backup of `{}` failed; older backups are untouched",
+                env.name
+            )
+        })?;
+    bar.finish_and_clear();
+    drop(conn);
+
+    let report = check::check(partial.path(), schema, true)?;
+    let copy_rows: BTreeMap<String, u64> = report
+        .rows()
+        .map(|(table, rows)| (table.to_string(), rows))
+        .collect();
+    if !report.ok() {
+        let problems: Vec<&str> = report.problems.iter().map(|p| p.message.as_str()).collect();
+        bail!(
+            "backup of `{}` failed verification, so it was not kept and no older backup was deleted: {}; \
+             the database itself may be damaged: run `upkeep check {} --deep`",
+            env.name,
+            problems.join("; "),
+            env.name
+        );
+    }
+    if copy_rows != source_rows {
+        bail!(
+            "backup of `{}` failed verification: row counts differ from the source ({:?} vs {:?}); \
+             not kept, older backups untouched",
+            env.name,
+            copy_rows,
+            source_rows
+        );
+    }
+
+    let (name, path) = free_name(dir, &env.name)?;
+    let manifest = Manifest {
+        env: env.name.clone(),
+        source: source.clone(),
+        created_at: jiff::Timestamp::now().to_string(),
+        size: copied,
+        blake3: hash.to_hex().to_string(),
+        tables: copy_rows,
+        duckdb_version,
+        storage_version: report.storage_version.clone().unwrap_or_default(),
+        upkeep_version: env!("CARGO_PKG_VERSION").to_string(),
+        verified: true,
+    };
+    let manifest_json = serde_json::to_vec_pretty(&manifest)?;
+    fsx::write_atomic(&backups::manifest_path(&path), &manifest_json)?;
+    fsx::publish(partial, &path)?;
+
+    let rotated = backups::rotate(dir, &env.name, keep)?;
+    let backup = backups::list(dir, &env.name)?
+        .into_iter()
+        .find(|backup| backup.name == name)
+        .with_context(|| format!("backup `{name}` vanished right after it was made"))?;
+    Ok(Made { backup, rotated })
+}
+
+fn row_counts(conn: &duckdb::Connection, database: &str) -> Result<BTreeMap<String, u64>> {
+    Catalog::read(conn, database)?
+        .tables
+        .iter()
+        .map(|table| {
+            let rows: i64 = conn.query_row(
+                &format!("SELECT count(*) FROM {}", table.sql_name(database)),
+                [],
+                |row| row.get(0),
+            )?;
+            Ok((table.display_name(), rows.max(0) as u64))
+        })
+        .collect()
+}
+
+/// A backup name for now that no file has yet. Names have one-second
+/// resolution (the old scripts' format), so a second backup within the same
+/// second waits for the next one rather than overwrite or rename.
+fn free_name(dir: &Path, env: &str) -> Result<(String, std::path::PathBuf)> {
+    for _ in 0..5 {
+        let stamp = jiff::Timestamp::now().strftime("%Y%m%d_%H%M%S").to_string();
+        let name = backups::file_name(env, &stamp);
+        let path = dir.join(&name);
+        if !path.exists() && !backups::manifest_path(&path).exists() {
+            return Ok((name, path));
+        }
+        let into_second = jiff::Timestamp::now().subsec_nanosecond() as u64;
+        std::thread::sleep(Duration::from_nanos(
+            1_000_000_000 - into_second.min(999_999_999),
+        ));
+    }
+    bail!(
+        "cannot find a free backup name in `{}`: is the system clock stuck?",
+        dir.display()
+    )
+}

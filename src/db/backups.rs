@@ -1,0 +1,233 @@
+//! The backups folder: names, manifests, and which backups can be trusted.
+//!
+//! Backups are named `{env}_data_{YYYYMMDD_HHMMSS}.duckdb` (UTC), as the old
+//! scripts named them, so that their backups are listed, rotated and
+//! restorable too. A backup made by upkeep has a manifest beside it
+//! (`NAME.manifest.json`); one without is a legacy backup of the old scripts.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result};
+use serde::{Deserialize, Serialize};
+
+use crate::error::bad_input;
+use crate::fsx;
+
+/// What a manifest records about a backup, so that it can be verified
+/// later without trusting the file's name.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Manifest {
+    pub env: String,
+    pub source: PathBuf,
+    pub created_at: String,
+    pub size: u64,
+    pub blake3: String,
+    pub tables: BTreeMap<String, u64>,
+    pub duckdb_version: String,
+    pub storage_version: String,
+    pub upkeep_version: String,
+    pub verified: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Status {
+    /// Made and verified by upkeep; the manifest matches the file's size.
+    Verified,
+    /// A manifest that is unreadable or does not match the file.
+    Unverified,
+    /// Made by the old scripts: no manifest.
+    Legacy,
+}
+
+impl Status {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Status::Verified => "verified",
+            Status::Unverified => "unverified",
+            Status::Legacy => "legacy",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Backup {
+    pub name: String,
+    #[serde(skip)]
+    pub path: PathBuf,
+    /// `YYYYMMDD_HHMMSS`, UTC: sorts in time order.
+    #[serde(skip)]
+    pub stamp: String,
+    /// The same moment for people, `2024-01-15 02:00:00 UTC`.
+    pub time: String,
+    pub size: u64,
+    pub status: Status,
+    #[serde(skip)]
+    pub manifest: Option<Manifest>,
+}
+
+/// The file name of the backup of `env` taken at `stamp`.
+pub fn file_name(env: &str, stamp: &str) -> String {
+    format!("{env}_data_{stamp}.duckdb")
+}
+
+/// Where the manifest of a backup file lives.
+pub fn manifest_path(backup: &Path) -> PathBuf {
+    fsx::with_suffix(backup, ".manifest.json")
+}
+
+/// The stamp in a backup name of `env`, if the name is one.
+fn stamp_of(env: &str, name: &str) -> Option<String> {
+    let stamp = name
+        .strip_prefix(env)?
+        .strip_prefix("_data_")?
+        .strip_suffix(".duckdb")?;
+    let bytes = stamp.as_bytes();
+    let well_formed = bytes.len() == 15
+        && bytes[8] == b'_'
+        && bytes
+            .iter()
+            .enumerate()
+            .all(|(i, byte)| i == 8 || byte.is_ascii_digit());
+    well_formed.then(|| stamp.to_string())
+}
+
+fn human_time(stamp: &str) -> String {
+    format!(
+        "{}-{}-{} {}:{}:{} UTC",
+        &stamp[0..4],
+        &stamp[4..6],
+        &stamp[6..8],
+        &stamp[9..11],
+        &stamp[11..13],
+        &stamp[13..15]
+    )
+}
+
+/// The backups of `env` in `dir`, oldest first. A missing folder holds none.
+pub fn list(dir: &Path, env: &str) -> Result<Vec<Backup>> {
+    let entries = match std::fs::read_dir(dir) {
+        Ok(entries) => entries,
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(error) => {
+            return Err(error)
+                .with_context(|| format!("cannot list backups folder `{}`", dir.display()));
+        }
+    };
+    let mut backups = Vec::new();
+    for entry in entries {
+        let entry = entry.with_context(|| format!("cannot list `{}`", dir.display()))?;
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let Some(stamp) = stamp_of(env, &name) else {
+            continue;
+        };
+        let Ok(meta) = entry.metadata() else {
+            continue;
+        };
+        if !meta.is_file() {
+            continue;
+        }
+        backups.push(describe(entry.path(), name, stamp, meta.len()));
+    }
+    backups.sort_by(|a, b| a.stamp.cmp(&b.stamp).then(a.name.cmp(&b.name)));
+    Ok(backups)
+}
+
+fn describe(path: PathBuf, name: String, stamp: String, size: u64) -> Backup {
+    let manifest_file = manifest_path(&path);
+    let (manifest, status) = match std::fs::read(&manifest_file) {
+        Err(_) if !manifest_file.exists() => (None, Status::Legacy),
+        Err(_) => (None, Status::Unverified),
+        Ok(bytes) => match serde_json::from_slice::<Manifest>(&bytes) {
+            Ok(manifest) if manifest.verified && manifest.size == size => {
+                (Some(manifest), Status::Verified)
+            }
+            Ok(manifest) => (Some(manifest), Status::Unverified),
+            Err(_) => (None, Status::Unverified),
+        },
+    };
+    Backup {
+        time: human_time(&stamp),
+        name,
+        path,
+        stamp,
+        size,
+        status,
+        manifest,
+    }
+}
+
+/// Finds the backup a user named for a restore. Only a plain file name of a
+/// backup of `env` inside the backups folder is accepted: no paths, no `..`.
+pub fn resolve(dir: &Path, env: &str, name: &str) -> Result<Backup> {
+    let plain = !name.is_empty()
+        && !name.contains('/')
+        && !name.contains('\\')
+        && name != "."
+        && name != "..";
+    if !plain {
+        return Err(bad_input(format!(
+            "backup `{name}` is not a backup name: give a name from `upkeep backups {env}` (no paths)"
+        )));
+    }
+    list(dir, env)?
+        .into_iter()
+        .find(|backup| backup.name == name)
+        .ok_or_else(|| {
+            bad_input(format!(
+                "no backup `{name}` of `{env}` in `{}`: see `upkeep backups {env}` for the names",
+                dir.display()
+            ))
+        })
+}
+
+/// Deletes the oldest backups of `env` beyond the `keep` newest. The newest
+/// verified backup is never deleted, whatever `keep` says. Returns the names
+/// deleted.
+pub fn rotate(dir: &Path, env: &str, keep: u32) -> Result<Vec<String>> {
+    let backups = list(dir, env)?;
+    let last_verified = backups
+        .iter()
+        .rposition(|backup| backup.status == Status::Verified);
+    let excess = backups.len().saturating_sub(keep as usize);
+    let mut deleted = Vec::new();
+    for (index, backup) in backups.iter().enumerate().take(excess) {
+        if Some(index) == last_verified {
+            continue;
+        }
+        std::fs::remove_file(&backup.path)
+            .with_context(|| format!("cannot delete old backup `{}`", backup.path.display()))?;
+        let _ = std::fs::remove_file(manifest_path(&backup.path));
+        deleted.push(backup.name.clone());
+    }
+    if !deleted.is_empty() {
+        fsx::sync_parent(&dir.join("x"))?;
+    }
+    Ok(deleted)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_names_of_the_env_with_a_full_stamp_are_backups() {
+        assert_eq!(
+            stamp_of("production", "production_data_20240115_020000.duckdb").as_deref(),
+            Some("20240115_020000")
+        );
+        assert_eq!(
+            stamp_of("production", "staging_data_20240115_020000.duckdb"),
+            None
+        );
+        assert_eq!(
+            stamp_of("production", "production_data_2024011_020000.duckdb"),
+            None
+        );
+        assert_eq!(
+            stamp_of("production", "production_data_20240115_020000.duckdb.wal"),
+            None
+        );
+    }
+}

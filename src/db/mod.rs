@@ -1,0 +1,18 @@
+//! Everything upkeep does to DuckDB files: open, check, back up, restore,
+//! repair. The commands (`upkeep check`, ...) and the pipeline step types
+//! (`uses: integrity`, ...) both call these functions: one implementation,
+//! two entry points.
+
+pub mod backup;
+pub mod backups;
+pub mod catalog;
+pub mod check;
+pub mod fresh;
+pub mod header;
+pub mod open;
+pub mod repair;
+pub mod restore;
+pub mod salvage;
+pub mod swap;
+
+pub use header::StorageVersion;

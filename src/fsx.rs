@@ -1,0 +1,176 @@
+//! File-system moves that must survive a crash: copy with a running hash,
+//! atomic writes, directory syncs, free space.
+//!
+//! "Atomic" here means: a file appears under its final name only once its
+//! bytes are complete and synced, and the folder entry itself is synced, so a
+//! crash at any moment leaves either the old state or the new one.
+
+use std::fs::File;
+use std::io::{Read, Write};
+use std::os::unix::fs::DirBuilderExt;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result};
+
+const COPY_BUFFER: usize = 4 << 20;
+
+/// Prefix of upkeep's temporary files: never a backup name, and swept by the
+/// next backup or restore (which run under the lock) if a crash left one.
+pub const PARTIAL_PREFIX: &str = ".upkeep-partial-";
+
+/// Copies `source` into `target` (already open, empty) while hashing the
+/// bytes, and syncs `target`. `progress` gets the bytes copied so far.
+pub fn copy_hashing(
+    source: &Path,
+    target: &mut File,
+    progress: &dyn Fn(u64),
+) -> Result<(u64, blake3::Hash)> {
+    let mut input =
+        File::open(source).with_context(|| format!("cannot open `{}`", source.display()))?;
+    let mut buffer = vec![0u8; COPY_BUFFER];
+    let mut hasher = blake3::Hasher::new();
+    let mut copied = 0u64;
+    loop {
+        let read = match input.read(&mut buffer) {
+            Ok(0) => break,
+            Ok(read) => read,
+            Err(error) if error.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(error) => {
+                return Err(error).with_context(|| format!("cannot read `{}`", source.display()));
+            }
+        };
+        hasher.update(&buffer[..read]);
+        target
+            .write_all(&buffer[..read])
+            .context("cannot write the copy (is the disk full?)")?;
+        copied += read as u64;
+        progress(copied);
+    }
+    target.sync_all().context("cannot sync the copy to disk")?;
+    Ok((copied, hasher.finalize()))
+}
+
+/// The blake3 hash of a file, read once.
+pub fn hash_file(path: &Path) -> Result<blake3::Hash> {
+    let mut hasher = blake3::Hasher::new();
+    let file = File::open(path).with_context(|| format!("cannot open `{}`", path.display()))?;
+    hasher
+        .update_reader(file)
+        .with_context(|| format!("cannot read `{}`", path.display()))?;
+    Ok(hasher.finalize())
+}
+
+/// A temporary file in `dir`, readable by its owner only, removed on drop
+/// unless persisted.
+pub fn partial_file(dir: &Path) -> Result<tempfile::NamedTempFile> {
+    tempfile::Builder::new()
+        .prefix(PARTIAL_PREFIX)
+        .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o600))
+        .tempfile_in(dir)
+        .with_context(|| format!("cannot create a temporary file in `{}`", dir.display()))
+}
+
+/// Removes temporary files a crashed upkeep left in `dir`. Callers hold the
+/// run lock, so no other upkeep is writing them.
+pub fn sweep_partials(dir: &Path) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        if entry
+            .file_name()
+            .to_string_lossy()
+            .starts_with(PARTIAL_PREFIX)
+        {
+            let _ = std::fs::remove_file(entry.path());
+        }
+    }
+}
+
+/// Gives a complete, synced temporary file its final name without ever
+/// replacing an existing file (a hard link fails if the name is taken), then
+/// syncs the folder.
+pub fn publish(partial: tempfile::NamedTempFile, target: &Path) -> Result<()> {
+    std::fs::hard_link(partial.path(), target)
+        .with_context(|| format!("cannot create `{}`", target.display()))?;
+    drop(partial);
+    sync_parent(target)
+}
+
+/// Writes `bytes` to `target` atomically (temporary file, sync, rename,
+/// folder sync), readable by its owner only.
+pub fn write_atomic(target: &Path, bytes: &[u8]) -> Result<()> {
+    let dir = parent(target);
+    let mut partial = partial_file(&dir)?;
+    partial
+        .write_all(bytes)
+        .and_then(|()| partial.as_file().sync_all())
+        .with_context(|| format!("cannot write `{}`", target.display()))?;
+    partial
+        .persist(target)
+        .with_context(|| format!("cannot create `{}`", target.display()))?;
+    sync_parent(target)
+}
+
+/// Renames `from` to `to` and syncs both folders.
+pub fn rename_synced(from: &Path, to: &Path) -> Result<()> {
+    std::fs::rename(from, to)
+        .with_context(|| format!("cannot move `{}` to `{}`", from.display(), to.display()))?;
+    sync_parent(to)?;
+    if parent(from) != parent(to) {
+        sync_parent(from)?;
+    }
+    Ok(())
+}
+
+/// Creates a folder (and its parents) readable by its owner only.
+pub fn create_private_dir(dir: &Path) -> Result<()> {
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+        .with_context(|| format!("cannot create folder `{}`", dir.display()))
+}
+
+/// Syncs the folder holding `path`, so that a rename or new entry in it
+/// survives a crash.
+pub fn sync_parent(path: &Path) -> Result<()> {
+    let dir = parent(path);
+    File::open(&dir)
+        .and_then(|handle| handle.sync_all())
+        .with_context(|| format!("cannot sync folder `{}`", dir.display()))
+}
+
+fn parent(path: &Path) -> PathBuf {
+    match path.parent() {
+        Some(dir) if !dir.as_os_str().is_empty() => dir.to_path_buf(),
+        _ => PathBuf::from("."),
+    }
+}
+
+/// Bytes available to an unprivileged writer in the file system of `dir`.
+pub fn free_space(dir: &Path) -> Result<u64> {
+    use std::os::unix::ffi::OsStrExt;
+    let c_path = std::ffi::CString::new(dir.as_os_str().as_bytes())
+        .with_context(|| format!("bad path `{}`", dir.display()))?;
+    // SAFETY: statvfs only fills in the struct; the path is NUL-terminated.
+    let mut stats: libc::statvfs = unsafe { std::mem::zeroed() };
+    if unsafe { libc::statvfs(c_path.as_ptr(), &mut stats) } != 0 {
+        return Err(std::io::Error::last_os_error())
+            .with_context(|| format!("cannot read free space of `{}`", dir.display()));
+    }
+    Ok(stats.f_bavail as u64 * stats.f_frsize as u64)
+}
+
+/// The path of `file` with `suffix` appended to its name (`data.duckdb` +
+/// `.wal` = `data.duckdb.wal`).
+pub fn with_suffix(file: &Path, suffix: &str) -> PathBuf {
+    let mut name = file.as_os_str().to_os_string();
+    name.push(suffix);
+    PathBuf::from(name)
+}
+
+/// `1.5 GiB`-style sizes for people.
+pub fn human_size(bytes: u64) -> String {
+    indicatif::HumanBytes(bytes).to_string()
+}

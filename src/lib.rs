@@ -1,0 +1,52 @@
+//! upkeep: safe updates for an app with an embedded DuckDB database.
+//!
+//! `main.rs` only calls [`main`]. The library is a module per concept:
+//! `config` (upkeep.yaml), `db` (open, check, backup, restore, repair),
+//! `lock` (one run at a time), `report` (output), `commands` (the CLI's
+//! verbs), `demo` (the README's ready-made sandbox).
+
+pub mod cli;
+pub mod commands;
+pub mod config;
+pub mod db;
+pub mod demo;
+pub mod error;
+pub mod fsx;
+pub mod lock;
+pub mod progress;
+pub mod report;
+
+use clap::Parser;
+
+use crate::cli::{Cli, Command};
+use crate::config::Config;
+use crate::error::exit_code;
+use crate::report::Printer;
+
+/// Parses the command line, runs the command, returns the exit code.
+pub fn main() -> i32 {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(error) => {
+            let _ = error.print();
+            return if error.use_stderr() {
+                error::code::BAD_INPUT
+            } else {
+                error::code::OK
+            };
+        }
+    };
+    let printer = Printer::new(cli.format, cli.quiet, cli.verbose, cli.color);
+    let outcome = match &cli.command {
+        Command::Demo { dir } => demo::run(dir.as_deref(), &printer),
+        command => std::env::current_dir()
+            .map_err(anyhow::Error::from)
+            .and_then(|cwd| Config::discover(cli.config.as_deref(), &cwd))
+            .and_then(|config| commands::run(command, &config, &printer)),
+    };
+    outcome.unwrap_or_else(|error| {
+        let code = exit_code(&error);
+        printer.error(&error, code);
+        code
+    })
+}

@@ -1,0 +1,298 @@
+//! Printing results: for people (aligned, coloured on a terminal, plain
+//! otherwise) or as JSON, one object per line.
+
+use std::io::IsTerminal;
+
+use console::style;
+use serde_json::json;
+
+use crate::cli::{Color, Format};
+use crate::db::backup::Made;
+use crate::db::backups::{Backup, Status};
+use crate::db::check::Report;
+use crate::db::repair::{Outcome, Repaired};
+use crate::db::restore::Restored;
+use crate::fsx::human_size;
+use crate::progress::Progress;
+
+#[derive(Debug, Clone, Copy)]
+pub struct Printer {
+    pub format: Format,
+    pub quiet: bool,
+    pub verbose: bool,
+}
+
+impl Printer {
+    pub fn new(format: Format, quiet: bool, verbose: bool, color: Color) -> Printer {
+        let colors = match color {
+            Color::Always => true,
+            Color::Never => false,
+            Color::Auto => {
+                std::env::var_os("NO_COLOR").is_none_or(|value| value.is_empty())
+                    && std::io::stdout().is_terminal()
+                    && std::env::var("TERM").map_or(true, |term| term != "dumb")
+            }
+        };
+        console::set_colors_enabled(colors);
+        console::set_colors_enabled_stderr(colors);
+        Printer {
+            format,
+            quiet,
+            verbose,
+        }
+    }
+
+    fn human(&self) -> bool {
+        self.format == Format::Human && !self.quiet
+    }
+
+    /// Progress bars: only for people, on a terminal.
+    pub fn progress(&self) -> Progress {
+        Progress::new(
+            self.human()
+                && std::io::stderr().is_terminal()
+                && std::env::var("TERM").map_or(true, |term| term != "dumb"),
+        )
+    }
+
+    fn json(&self, value: serde_json::Value) {
+        if self.format == Format::Json {
+            println!("{value}");
+        }
+    }
+
+    /// A line of information for people.
+    pub fn note(&self, text: &str) {
+        if self.human() {
+            println!("{text}");
+        }
+    }
+
+    pub fn error(&self, error: &anyhow::Error, code: i32) {
+        let message = format!("{error:#}");
+        if self.format == Format::Json {
+            println!(
+                "{}",
+                json!({"type": "error", "message": message, "exit_code": code})
+            );
+        }
+        eprintln!("{} {message}", style("error:").red().bold());
+    }
+
+    pub fn check(&self, env: &str, report: &Report) {
+        self.json(json!({"type": "check", "env": env, "ok": report.ok(), "report": report}));
+        if !self.human() {
+            return;
+        }
+        let detail = match (report.size, &report.storage_version) {
+            (Some(size), Some(version)) => format!(" ({}, storage {version})", human_size(size)),
+            (Some(size), None) => format!(" ({})", human_size(size)),
+            _ => String::new(),
+        };
+        println!(
+            "{} {}{detail}{}",
+            style(env).bold(),
+            report.path.display(),
+            if report.deep { ", deep" } else { "" }
+        );
+        self.table_rows(report);
+        if report.ok() {
+            println!("  {} sound", style("ok").green().bold());
+        } else {
+            println!(
+                "  {} {} problem(s):",
+                style("FAILED").red().bold(),
+                report.problems.len()
+            );
+            for problem in &report.problems {
+                println!(
+                    "    - {}: {}",
+                    serde_json::to_value(problem.kind)
+                        .ok()
+                        .and_then(|v| v.as_str().map(str::to_string))
+                        .unwrap_or_default(),
+                    problem.message
+                );
+            }
+        }
+    }
+
+    fn table_rows(&self, report: &Report) {
+        if report.tables.is_empty() {
+            return;
+        }
+        let width = report
+            .tables
+            .iter()
+            .map(|t| t.table.len())
+            .max()
+            .unwrap_or(5)
+            .max(5);
+        println!("  {:width$}  {:>12}", "table", "rows");
+        for table in &report.tables {
+            let rows = table
+                .rows
+                .map_or("unreadable".to_string(), |n| n.to_string());
+            println!("  {:width$}  {rows:>12}", table.table);
+        }
+    }
+
+    pub fn backup(&self, env: &str, made: &Made) {
+        self.json(json!({
+            "type": "backup",
+            "env": env,
+            "backup": made.backup,
+            "path": made.backup.path,
+            "manifest": made.backup.manifest,
+            "rotated": made.rotated,
+        }));
+        if !self.human() {
+            return;
+        }
+        println!(
+            "{} {} backed up to {} ({}, {})",
+            style("ok").green().bold(),
+            style(env).bold(),
+            made.backup.path.display(),
+            human_size(made.backup.size),
+            made.backup.status.as_str()
+        );
+        for name in &made.rotated {
+            println!("  rotated out: {name}");
+        }
+    }
+
+    pub fn backups(&self, env: &str, backups: &[Backup]) {
+        self.json(json!({"type": "backups", "env": env, "backups": backups}));
+        if !self.human() {
+            return;
+        }
+        if backups.is_empty() {
+            println!("{}: no backups", style(env).bold());
+            return;
+        }
+        let width = backups.iter().map(|b| b.name.len()).max().unwrap_or(4);
+        println!("{:width$}  {:23}  {:>10}  status", "name", "time", "size");
+        for backup in backups.iter().rev() {
+            let status = match backup.status {
+                Status::Verified => style(backup.status.as_str()).green(),
+                Status::Unverified => style(backup.status.as_str()).red(),
+                Status::Legacy => style(backup.status.as_str()).yellow(),
+            };
+            println!(
+                "{:width$}  {:23}  {:>10}  {status}",
+                backup.name,
+                backup.time,
+                human_size(backup.size)
+            );
+        }
+    }
+
+    pub fn restored(&self, env: &str, restored: &Restored) {
+        self.json(json!({
+            "type": "restore",
+            "env": env,
+            "backup": restored.backup,
+            "skipped": restored.skipped,
+            "aside": restored.aside,
+            "ok": restored.after.ok(),
+            "after": restored.after,
+        }));
+        if !self.human() {
+            return;
+        }
+        for (name, reason) in &restored.skipped {
+            println!("  skipped {name}: {reason}");
+        }
+        println!(
+            "{} {} restored from {}",
+            style("ok").green().bold(),
+            style(env).bold(),
+            restored.backup.name
+        );
+        if let Some(aside) = &restored.aside {
+            println!("  previous database kept in {}", aside.display());
+        }
+        self.check(env, &restored.after);
+    }
+
+    pub fn repaired(&self, env: &str, repaired: &Repaired) {
+        let (how, detail) = describe_outcome(&repaired.outcome);
+        self.json(json!({
+            "type": "repair",
+            "env": env,
+            "outcome": how,
+            "detail": detail,
+            "quarantine": repaired.quarantine,
+            "before": repaired.before,
+            "after": repaired.after,
+            "ok": repaired.after.ok(),
+        }));
+        if !self.human() {
+            return;
+        }
+        if let Outcome::Sound = repaired.outcome {
+            println!(
+                "{} {} is sound: nothing to repair, nothing touched",
+                style("ok").green().bold(),
+                style(env).bold()
+            );
+            return;
+        }
+        println!("{} problems found:", style(env).bold());
+        for problem in &repaired.before.problems {
+            println!("    - {}", problem.message);
+        }
+        if let Some(folder) = &repaired.quarantine {
+            println!("  damaged file moved to {}", folder.display());
+        }
+        println!("  {}: {detail}", style(how).bold());
+        self.check(env, &repaired.after);
+    }
+}
+
+/// A short name and a sentence for what a repair did.
+fn describe_outcome(outcome: &Outcome) -> (&'static str, String) {
+    match outcome {
+        Outcome::Sound => ("sound", "the database is sound; nothing was touched".into()),
+        Outcome::FromBackup { backup, skipped } => {
+            let mut text = format!("restored the newest backup that verifies, {}", backup.name);
+            for (name, reason) in skipped {
+                text.push_str(&format!("; skipped {name}: {reason}"));
+            }
+            ("restored_backup", text)
+        }
+        Outcome::Salvaged {
+            salvaged,
+            storage_version,
+            version_source,
+        } => {
+            let mut text = format!(
+                "no backup verifies; salvaged {} table(s) into a fresh file (storage {storage_version}, {version_source})",
+                salvaged.copied.len()
+            );
+            for (table, rows) in &salvaged.copied {
+                text.push_str(&format!("; {table}: {rows} rows"));
+            }
+            for (table, why) in &salvaged.lost {
+                text.push_str(&format!("; {table}: LOST, created empty ({why})"));
+            }
+            for (table, rows) in &salvaged.dropped {
+                text.push_str(&format!(
+                    "; {table}: {rows} row(s) with NULL or duplicate keys left in the quarantined file"
+                ));
+            }
+            ("salvaged", text)
+        }
+        Outcome::EmptyFromSchema {
+            storage_version,
+            version_source,
+            reason,
+        } => (
+            "empty_from_schema",
+            format!(
+                "{reason}; created an EMPTY database from schema.sql (storage {storage_version}, {version_source})"
+            ),
+        ),
+    }
+}

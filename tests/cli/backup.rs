@@ -1,0 +1,236 @@
+//! `upkeep backup` and `upkeep backups`: consistent, atomic, verified,
+//! private, rotated, and never at the cost of an older backup.
+
+use std::os::unix::fs::PermissionsExt;
+
+use crate::support::*;
+
+#[test]
+fn rows_committed_only_in_the_wal_are_in_the_backup() {
+    let sandbox = Sandbox::new();
+    let db = sandbox.db("prod");
+    let mut app = sandbox.app(&["write", db.to_str().unwrap(), WAL_ROWS]);
+    app.kill9();
+    assert!(
+        sandbox.path("data/prod.duckdb.wal").exists(),
+        "the rows should be in the .wal only"
+    );
+    sandbox.upkeep(&["backup", "production"]).code(0);
+    let backups = sandbox.backups("production");
+    assert_eq!(backups.len(), 1);
+    assert_eq!(counts(&backups[0])["users"], 3025);
+}
+
+#[test]
+fn a_backup_is_verified_private_and_described_by_its_manifest() {
+    let sandbox = Sandbox::new();
+    sandbox
+        .upkeep(&["backup", "production"])
+        .code(0)
+        .stdout_has("verified");
+    let backup = &sandbox.backups("production")[0];
+    let name = backup.file_name().unwrap().to_string_lossy().into_owned();
+    assert!(
+        name.starts_with("production_data_")
+            && name.len() == "production_data_20240115_020000.duckdb".len()
+    );
+    assert_eq!(
+        std::fs::metadata(backup).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
+    let manifest_path = sandbox.path(&format!("backups/{name}.manifest.json"));
+    let manifest: serde_json::Value = serde_json::from_slice(&bytes(&manifest_path)).unwrap();
+    assert_eq!(manifest["size"], std::fs::metadata(backup).unwrap().len());
+    assert_eq!(
+        manifest["blake3"],
+        blake3::hash(&bytes(backup)).to_hex().as_str()
+    );
+    assert_eq!(manifest["tables"]["users"], 3000);
+    assert_eq!(manifest["tables"]["orders"], 30000);
+    assert_eq!(manifest["verified"], true);
+    assert!(
+        manifest["source"]
+            .as_str()
+            .unwrap()
+            .ends_with("data/prod.duckdb")
+    );
+    assert!(
+        manifest["duckdb_version"]
+            .as_str()
+            .unwrap()
+            .starts_with('v')
+    );
+    assert_eq!(manifest["storage_version"], "v2.0.0");
+    assert!(manifest["created_at"].as_str().is_some());
+    assert_eq!(
+        std::fs::metadata(&manifest_path)
+            .unwrap()
+            .permissions()
+            .mode()
+            & 0o777,
+        0o600
+    );
+    sandbox
+        .upkeep(&["backups", "production"])
+        .code(0)
+        .stdout_has(&name)
+        .stdout_has("verified");
+}
+
+#[test]
+fn backups_in_the_same_second_do_not_collide() {
+    let sandbox = Sandbox::new();
+    sandbox.upkeep(&["backup", "staging"]).code(0);
+    sandbox.upkeep(&["backup", "staging"]).code(0);
+    assert_eq!(sandbox.backups("staging").len(), 2);
+}
+
+#[test]
+fn rotation_keeps_the_newest() {
+    let sandbox = Sandbox::new();
+    for _ in 0..5 {
+        sandbox.upkeep(&["backup", "staging", "--keep=3"]).code(0);
+    }
+    let kept = sandbox.backups("staging");
+    assert_eq!(kept.len(), 3, "{kept:?}");
+    let manifests = walk(&sandbox.path("backups"))
+        .into_iter()
+        .filter(|p| p.to_string_lossy().ends_with(".manifest.json"))
+        .count();
+    assert_eq!(manifests, 3, "manifests of rotated backups must go too");
+    // The next backup rotates the oldest kept one out, never the newest.
+    let newest = kept[2].clone();
+    sandbox
+        .upkeep(&["backup", "staging", "--keep", "3"])
+        .code(0);
+    let now = sandbox.backups("staging");
+    assert!(now.contains(&newest) && !now.contains(&kept[0]));
+}
+
+#[test]
+fn old_script_backups_are_listed_rotated_and_restorable() {
+    let sandbox = Sandbox::new();
+    std::fs::create_dir_all(sandbox.path("backups")).unwrap();
+    for day in ["20240115", "20240116", "20240117"] {
+        std::fs::copy(
+            sandbox.db("staging"),
+            sandbox.path(&format!("backups/staging_data_{day}_020000.duckdb")),
+        )
+        .unwrap();
+    }
+    sandbox
+        .upkeep(&["backups", "staging"])
+        .code(0)
+        .stdout_has("staging_data_20240117_020000.duckdb")
+        .stdout_has("2024-01-17 02:00:00 UTC")
+        .stdout_has("legacy");
+    sandbox
+        .upkeep(&["restore", "staging", "staging_data_20240115_020000.duckdb"])
+        .code(0);
+    sandbox
+        .upkeep(&["backup", "staging", "--keep", "2"])
+        .code(0);
+    let kept: Vec<String> = sandbox
+        .backups("staging")
+        .iter()
+        .map(|p| p.file_name().unwrap().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(kept.len(), 2);
+    assert_eq!(kept[0], "staging_data_20240117_020000.duckdb");
+}
+
+#[test]
+fn a_damaged_source_never_costs_an_older_backup() {
+    let sandbox = Sandbox::new();
+    let db = sandbox.db("prod");
+    sandbox.upkeep(&["backup", "production"]).code(0);
+    let good = sandbox.backups("production");
+    let good_bytes = bytes(&good[0]);
+    corrupt_block_of(&db, "orders");
+    sandbox
+        .upkeep(&["backup", "production", "--keep", "1"])
+        .code(1)
+        .stderr_has("failed verification")
+        .stderr_has("no older backup was deleted");
+    assert_eq!(sandbox.backups("production"), good);
+    assert_eq!(bytes(&good[0]), good_bytes);
+    let leftovers: Vec<_> = walk(&sandbox.path("backups"))
+        .into_iter()
+        .filter(|p| {
+            p.file_name()
+                .unwrap()
+                .to_string_lossy()
+                .starts_with(".upkeep-partial")
+        })
+        .collect();
+    assert!(leftovers.is_empty(), "temporary files left: {leftovers:?}");
+}
+
+#[test]
+fn a_database_held_by_the_app_is_not_copied() {
+    let sandbox = Sandbox::new();
+    let db = sandbox.db("prod");
+    let app = sandbox.app(&["hold", db.to_str().unwrap()]);
+    sandbox
+        .upkeep(&["backup", "production"])
+        .code(4)
+        .stderr_has(&format!("PID {}", app.pid()));
+    assert!(sandbox.backups("production").is_empty());
+}
+
+#[test]
+fn an_unverified_manifest_is_shown() {
+    let sandbox = Sandbox::new();
+    sandbox.upkeep(&["backup", "staging"]).code(0);
+    let backup = &sandbox.backups("staging")[0];
+    let manifest = crate::support::manifest_of(backup);
+    let mut value: serde_json::Value = serde_json::from_slice(&bytes(&manifest)).unwrap();
+    value["size"] = serde_json::json!(1);
+    std::fs::write(&manifest, value.to_string()).unwrap();
+    sandbox
+        .upkeep(&["backups", "staging"])
+        .code(0)
+        .stdout_has("unverified");
+}
+
+/// A real full disk: the backups folder on a 3 MiB tmpfs.
+#[test]
+fn a_full_disk_is_refused_before_copying() {
+    let sandbox = Sandbox::new();
+    let backups = sandbox.path("backups");
+    std::fs::create_dir_all(&backups).unwrap();
+    if unsafe { libc::geteuid() } != 0 {
+        eprintln!("SKIPPED: mounting a tmpfs needs root (CI runs as root)");
+        return;
+    }
+    let mounted = std::process::Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=3m", "tmpfs"])
+        .arg(&backups)
+        .status()
+        .unwrap();
+    assert!(mounted.success(), "cannot mount a tmpfs as root");
+    struct Unmount(std::path::PathBuf);
+    impl Drop for Unmount {
+        fn drop(&mut self) {
+            let _ = std::process::Command::new("umount").arg(&self.0).status();
+        }
+    }
+    let _unmount = Unmount(backups.clone());
+    sandbox.upkeep(&["backup", "staging"]).code(0);
+    let before = sandbox.backups("staging");
+    sandbox
+        .upkeep(&["backup", "production", "--keep", "1"])
+        .code(1)
+        .stderr_has("not enough space");
+    assert_eq!(sandbox.backups("staging"), before);
+    assert!(sandbox.backups("production").is_empty());
+    let names: Vec<String> = std::fs::read_dir(&backups)
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    assert!(
+        names.iter().all(|n| !n.starts_with(".upkeep-partial")),
+        "{names:?}"
+    );
+}

@@ -1,0 +1,12 @@
+//! End-to-end tests: the real `upkeep` binary on real DuckDB files in temp
+//! dirs, with a real app process where one is needed. One test crate, so
+//! DuckDB is linked into few binaries.
+
+mod backup;
+mod check;
+mod config;
+mod demo;
+mod repair;
+mod restore;
+mod storage_version;
+mod support;
