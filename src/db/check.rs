@@ -14,7 +14,7 @@ use serde::Serialize;
 
 use crate::db::catalog::{Catalog, Schema, Table};
 use crate::db::header::{self, HeaderProblem};
-use crate::db::open::{self, Access, ident};
+use crate::db::open::{self, Access, ident, literal};
 
 #[derive(Debug, Clone, Serialize)]
 pub struct Report {
@@ -140,7 +140,7 @@ pub fn check(path: &Path, schema: Option<&Schema>, deep: bool) -> Result<Report>
             return Ok(report);
         }
     };
-    check_contents(&conn, schema, deep, &mut report)?;
+    check_contents(&conn, schema, deep, header.block_alloc_size, &mut report)?;
     Ok(report)
 }
 
@@ -148,6 +148,7 @@ fn check_contents(
     conn: &Connection,
     schema: Option<&Schema>,
     deep: bool,
+    block_alloc_size: u64,
     report: &mut Report,
 ) -> Result<()> {
     let database: String = conn.query_row("SELECT current_database()", [], |row| row.get(0))?;
@@ -159,6 +160,7 @@ fn check_contents(
             return Ok(());
         }
     };
+    check_length(conn, &actual, block_alloc_size, report);
     let expected = schema.map(|schema| &schema.catalog);
     if let Some(expected) = expected {
         compare_with_schema(expected, &actual, report);
@@ -168,6 +170,40 @@ fn check_contents(
         check_table(conn, &database, table, declared, deep, report);
     }
     Ok(())
+}
+
+/// A file cut short loses its last blocks: the highest block in use, as the
+/// catalog says, must be inside the file. (Reading it would fail too, but
+/// only a deep check reads every block.)
+fn check_length(conn: &Connection, catalog: &Catalog, block_alloc_size: u64, report: &mut Report) {
+    let mut queries = vec!["SELECT max(block_id) FROM pragma_metadata_info()".to_string()];
+    for table in &catalog.tables {
+        let name = literal(&format!("{}.{}", ident(&table.schema), ident(&table.name)));
+        queries.push(format!(
+            "SELECT max(greatest(block_id, coalesce(list_max(additional_block_ids), -1))) \
+             FROM pragma_storage_info({name})"
+        ));
+    }
+    let highest = queries
+        .iter()
+        .filter_map(|sql| {
+            conn.query_row(sql, [], |row| row.get::<_, Option<i64>>(0))
+                .ok()
+                .flatten()
+        })
+        .max();
+    let (Some(highest), Some(size)) = (highest, report.size) else {
+        return;
+    };
+    let needed = header::BLOCKS_START + (highest.max(0) as u64 + 1) * block_alloc_size;
+    if size < needed {
+        report.problem(
+            ProblemKind::Truncated,
+            format!(
+                "truncated: the file has {size} bytes, but block {highest} in use ends at {needed}"
+            ),
+        );
+    }
 }
 
 fn compare_with_schema(expected: &Catalog, actual: &Catalog, report: &mut Report) {

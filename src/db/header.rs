@@ -21,6 +21,8 @@ const HEADER_SIZE: u64 = 4096;
 /// Where the first data block starts: the main header and two database headers.
 pub const BLOCKS_START: u64 = 3 * HEADER_SIZE;
 const DEFAULT_BLOCK_ALLOC_SIZE: u64 = 262_144;
+/// The first of the main header's flags (`MainHeader::ENCRYPTED_DATABASE_FLAG`).
+const ENCRYPTED_FLAG: u64 = 1;
 
 /// Storage versions upkeep can write, as `ATTACH ... (STORAGE_VERSION ..)`
 /// names them, with the version number DuckDB puts in the main header for
@@ -113,8 +115,11 @@ impl fmt::Display for StorageVersion {
 pub struct Header {
     /// The main header's version number (64 for v1.0 to v1.1, 999 for v2.0).
     pub version_number: u64,
-    /// The size the file must have at least, from the active database header.
-    pub expected_size: u64,
+    /// Blocks in the file, and the size of each (with its 8-byte checksum).
+    pub block_count: u64,
+    pub block_alloc_size: u64,
+    /// Encrypted blocks carry their checksum elsewhere.
+    pub encrypted: bool,
 }
 
 impl Header {
@@ -160,7 +165,8 @@ pub fn read(path: &Path) -> std::io::Result<Result<Header, HeaderProblem>> {
     Ok(parse(&bytes, size))
 }
 
-fn parse(bytes: &[u8], size: u64) -> Result<Header, HeaderProblem> {
+/// Parses the first [`BLOCKS_START`] bytes of a file of `size` bytes.
+pub fn parse(bytes: &[u8], size: u64) -> Result<Header, HeaderProblem> {
     if size == 0 {
         return Err(HeaderProblem::Empty);
     }
@@ -186,16 +192,14 @@ fn parse(bytes: &[u8], size: u64) -> Result<Header, HeaderProblem> {
         0 => DEFAULT_BLOCK_ALLOC_SIZE,
         block_size => block_size,
     };
-    let expected_size = BLOCKS_START.saturating_add(block_count.saturating_mul(block_alloc_size));
-    if size < expected_size {
-        return Err(HeaderProblem::Truncated {
-            size,
-            expected: expected_size,
-        });
-    }
+    // The header's block count cannot tell a truncated file: DuckDB itself
+    // cuts free blocks off the end of the file without lowering it. Which
+    // blocks are in use is for DuckDB's catalog to say (see `check`).
     Ok(Header {
         version_number,
-        expected_size,
+        block_count,
+        block_alloc_size,
+        encrypted: u64_at(bytes, 20) & ENCRYPTED_FLAG != 0,
     })
 }
 
@@ -237,21 +241,21 @@ mod tests {
     }
 
     #[test]
-    fn reads_version_and_expected_size_from_the_newest_header() {
+    fn reads_version_and_blocks_from_the_newest_header() {
         let bytes = header(64, 2);
         let parsed = parse(&bytes, BLOCKS_START + 8192).unwrap();
-        assert_eq!(parsed.expected_size, BLOCKS_START + 8192);
+        assert_eq!((parsed.block_count, parsed.block_alloc_size), (2, 4096));
         assert_eq!(parsed.storage_version().unwrap().as_str(), "v1.0.0");
     }
 
     #[test]
-    fn a_short_file_is_truncated() {
+    fn a_file_shorter_than_its_headers_is_truncated() {
         let bytes = header(999, 2);
         assert_eq!(
-            parse(&bytes, BLOCKS_START + 100),
+            parse(&bytes[..5000], 5000),
             Err(HeaderProblem::Truncated {
-                size: BLOCKS_START + 100,
-                expected: BLOCKS_START + 8192
+                size: 5000,
+                expected: BLOCKS_START
             })
         );
     }

@@ -5,6 +5,7 @@
 
 pub mod backup;
 pub mod backups;
+pub mod blocks;
 pub mod catalog;
 pub mod check;
 pub mod fresh;

@@ -80,7 +80,8 @@ fn missing_empty_foreign_and_truncated_files() {
     problem(&sandbox, &["check", "production"], "not_duckdb", "SQLite");
     make_db(&sandbox.db("fresh"), None, 3_000);
     let good = bytes(&sandbox.db("fresh"));
-    std::fs::write(&db, &good[..good.len() - 100_000]).unwrap();
+    // Cut off the second half: data blocks in use are gone.
+    std::fs::write(&db, &good[..good.len() / 2]).unwrap();
     problem(&sandbox, &["check", "production"], "truncated", "truncated");
 }
 
