@@ -103,17 +103,19 @@ pub fn backup(
     bar.finish_and_clear();
     drop(conn);
 
-    // Sync while reading the copy back: the read comes from the page cache
-    // and needs no disk, the sync needs nothing but the disk.
-    let (synced, read_back) = std::thread::scope(|scope| {
+    // Three things at once, on what each needs: the sync needs only the
+    // disk; the read-back and DuckDB's look at the copy read the page cache.
+    let (synced, read_back, quick) = std::thread::scope(|scope| {
         let sync = scope.spawn(|| partial.as_file().sync_all());
+        let quick = scope.spawn(|| check::check(partial.path(), schema, false));
         let read_back = blocks::read_back(partial.path());
-        (sync.join(), read_back)
+        (sync.join(), read_back, quick.join())
     });
     synced
         .map_err(|_| anyhow::anyhow!("the sync thread panicked"))?
         .context("cannot sync the backup to disk")?;
     let read_back = read_back?;
+    let quick = quick.map_err(|_| anyhow::anyhow!("the check thread panicked"))??;
     if read_back.size != copied {
         bail!(
             "backup of `{}` failed verification: {} bytes copied, {} read back; not kept, older backups untouched",
@@ -122,10 +124,14 @@ pub fn backup(
             read_back.size
         );
     }
-    // Every block matched DuckDB's checksum: DuckDB only needs to open the
-    // copy and count. Otherwise DuckDB reads every column and decides.
-    let deep = !read_back.checked || !read_back.bad_blocks.is_empty();
-    let report = check::check(partial.path(), schema, deep)?;
+    // Every block matched DuckDB's checksum: DuckDB only needed to open the
+    // copy, check it and count. Otherwise DuckDB reads every column and
+    // decides.
+    let report = if read_back.checked && read_back.bad_blocks.is_empty() {
+        quick
+    } else {
+        check::check(partial.path(), schema, true)?
+    };
     let copy_rows: BTreeMap<String, u64> = report
         .rows()
         .map(|(table, rows)| (table.to_string(), rows))
