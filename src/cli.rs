@@ -105,6 +105,38 @@ pub enum Command {
         #[arg(env = "ENVIRONMENT")]
         env: String,
     },
+    /// Run a pipeline (default `update`): steps in order, rolled back on failure
+    #[command(
+        after_help = "Examples:\n  upkeep run update --dry-run\n  upkeep run update --env staging --var APP_URL=http://127.0.0.1:9000\n\nExit 1: failed and fully rolled back; 3: a rollback did not complete (see `upkeep recover`); 4: busy."
+    )]
+    Run {
+        /// A name in pipelines/ beside upkeep.yaml, or a path
+        #[arg(default_value = "update")]
+        pipeline: String,
+        /// Show what would be done, with read-only probes; change nothing
+        #[arg(long)]
+        dry_run: bool,
+        /// The environment (default: the pipeline's `env:`)
+        #[arg(long, value_name = "ENV")]
+        env: Option<String>,
+        /// A variable for the pipeline, passed to commands as an environment variable
+        #[arg(long = "var", value_name = "NAME=VALUE")]
+        vars: Vec<String>,
+        /// Wait up to this long (e.g. 5m) for another run to finish, instead of exiting 4
+        #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration)]
+        lock_wait: Option<std::time::Duration>,
+    },
+    /// Check pipeline files without running anything
+    #[command(
+        after_help = "Examples:\n  upkeep validate\n  upkeep validate update pipelines/backup.yaml"
+    )]
+    Validate {
+        /// Pipeline names or paths (default: every file in pipelines/)
+        pipelines: Vec<String>,
+    },
+    /// Roll back what an interrupted run (crash, kill -9) did
+    #[command(after_help = "Example:\n  upkeep recover\n\nA second recover is a harmless no-op.")]
+    Recover,
     /// Build a sandbox project with a demo database and run upkeep on it
     #[command(after_help = "Example:\n  upkeep demo --dir /tmp/upkeep-demo")]
     Demo {

@@ -13,6 +13,7 @@ use crate::db::restore::Choice;
 use crate::db::{backup, backups, check, repair, restore};
 use crate::error::{bad_input, code, exit_code};
 use crate::lock;
+use crate::pipeline;
 use crate::report::Printer;
 
 /// Runs a toolkit command and returns its exit code. Errors for one
@@ -86,6 +87,24 @@ pub fn run(command: &Command, config: &Config, printer: &Printer) -> Result<i32>
                 code::FAILED
             })
         }
+        Command::Run {
+            pipeline,
+            dry_run,
+            env,
+            vars,
+            lock_wait,
+        } => {
+            let args = pipeline::RunArgs {
+                pipeline,
+                dry_run: *dry_run,
+                env: env.as_deref(),
+                vars,
+                lock_wait: *lock_wait,
+            };
+            pipeline::run_command(config, &args, *printer)
+        }
+        Command::Validate { pipelines } => pipeline::validate_command(config, pipelines, *printer),
+        Command::Recover => pipeline::run::recover(config, *printer),
         Command::Demo { .. } => unreachable!("the demo builds its own configuration"),
     }
 }

@@ -53,13 +53,12 @@ pub fn copy_hashing(
 /// Copies `source` into `target` (already open, empty) the way `cp` does:
 /// in the kernel (`copy_file_range`), in chunks so `progress` can follow.
 /// Does not sync.
-pub fn copy_fast(source: &Path, target: &mut File, progress: &dyn Fn(u64)) -> Result<u64> {
+/// `input` is opened by the caller: see `db::backup` on POSIX locks.
+pub fn copy_fast(input: &File, target: &mut File, progress: &dyn Fn(u64)) -> Result<u64> {
     const CHUNK: u64 = 64 << 20;
-    let input =
-        File::open(source).with_context(|| format!("cannot open `{}`", source.display()))?;
     let mut copied = 0u64;
     loop {
-        let n = std::io::copy(&mut (&input).take(CHUNK), target)
+        let n = std::io::copy(&mut input.take(CHUNK), target)
             .context("cannot write the copy (is the disk full?)")?;
         if n == 0 {
             break;

@@ -2,8 +2,9 @@
 //!
 //! `main.rs` only calls [`main`]. The library is a module per concept:
 //! `config` (upkeep.yaml), `db` (open, check, backup, restore, repair),
-//! `lock` (one run at a time), `report` (output), `commands` (the CLI's
-//! verbs), `demo` (the README's ready-made sandbox).
+//! `pipeline` (load, plan, run, roll back), `steps` (built-in step types),
+//! `journal` (crash journal), `lock` (one run at a time), `report` (output),
+//! `commands` (the CLI's verbs), `demo` (the README's ready-made sandbox).
 
 pub mod cli;
 pub mod commands;
@@ -12,9 +13,12 @@ pub mod db;
 pub mod demo;
 pub mod error;
 pub mod fsx;
+pub mod journal;
 pub mod lock;
+pub mod pipeline;
 pub mod progress;
 pub mod report;
+pub mod steps;
 
 use clap::Parser;
 

@@ -145,6 +145,7 @@ impl Printer {
             "path": made.backup.path,
             "manifest": made.backup.manifest,
             "rotated": made.rotated,
+            "rotation_error": made.rotation_error,
         }));
         if !self.human() {
             return;
@@ -159,6 +160,12 @@ impl Printer {
         );
         for name in &made.rotated {
             println!("  rotated out: {name}");
+        }
+        if let Some(error) = &made.rotation_error {
+            eprintln!(
+                "{} rotation failed, older backups were kept: {error}",
+                style("warning:").yellow().bold()
+            );
         }
     }
 
@@ -216,6 +223,31 @@ impl Printer {
         self.check(env, &restored.after);
     }
 
+    /// One pipeline file checked by `upkeep validate`.
+    pub fn validated(&self, path: &std::path::Path, result: Result<usize, &str>) {
+        match result {
+            Ok(steps) => {
+                self.json(json!({"type": "validated", "path": path, "ok": true, "steps": steps}));
+                if self.human() {
+                    println!(
+                        "{} {} ({steps} steps)",
+                        style("ok").green().bold(),
+                        path.display()
+                    );
+                }
+            }
+            Err(problems) => {
+                self.json(json!({"type": "validated", "path": path, "ok": false, "problems": problems.lines().collect::<Vec<_>>()}));
+                if self.format == Format::Human {
+                    eprintln!("{} {}", style("invalid").red().bold(), path.display());
+                    for line in problems.lines() {
+                        eprintln!("  {line}");
+                    }
+                }
+            }
+        }
+    }
+
     pub fn repaired(&self, env: &str, repaired: &Repaired) {
         let (how, detail) = describe_outcome(&repaired.outcome);
         self.json(json!({
@@ -252,7 +284,7 @@ impl Printer {
 }
 
 /// A short name and a sentence for what a repair did.
-fn describe_outcome(outcome: &Outcome) -> (&'static str, String) {
+pub fn describe_outcome(outcome: &Outcome) -> (&'static str, String) {
     match outcome {
         Outcome::Sound => ("sound", "the database is sound; nothing was touched".into()),
         Outcome::FromBackup { backup, skipped } => {

@@ -40,6 +40,8 @@ const SPACE_MARGIN: u64 = 1 << 20;
 pub struct Made {
     pub backup: Backup,
     pub rotated: Vec<String>,
+    /// Rotation failed after the backup was made: a warning, not a failure.
+    pub rotation_error: Option<String>,
 }
 
 /// Makes a verified backup of `env` in `dir` and keeps the `keep` newest.
@@ -73,6 +75,11 @@ pub fn backup(
 
     // Hold the database while copying: the checkpoint moves the .wal into
     // the file, and the lock keeps anyone from writing until the copy ends.
+    // POSIX locks belong to the process and go when *any* of its descriptors
+    // of the file closes: the one we copy from is opened before DuckDB's and
+    // closed after it, so it cannot drop DuckDB's lock early.
+    let input = std::fs::File::open(source)
+        .with_context(|| format!("cannot open `{}`", source.display()))?;
     let conn = open::open(source, Access::Exclusive)?;
     conn.execute_batch("CHECKPOINT")
         .with_context(|| format!("cannot checkpoint `{}`", source.display()))?;
@@ -93,7 +100,7 @@ pub fn backup(
     }
     let mut partial = fsx::partial_file(dir)?;
     let bar = progress.bytes("backup", size);
-    let copied = fsx::copy_fast(source, partial.as_file_mut(), &|n| bar.set_position(n))
+    let copied = fsx::copy_fast(&input, partial.as_file_mut(), &|n| bar.set_position(n))
         .with_context(|| {
             format!(
                 "backup of `{}` failed; older backups are untouched",
@@ -102,6 +109,7 @@ pub fn backup(
         })?;
     bar.finish_and_clear();
     drop(conn);
+    drop(input);
 
     // Three things at once, on what each needs: the sync needs only the
     // disk; the read-back and DuckDB's look at the copy read the page cache.
@@ -170,15 +178,30 @@ pub fn backup(
         verified: true,
     };
     let manifest_json = serde_json::to_vec_pretty(&manifest)?;
-    fsx::write_atomic(&backups::manifest_path(&path), &manifest_json)?;
-    fsx::publish(partial, &path)?;
+    let manifest_path = backups::manifest_path(&path);
+    fsx::write_atomic(&manifest_path, &manifest_json)?;
+    if let Err(error) = fsx::publish(partial, &path) {
+        // No manifest may stand beside a file that is not this backup.
+        let _ = std::fs::remove_file(&manifest_path);
+        return Err(error.context(format!(
+            "backup of `{}` was verified but could not be given its name; older backups are untouched",
+            env.name
+        )));
+    }
 
-    let rotated = backups::rotate(dir, &env.name, keep)?;
+    let (rotated, rotation_error) = match backups::rotate(dir, &env.name, keep, &name) {
+        Ok(rotated) => (rotated, None),
+        Err(error) => (Vec::new(), Some(format!("{error:#}"))),
+    };
     let backup = backups::list(dir, &env.name)?
         .into_iter()
         .find(|backup| backup.name == name)
         .with_context(|| format!("backup `{name}` vanished right after it was made"))?;
-    Ok(Made { backup, rotated })
+    Ok(Made {
+        backup,
+        rotated,
+        rotation_error,
+    })
 }
 
 fn row_counts(conn: &duckdb::Connection, database: &str) -> Result<BTreeMap<String, u64>> {

@@ -182,11 +182,17 @@ pub fn resolve(dir: &Path, env: &str, name: &str) -> Result<Backup> {
         })
 }
 
-/// Deletes the oldest backups of `env` beyond the `keep` newest. The newest
-/// verified backup is never deleted, whatever `keep` says. Returns the names
-/// deleted.
-pub fn rotate(dir: &Path, env: &str, keep: u32) -> Result<Vec<String>> {
-    let backups = list(dir, env)?;
+/// Deletes the oldest backups of `env` beyond the `keep` newest. Never
+/// deleted, whatever `keep` says: `protect` (the backup just made, even if
+/// a clock set back makes it look older) and the newest verified backup.
+/// Also removes manifests whose backup is gone. Returns the names deleted.
+pub fn rotate(dir: &Path, env: &str, keep: u32, protect: &str) -> Result<Vec<String>> {
+    sweep_orphan_manifests(dir, env);
+    let backups: Vec<Backup> = list(dir, env)?
+        .into_iter()
+        .filter(|backup| backup.name != protect)
+        .collect();
+    let keep = keep.saturating_sub(1);
     let last_verified = backups
         .iter()
         .rposition(|backup| backup.status == Status::Verified);
@@ -205,6 +211,23 @@ pub fn rotate(dir: &Path, env: &str, keep: u32) -> Result<Vec<String>> {
         fsx::sync_parent(&dir.join("x"))?;
     }
     Ok(deleted)
+}
+
+/// Manifests of `env` whose backup file no longer exists (a crash between
+/// writing the manifest and naming the backup).
+fn sweep_orphan_manifests(dir: &Path, env: &str) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if let Some(backup) = name.strip_suffix(".manifest.json")
+            && stamp_of(env, backup).is_some()
+            && !dir.join(backup).exists()
+        {
+            let _ = std::fs::remove_file(entry.path());
+        }
+    }
 }
 
 #[cfg(test)]

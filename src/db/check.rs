@@ -56,6 +56,22 @@ pub enum ProblemKind {
     DuplicatePrimaryKey,
 }
 
+impl ProblemKind {
+    /// Damage to the file itself, as opposed to content that is off.
+    pub fn is_damage(self) -> bool {
+        matches!(
+            self,
+            ProblemKind::MissingFile
+                | ProblemKind::EmptyFile
+                | ProblemKind::NotDuckdb
+                | ProblemKind::Truncated
+                | ProblemKind::CannotOpen
+                | ProblemKind::Checksum
+                | ProblemKind::Unreadable
+        )
+    }
+}
+
 impl Report {
     pub fn ok(&self) -> bool {
         self.problems.is_empty()
@@ -195,7 +211,10 @@ fn check_length(conn: &Connection, catalog: &Catalog, block_alloc_size: u64, rep
     let (Some(highest), Some(size)) = (highest, report.size) else {
         return;
     };
-    let needed = header::BLOCKS_START + (highest.max(0) as u64 + 1) * block_alloc_size;
+    let needed = (highest.max(0) as u64)
+        .saturating_add(1)
+        .saturating_mul(block_alloc_size)
+        .saturating_add(header::BLOCKS_START);
     if size < needed {
         report.problem(
             ProblemKind::Truncated,

@@ -13,6 +13,7 @@ use duckdb::Connection;
 use crate::db::StorageVersion;
 use crate::db::header;
 use crate::db::open::{self, literal};
+use crate::db::swap::{self, Shelf};
 use crate::fsx;
 
 /// The name the new file is attached under.
@@ -52,7 +53,12 @@ pub struct Fresh {
 
 impl Fresh {
     pub fn create(db: &Path, version: &StorageVersion) -> Result<Fresh> {
-        let dir = db.parent().context("database path has no folder")?;
+        let dir = db.parent().with_context(|| {
+            format!(
+                "database path `{}` has no folder: fix `databases:` in upkeep.yaml",
+                db.display()
+            )
+        })?;
         fsx::create_private_dir(dir)?;
         let path = dir.join(format!(
             "{}fresh-{}.duckdb",
@@ -85,22 +91,26 @@ impl Fresh {
             .with_context(|| format!("cannot build a database from `{}`", schema.path.display()))
     }
 
-    /// Detaches the new file, syncs it and gives it the name `db` (which
-    /// must be free by then).
-    pub fn finish(mut self, db: &Path) -> Result<()> {
+    /// Checkpoints and detaches the new file, syncs it and puts it in place
+    /// of `db`, the current database going to `shelf` (see
+    /// [`swap::put_in_place`]). Returns that folder.
+    pub fn finish(mut self, db: &Path, env: &str, shelf: Shelf) -> Result<Option<PathBuf>> {
         self.conn
-            .execute_batch(&format!("USE memory; DETACH {NEW}"))
+            .execute_batch(&format!("CHECKPOINT {NEW}; USE memory; DETACH {NEW}"))
             .context("cannot close the new database file")?;
+        let wal = fsx::with_suffix(&self.path, ".wal");
+        if wal.exists() {
+            anyhow::bail!(
+                "the new database `{}` still has a .wal after its checkpoint; nothing was changed",
+                self.path.display()
+            );
+        }
         std::fs::File::open(&self.path)
             .and_then(|file| file.sync_all())
             .with_context(|| format!("cannot sync `{}`", self.path.display()))?;
-        std::fs::hard_link(&self.path, db)
-            .with_context(|| format!("cannot create `{}`", db.display()))?;
-        std::fs::remove_file(&self.path)
-            .with_context(|| format!("cannot remove `{}`", self.path.display()))?;
-        fsx::sync_parent(db)?;
+        let shelved = swap::put_in_place(db, env, &self.path, shelf)?;
         self.finished = true;
-        Ok(())
+        Ok(shelved)
     }
 }
 

@@ -1,11 +1,14 @@
 //! Repair: quarantine a damaged database and bring back a sound one.
 //!
-//! What comes back, in order of preference: the newest backup that
-//! verifies; else the tables that can still be read, salvaged into a fresh
-//! file; else an empty database built from schema.sql. The plan is settled
+//! What comes back, in order of preference: when the file itself is damaged
+//! (unreadable, bad checksums, truncated), the newest backup that verifies;
+//! else the tables that can still be read, salvaged into a fresh file; else
+//! an empty database built from schema.sql. When only the content is off
+//! (a missing table or column, broken keys), salvage comes first, as it
+//! keeps the rows written since the last backup. The replacement is built
 //! before anything moves, so when nothing can be brought back the damaged
-//! file stays where it is. The damaged file is never deleted: it moves, with
-//! its `.wal`, into `quarantine/` beside the database.
+//! file stays where it is. It is never deleted: it moves, with its `.wal`,
+//! into `quarantine/` beside the database.
 
 use std::path::PathBuf;
 
@@ -74,91 +77,100 @@ pub fn repair(env: &Env, sources: &Sources, progress: &Progress) -> Result<Repai
         });
     }
     let (version, version_source) = fresh::target_version(sources.storage_version, &env.db);
-
-    let (newest, skipped) =
-        restore::newest_verified(sources.backups_dir, &env.name, sources.schema)?;
-    let (outcome, quarantine) = if let Some(verified) = newest {
-        let quarantine = swap::replace_with_copy(
-            &env.db,
-            &env.name,
-            &verified.backup.path,
-            &verified.hash,
-            Shelf::Quarantine,
-            progress,
-        )?;
-        let outcome = Outcome::FromBackup {
-            backup: Box::new(verified.backup),
-            skipped,
-        };
-        (outcome, quarantine)
-    } else if before.opens() {
+    // Damage to the file itself calls for the last good copy. Problems of
+    // content only (a missing table, broken keys) are better mended by a
+    // salvage, which keeps every row written since the last backup.
+    let damaged = before
+        .problems
+        .iter()
+        .any(|problem| problem.kind.is_damage());
+    let mut tried_backups = None;
+    if damaged {
+        let (newest, skipped) =
+            restore::newest_verified(sources.backups_dir, &env.name, sources.schema)?;
+        if let Some(verified) = newest {
+            return from_backup(env, sources, before, verified, skipped, progress);
+        }
+        tried_backups = Some(skipped);
+    }
+    let mut salvage_failure = None;
+    if before.opens() {
+        // Salvage reads the file where it is: it moves only once a
+        // replacement is ready.
         let fresh = Fresh::create(&env.db, &version)?;
-        let quarantine = swap::shelve(&env.db, &env.name, Shelf::Quarantine)?;
-        let quarantined = quarantine
-            .as_ref()
-            .and_then(|folder| env.db.file_name().map(|name| folder.join(name)));
-        let attempt = match &quarantined {
-            Some(old) => salvage::salvage(old, &fresh, sources.schema),
-            None => Err(anyhow::anyhow!("the database file vanished")),
-        };
-        let outcome = match attempt {
-            Ok(salvaged) => Outcome::Salvaged {
-                salvaged,
-                storage_version: version,
-                version_source,
-            },
-            Err(error) => {
-                let Some(schema) = sources.schema else {
-                    bail!(
-                        "cannot repair `{}`: salvage failed ({error:#}) and upkeep.yaml names no schema.sql to build an empty database from; \
-                         the damaged file is kept in `{}`",
-                        env.name,
-                        quarantine.as_deref().unwrap_or(&env.db).display()
-                    );
+        match salvage::salvage(&env.db, &fresh, sources.schema) {
+            Ok(salvaged) => {
+                let quarantine = fresh.finish(&env.db, &env.name, Shelf::Quarantine)?;
+                let outcome = Outcome::Salvaged {
+                    salvaged,
+                    storage_version: version,
+                    version_source,
                 };
-                // Start over from a clean file: the failed salvage may have
-                // created part of the tables.
-                drop(fresh);
-                let fresh = Fresh::create(&env.db, &version)?;
-                fresh.apply_schema(schema)?;
-                fresh.finish(&env.db)?;
-                return finish(
-                    env,
-                    sources,
-                    before,
-                    quarantine,
-                    Outcome::EmptyFromSchema {
-                        storage_version: version,
-                        version_source,
-                        reason: format!("salvage failed: {error:#}"),
-                    },
-                );
+                return finish(env, sources, before, quarantine, outcome);
             }
-        };
-        fresh.finish(&env.db)?;
-        (outcome, quarantine)
-    } else if let Some(schema) = sources.schema {
-        let fresh = Fresh::create(&env.db, &version)?;
-        fresh.apply_schema(schema)?;
-        let quarantine = swap::shelve(&env.db, &env.name, Shelf::Quarantine)?;
-        fresh.finish(&env.db)?;
-        let reason = if skipped.is_empty() {
-            "no backup, and the file cannot be opened".to_string()
+            Err(error) => salvage_failure = Some(format!("{error:#}")),
+        }
+    }
+    let skipped = match tried_backups {
+        Some(skipped) => skipped,
+        None => {
+            let (newest, skipped) =
+                restore::newest_verified(sources.backups_dir, &env.name, sources.schema)?;
+            if let Some(verified) = newest {
+                return from_backup(env, sources, before, verified, skipped, progress);
+            }
+            skipped
+        }
+    };
+    let reason = format!(
+        "{}, and {}",
+        if skipped.is_empty() {
+            "no backup"
         } else {
-            "no backup verifies, and the file cannot be opened".to_string()
-        };
-        let outcome = Outcome::EmptyFromSchema {
-            storage_version: version,
-            version_source,
-            reason,
-        };
-        (outcome, quarantine)
-    } else {
+            "no backup verifies"
+        },
+        salvage_failure.map_or_else(
+            || "the file cannot be opened".to_string(),
+            |error| format!("salvage failed ({error})")
+        )
+    );
+    let Some(schema) = sources.schema else {
         bail!(
-            "cannot repair `{}`: no backup verifies, the file cannot be opened, and upkeep.yaml names no \
-             schema.sql to build an empty database from; nothing was moved: restore a backup by hand or add `schema:`",
+            "cannot repair `{}`: {reason}, and upkeep.yaml names no schema.sql to build an empty database from; \
+             nothing was moved: restore a backup by hand or add `schema:`",
             env.name
         );
+    };
+    let fresh = Fresh::create(&env.db, &version)?;
+    fresh.apply_schema(schema)?;
+    let quarantine = fresh.finish(&env.db, &env.name, Shelf::Quarantine)?;
+    let outcome = Outcome::EmptyFromSchema {
+        storage_version: version,
+        version_source,
+        reason,
+    };
+    finish(env, sources, before, quarantine, outcome)
+}
+
+fn from_backup(
+    env: &Env,
+    sources: &Sources,
+    before: Report,
+    verified: restore::Verified,
+    skipped: Skipped,
+    progress: &Progress,
+) -> Result<Repaired> {
+    let quarantine = swap::replace_with_copy(
+        &env.db,
+        &env.name,
+        &verified.backup.path,
+        &verified.hash,
+        Shelf::Quarantine,
+        progress,
+    )?;
+    let outcome = Outcome::FromBackup {
+        backup: Box::new(verified.backup),
+        skipped,
     };
     finish(env, sources, before, quarantine, outcome)
 }
@@ -177,10 +189,4 @@ fn finish(
         quarantine,
         after,
     })
-}
-
-/// Where the damaged file went, for messages.
-pub fn quarantined_file(repaired: &Repaired, env: &Env) -> Option<PathBuf> {
-    let folder = repaired.quarantine.as_ref()?;
-    Some(folder.join(env.db.file_name()?))
 }

@@ -2,9 +2,11 @@
 //! current one (and its `.wal`) aside. Shared by restore and repair.
 //!
 //! The new file is first written beside the database (same file system, so
-//! the final step is a rename, not a copy) and synced. Then the `.wal` moves
-//! aside before the database does: a `.wal` left next to a different
-//! database would be replayed into it. Nothing is ever deleted.
+//! the final step is a rename, not a copy) and synced. Then, under a write
+//! lock on the current database, it is hard-linked into the shelf, its
+//! `.wal` moved there (a `.wal` left next to a different database would be
+//! replayed into it), and the new file renamed over the path: the path
+//! always holds a database. Nothing is ever deleted.
 
 use std::path::{Path, PathBuf};
 
@@ -36,21 +38,100 @@ pub fn wal_of(db: &Path) -> PathBuf {
 }
 
 /// Moves `db` and its `.wal` (those that exist) into a new folder of
-/// `shelf`, named after `env` and the time. Returns that folder, or `None`
-/// when there was nothing to move.
+/// `shelf`, named after `env` and the time, leaving nothing in their place.
+/// Returns that folder, or `None` when there was nothing to move. For
+/// replacing a database, see [`put_in_place`], which never leaves the path
+/// empty.
 pub fn shelve(db: &Path, env: &str, shelf: Shelf) -> Result<Option<PathBuf>> {
     let wal = wal_of(db);
     if !db.exists() && !wal.exists() {
         return Ok(None);
     }
     let folder = new_shelf_folder(db, env, shelf)?;
-    for file in [&wal, db] {
+    // The database before its .wal: a .wal alone at the path would be
+    // replayed into whatever database is created there.
+    for file in [db, &wal] {
         if file.exists() {
-            let name = file.file_name().context("database path has no file name")?;
-            fsx::rename_synced(file, &folder.join(name))?;
+            fsx::rename_synced(file, &folder.join(file_name(file)?))?;
         }
     }
     Ok(Some(folder))
+}
+
+fn file_name(path: &Path) -> Result<&std::ffi::OsStr> {
+    path.file_name().with_context(|| {
+        format!(
+            "database path `{}` has no file name: fix `databases:` in upkeep.yaml",
+            path.display()
+        )
+    })
+}
+
+/// Puts the complete, synced file `new` in place of `db`, keeping the
+/// current database and its `.wal` in a new folder of `shelf`.
+///
+/// The path is never empty: the current database is hard-linked into the
+/// shelf, its `.wal` moved there, and `new` renamed over the path in one
+/// step. Meanwhile upkeep holds a write lock on the current database, so the
+/// app cannot open it halfway through (it would get DuckDB's lock error).
+/// The new file takes the current one's mode and owner, so an app running as
+/// another user can still open it.
+pub fn put_in_place(db: &Path, env: &str, new: &Path, shelf: Shelf) -> Result<Option<PathBuf>> {
+    let _guard = hold(db)?;
+    let wal = wal_of(db);
+    if let Ok(meta) = std::fs::metadata(db) {
+        use std::os::unix::fs::{MetadataExt, PermissionsExt};
+        std::fs::set_permissions(new, std::fs::Permissions::from_mode(meta.mode() & 0o7777))
+            .with_context(|| format!("cannot set the mode of `{}`", new.display()))?;
+        // Only root may give a file away; anyone else already owns both.
+        let _ = std::os::unix::fs::chown(new, Some(meta.uid()), Some(meta.gid()));
+    }
+    let folder = if db.exists() || wal.exists() {
+        Some(new_shelf_folder(db, env, shelf)?)
+    } else {
+        None
+    };
+    if let Some(folder) = &folder {
+        if db.exists() {
+            let kept = folder.join(file_name(db)?);
+            std::fs::hard_link(db, &kept).with_context(|| {
+                format!("cannot keep `{}` in `{}`", db.display(), folder.display())
+            })?;
+        }
+        if wal.exists() {
+            fsx::rename_synced(&wal, &folder.join(file_name(&wal)?))?;
+        }
+        fsx::sync_parent(&folder.join("x"))?;
+    }
+    fsx::rename_synced(new, db)?;
+    Ok(folder)
+}
+
+/// A write lock on the current database for the length of a swap, so that
+/// nobody opens it meanwhile. `None` when there is no file.
+fn hold(db: &Path) -> Result<Option<std::fs::File>> {
+    use std::os::fd::AsRawFd;
+    let file = match std::fs::OpenOptions::new().read(true).write(true).open(db) {
+        Ok(file) => file,
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(error) => {
+            return Err(error).with_context(|| format!("cannot open `{}`", db.display()));
+        }
+    };
+    // SAFETY: plain data, filled in below.
+    let mut lock: libc::flock = unsafe { std::mem::zeroed() };
+    lock.l_type = libc::F_WRLCK as libc::c_short;
+    lock.l_whence = libc::SEEK_SET as libc::c_short;
+    // SAFETY: a valid descriptor and a valid pointer to a `flock`.
+    if unsafe { libc::fcntl(file.as_raw_fd(), libc::F_SETLK, &lock) } != 0 {
+        crate::db::open::refuse_if_held(db, crate::db::open::Access::Exclusive)?;
+        bail!(
+            "cannot lock `{}` for the swap: {}",
+            db.display(),
+            std::io::Error::last_os_error()
+        );
+    }
+    Ok(Some(file))
 }
 
 fn new_shelf_folder(db: &Path, env: &str, shelf: Shelf) -> Result<PathBuf> {
@@ -92,7 +173,12 @@ pub fn replace_with_copy(
     shelf: Shelf,
     progress: &Progress,
 ) -> Result<Option<PathBuf>> {
-    let dir = db.parent().context("database path has no folder")?;
+    let dir = db.parent().with_context(|| {
+        format!(
+            "database path `{}` has no folder: fix `databases:` in upkeep.yaml",
+            db.display()
+        )
+    })?;
     fsx::create_private_dir(dir)?;
     fsx::sweep_partials(dir);
     let size = std::fs::metadata(source)?.len();
@@ -116,7 +202,9 @@ pub fn replace_with_copy(
             source.display()
         );
     }
-    let shelved = shelve(db, env, shelf)?;
-    fsx::publish(partial, db)?;
+    let partial = partial.into_temp_path();
+    let shelved = put_in_place(db, env, &partial, shelf)?;
+    // Renamed into place: nothing is left for the temporary path to delete.
+    let _ = partial.keep();
     Ok(shelved)
 }

@@ -285,3 +285,48 @@ fn a_damaged_free_block_does_not_fail_a_backup() {
         .code(0)
         .stdout_has("verified");
 }
+
+#[test]
+fn leftovers_of_a_crash_are_never_backups_and_are_swept() {
+    let sandbox = Sandbox::new();
+    std::fs::create_dir_all(sandbox.path("backups")).unwrap();
+    std::fs::copy(
+        sandbox.db("staging"),
+        sandbox.path("backups/.upkeep-partial-crashed"),
+    )
+    .unwrap();
+    std::fs::write(
+        sandbox.path("backups/staging_data_20240101_000000.duckdb.manifest.json"),
+        "{}",
+    )
+    .unwrap();
+    sandbox
+        .upkeep(&["backups", "staging"])
+        .code(0)
+        .stdout_has("no backups");
+    sandbox
+        .upkeep(&["restore", "staging", ".upkeep-partial-crashed"])
+        .code(2);
+    sandbox.upkeep(&["backup", "staging"]).code(0);
+    assert!(!sandbox.path("backups/.upkeep-partial-crashed").exists());
+    assert!(
+        !sandbox
+            .path("backups/staging_data_20240101_000000.duckdb.manifest.json")
+            .exists()
+    );
+}
+
+#[test]
+fn rotation_never_deletes_the_backup_just_made() {
+    let sandbox = Sandbox::new();
+    std::fs::create_dir_all(sandbox.path("backups")).unwrap();
+    // A backup from "the future" (a clock that was set back since).
+    let future = sandbox.path("backups/staging_data_29990101_000000.duckdb");
+    std::fs::copy(sandbox.db("staging"), &future).unwrap();
+    sandbox
+        .upkeep(&["backup", "staging", "--keep", "1"])
+        .code(0);
+    let kept = sandbox.backups("staging");
+    assert_eq!(kept.len(), 1, "{kept:?}");
+    assert_ne!(kept[0], future, "the new backup must be the one kept");
+}

@@ -122,3 +122,83 @@ fn repair_refuses_while_the_app_holds_the_database() {
         .code(4)
         .stderr_has(&format!("PID {}", app.pid()));
 }
+
+#[test]
+fn content_problems_are_mended_by_salvage_keeping_rows_newer_than_the_backup() {
+    let sandbox = Sandbox::new();
+    let db = sandbox.db("prod");
+    sandbox.upkeep(&["backup", "production"]).code(0);
+    // Rows written after the backup, then a table lost by a bad migration.
+    sql(
+        &db,
+        "INSERT INTO users (email) VALUES ('after-backup@example.com'); DROP TABLE orders;",
+    );
+    sandbox
+        .upkeep(&["repair", "production"])
+        .code(0)
+        .stdout_has("salvaged")
+        .stdout_has("orders: LOST, created empty (not in the damaged file)");
+    let rows = counts(&db);
+    assert_eq!(
+        rows["users"], 3001,
+        "the row written after the backup must survive"
+    );
+    assert_eq!(rows["orders"], 0);
+}
+
+#[test]
+fn the_wal_goes_to_quarantine_with_its_database() {
+    let sandbox = Sandbox::new();
+    let db = sandbox.db("prod");
+    sandbox.upkeep(&["backup", "production"]).code(0);
+    corrupt_block_of(&db, "orders");
+    let mut app = sandbox.app(&["write", db.to_str().unwrap(), WAL_ROWS]);
+    app.kill9();
+    let wal = sandbox.path("data/prod.duckdb.wal");
+    let wal_bytes = bytes(&wal);
+    sandbox
+        .upkeep(&["repair", "production"])
+        .code(0)
+        .stdout_has("restored");
+    assert!(
+        !wal.exists(),
+        "the old .wal must not stay beside the restored database"
+    );
+    let kept = quarantined(&sandbox);
+    assert_eq!(kept.len(), 2, "{kept:?}");
+    assert!(
+        kept.iter()
+            .any(|p| p.ends_with("prod.duckdb.wal") && bytes(p) == wal_bytes)
+    );
+}
+
+#[test]
+fn restored_and_repaired_files_keep_mode_and_owner() {
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    let sandbox = Sandbox::new();
+    let db = sandbox.db("prod");
+    sandbox.upkeep(&["backup", "production"]).code(0);
+    std::fs::set_permissions(&db, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let owner = if unsafe { libc::geteuid() } == 0 {
+        65534
+    } else {
+        unsafe { libc::geteuid() }
+    };
+    std::os::unix::fs::chown(&db, Some(owner), Some(owner)).unwrap();
+    sandbox
+        .upkeep(&["restore", "production", "--latest"])
+        .code(0);
+    let meta = std::fs::metadata(&db).unwrap();
+    assert_eq!(meta.mode() & 0o777, 0o644);
+    assert_eq!((meta.uid(), meta.gid()), (owner, owner));
+    corrupt_block_of(&db, "orders");
+    std::os::unix::fs::chown(&db, Some(owner), Some(owner)).unwrap();
+    std::fs::remove_dir_all(sandbox.path("backups")).unwrap();
+    sandbox
+        .upkeep(&["repair", "production"])
+        .code(0)
+        .stdout_has("salvaged");
+    let meta = std::fs::metadata(&db).unwrap();
+    assert_eq!(meta.mode() & 0o777, 0o644);
+    assert_eq!((meta.uid(), meta.gid()), (owner, owner));
+}

@@ -81,3 +81,19 @@ fn a_salvage_of_a_new_format_file_stays_in_the_new_format() {
         .stdout_has("salvaged");
     assert_eq!(header_version(&db), V2);
 }
+
+#[test]
+fn an_empty_rebuild_keeps_the_version_of_a_header_it_can_still_read() {
+    let sandbox = Sandbox::new();
+    let db = sandbox.db("prod");
+    std::fs::remove_file(&db).unwrap();
+    make_db(&db, Some("v1.2.0"), 3_000);
+    let good = bytes(&db);
+    // The header survives, the blocks DuckDB needs to open it do not.
+    std::fs::write(&db, &good[..12_288 + 1_000]).unwrap();
+    sandbox
+        .upkeep(&["repair", "production"])
+        .code(0)
+        .stdout_has("EMPTY");
+    assert_eq!(header_version(&db), 65, "v1.2.0 is version 65");
+}

@@ -1,0 +1,177 @@
+//! The crash journal: what a run did, written down before it moves on.
+//!
+//! Each event is one JSON line, appended and synced (`fsync`) before the
+//! next step starts, in `state_dir/runs/RUN_ID.jsonl`. A journal without a
+//! `run_finished` line belongs to a run that was interrupted (crash,
+//! `kill -9`, power loss): `upkeep run` refuses to start while one exists,
+//! and `upkeep recover` reads it to undo, newest first, what was done and
+//! not yet undone.
+
+use std::collections::BTreeMap;
+use std::fs::{File, OpenOptions};
+use std::io::{BufRead, BufReader, Write};
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result};
+use serde::{Deserialize, Serialize};
+
+use crate::fsx;
+use crate::pipeline::model::{Action, Outcome};
+use crate::steps::Undo;
+
+/// How to undo one step, as the journal keeps it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", tag = "kind")]
+pub enum Undoing {
+    /// The step's `rollback:` (a shell command or a built-in action).
+    Action { action: Action },
+    /// A built-in step type's own undo, with what its run recorded.
+    Builtin { uses: String, undo: Undo },
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", tag = "event")]
+pub enum Entry {
+    RunStarted {
+        run_id: String,
+        pipeline: String,
+        path: PathBuf,
+        env: String,
+        vars: BTreeMap<String, String>,
+        started_at: String,
+    },
+    /// A step begins; `undo` is its `rollback:`, which also covers a step
+    /// that was interrupted halfway.
+    StepStarted {
+        step: usize,
+        name: String,
+        undo: Option<Undoing>,
+    },
+    StepDone {
+        step: usize,
+        outcome: Outcome,
+        undo: Option<Undoing>,
+    },
+    RollbackStarted {
+        step: usize,
+    },
+    RollbackDone {
+        step: usize,
+        ok: bool,
+        message: String,
+    },
+    RunFinished {
+        exit_code: i32,
+    },
+}
+
+/// An open journal, appended to and synced entry by entry.
+pub struct Journal {
+    file: File,
+    pub path: PathBuf,
+}
+
+fn runs_dir(state_dir: &Path) -> PathBuf {
+    state_dir.join("runs")
+}
+
+impl Journal {
+    pub fn create(state_dir: &Path, run_id: &str) -> Result<Journal> {
+        let dir = runs_dir(state_dir);
+        fsx::create_private_dir(&dir)?;
+        let path = dir.join(format!("{run_id}.jsonl"));
+        let file = OpenOptions::new()
+            .create_new(true)
+            .append(true)
+            .open(&path)
+            .with_context(|| format!("cannot create journal `{}`", path.display()))?;
+        fsx::sync_parent(&path)?;
+        Ok(Journal { file, path })
+    }
+
+    pub fn open(path: &Path) -> Result<Journal> {
+        let file = OpenOptions::new()
+            .append(true)
+            .open(path)
+            .with_context(|| format!("cannot open journal `{}`", path.display()))?;
+        Ok(Journal {
+            file,
+            path: path.to_path_buf(),
+        })
+    }
+
+    /// Appends an entry and syncs it to disk before returning.
+    pub fn write(&mut self, entry: &Entry) -> Result<()> {
+        let mut line = serde_json::to_string(entry)?;
+        line.push('\n');
+        self.file
+            .write_all(line.as_bytes())
+            .and_then(|()| self.file.sync_data())
+            .with_context(|| format!("cannot write journal `{}`", self.path.display()))
+    }
+}
+
+/// Reads a journal's entries. A last line cut short by a crash is ignored.
+pub fn read(path: &Path) -> Result<Vec<Entry>> {
+    let file =
+        File::open(path).with_context(|| format!("cannot read journal `{}`", path.display()))?;
+    let mut entries = Vec::new();
+    for line in BufReader::new(file).lines() {
+        let line = line.with_context(|| format!("cannot read journal `{}`", path.display()))?;
+        if let Ok(entry) = serde_json::from_str(&line) {
+            entries.push(entry);
+        }
+    }
+    Ok(entries)
+}
+
+/// The journals of runs that did not finish, oldest first.
+pub fn unfinished(state_dir: &Path) -> Result<Vec<PathBuf>> {
+    let dir = runs_dir(state_dir);
+    let mut found = Vec::new();
+    let Ok(listing) = std::fs::read_dir(&dir) else {
+        return Ok(found);
+    };
+    for entry in listing.flatten() {
+        let path = entry.path();
+        if path.extension().is_some_and(|ext| ext == "jsonl")
+            && !read(&path)?
+                .iter()
+                .any(|entry| matches!(entry, Entry::RunFinished { .. }))
+        {
+            found.push(path);
+        }
+    }
+    found.sort();
+    Ok(found)
+}
+
+/// What is still to undo after an interruption, newest first: steps that
+/// started (done or halfway) and whose rollback has not completed.
+pub fn pending_undos(entries: &[Entry]) -> Vec<(usize, String, Undoing)> {
+    let mut started: Vec<(usize, String, Option<Undoing>)> = Vec::new();
+    let mut rolled_back: Vec<usize> = Vec::new();
+    for entry in entries {
+        match entry {
+            Entry::StepStarted { step, name, undo } => {
+                started.push((*step, name.clone(), undo.clone()))
+            }
+            Entry::StepDone { step, undo, .. } => {
+                if let Some(last) = started.iter_mut().rev().find(|(s, _, _)| s == step) {
+                    // What the step did decides how to undo it, once known.
+                    if undo.is_some() {
+                        last.2 = undo.clone();
+                    }
+                }
+            }
+            Entry::RollbackDone { step, .. } => rolled_back.push(*step),
+            _ => {}
+        }
+    }
+    started
+        .into_iter()
+        .rev()
+        .filter(|(step, _, _)| !rolled_back.contains(step))
+        .filter_map(|(step, name, undo)| Some((step, name, undo?)))
+        .collect()
+}

@@ -1,0 +1,141 @@
+//! Pipelines: YAML files of steps, run in order and undone in reverse order
+//! when one fails.
+//!
+//! - `yaml`: the YAML tree with positions; `load`: reading and checking a
+//!   file, every problem with its line and column; `model`: what a pipeline is;
+//! - `run`: running it, and rolling back (`Runner::roll_back`), and
+//!   `upkeep recover`; `shell`: shell commands; `plan`: dry-run;
+//! - `events`: what a run prints and logs.
+
+pub mod events;
+pub mod load;
+pub mod model;
+pub mod plan;
+pub mod run;
+pub mod shell;
+pub mod yaml;
+
+use std::time::Duration;
+
+use anyhow::Result;
+
+use crate::config::Config;
+use crate::db::catalog::Schema;
+use crate::error::{bad_input, code};
+use crate::report::Printer;
+
+/// What `upkeep run` was asked.
+pub struct RunArgs<'a> {
+    pub pipeline: &'a str,
+    pub dry_run: bool,
+    pub env: Option<&'a str>,
+    pub vars: &'a [String],
+    pub lock_wait: Option<Duration>,
+}
+
+/// `upkeep run`: loads and checks everything, then runs or plans.
+pub fn run_command(config: &Config, args: &RunArgs, printer: Printer) -> Result<i32> {
+    let path = load::resolve(config, args.pipeline);
+    let pipeline = load::load(&path, config)?;
+    let env_name = args
+        .env
+        .map(str::to_string)
+        .or_else(|| pipeline.env.clone())
+        .ok_or_else(|| {
+            bad_input(format!(
+                "{}: the pipeline names no `env:`: pass --env ENV",
+                path.display()
+            ))
+        })?;
+    let env = config.env(&env_name)?;
+    let mut vars = pipeline.vars.clone();
+    for assignment in args.vars {
+        let Some((name, value)) = assignment.split_once('=') else {
+            return Err(bad_input(format!(
+                "--var `{assignment}` must be NAME=VALUE"
+            )));
+        };
+        if !load::is_var_name(name) {
+            return Err(bad_input(format!(
+                "--var `{name}` is not a variable name: letters, digits and `_`, not starting with a digit"
+            )));
+        }
+        vars.push((name.to_string(), value.to_string()));
+    }
+    // `${NAME}` in `with:` must name a variable before anything runs.
+    let known: Vec<(String, String)> =
+        ["UPKEEP_ENV", "UPKEEP_DB", "UPKEEP_RUN_ID", "UPKEEP_DRY_RUN"]
+            .iter()
+            .map(|name| (name.to_string(), String::new()))
+            .chain(vars.iter().cloned())
+            .collect();
+    for step in &pipeline.steps {
+        for action in std::iter::once(&step.action).chain(step.rollback.iter()) {
+            if let model::Action::Builtin { with, .. } = action {
+                for value in with.values() {
+                    run::substitute(value, &known).map_err(|error| {
+                        bad_input(format!(
+                            "{}:{}: step `{}`: {error:#}",
+                            path.display(),
+                            step.pos,
+                            step.name
+                        ))
+                    })?;
+                }
+            }
+        }
+    }
+    let schema = config.schema.as_deref().map(Schema::load).transpose()?;
+    let setup = run::Setup {
+        config,
+        env,
+        schema,
+        vars,
+        printer,
+    };
+    if args.dry_run {
+        plan::dry_run(&pipeline, &setup)
+    } else {
+        run::run(&pipeline, &setup, args.lock_wait)
+    }
+}
+
+/// `upkeep validate`: checks pipeline files (by default every one in
+/// `pipelines/`), reporting every problem of every file.
+pub fn validate_command(config: &Config, names: &[String], printer: Printer) -> Result<i32> {
+    let paths: Vec<std::path::PathBuf> = if names.is_empty() {
+        let dir = config.root.join("pipelines");
+        let mut found: Vec<_> = std::fs::read_dir(&dir)
+            .map_err(|error| {
+                bad_input(format!(
+                    "cannot list `{}`: {error}; name the pipelines to validate",
+                    dir.display()
+                ))
+            })?
+            .flatten()
+            .map(|entry| entry.path())
+            .filter(|path| {
+                path.extension()
+                    .is_some_and(|ext| ext == "yaml" || ext == "yml")
+            })
+            .collect();
+        found.sort();
+        found
+    } else {
+        names
+            .iter()
+            .map(|name| load::resolve(config, name))
+            .collect()
+    };
+    let mut status = code::OK;
+    for path in paths {
+        match load::load(&path, config) {
+            Ok(pipeline) => printer.validated(&path, Ok(pipeline.steps.len())),
+            Err(error) => {
+                printer.validated(&path, Err(&format!("{error:#}")));
+                status = code::BAD_INPUT;
+            }
+        }
+    }
+    Ok(status)
+}

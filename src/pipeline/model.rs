@@ -1,0 +1,88 @@
+//! What a pipeline is, once loaded and checked.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use crate::pipeline::yaml::Pos;
+
+#[derive(Debug, Clone)]
+pub struct Pipeline {
+    pub path: PathBuf,
+    pub name: String,
+    pub description: Option<String>,
+    /// The environment the run works on, unless `--env` says otherwise.
+    pub env: Option<String>,
+    pub vars: Vec<(String, String)>,
+    pub steps: Vec<Step>,
+}
+
+#[derive(Debug, Clone)]
+pub struct Step {
+    pub id: Option<String>,
+    pub name: String,
+    pub pos: Pos,
+    pub action: Action,
+    /// The rollback written in the file; built-in types bring their own too.
+    pub rollback: Option<Action>,
+    pub when: Option<When>,
+    pub timeout: Option<Duration>,
+    pub retries: u32,
+    pub allow_failure: bool,
+}
+
+/// Something a step or a rollback does.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Action {
+    /// A shell command (`sh -c`).
+    Shell { run: String },
+    /// A built-in step type with its `with:` parameters.
+    Builtin {
+        uses: String,
+        with: std::collections::BTreeMap<String, String>,
+    },
+}
+
+impl Action {
+    pub fn describe(&self) -> String {
+        match self {
+            Action::Shell { run } => format!("run `{run}`"),
+            Action::Builtin { uses, with } if with.is_empty() => format!("uses {uses}"),
+            Action::Builtin { uses, with } => format!(
+                "uses {uses} with {}",
+                with.iter()
+                    .map(|(k, v)| format!("{k}={v}"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+        }
+    }
+}
+
+/// `when: ID.ok | ID.failed | ID.skipped`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct When {
+    pub step: String,
+    pub outcome: Outcome,
+}
+
+/// How a step ended, as `when:` sees it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Outcome {
+    Ok,
+    Failed,
+    Skipped,
+}
+
+impl Outcome {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Outcome::Ok => "ok",
+            Outcome::Failed => "failed",
+            Outcome::Skipped => "skipped",
+        }
+    }
+}

@@ -1,0 +1,203 @@
+//! Dry-run: what a run would do, found out without changing anything.
+//!
+//! Everything is loaded and checked; built-in steps run their read-only
+//! probes (integrity checks open the database read-only, a backup looks at
+//! free space, a restore at the backups); shell steps are checked for a
+//! command that exists. Conditions are evaluated where a probe tells the
+//! outcome in advance. No lock, no journal, no log, no file is written.
+
+use std::collections::HashMap;
+use std::time::Instant;
+
+use anyhow::Result;
+
+use crate::error::code;
+use crate::pipeline::events::Events;
+use crate::pipeline::model::{Action, Outcome, Pipeline};
+use crate::pipeline::run::{Setup, substitute};
+use crate::pipeline::shell;
+use crate::steps::{self, With};
+
+/// What is known in advance of a step's outcome.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Expect {
+    Known(Outcome),
+    Unknown,
+}
+
+pub fn dry_run(pipeline: &Pipeline, setup: &Setup) -> Result<i32> {
+    let started = Instant::now();
+    let mut events = Events::new(setup.printer, None);
+    events.run_started(&pipeline.name, &setup.env.name, "dry-run", true);
+    let ctx = Ctx::new(setup);
+    let mut expected: HashMap<String, Expect> = HashMap::new();
+    let mut blockers = Vec::new();
+    let mut changed = false;
+    for (index, step) in pipeline.steps.iter().enumerate() {
+        let condition = step.when.as_ref().map(|when| {
+            let known = expected
+                .get(&when.step)
+                .copied()
+                .unwrap_or(Expect::Known(Outcome::Skipped));
+            (when, known)
+        });
+        let verdict_prefix = match condition {
+            None => String::new(),
+            Some((when, Expect::Known(outcome))) if outcome == when.outcome => {
+                format!("runs: `{}` will be {}; ", when.step, outcome.as_str())
+            }
+            Some((when, Expect::Known(outcome))) => {
+                let reason = format!(
+                    "would be skipped: `when: {}.{}`, and `{}` will be {}",
+                    when.step,
+                    when.outcome.as_str(),
+                    when.step,
+                    outcome.as_str()
+                );
+                events.plan_step(index, &step.name, &step.action.describe(), &reason, None);
+                if let Some(id) = &step.id {
+                    expected.insert(id.clone(), Expect::Known(Outcome::Skipped));
+                }
+                continue;
+            }
+            Some((when, Expect::Unknown)) => format!(
+                "runs only if `{}` is {} (known only in a real run); ",
+                when.step,
+                when.outcome.as_str()
+            ),
+        };
+        let (mut summary, blocker, outcome) = ctx.probe(&step.action);
+        // A probe sees the state of now: it tells the outcome only while no
+        // earlier step could have changed that state.
+        let outcome = match outcome {
+            _ if changed => {
+                if outcome.is_some() {
+                    summary.push_str(" (earlier steps may change this)");
+                }
+                Expect::Unknown
+            }
+            Some(true) => Expect::Known(Outcome::Ok),
+            Some(false) => Expect::Known(Outcome::Failed),
+            None => Expect::Unknown,
+        };
+        let read_only = matches!(&step.action, Action::Builtin { uses, .. } if uses == "integrity");
+        changed |= !read_only;
+        let conditional = step
+            .when
+            .as_ref()
+            .is_some_and(|_| condition.is_some_and(|(_, known)| known == Expect::Unknown));
+        let expect = if conditional {
+            Expect::Unknown
+        } else {
+            outcome
+        };
+        if let Some(id) = &step.id {
+            expected.insert(id.clone(), expect);
+        }
+        let mut verdict = format!("{verdict_prefix}{summary}");
+        if let Some(rollback) = &step.rollback {
+            verdict.push_str(&format!("; rollback: {}", rollback.describe()));
+        }
+        if outcome == Expect::Known(Outcome::Failed) && !step.allow_failure && !conditional {
+            let reason = format!("step {} `{}` would fail", index + 1, step.name);
+            events.plan_step(
+                index,
+                &step.name,
+                &step.action.describe(),
+                &verdict,
+                Some(&reason),
+            );
+            blockers.push(reason);
+            continue;
+        }
+        if let Some(blocker) = &blocker {
+            blockers.push(format!("step {} `{}`: {blocker}", index + 1, step.name));
+        }
+        events.plan_step(
+            index,
+            &step.name,
+            &step.action.describe(),
+            &verdict,
+            blocker.as_deref(),
+        );
+    }
+    let code = if blockers.is_empty() {
+        code::OK
+    } else {
+        code::FAILED
+    };
+    let summary = if blockers.is_empty() {
+        format!(
+            "dry-run: {} step(s) planned, nothing changed",
+            pipeline.steps.len()
+        )
+    } else {
+        format!(
+            "dry-run found {} blocker(s): {}; nothing changed",
+            blockers.len(),
+            blockers.join("; ")
+        )
+    };
+    events.run_finished(code, &summary, started.elapsed());
+    Ok(code)
+}
+
+struct Ctx<'a> {
+    setup: &'a Setup<'a>,
+    vars: Vec<(String, String)>,
+}
+
+impl<'a> Ctx<'a> {
+    fn new(setup: &'a Setup<'a>) -> Ctx<'a> {
+        let mut vars = vec![
+            ("UPKEEP_ENV".to_string(), setup.env.name.clone()),
+            ("UPKEEP_DB".to_string(), setup.env.db.display().to_string()),
+            ("UPKEEP_RUN_ID".to_string(), "dry-run".to_string()),
+            ("UPKEEP_DRY_RUN".to_string(), "true".to_string()),
+        ];
+        vars.extend(setup.vars.iter().cloned());
+        Ctx { setup, vars }
+    }
+
+    /// What the action would do, what would stop it, and its outcome when
+    /// a read-only probe can tell.
+    fn probe(&self, action: &Action) -> (String, Option<String>, Option<bool>) {
+        match action {
+            Action::Shell { run } => {
+                let blocker = shell::program_exists(run, &self.setup.config.root).err();
+                (format!("would run `{run}`"), blocker, None)
+            }
+            Action::Builtin { uses, with } => {
+                let Some(step) = steps::find(uses) else {
+                    return (
+                        format!("uses {uses}"),
+                        Some(format!("unknown step type `{uses}`")),
+                        None,
+                    );
+                };
+                let with: Result<With> = with
+                    .iter()
+                    .map(|(key, value)| Ok((key.clone(), substitute(value, &self.vars)?)))
+                    .collect();
+                let with = match with {
+                    Ok(with) => with,
+                    Err(error) => {
+                        return (format!("uses {uses}"), Some(format!("{error:#}")), None);
+                    }
+                };
+                let ctx = steps::Ctx {
+                    config: self.setup.config,
+                    env: &self.setup.env,
+                    schema: self.setup.schema.as_ref(),
+                    progress: crate::progress::Progress::hidden(),
+                };
+                let plan = step.plan(&ctx, &with);
+                (
+                    format!("would {}", plan.summary),
+                    plan.blocker,
+                    plan.outcome,
+                )
+            }
+        }
+    }
+}

@@ -1,0 +1,535 @@
+//! Running a pipeline, and rolling it back when a step fails.
+//!
+//! Where rollback happens: [`Runner::roll_back`]. When a step fails (after
+//! its retries), its own rollback runs first (it may have half happened),
+//! then those of the steps already done, newest first. A rollback that fails
+//! does not stop the others; the run then exits 3. Every step's start, end
+//! and rollback goes to the journal before the run moves on, so that
+//! `upkeep recover` can finish the job after a crash.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, anyhow, bail};
+
+use crate::config::{Config, Env};
+use crate::db::catalog::Schema;
+use crate::error::{RollbackIncomplete, code};
+use crate::journal::{self, Entry, Journal, Undoing};
+use crate::lock;
+use crate::pipeline::events::{Events, Status};
+use crate::pipeline::model::{Action, Outcome, Pipeline, Step};
+use crate::pipeline::shell::{self, Ended, Output};
+use crate::report::Printer;
+use crate::steps::{self, Ctx, Undo, With};
+
+/// Everything a run needs besides the pipeline.
+pub struct Setup<'a> {
+    pub config: &'a Config,
+    pub env: Env,
+    pub schema: Option<Schema>,
+    /// The pipeline's `vars`, then `--var` overrides.
+    pub vars: Vec<(String, String)>,
+    pub printer: Printer,
+}
+
+impl Setup<'_> {
+    fn ctx(&self) -> Ctx<'_> {
+        Ctx {
+            config: self.config,
+            env: &self.env,
+            schema: self.schema.as_ref(),
+            progress: self.printer.progress(),
+        }
+    }
+
+    /// The variables commands see: the run's own, then the pipeline's.
+    fn environment(&self, run_id: &str, dry_run: bool) -> Vec<(String, String)> {
+        let mut vars = vec![
+            ("UPKEEP_ENV".to_string(), self.env.name.clone()),
+            ("UPKEEP_DB".to_string(), self.env.db.display().to_string()),
+            ("UPKEEP_RUN_ID".to_string(), run_id.to_string()),
+            ("UPKEEP_DRY_RUN".to_string(), dry_run.to_string()),
+        ];
+        vars.extend(self.vars.iter().cloned());
+        vars
+    }
+}
+
+/// Replaces `${NAME}` in a `with:` value by the variable's value.
+pub fn substitute(text: &str, vars: &[(String, String)]) -> Result<String> {
+    let mut result = String::new();
+    let mut rest = text;
+    while let Some(start) = rest.find("${") {
+        result.push_str(&rest[..start]);
+        let after = &rest[start + 2..];
+        let end = after
+            .find('}')
+            .ok_or_else(|| anyhow!("unclosed `${{` in `{text}`"))?;
+        let name = &after[..end];
+        let value = vars
+            .iter()
+            .rev()
+            .find(|(key, _)| key == name)
+            .map(|(_, value)| value)
+            .ok_or_else(|| anyhow!("`${{{name}}}` in `{text}` is not a variable: define it in `vars:` or with --var {name}=..."))?;
+        result.push_str(value);
+        rest = &after[end + 1..];
+    }
+    result.push_str(rest);
+    Ok(result)
+}
+
+fn substitute_all(with: &BTreeMap<String, String>, vars: &[(String, String)]) -> Result<With> {
+    with.iter()
+        .map(|(key, value)| Ok((key.clone(), substitute(value, vars)?)))
+        .collect()
+}
+
+/// A run id: the UTC time and the process id, unique on this machine.
+pub fn new_run_id() -> String {
+    format!(
+        "{}-{}",
+        jiff::Timestamp::now().strftime("%Y%m%dT%H%M%SZ"),
+        std::process::id()
+    )
+}
+
+/// Stops the current step on SIGINT / SIGTERM, then rolls back.
+fn stop_flag() -> Arc<AtomicBool> {
+    let stop = Arc::new(AtomicBool::new(false));
+    for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+        let _ = signal_hook::flag::register(signal, Arc::clone(&stop));
+    }
+    stop
+}
+
+/// Takes the run lock, waiting up to `wait` for it when asked to.
+pub fn take_lock(config: &Config, what: &str, wait: Option<Duration>) -> Result<lock::Lock> {
+    let deadline = wait.map(|wait| Instant::now() + wait);
+    loop {
+        match lock::acquire(&config.state_dir, what) {
+            Err(error)
+                if crate::error::exit_code(&error) == code::BUSY
+                    && deadline.is_some_and(|deadline| Instant::now() < deadline) =>
+            {
+                std::thread::sleep(Duration::from_millis(200));
+            }
+            other => return other,
+        }
+    }
+}
+
+/// Refuses to start while an interrupted run has not been recovered.
+pub fn refuse_if_unfinished(config: &Config) -> Result<()> {
+    if let Some(path) = journal::unfinished(&config.state_dir)?.first() {
+        return Err(anyhow::Error::new(RollbackIncomplete(format!(
+            "an earlier run was interrupted and not rolled back (journal `{}`): run `upkeep recover` first",
+            path.display()
+        ))));
+    }
+    Ok(())
+}
+
+/// Runs `pipeline` for real. Returns the exit code.
+pub fn run(pipeline: &Pipeline, setup: &Setup, lock_wait: Option<Duration>) -> Result<i32> {
+    let config = setup.config;
+    let _lock = take_lock(
+        config,
+        &format!("upkeep run {} ({})", pipeline.name, setup.env.name),
+        lock_wait,
+    )?;
+    refuse_if_unfinished(config)?;
+    let run_id = new_run_id();
+    let mut journal = Journal::create(&config.state_dir, &run_id)?;
+    let logs = config.state_dir.join("logs");
+    crate::fsx::create_private_dir(&logs)?;
+    let log = logs.join(format!("{run_id}.log"));
+    let vars = setup.environment(&run_id, false);
+    journal.write(&Entry::RunStarted {
+        run_id: run_id.clone(),
+        pipeline: pipeline.name.clone(),
+        path: pipeline.path.clone(),
+        env: setup.env.name.clone(),
+        vars: vars.iter().cloned().collect(),
+        started_at: jiff::Timestamp::now().to_string(),
+    })?;
+    let mut runner = Runner {
+        setup,
+        journal,
+        events: Events::new(setup.printer, Some(log.clone())),
+        log,
+        vars,
+        stop: stop_flag(),
+    };
+    let started = Instant::now();
+    runner
+        .events
+        .run_started(&pipeline.name, &setup.env.name, &run_id, false);
+    let (exit_code, summary) = runner.steps(pipeline)?;
+    runner.journal.write(&Entry::RunFinished { exit_code })?;
+    runner
+        .events
+        .run_finished(exit_code, &summary, started.elapsed());
+    Ok(exit_code)
+}
+
+struct Runner<'a> {
+    setup: &'a Setup<'a>,
+    journal: Journal,
+    events: Events,
+    log: PathBuf,
+    vars: Vec<(String, String)>,
+    stop: Arc<AtomicBool>,
+}
+
+/// A step that ran, with how to undo it.
+struct Done {
+    index: usize,
+    name: String,
+    undo: Undoing,
+}
+
+impl Runner<'_> {
+    fn steps(&mut self, pipeline: &Pipeline) -> Result<(i32, String)> {
+        let mut outcomes: HashMap<String, Outcome> = HashMap::new();
+        let mut done: Vec<Done> = Vec::new();
+        let (mut ran, mut skipped) = (0, 0);
+        for (index, step) in pipeline.steps.iter().enumerate() {
+            if let Some(when) = &step.when {
+                let actual = outcomes
+                    .get(&when.step)
+                    .copied()
+                    .unwrap_or(Outcome::Skipped);
+                if actual != when.outcome {
+                    let reason = format!(
+                        "skipped: `when: {}.{}`, and `{}` was {}",
+                        when.step,
+                        when.outcome.as_str(),
+                        when.step,
+                        actual.as_str()
+                    );
+                    self.events.step_skipped(index, &step.name, &reason);
+                    record(&mut outcomes, step, Outcome::Skipped);
+                    skipped += 1;
+                    continue;
+                }
+            }
+            let user_undo = step
+                .rollback
+                .clone()
+                .map(|action| Undoing::Action { action });
+            self.journal.write(&Entry::StepStarted {
+                step: index,
+                name: step.name.clone(),
+                undo: user_undo.clone(),
+            })?;
+            ran += 1;
+            match self.attempt(index, step) {
+                Ok(builtin_undo) => {
+                    // The step's own `rollback:` takes the place of its type's.
+                    let undo = user_undo.or(builtin_undo);
+                    self.journal.write(&Entry::StepDone {
+                        step: index,
+                        outcome: Outcome::Ok,
+                        undo: undo.clone(),
+                    })?;
+                    record(&mut outcomes, step, Outcome::Ok);
+                    if let Some(undo) = undo {
+                        done.push(Done {
+                            index,
+                            name: step.name.clone(),
+                            undo,
+                        });
+                    }
+                }
+                Err(error) if step.allow_failure && !self.stop.load(Ordering::SeqCst) => {
+                    self.journal.write(&Entry::StepDone {
+                        step: index,
+                        outcome: Outcome::Failed,
+                        undo: user_undo.clone(),
+                    })?;
+                    record(&mut outcomes, step, Outcome::Failed);
+                    let _ = error;
+                    // It may have half happened: undo it with the others.
+                    if let Some(undo) = user_undo {
+                        done.push(Done {
+                            index,
+                            name: step.name.clone(),
+                            undo,
+                        });
+                    }
+                }
+                Err(error) => {
+                    self.journal.write(&Entry::StepDone {
+                        step: index,
+                        outcome: Outcome::Failed,
+                        undo: user_undo.clone(),
+                    })?;
+                    if let Some(undo) = user_undo {
+                        done.push(Done {
+                            index,
+                            name: step.name.clone(),
+                            undo,
+                        });
+                    }
+                    let failed_at = format!("step {} `{}` failed: {error:#}", index + 1, step.name);
+                    return Ok(self.roll_back(done, &failed_at));
+                }
+            }
+        }
+        Ok((code::OK, format!("{ran} step(s) ran, {skipped} skipped")))
+    }
+
+    /// Runs a step with its retries. The result is how to undo it (for
+    /// built-in types that bring their own undo).
+    fn attempt(&mut self, index: usize, step: &Step) -> Result<Option<Undoing>> {
+        let mut attempt = 1;
+        loop {
+            self.events.step_started(index, &step.name, attempt);
+            let started = Instant::now();
+            let result = self.perform(index, &step.action, step.timeout);
+            let last = attempt > step.retries || self.stop.load(Ordering::SeqCst);
+            match result {
+                Ok((detail, undo)) => {
+                    self.events.step_finished(
+                        index,
+                        &step.name,
+                        Status::Ok,
+                        started.elapsed(),
+                        &detail,
+                    );
+                    return Ok(undo);
+                }
+                Err(error) => {
+                    let status = if last && step.allow_failure {
+                        Status::FailedAllowed
+                    } else {
+                        Status::Failed
+                    };
+                    let retrying = if last {
+                        String::new()
+                    } else {
+                        "; retrying".to_string()
+                    };
+                    self.events.step_finished(
+                        index,
+                        &step.name,
+                        status,
+                        started.elapsed(),
+                        &format!("{error:#}{retrying}"),
+                    );
+                    if last {
+                        return Err(error);
+                    }
+                }
+            }
+            attempt += 1;
+        }
+    }
+
+    /// Does one action: a shell command or a built-in step type.
+    fn perform(
+        &mut self,
+        index: usize,
+        action: &Action,
+        timeout: Option<Duration>,
+    ) -> Result<(String, Option<Undoing>)> {
+        match action {
+            Action::Shell { run } => {
+                let ended = self.shell(index, run, timeout)?;
+                if ended.ok() {
+                    Ok((String::new(), None))
+                } else {
+                    bail!("`{run}` {}", ended.describe())
+                }
+            }
+            Action::Builtin { uses, with } => {
+                if self.stop.load(Ordering::SeqCst) {
+                    bail!("interrupted (SIGINT/SIGTERM)");
+                }
+                let step =
+                    steps::find(uses).ok_or_else(|| anyhow!("unknown step type `{uses}`"))?;
+                let with = substitute_all(with, &self.vars)?;
+                let (detail, undo) = step.run(&self.setup.ctx(), &with)?;
+                let undo = (!undo.is_nothing()).then(|| Undoing::Builtin {
+                    uses: uses.clone(),
+                    undo,
+                });
+                Ok((detail, undo))
+            }
+        }
+    }
+
+    fn shell(&mut self, index: usize, command: &str, timeout: Option<Duration>) -> Result<Ended> {
+        let events = &mut self.events;
+        let mut show = |line: &str| events.output(index, line);
+        let log = self.log.clone();
+        let mut output = Output {
+            log: &log,
+            show: &mut show,
+        };
+        shell::run(
+            command,
+            &self.setup.config.root,
+            &self.vars,
+            timeout,
+            &self.stop,
+            &mut output,
+        )
+    }
+
+    /// Undoes `done`, newest first (the failed step, if it has a rollback,
+    /// is the newest). Returns the exit code and a summary.
+    fn roll_back(&mut self, done: Vec<Done>, failed_at: &str) -> (i32, String) {
+        // Rollbacks must run to the end even after Ctrl-C.
+        self.stop.store(false, Ordering::SeqCst);
+        let mut undone = Vec::new();
+        let mut not_undone = Vec::new();
+        for item in done.into_iter().rev() {
+            match self.undo_one(item.index, &item.name, &item.undo) {
+                Ok(()) => undone.push(item.name),
+                Err(error) => not_undone.push(format!("{} ({error:#})", item.name)),
+            }
+        }
+        let undone_text = if undone.is_empty() {
+            "nothing to undo".to_string()
+        } else {
+            format!("undone: {}", undone.join(", "))
+        };
+        if not_undone.is_empty() {
+            (
+                code::FAILED,
+                format!("{failed_at}; rolled back ({undone_text})"),
+            )
+        } else {
+            (
+                code::ROLLBACK_INCOMPLETE,
+                format!(
+                    "{failed_at}; ROLLBACK INCOMPLETE: not undone: {}; {undone_text}. A person must look: see the log in {}",
+                    not_undone.join(", "),
+                    self.log.display()
+                ),
+            )
+        }
+    }
+
+    fn undo_one(&mut self, index: usize, name: &str, undo: &Undoing) -> Result<()> {
+        self.journal
+            .write(&Entry::RollbackStarted { step: index })?;
+        self.events
+            .rollback_started(index, name, &describe_undo(undo));
+        let result = match undo {
+            Undoing::Action { action } => {
+                self.perform(index, action, None).map(|(detail, _)| detail)
+            }
+            Undoing::Builtin { uses, undo } => builtin_undo(&self.setup.ctx(), uses, undo),
+        };
+        let (ok, message) = match &result {
+            Ok(detail) => (true, detail.clone()),
+            Err(error) => (false, format!("{error:#}")),
+        };
+        self.journal.write(&Entry::RollbackDone {
+            step: index,
+            ok,
+            message: message.clone(),
+        })?;
+        self.events.rollback_finished(index, name, ok, &message);
+        result.map(|_| ())
+    }
+}
+
+fn record(outcomes: &mut HashMap<String, Outcome>, step: &Step, outcome: Outcome) {
+    if let Some(id) = &step.id {
+        outcomes.insert(id.clone(), outcome);
+    }
+}
+
+fn describe_undo(undo: &Undoing) -> String {
+    match undo {
+        Undoing::Action { action } => action.describe(),
+        Undoing::Builtin { uses, .. } => format!("undo {uses}"),
+    }
+}
+
+fn builtin_undo(ctx: &Ctx, uses: &str, undo: &Undo) -> Result<String> {
+    steps::find(uses)
+        .ok_or_else(|| anyhow!("unknown step type `{uses}` in the journal"))?
+        .undo(ctx, undo)
+}
+
+/// `upkeep recover`: rolls back what interrupted runs did and did not undo.
+pub fn recover(config: &Config, printer: Printer) -> Result<i32> {
+    let _lock = take_lock(config, "upkeep recover", None)?;
+    let journals = journal::unfinished(&config.state_dir)?;
+    if journals.is_empty() {
+        printer.note("nothing to recover: no interrupted run");
+        return Ok(code::OK);
+    }
+    let schema = config.schema.as_deref().map(Schema::load).transpose()?;
+    let mut worst = code::OK;
+    for path in journals {
+        let entries = journal::read(&path)?;
+        let Some(Entry::RunStarted {
+            run_id,
+            pipeline,
+            env,
+            vars,
+            ..
+        }) = entries.first().cloned()
+        else {
+            bail!(
+                "journal `{}` does not start with its run: move it away and look at the app by hand",
+                path.display()
+            );
+        };
+        let env = config.env(&env).with_context(|| {
+            format!(
+                "journal `{}` names an environment upkeep.yaml no longer has",
+                path.display()
+            )
+        })?;
+        let setup = Setup {
+            config,
+            env,
+            schema: schema.clone(),
+            vars: vars.clone().into_iter().collect(),
+            printer,
+        };
+        let log = config.state_dir.join("logs").join(format!("{run_id}.log"));
+        let mut runner = Runner {
+            setup: &setup,
+            journal: Journal::open(&path)?,
+            events: Events::new(printer, Some(log.clone())),
+            log,
+            vars: vars.into_iter().collect(),
+            stop: stop_flag(),
+        };
+        let started = Instant::now();
+        runner
+            .events
+            .run_started(&pipeline, &setup.env.name, &run_id, false);
+        let done: Vec<Done> = journal::pending_undos(&entries)
+            .into_iter()
+            .rev()
+            .map(|(index, name, undo)| Done { index, name, undo })
+            .collect();
+        let (exit_code, summary) =
+            runner.roll_back(done, &format!("recovering interrupted run {run_id}"));
+        runner.journal.write(&Entry::RunFinished { exit_code })?;
+        runner
+            .events
+            .run_finished(exit_code, &summary, started.elapsed());
+        // The run failed (1), but recovering it worked: that is success here.
+        let status = if exit_code == code::FAILED {
+            code::OK
+        } else {
+            exit_code
+        };
+        worst = crate::commands::most_serious(worst, status);
+    }
+    Ok(worst)
+}

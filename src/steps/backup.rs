@@ -1,0 +1,89 @@
+//! `uses: backup`: the verified, rotated backup of `upkeep backup`. A
+//! backup is never deleted by a rollback: it is the restore point.
+
+use anyhow::Result;
+
+use super::{Ctx, Plan, StepType, Undo, With, count};
+use crate::db::backup;
+use crate::fsx;
+
+pub struct Backup;
+
+impl Backup {
+    fn keep(ctx: &Ctx, with: &With) -> Result<u32, String> {
+        match count(with, "keep")? {
+            Some(0) => Err("`keep` must be at least 1".to_string()),
+            Some(keep) => Ok(keep),
+            None => Ok(ctx.config.keep),
+        }
+    }
+}
+
+impl StepType for Backup {
+    fn name(&self) -> &'static str {
+        "backup"
+    }
+
+    fn keys(&self) -> &'static [&'static str] {
+        &["keep"]
+    }
+
+    fn check(&self, with: &With) -> Result<(), String> {
+        match count(with, "keep")? {
+            Some(0) => Err("`keep` must be at least 1".to_string()),
+            _ => Ok(()),
+        }
+    }
+
+    fn plan(&self, ctx: &Ctx, with: &With) -> Plan {
+        let keep = Self::keep(ctx, with).unwrap_or(ctx.config.keep);
+        let dir = &ctx.config.backups_dir;
+        let summary = format!(
+            "back up `{}` into {} and keep the {keep} newest",
+            ctx.env.name,
+            dir.display()
+        );
+        let Ok(size) = std::fs::metadata(&ctx.env.db).map(|meta| meta.len()) else {
+            return Plan {
+                summary,
+                blocker: Some(format!("no database file at `{}`", ctx.env.db.display())),
+                ..Plan::default()
+            };
+        };
+        // The folder may not exist yet: ask the nearest one that does.
+        let existing = dir.ancestors().find(|path| path.exists());
+        let blocker = match existing.map(fsx::free_space) {
+            Some(Ok(free)) if free < size => Some(format!(
+                "not enough space in `{}`: a backup needs {}, {} is free",
+                dir.display(),
+                fsx::human_size(size),
+                fsx::human_size(free)
+            )),
+            _ => None,
+        };
+        Plan {
+            summary: format!("{summary} ({})", fsx::human_size(size)),
+            blocker,
+            ..Plan::default()
+        }
+    }
+
+    fn run(&self, ctx: &Ctx, with: &With) -> Result<(String, Undo)> {
+        let keep = Self::keep(ctx, with).map_err(anyhow::Error::msg)?;
+        let made = backup::backup(
+            ctx.env,
+            &ctx.config.backups_dir,
+            keep,
+            ctx.schema,
+            &ctx.progress,
+        )?;
+        Ok((
+            format!(
+                "backed up to {} ({})",
+                made.backup.name,
+                fsx::human_size(made.backup.size)
+            ),
+            Undo::nothing(),
+        ))
+    }
+}

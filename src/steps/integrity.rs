@@ -1,0 +1,92 @@
+//! `uses: integrity`: the integrity check of `upkeep check`. Fails the step
+//! when the database has problems (use `allow_failure` and `when:` to act on
+//! it); changes nothing, so there is nothing to undo.
+
+use anyhow::{Result, bail};
+
+use super::{Ctx, Plan, StepType, Undo, With, flag};
+use crate::db::check;
+use crate::error::{code, exit_code};
+
+pub struct Integrity;
+
+impl StepType for Integrity {
+    fn name(&self) -> &'static str {
+        "integrity"
+    }
+
+    fn keys(&self) -> &'static [&'static str] {
+        &["deep"]
+    }
+
+    fn check(&self, with: &With) -> Result<(), String> {
+        flag(with, "deep").map(|_| ())
+    }
+
+    fn plan(&self, ctx: &Ctx, with: &With) -> Plan {
+        let deep = flag(with, "deep").unwrap_or(false);
+        let summary = format!(
+            "check `{}` ({}){}",
+            ctx.env.name,
+            ctx.env.db.display(),
+            if deep { ", reading every column" } else { "" }
+        );
+        match check::check(&ctx.env.db, ctx.schema, deep) {
+            Ok(report) if report.ok() => Plan {
+                summary: format!("{summary}: sound now"),
+                outcome: Some(true),
+                ..Plan::default()
+            },
+            Ok(report) => Plan {
+                summary: format!(
+                    "{summary}: {} problem(s) now: {}",
+                    report.problems.len(),
+                    problems(&report)
+                ),
+                outcome: Some(false),
+                ..Plan::default()
+            },
+            Err(error) if exit_code(&error) == code::BUSY => Plan {
+                summary: format!(
+                    "{summary}: cannot look now ({error:#}); steps before it (stopping the app) free it in a real run"
+                ),
+                ..Plan::default()
+            },
+            Err(error) => Plan {
+                summary: format!("{summary}: cannot look now: {error:#}"),
+                ..Plan::default()
+            },
+        }
+    }
+
+    fn run(&self, ctx: &Ctx, with: &With) -> Result<(String, Undo)> {
+        let deep = flag(with, "deep").map_err(anyhow::Error::msg)?;
+        let report = check::check(&ctx.env.db, ctx.schema, deep)?;
+        if !report.ok() {
+            bail!(
+                "integrity check of `{}` found {} problem(s): {}",
+                ctx.env.name,
+                report.problems.len(),
+                problems(&report)
+            );
+        }
+        let tables = report
+            .rows()
+            .map(|(table, rows)| format!("{table} {rows}"))
+            .collect::<Vec<_>>()
+            .join(", ");
+        Ok((
+            format!("`{}` is sound ({tables})", ctx.env.name),
+            Undo::nothing(),
+        ))
+    }
+}
+
+fn problems(report: &check::Report) -> String {
+    report
+        .problems
+        .iter()
+        .map(|problem| problem.message.as_str())
+        .collect::<Vec<_>>()
+        .join("; ")
+}

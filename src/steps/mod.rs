@@ -1,0 +1,114 @@
+//! Built-in step types (`uses:`). One file per type, each implementing
+//! [`StepType`]; adding a type touches its file and the [`REGISTRY`] line.
+//!
+//! Shell steps (`run:`) are not a step type: they are commands, run by
+//! `pipeline::shell`.
+
+use std::collections::BTreeMap;
+
+use anyhow::Result;
+use serde::{Deserialize, Serialize};
+
+use crate::config::{Config, Env};
+use crate::db::catalog::Schema;
+use crate::progress::Progress;
+
+mod backup;
+mod integrity;
+mod repair;
+mod restore;
+
+/// A step's `with:` parameters, after `${NAME}` substitution.
+pub type With = BTreeMap<String, String>;
+
+/// What a step type needs from the run.
+pub struct Ctx<'a> {
+    pub config: &'a Config,
+    pub env: &'a Env,
+    pub schema: Option<&'a Schema>,
+    pub progress: Progress,
+}
+
+/// What a dry-run found out about a step, without changing anything.
+#[derive(Debug, Clone, Default)]
+pub struct Plan {
+    /// What the step would do.
+    pub summary: String,
+    /// Why the real run would fail here, if the probe can tell.
+    pub blocker: Option<String>,
+    /// The step's outcome, when a read-only probe can tell it in advance.
+    pub outcome: Option<bool>,
+}
+
+/// What a step did that its rollback needs to know, kept in the journal so
+/// that `upkeep recover` can undo it after a crash. `null`: nothing to undo.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct Undo(pub serde_json::Value);
+
+impl Undo {
+    pub fn nothing() -> Undo {
+        Undo(serde_json::Value::Null)
+    }
+
+    pub fn is_nothing(&self) -> bool {
+        self.0.is_null()
+    }
+}
+
+pub trait StepType: Sync {
+    fn name(&self) -> &'static str;
+    /// The keys `with:` accepts.
+    fn keys(&self) -> &'static [&'static str];
+    /// Checks `with:` values that can be checked before the run (after
+    /// `${NAME}` substitution where the value has none).
+    fn check(&self, _with: &With) -> Result<(), String> {
+        Ok(())
+    }
+    /// A dry-run: read-only probes and what the step would do.
+    fn plan(&self, ctx: &Ctx, with: &With) -> Plan;
+    /// Does the step; the result says how to undo it.
+    fn run(&self, ctx: &Ctx, with: &With) -> Result<(String, Undo)>;
+    /// Undoes what `run` did.
+    fn undo(&self, _ctx: &Ctx, _undo: &Undo) -> Result<String> {
+        Ok("nothing to undo".to_string())
+    }
+}
+
+/// Every built-in step type.
+static REGISTRY: &[&dyn StepType] = &[
+    &integrity::Integrity,
+    &backup::Backup,
+    &restore::Restore,
+    &repair::Repair,
+];
+
+/// Step types of the contract that this version does not have yet.
+pub const NOT_YET: &[&str] = &["git-pull", "migrate", "health"];
+
+pub fn find(name: &str) -> Option<&'static dyn StepType> {
+    REGISTRY.iter().copied().find(|step| step.name() == name)
+}
+
+pub fn names() -> Vec<&'static str> {
+    REGISTRY.iter().map(|step| step.name()).collect()
+}
+
+/// Parses a non-negative count from `with:`.
+fn count(with: &With, key: &str) -> Result<Option<u32>, String> {
+    with.get(key)
+        .map(|text| {
+            text.parse::<u32>()
+                .map_err(|_| format!("`{key}` must be a whole number, not `{text}`"))
+        })
+        .transpose()
+}
+
+/// Parses a boolean from `with:`.
+fn flag(with: &With, key: &str) -> Result<bool, String> {
+    match with.get(key).map(String::as_str) {
+        None | Some("false") => Ok(false),
+        Some("true") => Ok(true),
+        Some(other) => Err(format!("`{key}` must be true or false, not `{other}`")),
+    }
+}

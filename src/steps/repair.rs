@@ -1,0 +1,67 @@
+//! `uses: repair`: the repair of `upkeep repair`. Its rollback leaves the
+//! repaired database in place: putting a damaged file back would not give
+//! the app its old data, and the damaged file stays in quarantine.
+
+use anyhow::Result;
+
+use super::{Ctx, Plan, StepType, Undo, With};
+use crate::db::{check, repair};
+use crate::error::{code, exit_code};
+
+pub struct Repair;
+
+impl StepType for Repair {
+    fn name(&self) -> &'static str {
+        "repair"
+    }
+
+    fn keys(&self) -> &'static [&'static str] {
+        &[]
+    }
+
+    fn plan(&self, ctx: &Ctx, _with: &With) -> Plan {
+        let summary = match check::check(&ctx.env.db, ctx.schema, true) {
+            Ok(report) if report.ok() => {
+                format!("`{}` is sound now: nothing to repair", ctx.env.name)
+            }
+            Ok(report) => format!(
+                "`{}` has {} problem(s) now: would quarantine it and bring back the newest backup that verifies, else salvage, else an empty database from schema.sql",
+                ctx.env.name,
+                report.problems.len()
+            ),
+            Err(error) if exit_code(&error) == code::BUSY => format!(
+                "cannot look at `{}` now ({error:#}); a real run stops the app first",
+                ctx.env.name
+            ),
+            Err(error) => format!("cannot look at `{}` now: {error:#}", ctx.env.name),
+        };
+        Plan {
+            summary,
+            ..Plan::default()
+        }
+    }
+
+    fn run(&self, ctx: &Ctx, _with: &With) -> Result<(String, Undo)> {
+        let sources = repair::Sources {
+            backups_dir: &ctx.config.backups_dir,
+            schema: ctx.schema,
+            storage_version: ctx.config.storage_version.as_ref(),
+        };
+        let repaired = repair::repair(ctx.env, &sources, &ctx.progress)?;
+        if !repaired.after.ok() {
+            anyhow::bail!(
+                "repair of `{}` did not give a sound database: {}",
+                ctx.env.name,
+                repaired
+                    .after
+                    .problems
+                    .iter()
+                    .map(|p| p.message.as_str())
+                    .collect::<Vec<_>>()
+                    .join("; ")
+            );
+        }
+        let (how, _) = crate::report::describe_outcome(&repaired.outcome);
+        Ok((format!("`{}`: {how}", ctx.env.name), Undo::nothing()))
+    }
+}
