@@ -412,6 +412,19 @@ impl Checker<'_> {
         for (key, value) in entries {
             match value.text().filter(|_| !value.is_null()) {
                 Some(text) => {
+                    if key == "env"
+                        && !text.contains("${")
+                        && !self.config.databases.contains_key(text)
+                    {
+                        self.problem(
+                            value.pos,
+                            format!(
+                                "unknown environment `{text}`: {} names {}",
+                                self.config.path.display(),
+                                known(self.config.databases.keys().map(String::as_str))
+                            ),
+                        );
+                    }
                     with.insert(key, text.to_string());
                 }
                 None => self.problem(

@@ -60,6 +60,8 @@ pub fn run_command(config: &Config, args: &RunArgs, printer: Printer) -> Result<
                 "--var `{name}` is not a variable name: letters, digits and `_`, not starting with a digit"
             )));
         }
+        // --var overrides the pipeline's `vars:`.
+        vars.retain(|(existing, _)| existing != name);
         vars.push((name.to_string(), value.to_string()));
     }
     // `${NAME}` in `with:` must name a variable before anything runs.

@@ -206,7 +206,7 @@ impl Runner<'_> {
                     .unwrap_or(Outcome::Skipped);
                 if actual != when.outcome {
                     let reason = format!(
-                        "skipped: `when: {}.{}`, and `{}` was {}",
+                        "`when: {}.{}`, and `{}` was {}",
                         when.step,
                         when.outcome.as_str(),
                         when.step,

@@ -3,7 +3,7 @@
 
 use anyhow::Result;
 
-use super::{Ctx, Plan, StepType, Undo, With, count};
+use super::{Ctx, Plan, StepType, Undo, With, count, target_env};
 use crate::db::backup;
 use crate::fsx;
 
@@ -25,7 +25,7 @@ impl StepType for Backup {
     }
 
     fn keys(&self) -> &'static [&'static str] {
-        &["keep"]
+        &["keep", "env"]
     }
 
     fn check(&self, with: &With) -> Result<(), String> {
@@ -36,6 +36,17 @@ impl StepType for Backup {
     }
 
     fn plan(&self, ctx: &Ctx, with: &With) -> Plan {
+        let env = match target_env(ctx, with) {
+            Ok(env) => env,
+            Err(error) => {
+                return Plan {
+                    summary: "back up".to_string(),
+                    blocker: Some(format!("{error:#}")),
+                    ..Plan::default()
+                };
+            }
+        };
+        let ctx = &Ctx { env: &env, ..*ctx };
         let keep = Self::keep(ctx, with).unwrap_or(ctx.config.keep);
         let dir = &ctx.config.backups_dir;
         let summary = format!(
@@ -70,8 +81,9 @@ impl StepType for Backup {
 
     fn run(&self, ctx: &Ctx, with: &With) -> Result<(String, Undo)> {
         let keep = Self::keep(ctx, with).map_err(anyhow::Error::msg)?;
+        let env = target_env(ctx, with)?;
         let made = backup::backup(
-            ctx.env,
+            &env,
             &ctx.config.backups_dir,
             keep,
             ctx.schema,
@@ -79,7 +91,8 @@ impl StepType for Backup {
         )?;
         Ok((
             format!(
-                "backed up to {} ({})",
+                "backed up `{}` to {} ({})",
+                env.name,
                 made.backup.name,
                 fsx::human_size(made.backup.size)
             ),

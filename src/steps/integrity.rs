@@ -4,7 +4,7 @@
 
 use anyhow::{Result, bail};
 
-use super::{Ctx, Plan, StepType, Undo, With, flag};
+use super::{Ctx, Plan, StepType, Undo, With, flag, target_env};
 use crate::db::check;
 use crate::error::{code, exit_code};
 
@@ -16,7 +16,7 @@ impl StepType for Integrity {
     }
 
     fn keys(&self) -> &'static [&'static str] {
-        &["deep"]
+        &["deep", "env"]
     }
 
     fn check(&self, with: &With) -> Result<(), String> {
@@ -24,6 +24,17 @@ impl StepType for Integrity {
     }
 
     fn plan(&self, ctx: &Ctx, with: &With) -> Plan {
+        let env = match target_env(ctx, with) {
+            Ok(env) => env,
+            Err(error) => {
+                return Plan {
+                    summary: "check".to_string(),
+                    blocker: Some(format!("{error:#}")),
+                    ..Plan::default()
+                };
+            }
+        };
+        let ctx = &Ctx { env: &env, ..*ctx };
         let deep = flag(with, "deep").unwrap_or(false);
         let summary = format!(
             "check `{}` ({}){}",
@@ -61,6 +72,8 @@ impl StepType for Integrity {
 
     fn run(&self, ctx: &Ctx, with: &With) -> Result<(String, Undo)> {
         let deep = flag(with, "deep").map_err(anyhow::Error::msg)?;
+        let env = target_env(ctx, with)?;
+        let ctx = &Ctx { env: &env, ..*ctx };
         let report = check::check(&ctx.env.db, ctx.schema, deep)?;
         if !report.ok() {
             bail!(

@@ -94,6 +94,14 @@ pub fn names() -> Vec<&'static str> {
     REGISTRY.iter().map(|step| step.name()).collect()
 }
 
+/// The environment a step works on: `with: { env: NAME }`, else the run's.
+fn target_env(ctx: &Ctx, with: &With) -> Result<Env> {
+    match with.get("env") {
+        Some(name) => ctx.config.env(name),
+        None => Ok(ctx.env.clone()),
+    }
+}
+
 /// Parses a non-negative count from `with:`.
 fn count(with: &With, key: &str) -> Result<Option<u32>, String> {
     with.get(key)

@@ -22,18 +22,24 @@ impl StepType for Repair {
     fn plan(&self, ctx: &Ctx, _with: &With) -> Plan {
         let summary = match check::check(&ctx.env.db, ctx.schema, true) {
             Ok(report) if report.ok() => {
-                format!("`{}` is sound now: nothing to repair", ctx.env.name)
+                format!(
+                    "repair `{}` if needed (sound now: nothing to repair)",
+                    ctx.env.name
+                )
             }
             Ok(report) => format!(
-                "`{}` has {} problem(s) now: would quarantine it and bring back the newest backup that verifies, else salvage, else an empty database from schema.sql",
+                "repair `{}` ({} problem(s) now): quarantine it and bring back the newest backup that verifies, else salvage, else an empty database from schema.sql",
                 ctx.env.name,
                 report.problems.len()
             ),
             Err(error) if exit_code(&error) == code::BUSY => format!(
-                "cannot look at `{}` now ({error:#}); a real run stops the app first",
+                "repair `{}` if needed (cannot look now: {error:#}; a real run stops the app first)",
                 ctx.env.name
             ),
-            Err(error) => format!("cannot look at `{}` now: {error:#}", ctx.env.name),
+            Err(error) => format!(
+                "repair `{}` if needed (cannot look now: {error:#})",
+                ctx.env.name
+            ),
         };
         Plan {
             summary,

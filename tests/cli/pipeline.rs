@@ -1,0 +1,543 @@
+//! Pipelines: loading and validation, running with rollback, conditions,
+//! timeouts, retries, the lock, the crash journal and recover, dry-run.
+
+use std::time::{Duration, Instant};
+
+use crate::support::*;
+
+impl Sandbox {
+    /// Writes `pipelines/NAME.yaml`.
+    pub fn pipeline(&self, name: &str, text: &str) {
+        self.write(&format!("pipelines/{name}.yaml"), text);
+    }
+
+    /// The lines of a file in the sandbox (empty when it does not exist).
+    pub fn lines(&self, relative: &str) -> Vec<String> {
+        std::fs::read_to_string(self.path(relative))
+            .unwrap_or_default()
+            .lines()
+            .map(str::to_string)
+            .collect()
+    }
+}
+
+/// Five steps that record to `trace`, the step at `fail` (1-based, 0 for
+/// none) failing; every step has a rollback that records too.
+fn five_steps(fail: usize) -> String {
+    let mut text = String::from("name: five\nenv: production\nsteps:\n");
+    for step in 1..=5 {
+        let command = if step == fail {
+            format!("echo run{step} >> trace; exit 7")
+        } else {
+            format!("echo run{step} >> trace")
+        };
+        text.push_str(&format!(
+            "  - name: step {step}\n    run: \"{command}\"\n    rollback: \"echo undo{step} >> trace\"\n"
+        ));
+    }
+    text
+}
+
+#[test]
+fn a_failure_at_each_position_undoes_exactly_what_ran_newest_first() {
+    for fail in 0..=5 {
+        let sandbox = Sandbox::new();
+        sandbox.pipeline("five", &five_steps(fail));
+        let run = sandbox.upkeep(&["run", "five"]);
+        let mut expected: Vec<String> = (1..=5.min(if fail == 0 { 5 } else { fail }))
+            .map(|step| format!("run{step}"))
+            .collect();
+        if fail == 0 {
+            run.code(0);
+        } else {
+            run.code(1)
+                .stdout_has(&format!("step {fail} `step {fail}` failed"));
+            // The failed step's own rollback first, then the others newest first.
+            expected.extend((1..=fail).rev().map(|step| format!("undo{step}")));
+        }
+        assert_eq!(sandbox.lines("trace"), expected, "failing at {fail}\n{run}");
+    }
+}
+
+#[test]
+fn a_failing_rollback_does_not_stop_the_others_and_exits_3() {
+    let sandbox = Sandbox::new();
+    sandbox.pipeline(
+        "p",
+        "env: production\nsteps:\n\
+         - run: echo a >> trace\n  rollback: echo undo-a >> trace\n\
+         - run: echo b >> trace\n  rollback: echo undo-b >> trace; exit 1\n\
+         - run: exit 1\n",
+    );
+    sandbox
+        .upkeep(&["run", "p"])
+        .code(3)
+        .stdout_has("ROLLBACK INCOMPLETE")
+        .stdout_has("not undone");
+    assert_eq!(sandbox.lines("trace"), ["a", "b", "undo-b", "undo-a"]);
+}
+
+#[test]
+fn a_timeout_stops_the_whole_process_group() {
+    let sandbox = Sandbox::new();
+    sandbox.pipeline(
+        "p",
+        "env: production\nsteps:\n\
+         - name: slow\n  run: \"sleep 300 & echo $! > grandchild; sleep 300\"\n  timeout: 1s\n",
+    );
+    let started = Instant::now();
+    sandbox
+        .upkeep(&["run", "p"])
+        .code(1)
+        .stdout_has("timed out after 1s");
+    assert!(started.elapsed() < Duration::from_secs(30));
+    let pid: i32 = std::fs::read_to_string(sandbox.path("grandchild"))
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    // Give the kernel a moment to reap, then the grandchild must be gone.
+    let mut alive = true;
+    for _ in 0..50 {
+        alive = std::path::Path::new(&format!("/proc/{pid}")).exists()
+            && !std::fs::read_to_string(format!("/proc/{pid}/stat"))
+                .unwrap_or_default()
+                .contains(") Z ");
+        if !alive {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(!alive, "grandchild {pid} survived the timeout");
+}
+
+#[test]
+fn retries_run_a_step_again() {
+    let sandbox = Sandbox::new();
+    sandbox.pipeline(
+        "p",
+        "env: production\nsteps:\n\
+         - name: flaky\n  run: \"echo try >> tries; [ $(wc -l < tries) -ge 3 ]\"\n  retries: 2\n",
+    );
+    sandbox.upkeep(&["run", "p"]).code(0);
+    assert_eq!(sandbox.lines("tries").len(), 3);
+    sandbox.pipeline(
+        "q",
+        "env: production\nsteps:\n- name: never\n  run: \"echo try >> never; exit 1\"\n  retries: 1\n",
+    );
+    sandbox.upkeep(&["run", "q"]).code(1);
+    assert_eq!(sandbox.lines("never").len(), 2);
+}
+
+#[test]
+fn conditions_follow_an_allowed_failure() {
+    let sandbox = Sandbox::new();
+    sandbox.pipeline(
+        "p",
+        "env: production\nsteps:\n\
+         - id: probe\n  run: exit 1\n  allow_failure: true\n\
+         - when: probe.ok\n  run: echo ok-branch >> trace\n\
+         - id: fix\n  when: probe.failed\n  run: echo failed-branch >> trace\n\
+         - when: fix.skipped\n  run: echo fix-skipped >> trace\n\
+         - when: fix.ok\n  run: echo fix-ok >> trace\n",
+    );
+    sandbox.upkeep(&["run", "p"]).code(0).stdout_has("skipped");
+    assert_eq!(sandbox.lines("trace"), ["failed-branch", "fix-ok"]);
+}
+
+const CHECK_THEN_ACT: &str = "env: production\nsteps:\n\
+  - id: check\n  uses: integrity\n  with: { deep: true }\n  allow_failure: true\n\
+  - name: back up\n  uses: backup\n  when: check.ok\n\
+  - name: repair\n  uses: repair\n  when: check.failed\n\
+  - name: recheck\n  uses: integrity\n";
+
+#[test]
+fn integrity_then_backup_or_repair() {
+    let sandbox = Sandbox::new();
+    sandbox.pipeline("p", CHECK_THEN_ACT);
+    sandbox
+        .upkeep(&["run", "p"])
+        .code(0)
+        .stdout_has("backed up `production` to");
+    assert_eq!(sandbox.backups("production").len(), 1);
+    corrupt_block_of(&sandbox.db("prod"), "orders");
+    sandbox
+        .upkeep(&["run", "p"])
+        .code(0)
+        .stdout_has("skip back up")
+        .stdout_has("restored_backup");
+    assert_eq!(sandbox.backups("production").len(), 1);
+    sandbox.upkeep(&["check", "production", "--deep"]).code(0);
+}
+
+#[test]
+fn variables_reach_commands_as_environment_never_as_code() {
+    let sandbox = Sandbox::new();
+    sandbox.pipeline(
+        "p",
+        "env: production\nvars:\n  GREETING: hello\nsteps:\n\
+         - run: \"printf '%s|%s|%s|%s\\\\n' \\\"$GREETING\\\" \\\"$EVIL\\\" \\\"$UPKEEP_ENV\\\" \\\"$UPKEEP_DRY_RUN\\\" > seen\"\n",
+    );
+    sandbox
+        .upkeep(&[
+            "run",
+            "p",
+            "--var",
+            "EVIL=$(touch pwned)",
+            "--var",
+            "GREETING=hi",
+        ])
+        .code(0);
+    assert!(!sandbox.path("pwned").exists(), "a variable was executed");
+    assert_eq!(
+        sandbox.lines("seen"),
+        ["hi|$(touch pwned)|production|false"]
+    );
+    sandbox.upkeep(&["run", "p", "--var", "no-equals"]).code(2);
+}
+
+#[test]
+fn two_runs_at_once_the_second_is_busy() {
+    let sandbox = Sandbox::new();
+    sandbox.pipeline(
+        "slow",
+        "env: production\nsteps:\n- run: \"touch started; sleep 5\"\n",
+    );
+    let mut first = std::process::Command::new(UPKEEP)
+        .args(["run", "slow"])
+        .current_dir(sandbox.dir.path())
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    while !sandbox.path("started").exists() {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    sandbox
+        .upkeep(&["run", "slow"])
+        .code(4)
+        .stderr_has(&format!("PID {}", first.id()))
+        .stderr_has("upkeep run slow");
+    sandbox.upkeep(&["backup", "production"]).code(4);
+    assert!(first.wait().unwrap().success());
+}
+
+#[test]
+fn after_kill_9_run_refuses_and_recover_undoes_what_was_done() {
+    let sandbox = Sandbox::new();
+    sandbox.pipeline(
+        "p",
+        "env: production\nsteps:\n\
+         - run: echo a >> trace\n  rollback: echo undo-a >> trace\n\
+         - run: echo b >> trace\n\
+         - run: \"echo c >> trace; touch in-c; sleep 60\"\n  rollback: echo undo-c >> trace\n\
+         - run: echo d >> trace\n  rollback: echo undo-d >> trace\n",
+    );
+    let mut upkeep = std::process::Command::new(UPKEEP)
+        .args(["run", "p"])
+        .current_dir(sandbox.dir.path())
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    while !sandbox.path("in-c").exists() {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    upkeep.kill().unwrap(); // SIGKILL
+    upkeep.wait().unwrap();
+    sandbox
+        .upkeep(&["run", "p"])
+        .code(3)
+        .stderr_has("upkeep recover");
+    sandbox.upkeep(&["recover"]).code(0).stdout_has("undone");
+    // The interrupted step's own rollback first, then the earlier ones.
+    assert_eq!(sandbox.lines("trace"), ["a", "b", "c", "undo-c", "undo-a"]);
+    sandbox
+        .upkeep(&["recover"])
+        .code(0)
+        .stdout_has("nothing to recover");
+    assert_eq!(sandbox.lines("trace").len(), 5);
+    sandbox.pipeline("ok", "env: production\nsteps:\n- run: \"true\"\n");
+    sandbox.upkeep(&["run", "ok"]).code(0);
+}
+
+#[test]
+fn sigterm_stops_the_step_and_rolls_back() {
+    let sandbox = Sandbox::new();
+    sandbox.pipeline(
+        "p",
+        "env: production\nsteps:\n\
+         - run: echo a >> trace\n  rollback: echo undo-a >> trace\n\
+         - run: \"touch waiting; sleep 60\"\n",
+    );
+    let upkeep = std::process::Command::new(UPKEEP)
+        .args(["run", "p"])
+        .current_dir(sandbox.dir.path())
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    while !sandbox.path("waiting").exists() {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    unsafe { libc::kill(upkeep.id() as i32, libc::SIGTERM) };
+    let output = upkeep.wait_with_output().unwrap();
+    assert_eq!(output.status.code(), Some(1));
+    assert_eq!(sandbox.lines("trace"), ["a", "undo-a"]);
+}
+
+/// Every file below the sandbox with its content hash, mtime and mode.
+fn snapshot(sandbox: &Sandbox) -> Vec<String> {
+    use std::os::unix::fs::MetadataExt;
+    walk(sandbox.dir.path())
+        .into_iter()
+        .map(|path| {
+            let meta = std::fs::metadata(&path).unwrap();
+            format!(
+                "{} {} {} {:o}",
+                path.display(),
+                blake3::hash(&bytes(&path)).to_hex(),
+                meta.mtime_nsec() + meta.mtime() * 1_000_000_000,
+                meta.mode()
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn dry_run_changes_nothing_even_while_the_app_holds_the_database() {
+    let sandbox = Sandbox::new();
+    sandbox.write("stop.sh", "#!/bin/sh\ntouch stopped\n");
+    sandbox.write("start.sh", "#!/bin/sh\ntouch started\n");
+    for script in ["stop.sh", "start.sh"] {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(sandbox.path(script), std::fs::Permissions::from_mode(0o755))
+            .unwrap();
+    }
+    sandbox.pipeline(
+        "p",
+        "env: production\nsteps:\n\
+         - run: ./stop.sh\n  rollback: ./start.sh\n\
+         - id: check\n  uses: integrity\n  allow_failure: true\n\
+         - uses: backup\n  when: check.ok\n\
+         - uses: repair\n  when: check.failed\n\
+         - run: ./start.sh\n",
+    );
+    sandbox.upkeep(&["backup", "staging"]).code(0);
+    let before = snapshot(&sandbox);
+    let run = sandbox.upkeep(&["run", "p", "--dry-run"]);
+    run.code(0)
+        .stdout_has("would run `./stop.sh`")
+        .stdout_has("would back up");
+    assert_eq!(
+        snapshot(&sandbox),
+        before,
+        "dry-run changed the sandbox\n{run}"
+    );
+    let db = sandbox.db("prod");
+    let _app = sandbox.app(&["hold", db.to_str().unwrap()]);
+    let before = snapshot(&sandbox);
+    sandbox
+        .upkeep(&["run", "p", "--dry-run"])
+        .code(0)
+        .stdout_has("cannot look now")
+        .stdout_has("known only in a real run");
+    assert_eq!(snapshot(&sandbox), before);
+}
+
+#[test]
+fn dry_run_reports_blockers() {
+    let sandbox = Sandbox::new();
+    sandbox.pipeline(
+        "p",
+        "env: production\nsteps:\n- run: ./missing.sh\n- run: no-such-program-here --flag\n",
+    );
+    sandbox
+        .upkeep(&["run", "p", "--dry-run"])
+        .code(1)
+        .stdout_has("BLOCKER")
+        .stdout_has("missing.sh")
+        .stdout_has("no-such-program-here");
+}
+
+#[test]
+fn every_validation_error_has_its_line() {
+    let sandbox = Sandbox::new();
+    sandbox.pipeline(
+        "bad",
+        "env: production\n\
+         steps:\n\
+         - id: a\n  run: \"true\"\n  rollbak: \"false\"\n\
+         - name: nothing to do\n\
+         - uses: frobnicate\n\
+         - uses: backup\n  with: { keep: 3, kep: 4 }\n\
+         - id: a\n  run: \"true\"\n\
+         - run: \"true\"\n  when: later.ok\n\
+         - id: later\n  run: \"true\"\n  when: nobody.failed\n\
+         - run: \"true\"\n  timeout: soon\n",
+    );
+    sandbox.pipeline("also-bad", "env: nowhere\nsteps: []\n");
+    let run = sandbox.upkeep(&["validate"]);
+    run.code(2);
+    for expected in [
+        "bad.yaml:5:3: unknown key `rollbak` in step 1 (did you mean `rollback`?)",
+        "bad.yaml:6:3: step 2 has neither `run`",
+        "bad.yaml:7:9: unknown step type `frobnicate`",
+        "bad.yaml:9:20: unknown key `kep` in `with` of step type `backup`",
+        "bad.yaml:10:7: step id `a` is used twice (first by the step at line 3)",
+        "bad.yaml:13:9: `when` names step `later`, which comes later (line 14)",
+        "bad.yaml:16:9: `when` names step `nobody`, but no earlier step has that `id`",
+        "bad.yaml:18:12: `timeout: soon` is not a duration",
+        "also-bad.yaml:1:6: unknown environment `nowhere`",
+        "also-bad.yaml:2:8: `steps` is empty",
+    ] {
+        run.stderr_has(expected);
+    }
+    sandbox
+        .upkeep(&["run", "bad"])
+        .code(2)
+        .stderr_has("bad.yaml:5:3");
+    sandbox.pipeline("syntax", "steps:\n  - run: [unclosed\n");
+    sandbox
+        .upkeep(&["validate", "syntax"])
+        .code(2)
+        .stderr_has("syntax.yaml:3:");
+}
+
+#[test]
+fn the_shipped_pipelines_validate() {
+    let sandbox = Sandbox::new();
+    let shipped = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("pipelines");
+    for name in ["backup", "restore", "repair"] {
+        let path = shipped.join(format!("{name}.yaml"));
+        sandbox
+            .upkeep(&["validate", path.to_str().unwrap()])
+            .code(0);
+    }
+    // update.yaml needs the step types of the next release, and says which.
+    let update = shipped.join("update.yaml");
+    sandbox
+        .upkeep(&["validate", update.to_str().unwrap()])
+        .code(2)
+        .stderr_has("step type `git-pull` is not built into this version")
+        .stderr_has("step type `migrate`")
+        .stderr_has("step type `health`");
+}
+
+#[test]
+fn json_events_one_per_line() {
+    let sandbox = Sandbox::new();
+    sandbox.pipeline(
+        "p",
+        "env: production\nsteps:\n- id: x\n  run: echo hello\n- run: exit 3\n  when: x.failed\n- run: exit 2\n  rollback: \"true\"\n",
+    );
+    let run = sandbox.upkeep(&["--format", "json", "run", "p"]);
+    run.code(1);
+    let types: Vec<String> = run
+        .json()
+        .iter()
+        .map(|e| e["type"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(
+        types,
+        [
+            "run_started",
+            "step_started",
+            "step_output",
+            "step_finished",
+            "step_skipped",
+            "step_started",
+            "step_finished",
+            "rollback_started",
+            "rollback_finished",
+            "run_finished"
+        ],
+        "{run}"
+    );
+    let last = run.json().pop().unwrap();
+    assert_eq!(last["exit_code"], 1);
+    // The run's log is kept.
+    let logs = walk(&sandbox.path(".upkeep/logs"));
+    assert_eq!(logs.len(), 1);
+    assert!(std::fs::read_to_string(&logs[0]).unwrap().contains("hello"));
+}
+
+#[test]
+fn the_shipped_backup_pipeline_backs_up_both_for_cron() {
+    let sandbox = Sandbox::new();
+    let shipped = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("pipelines/backup.yaml");
+    std::fs::create_dir_all(sandbox.path("pipelines")).unwrap();
+    std::fs::copy(shipped, sandbox.path("pipelines/backup.yaml")).unwrap();
+    sandbox.upkeep(&["run", "backup"]).code(0);
+    assert_eq!(sandbox.backups("production").len(), 1);
+    assert_eq!(sandbox.backups("staging").len(), 1);
+    // A damaged production still gets staging backed up, and the run fails.
+    corrupt_block_of(&sandbox.db("prod"), "orders");
+    sandbox
+        .upkeep(&["run", "backup"])
+        .code(1)
+        .stdout_has("report a failed production backup");
+    assert_eq!(sandbox.backups("production").len(), 1);
+    assert_eq!(sandbox.backups("staging").len(), 2);
+}
+
+#[test]
+fn a_restore_is_undone_when_a_later_step_fails() {
+    let sandbox = Sandbox::new();
+    let db = sandbox.db("prod");
+    sandbox.upkeep(&["backup", "production"]).code(0);
+    sql(
+        &db,
+        "INSERT INTO users (email) VALUES ('newer@example.com')",
+    );
+    let current = bytes(&db);
+    sandbox.pipeline(
+        "p",
+        "env: production\nsteps:\n- uses: restore\n  with: { backup: latest }\n- run: exit 1\n",
+    );
+    sandbox
+        .upkeep(&["run", "p"])
+        .code(1)
+        .stdout_has("put the previous database back");
+    assert_eq!(bytes(&db), current);
+    assert_eq!(counts(&db)["users"], 3001);
+}
+
+#[test]
+fn lock_wait_waits_for_the_other_run() {
+    let sandbox = Sandbox::new();
+    sandbox.pipeline(
+        "slow",
+        "env: production\nsteps:\n- run: \"touch started; sleep 2\"\n",
+    );
+    let mut first = std::process::Command::new(UPKEEP)
+        .args(["run", "slow"])
+        .current_dir(sandbox.dir.path())
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    while !sandbox.path("started").exists() {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    sandbox
+        .upkeep(&["run", "slow", "--lock-wait", "1m"])
+        .code(0);
+    assert!(first.wait().unwrap().success());
+}
+
+#[test]
+fn output_to_a_pipe_has_no_escape_codes() {
+    let sandbox = Sandbox::new();
+    sandbox.pipeline(
+        "p",
+        "env: production\nsteps:\n- uses: integrity\n- run: echo done\n",
+    );
+    let output = std::process::Command::new(UPKEEP)
+        .args(["run", "p"])
+        .current_dir(sandbox.dir.path())
+        .env_remove("NO_COLOR")
+        .env("TERM", "xterm-256color")
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(0));
+    let all = [output.stdout, output.stderr].concat();
+    assert!(!all.contains(&0x1b), "{}", String::from_utf8_lossy(&all));
+    assert!(String::from_utf8_lossy(&all).contains("ok uses integrity"));
+}
