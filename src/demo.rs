@@ -1,7 +1,8 @@
 //! `upkeep demo`: the README's first command. Builds a sandbox project (an
 //! upkeep.yaml, a schema.sql, production and staging databases written in an
 //! older storage version, as an app on DuckDB 1.1 would have them), then
-//! runs upkeep on it exactly as a user would type it.
+//! runs upkeep on it exactly as a user would type it: check, backup, the
+//! backups list, and the repair pipeline (dry-run, then for real).
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -29,6 +30,20 @@ CREATE TABLE orders (
 );
 ";
 
+/// The shipped pipelines the demo uses (update.yaml needs the step types of
+/// the next release).
+const PIPELINES: &[(&str, &str)] = &[
+    ("backup.yaml", include_str!("../pipelines/backup.yaml")),
+    ("repair.yaml", include_str!("../pipelines/repair.yaml")),
+    ("restore.yaml", include_str!("../pipelines/restore.yaml")),
+];
+
+/// Stand-ins for the app's own scripts.
+const SCRIPTS: &[(&str, &str)] = &[
+    ("stop.sh", "#!/bin/sh\necho \"app stopped\"\n"),
+    ("start.sh", "#!/bin/sh\necho \"app started\"\n"),
+];
+
 const CONFIG: &str = "\
 databases:
   production: backend/data.duckdb
@@ -45,6 +60,17 @@ pub fn run(dir: Option<&Path>, printer: &Printer) -> Result<i32> {
     std::fs::create_dir_all(&backend)?;
     std::fs::write(root.join("upkeep.yaml"), CONFIG)?;
     std::fs::write(backend.join("schema.sql"), SCHEMA)?;
+    let pipelines = root.join("pipelines");
+    std::fs::create_dir_all(&pipelines)?;
+    for (name, text) in PIPELINES {
+        std::fs::write(pipelines.join(name), text)?;
+    }
+    for (name, text) in SCRIPTS {
+        let path = root.join(name);
+        std::fs::write(&path, text)?;
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755))?;
+    }
     make_database(&backend.join("data.duckdb"), 2_000, 20_000)?;
     make_database(&backend.join("data_staging.duckdb"), 200, 1_000)?;
     printer.note(&format!("demo sandbox: {}\n", root.display()));
@@ -56,6 +82,8 @@ pub fn run(dir: Option<&Path>, printer: &Printer) -> Result<i32> {
         &["backup", "both"],
         &["backups", "production"],
         &["check", "production", "--deep"],
+        &["run", "repair", "--dry-run"],
+        &["run", "repair"],
     ] {
         printer.note(&format!("$ upkeep {}", args.join(" ")));
         let status = Command::new(&exe)

@@ -5,8 +5,6 @@
 //! error carries one of the typed errors below somewhere in its chain, and
 //! [`exit_code`] finds it.
 
-use std::fmt;
-
 /// Exit codes, as documented in SPEC.md, `--help` and the README.
 pub mod code {
     /// Success; for `check`, the database is sound.
@@ -33,40 +31,20 @@ Exit codes:
 
 /// Input that upkeep refuses before doing anything: a bad flag value, config,
 /// environment name, backup name or pipeline file.
-#[derive(Debug)]
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
 pub struct BadInput(pub String);
 
-impl fmt::Display for BadInput {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
-    }
-}
-
-impl std::error::Error for BadInput {}
-
 /// Something else holds what upkeep needs: the run lock, or the database.
-#[derive(Debug)]
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
 pub struct Busy(pub String);
 
-impl fmt::Display for Busy {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
-    }
-}
-
-impl std::error::Error for Busy {}
-
-/// A failure after which some rollback did not complete.
-#[derive(Debug)]
+/// A failure after which some rollback did not complete, or an interrupted
+/// run that waits for `upkeep recover`.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
 pub struct RollbackIncomplete(pub String);
-
-impl fmt::Display for RollbackIncomplete {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
-    }
-}
-
-impl std::error::Error for RollbackIncomplete {}
 
 /// Shorthand for returning a [`BadInput`] error.
 pub fn bad_input(message: impl Into<String>) -> anyhow::Error {

@@ -53,12 +53,7 @@ pub struct Fresh {
 
 impl Fresh {
     pub fn create(db: &Path, version: &StorageVersion) -> Result<Fresh> {
-        let dir = db.parent().with_context(|| {
-            format!(
-                "database path `{}` has no folder: fix `databases:` in upkeep.yaml",
-                db.display()
-            )
-        })?;
+        let dir = swap::folder_of(db)?;
         fsx::create_private_dir(dir)?;
         let path = dir.join(format!(
             "{}fresh-{}.duckdb",

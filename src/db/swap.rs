@@ -58,6 +58,16 @@ pub fn shelve(db: &Path, env: &str, shelf: Shelf) -> Result<Option<PathBuf>> {
     Ok(Some(folder))
 }
 
+/// The folder a database file is in.
+pub fn folder_of(db: &Path) -> Result<&Path> {
+    db.parent().with_context(|| {
+        format!(
+            "database path `{}` has no folder: fix `databases:` in upkeep.yaml",
+            db.display()
+        )
+    })
+}
+
 fn file_name(path: &Path) -> Result<&std::ffi::OsStr> {
     path.file_name().with_context(|| {
         format!(
@@ -173,12 +183,7 @@ pub fn replace_with_copy(
     shelf: Shelf,
     progress: &Progress,
 ) -> Result<Option<PathBuf>> {
-    let dir = db.parent().with_context(|| {
-        format!(
-            "database path `{}` has no folder: fix `databases:` in upkeep.yaml",
-            db.display()
-        )
-    })?;
+    let dir = folder_of(db)?;
     fsx::create_private_dir(dir)?;
     fsx::sweep_partials(dir);
     let size = std::fs::metadata(source)?.len();

@@ -128,16 +128,7 @@ impl Checker<'_> {
             .and_then(|node| self.string(node, "description"));
         let env = entries.get("env").and_then(|node| {
             let env = self.string(node, "env")?;
-            if !self.config.databases.contains_key(&env) {
-                self.problem(
-                    node.pos,
-                    format!(
-                        "unknown environment `{env}`: {} names {}",
-                        self.config.path.display(),
-                        known(self.config.databases.keys().map(String::as_str))
-                    ),
-                );
-            }
+            self.known_env(node.pos, &env);
             Some(env)
         });
         let vars = entries
@@ -191,6 +182,18 @@ impl Checker<'_> {
             }
         }
         Some(found)
+    }
+
+    /// Reports an environment upkeep.yaml does not name.
+    fn known_env(&mut self, pos: Pos, env: &str) {
+        if !self.config.databases.contains_key(env) {
+            let message = format!(
+                "unknown environment `{env}`: {} names {}",
+                self.config.path.display(),
+                known(self.config.databases.keys().map(String::as_str))
+            );
+            self.problem(pos, message);
+        }
     }
 
     fn string(&mut self, node: &Node, key: &str) -> Option<String> {
@@ -412,18 +415,8 @@ impl Checker<'_> {
         for (key, value) in entries {
             match value.text().filter(|_| !value.is_null()) {
                 Some(text) => {
-                    if key == "env"
-                        && !text.contains("${")
-                        && !self.config.databases.contains_key(text)
-                    {
-                        self.problem(
-                            value.pos,
-                            format!(
-                                "unknown environment `{text}`: {} names {}",
-                                self.config.path.display(),
-                                known(self.config.databases.keys().map(String::as_str))
-                            ),
-                        );
+                    if key == "env" && !text.contains("${") {
+                        self.known_env(value.pos, text);
                     }
                     with.insert(key, text.to_string());
                 }

@@ -64,13 +64,16 @@ pub fn run_command(config: &Config, args: &RunArgs, printer: Printer) -> Result<
         vars.retain(|(existing, _)| existing != name);
         vars.push((name.to_string(), value.to_string()));
     }
+    let schema = config.schema.as_deref().map(Schema::load).transpose()?;
+    let setup = run::Setup {
+        config,
+        env,
+        schema,
+        vars,
+        printer,
+    };
     // `${NAME}` in `with:` must name a variable before anything runs.
-    let known: Vec<(String, String)> =
-        ["UPKEEP_ENV", "UPKEEP_DB", "UPKEEP_RUN_ID", "UPKEEP_DRY_RUN"]
-            .iter()
-            .map(|name| (name.to_string(), String::new()))
-            .chain(vars.iter().cloned())
-            .collect();
+    let known = setup.environment("", args.dry_run);
     for step in &pipeline.steps {
         for action in std::iter::once(&step.action).chain(step.rollback.iter()) {
             if let model::Action::Builtin { with, .. } = action {
@@ -87,14 +90,6 @@ pub fn run_command(config: &Config, args: &RunArgs, printer: Printer) -> Result<
             }
         }
     }
-    let schema = config.schema.as_deref().map(Schema::load).transpose()?;
-    let setup = run::Setup {
-        config,
-        env,
-        schema,
-        vars,
-        printer,
-    };
     if args.dry_run {
         plan::dry_run(&pipeline, &setup)
     } else {

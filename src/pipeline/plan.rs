@@ -149,14 +149,10 @@ struct Ctx<'a> {
 
 impl<'a> Ctx<'a> {
     fn new(setup: &'a Setup<'a>) -> Ctx<'a> {
-        let mut vars = vec![
-            ("UPKEEP_ENV".to_string(), setup.env.name.clone()),
-            ("UPKEEP_DB".to_string(), setup.env.db.display().to_string()),
-            ("UPKEEP_RUN_ID".to_string(), "dry-run".to_string()),
-            ("UPKEEP_DRY_RUN".to_string(), "true".to_string()),
-        ];
-        vars.extend(setup.vars.iter().cloned());
-        Ctx { setup, vars }
+        Ctx {
+            setup,
+            vars: setup.environment("dry-run", true),
+        }
     }
 
     /// What the action would do, what would stop it, and its outcome when

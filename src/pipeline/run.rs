@@ -47,7 +47,7 @@ impl Setup<'_> {
     }
 
     /// The variables commands see: the run's own, then the pipeline's.
-    fn environment(&self, run_id: &str, dry_run: bool) -> Vec<(String, String)> {
+    pub fn environment(&self, run_id: &str, dry_run: bool) -> Vec<(String, String)> {
         let mut vars = vec![
             ("UPKEEP_ENV".to_string(), self.env.name.clone()),
             ("UPKEEP_DB".to_string(), self.env.db.display().to_string()),
@@ -199,6 +199,14 @@ impl Runner<'_> {
         let mut done: Vec<Done> = Vec::new();
         let (mut ran, mut skipped) = (0, 0);
         for (index, step) in pipeline.steps.iter().enumerate() {
+            if self.stop.load(Ordering::SeqCst) {
+                let interrupted = format!(
+                    "interrupted (SIGINT/SIGTERM) before step {} `{}`",
+                    index + 1,
+                    step.name
+                );
+                return Ok(self.roll_back(done, &interrupted));
+            }
             if let Some(when) = &step.when {
                 let actual = outcomes
                     .get(&when.step)

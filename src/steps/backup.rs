@@ -38,13 +38,7 @@ impl StepType for Backup {
     fn plan(&self, ctx: &Ctx, with: &With) -> Plan {
         let env = match target_env(ctx, with) {
             Ok(env) => env,
-            Err(error) => {
-                return Plan {
-                    summary: "back up".to_string(),
-                    blocker: Some(format!("{error:#}")),
-                    ..Plan::default()
-                };
-            }
+            Err(error) => return Plan::blocked("back up", &error),
         };
         let ctx = &Ctx { env: &env, ..*ctx };
         let keep = Self::keep(ctx, with).unwrap_or(ctx.config.keep);

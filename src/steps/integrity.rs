@@ -26,13 +26,7 @@ impl StepType for Integrity {
     fn plan(&self, ctx: &Ctx, with: &With) -> Plan {
         let env = match target_env(ctx, with) {
             Ok(env) => env,
-            Err(error) => {
-                return Plan {
-                    summary: "check".to_string(),
-                    blocker: Some(format!("{error:#}")),
-                    ..Plan::default()
-                };
-            }
+            Err(error) => return Plan::blocked("check", &error),
         };
         let ctx = &Ctx { env: &env, ..*ctx };
         let deep = flag(with, "deep").unwrap_or(false);

@@ -40,6 +40,17 @@ pub struct Plan {
     pub outcome: Option<bool>,
 }
 
+impl Plan {
+    /// A step that cannot run at all.
+    fn blocked(summary: &str, error: &anyhow::Error) -> Plan {
+        Plan {
+            summary: summary.to_string(),
+            blocker: Some(format!("{error:#}")),
+            outcome: None,
+        }
+    }
+}
+
 /// What a step did that its rollback needs to know, kept in the journal so
 /// that `upkeep recover` can undo it after a crash. `null`: nothing to undo.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]

@@ -6,6 +6,21 @@ use std::time::{Duration, Instant};
 use crate::support::*;
 
 impl Sandbox {
+    /// Starts upkeep in the background and waits until its step has made
+    /// the file `ready`.
+    pub fn spawn_upkeep(&self, args: &[&str], ready: &str) -> std::process::Child {
+        let child = std::process::Command::new(UPKEEP)
+            .args(args)
+            .current_dir(self.dir.path())
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        while !self.path(ready).exists() {
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        child
+    }
+
     /// Writes `pipelines/NAME.yaml`.
     pub fn pipeline(&self, name: &str, text: &str) {
         self.write(&format!("pipelines/{name}.yaml"), text);
@@ -203,15 +218,7 @@ fn two_runs_at_once_the_second_is_busy() {
         "slow",
         "env: production\nsteps:\n- run: \"touch started; sleep 5\"\n",
     );
-    let mut first = std::process::Command::new(UPKEEP)
-        .args(["run", "slow"])
-        .current_dir(sandbox.dir.path())
-        .stdout(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
-    while !sandbox.path("started").exists() {
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    let mut first = sandbox.spawn_upkeep(&["run", "slow"], "started");
     sandbox
         .upkeep(&["run", "slow"])
         .code(4)
@@ -232,15 +239,7 @@ fn after_kill_9_run_refuses_and_recover_undoes_what_was_done() {
          - run: \"echo c >> trace; touch in-c; sleep 60\"\n  rollback: echo undo-c >> trace\n\
          - run: echo d >> trace\n  rollback: echo undo-d >> trace\n",
     );
-    let mut upkeep = std::process::Command::new(UPKEEP)
-        .args(["run", "p"])
-        .current_dir(sandbox.dir.path())
-        .stdout(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
-    while !sandbox.path("in-c").exists() {
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    let mut upkeep = sandbox.spawn_upkeep(&["run", "p"], "in-c");
     upkeep.kill().unwrap(); // SIGKILL
     upkeep.wait().unwrap();
     sandbox
@@ -268,15 +267,7 @@ fn sigterm_stops_the_step_and_rolls_back() {
          - run: echo a >> trace\n  rollback: echo undo-a >> trace\n\
          - run: \"touch waiting; sleep 60\"\n",
     );
-    let upkeep = std::process::Command::new(UPKEEP)
-        .args(["run", "p"])
-        .current_dir(sandbox.dir.path())
-        .stdout(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
-    while !sandbox.path("waiting").exists() {
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    let upkeep = sandbox.spawn_upkeep(&["run", "p"], "waiting");
     unsafe { libc::kill(upkeep.id() as i32, libc::SIGTERM) };
     let output = upkeep.wait_with_output().unwrap();
     assert_eq!(output.status.code(), Some(1));
@@ -507,15 +498,7 @@ fn lock_wait_waits_for_the_other_run() {
         "slow",
         "env: production\nsteps:\n- run: \"touch started; sleep 2\"\n",
     );
-    let mut first = std::process::Command::new(UPKEEP)
-        .args(["run", "slow"])
-        .current_dir(sandbox.dir.path())
-        .stdout(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
-    while !sandbox.path("started").exists() {
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    let mut first = sandbox.spawn_upkeep(&["run", "slow"], "started");
     sandbox
         .upkeep(&["run", "slow", "--lock-wait", "1m"])
         .code(0);
