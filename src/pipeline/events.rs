@@ -2,8 +2,8 @@
 //! it runs, on a terminal), one JSON object per event with `--format json`,
 //! and plain lines in the run's log file.
 
+use std::fs::File;
 use std::io::{IsTerminal, Write};
-use std::path::PathBuf;
 use std::time::Duration;
 
 use console::style;
@@ -16,7 +16,7 @@ use crate::report::Printer;
 pub struct Events {
     printer: Printer,
     /// The run log, when the run keeps one (not in a dry-run).
-    pub log: Option<PathBuf>,
+    log: Option<File>,
     spinner: Option<ProgressBar>,
     terminal: bool,
 }
@@ -41,7 +41,7 @@ impl Status {
 }
 
 impl Events {
-    pub fn new(printer: Printer, log: Option<PathBuf>) -> Events {
+    pub fn new(printer: Printer, log: Option<File>) -> Events {
         let terminal = printer.format == Format::Human
             && !printer.quiet
             && std::io::stderr().is_terminal()
@@ -55,13 +55,9 @@ impl Events {
     }
 
     fn emit(&mut self, event: Value, human: Option<String>) {
-        if let Some(log) = &self.log
-            && let Ok(mut file) = std::fs::OpenOptions::new()
-                .create(true)
-                .append(true)
-                .open(log)
-        {
-            let _ = writeln!(file, "[upkeep] {event}");
+        if let Some(log) = &mut self.log {
+            // One write per line: unbuffered `writeln!` would make many.
+            let _ = log.write_all(format!("[upkeep] {event}\n").as_bytes());
         }
         match self.printer.format {
             Format::Json => println!("{event}"),

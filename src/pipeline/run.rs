@@ -145,9 +145,7 @@ pub fn run(pipeline: &Pipeline, setup: &Setup, lock_wait: Option<Duration>) -> R
     refuse_if_unfinished(config)?;
     let run_id = new_run_id();
     let mut journal = Journal::create(&config.state_dir, &run_id)?;
-    let logs = config.state_dir.join("logs");
-    crate::fsx::create_private_dir(&logs)?;
-    let log = logs.join(format!("{run_id}.log"));
+    let log = RunLog::open(config, &run_id)?;
     let vars = setup.environment(&run_id, false);
     journal.write(&Entry::RunStarted {
         run_id: run_id.clone(),
@@ -160,7 +158,7 @@ pub fn run(pipeline: &Pipeline, setup: &Setup, lock_wait: Option<Duration>) -> R
     let mut runner = Runner {
         setup,
         journal,
-        events: Events::new(setup.printer, Some(log.clone())),
+        events: Events::new(setup.printer, Some(log.append.try_clone()?)),
         log,
         vars,
         stop: stop_flag(),
@@ -181,9 +179,37 @@ struct Runner<'a> {
     setup: &'a Setup<'a>,
     journal: Journal,
     events: Events,
-    log: PathBuf,
+    log: RunLog,
     vars: Vec<(String, String)>,
     stop: Arc<AtomicBool>,
+}
+
+/// The run's log, `state_dir/logs/RUN_ID.log`: opened once for appending
+/// (events, and every command's output) and once for following it.
+struct RunLog {
+    path: PathBuf,
+    append: std::fs::File,
+    follow: std::fs::File,
+}
+
+impl RunLog {
+    fn open(config: &Config, run_id: &str) -> Result<RunLog> {
+        let logs = config.state_dir.join("logs");
+        crate::fsx::create_private_dir(&logs)?;
+        let path = logs.join(format!("{run_id}.log"));
+        let append = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&path)
+            .with_context(|| format!("cannot open run log `{}`", path.display()))?;
+        let follow = std::fs::File::open(&path)
+            .with_context(|| format!("cannot read run log `{}`", path.display()))?;
+        Ok(RunLog {
+            path,
+            append,
+            follow,
+        })
+    }
 }
 
 /// A step that ran, with how to undo it.
@@ -240,7 +266,7 @@ impl Runner<'_> {
                 Ok(builtin_undo) => {
                     // The step's own `rollback:` takes the place of its type's.
                     let undo = user_undo.or(builtin_undo);
-                    self.journal.write(&Entry::StepDone {
+                    self.journal.write_step_done(&Entry::StepDone {
                         step: index,
                         outcome: Outcome::Ok,
                         undo: undo.clone(),
@@ -255,7 +281,7 @@ impl Runner<'_> {
                     }
                 }
                 Err(error) if step.allow_failure && !self.stop.load(Ordering::SeqCst) => {
-                    self.journal.write(&Entry::StepDone {
+                    self.journal.write_step_done(&Entry::StepDone {
                         step: index,
                         outcome: Outcome::Failed,
                         undo: user_undo.clone(),
@@ -272,7 +298,7 @@ impl Runner<'_> {
                     }
                 }
                 Err(error) => {
-                    self.journal.write(&Entry::StepDone {
+                    self.journal.write_step_done(&Entry::StepDone {
                         step: index,
                         outcome: Outcome::Failed,
                         undo: user_undo.clone(),
@@ -375,9 +401,9 @@ impl Runner<'_> {
     fn shell(&mut self, index: usize, command: &str, timeout: Option<Duration>) -> Result<Ended> {
         let events = &mut self.events;
         let mut show = |line: &str| events.output(index, line);
-        let log = self.log.clone();
         let mut output = Output {
-            log: &log,
+            log: &self.log.append,
+            follow: &mut self.log.follow,
             show: &mut show,
         };
         shell::run(
@@ -419,7 +445,7 @@ impl Runner<'_> {
                 format!(
                     "{failed_at}; ROLLBACK INCOMPLETE: not undone: {}; {undone_text}. A person must look: see the log in {}",
                     not_undone.join(", "),
-                    self.log.display()
+                    self.log.path.display()
                 ),
             )
         }
@@ -507,11 +533,11 @@ pub fn recover(config: &Config, printer: Printer) -> Result<i32> {
             vars: vars.clone().into_iter().collect(),
             printer,
         };
-        let log = config.state_dir.join("logs").join(format!("{run_id}.log"));
+        let log = RunLog::open(config, &run_id)?;
         let mut runner = Runner {
             setup: &setup,
             journal: Journal::open(&path)?,
-            events: Events::new(printer, Some(log.clone())),
+            events: Events::new(printer, Some(log.append.try_clone()?)),
             log,
             vars: vars.into_iter().collect(),
             stop: stop_flag(),

@@ -44,10 +44,12 @@ impl Ended {
     }
 }
 
-/// Where a command's output goes: appended to `log` and shown line by line
-/// through `show`.
+/// Where a command's output goes: appended to the run log through `log`
+/// (opened for appending), read back through `follow` (kept at the end of
+/// what was shown) and shown line by line through `show`.
 pub struct Output<'a> {
-    pub log: &'a Path,
+    pub log: &'a File,
+    pub follow: &'a mut File,
     pub show: &'a mut dyn FnMut(&str),
 }
 
@@ -63,14 +65,10 @@ pub fn run(
     stop: &AtomicBool,
     output: &mut Output,
 ) -> Result<Ended> {
-    let log = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(output.log)
-        .with_context(|| format!("cannot open run log `{}`", output.log.display()))?;
-    let mut follow = File::open(output.log)?;
-    follow.seek(SeekFrom::End(0))?;
-    let mut expression = duct::cmd("sh", ["-c", command])
+    let log = output.log.try_clone().context("cannot share the run log")?;
+    output.follow.seek(SeekFrom::End(0))?;
+    // An absolute path: no PATH search on every step.
+    let mut expression = duct::cmd("/bin/sh", ["-c", command])
         .dir(dir)
         .stdin_null()
         .stdout_file(log)
@@ -90,8 +88,10 @@ pub fn run(
     let started = Instant::now();
     let mut pending = String::new();
     let ended = loop {
-        follow_output(&mut follow, &mut pending, output.show);
-        if let Some(status) = handle.try_wait()? {
+        follow_output(output.follow, &mut pending, output.show);
+        // Returns the moment the command exits (SIGCHLD), or after POLL to
+        // show new output and look at the stop flag and the clock.
+        if let Some(status) = handle.wait_timeout(POLL)? {
             break match status.status.code() {
                 Some(code) => Ended::Exited(code),
                 None => Ended::Signalled,
@@ -107,9 +107,8 @@ pub fn run(
             stop_group(group, &handle);
             break Ended::TimedOut(limit);
         }
-        std::thread::sleep(POLL);
     };
-    follow_output(&mut follow, &mut pending, output.show);
+    follow_output(output.follow, &mut pending, output.show);
     if !pending.is_empty() {
         (output.show)(&pending);
     }
