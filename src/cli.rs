@@ -135,8 +135,14 @@ pub enum Command {
         pipelines: Vec<String>,
     },
     /// Roll back what an interrupted run (crash, kill -9) did
-    #[command(after_help = "Example:\n  upkeep recover\n\nA second recover is a harmless no-op.")]
-    Recover,
+    #[command(
+        after_help = "Examples:\n  upkeep recover\n  upkeep recover --forget   # after putting things right by hand\n\nA second recover is a harmless no-op."
+    )]
+    Recover {
+        /// Mark unfinished runs as finished without undoing anything
+        #[arg(long)]
+        forget: bool,
+    },
     /// Build a sandbox project with a demo database and run upkeep on it
     #[command(after_help = "Example:\n  upkeep demo --dir /tmp/upkeep-demo")]
     Demo {

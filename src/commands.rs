@@ -20,7 +20,15 @@ use crate::report::Printer;
 /// environment are reported and the others still run; the most serious
 /// outcome decides the exit code.
 pub fn run(command: &Command, config: &Config, printer: &Printer) -> Result<i32> {
-    let schema = config.schema.as_deref().map(Schema::load).transpose()?;
+    // Pipelines load the schema themselves, when they run.
+    let toolkit = !matches!(
+        command,
+        Command::Run { .. } | Command::Validate { .. } | Command::Recover { .. }
+    );
+    let schema = match &config.schema {
+        Some(path) if toolkit => Some(Schema::load(path)?),
+        _ => None,
+    };
     let schema = schema.as_ref();
     let progress = printer.progress();
     match command {
@@ -104,7 +112,7 @@ pub fn run(command: &Command, config: &Config, printer: &Printer) -> Result<i32>
             pipeline::run_command(config, &args, *printer)
         }
         Command::Validate { pipelines } => pipeline::validate_command(config, pipelines, *printer),
-        Command::Recover => pipeline::run::recover(config, *printer),
+        Command::Recover { forget } => pipeline::run::recover(config, *printer, *forget),
         Command::Demo { .. } => unreachable!("the demo builds its own configuration"),
     }
 }

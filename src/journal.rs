@@ -3,9 +3,10 @@
 //! Each event is one JSON line, appended and synced (`fsync`) before the
 //! next step starts, in `state_dir/runs/RUN_ID.jsonl`. A journal without a
 //! `run_finished` line belongs to a run that was interrupted (crash,
-//! `kill -9`, power loss): `upkeep run` refuses to start while one exists,
-//! and `upkeep recover` reads it to undo, newest first, what was done and
-//! not yet undone.
+//! `kill -9`, power loss) or of one whose rollback did not complete (exit
+//! 3): `upkeep run` refuses to start while one exists, and `upkeep recover`
+//! reads it to stop what the run left running and undo, newest first, what
+//! was done and not yet undone.
 
 use std::collections::BTreeMap;
 use std::fs::{File, OpenOptions};
@@ -17,6 +18,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::fsx;
 use crate::pipeline::model::{Action, Outcome};
+use crate::pipeline::shell::Group;
 use crate::steps::Undo;
 
 /// How to undo one step, as the journal keeps it.
@@ -46,6 +48,11 @@ pub enum Entry {
         step: usize,
         name: String,
         undo: Option<Undoing>,
+    },
+    /// The process group of a command a step (or rollback) started.
+    StepProcess {
+        step: usize,
+        group: Group,
     },
     StepDone {
         step: usize,
@@ -162,6 +169,18 @@ pub fn unfinished(state_dir: &Path) -> Result<Vec<PathBuf>> {
     Ok(found)
 }
 
+/// Every process group the run started, newest first.
+pub fn groups(entries: &[Entry]) -> Vec<Group> {
+    entries
+        .iter()
+        .rev()
+        .filter_map(|entry| match entry {
+            Entry::StepProcess { group, .. } => Some(*group),
+            _ => None,
+        })
+        .collect()
+}
+
 /// What is still to undo after an interruption, newest first: steps that
 /// started (done or halfway) and whose rollback has not completed.
 pub fn pending_undos(entries: &[Entry]) -> Vec<(usize, String, Undoing)> {
@@ -180,7 +199,8 @@ pub fn pending_undos(entries: &[Entry]) -> Vec<(usize, String, Undoing)> {
                     }
                 }
             }
-            Entry::RollbackDone { step, .. } => rolled_back.push(*step),
+            // A failed rollback is still to do: `recover` tries it again.
+            Entry::RollbackDone { step, ok: true, .. } => rolled_back.push(*step),
             _ => {}
         }
     }

@@ -3,6 +3,25 @@
 
 use std::io::IsTerminal;
 
+/// `println!` that never panics: a closed pipe (`upkeep ... | head`) must
+/// not abort upkeep halfway through a run, whose rollback must still happen.
+macro_rules! say {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stdout(), $($arg)*);
+    }};
+}
+
+/// `eprintln!` that never panics.
+macro_rules! say_err {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stderr(), $($arg)*);
+    }};
+}
+
+pub(crate) use say;
+
 use console::style;
 use serde_json::json;
 
@@ -57,26 +76,26 @@ impl Printer {
 
     fn json(&self, value: serde_json::Value) {
         if self.format == Format::Json {
-            println!("{value}");
+            say!("{value}");
         }
     }
 
     /// A line of information for people.
     pub fn note(&self, text: &str) {
         if self.human() {
-            println!("{text}");
+            say!("{text}");
         }
     }
 
     pub fn error(&self, error: &anyhow::Error, code: i32) {
         let message = format!("{error:#}");
         if self.format == Format::Json {
-            println!(
+            say!(
                 "{}",
                 json!({"type": "error", "message": message, "exit_code": code})
             );
         }
-        eprintln!("{} {message}", style("error:").red().bold());
+        say_err!("{} {message}", style("error:").red().bold());
     }
 
     pub fn check(&self, env: &str, report: &Report) {
@@ -89,7 +108,7 @@ impl Printer {
             (Some(size), None) => format!(" ({})", human_size(size)),
             _ => String::new(),
         };
-        println!(
+        say!(
             "{} {}{detail}{}",
             style(env).bold(),
             report.path.display(),
@@ -97,15 +116,15 @@ impl Printer {
         );
         self.table_rows(report);
         if report.ok() {
-            println!("  {} sound", style("ok").green().bold());
+            say!("  {} sound", style("ok").green().bold());
         } else {
-            println!(
+            say!(
                 "  {} {} problem(s):",
                 style("FAILED").red().bold(),
                 report.problems.len()
             );
             for problem in &report.problems {
-                println!(
+                say!(
                     "    - {}: {}",
                     serde_json::to_value(problem.kind)
                         .ok()
@@ -128,12 +147,12 @@ impl Printer {
             .max()
             .unwrap_or(5)
             .max(5);
-        println!("  {:width$}  {:>12}", "table", "rows");
+        say!("  {:width$}  {:>12}", "table", "rows");
         for table in &report.tables {
             let rows = table
                 .rows
                 .map_or("unreadable".to_string(), |n| n.to_string());
-            println!("  {:width$}  {rows:>12}", table.table);
+            say!("  {:width$}  {rows:>12}", table.table);
         }
     }
 
@@ -150,7 +169,7 @@ impl Printer {
         if !self.human() {
             return;
         }
-        println!(
+        say!(
             "{} {} backed up to {} ({}, {})",
             style("ok").green().bold(),
             style(env).bold(),
@@ -159,10 +178,10 @@ impl Printer {
             made.backup.status.as_str()
         );
         for name in &made.rotated {
-            println!("  rotated out: {name}");
+            say!("  rotated out: {name}");
         }
         if let Some(error) = &made.rotation_error {
-            eprintln!(
+            say_err!(
                 "{} rotation failed, older backups were kept: {error}",
                 style("warning:").yellow().bold()
             );
@@ -175,18 +194,18 @@ impl Printer {
             return;
         }
         if backups.is_empty() {
-            println!("{}: no backups", style(env).bold());
+            say!("{}: no backups", style(env).bold());
             return;
         }
         let width = backups.iter().map(|b| b.name.len()).max().unwrap_or(4);
-        println!("{:width$}  {:23}  {:>10}  status", "name", "time", "size");
+        say!("{:width$}  {:23}  {:>10}  status", "name", "time", "size");
         for backup in backups.iter().rev() {
             let status = match backup.status {
                 Status::Verified => style(backup.status.as_str()).green(),
                 Status::Unverified => style(backup.status.as_str()).red(),
                 Status::Legacy => style(backup.status.as_str()).yellow(),
             };
-            println!(
+            say!(
                 "{:width$}  {:23}  {:>10}  {status}",
                 backup.name,
                 backup.time,
@@ -209,16 +228,16 @@ impl Printer {
             return;
         }
         for (name, reason) in &restored.skipped {
-            println!("  skipped {name}: {reason}");
+            say!("  skipped {name}: {reason}");
         }
-        println!(
+        say!(
             "{} {} restored from {}",
             style("ok").green().bold(),
             style(env).bold(),
             restored.backup.name
         );
         if let Some(aside) = &restored.aside {
-            println!("  previous database kept in {}", aside.display());
+            say!("  previous database kept in {}", aside.display());
         }
         self.check(env, &restored.after);
     }
@@ -229,7 +248,7 @@ impl Printer {
             Ok(steps) => {
                 self.json(json!({"type": "validated", "path": path, "ok": true, "steps": steps}));
                 if self.human() {
-                    println!(
+                    say!(
                         "{} {} ({steps} steps)",
                         style("ok").green().bold(),
                         path.display()
@@ -239,9 +258,9 @@ impl Printer {
             Err(problems) => {
                 self.json(json!({"type": "validated", "path": path, "ok": false, "problems": problems.lines().collect::<Vec<_>>()}));
                 if self.format == Format::Human {
-                    eprintln!("{} {}", style("invalid").red().bold(), path.display());
+                    say_err!("{} {}", style("invalid").red().bold(), path.display());
                     for line in problems.lines() {
-                        eprintln!("  {line}");
+                        say_err!("  {line}");
                     }
                 }
             }
@@ -264,21 +283,21 @@ impl Printer {
             return;
         }
         if let Outcome::Sound = repaired.outcome {
-            println!(
+            say!(
                 "{} {} is sound: nothing to repair, nothing touched",
                 style("ok").green().bold(),
                 style(env).bold()
             );
             return;
         }
-        println!("{} problems found:", style(env).bold());
+        say!("{} problems found:", style(env).bold());
         for problem in &repaired.before.problems {
-            println!("    - {}", problem.message);
+            say!("    - {}", problem.message);
         }
         if let Some(folder) = &repaired.quarantine {
-            println!("  damaged file moved to {}", folder.display());
+            say!("  damaged file moved to {}", folder.display());
         }
-        println!("  {}: {detail}", style(how).bold());
+        say!("  {}: {detail}", style(how).bold());
         self.check(env, &repaired.after);
     }
 }

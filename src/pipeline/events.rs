@@ -11,7 +11,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::{Value, json};
 
 use crate::cli::Format;
-use crate::report::Printer;
+use crate::report::{Printer, say};
 
 pub struct Events {
     printer: Printer,
@@ -60,12 +60,12 @@ impl Events {
             let _ = log.write_all(format!("[upkeep] {event}\n").as_bytes());
         }
         match self.printer.format {
-            Format::Json => println!("{event}"),
+            Format::Json => say!("{event}"),
             Format::Human if !self.printer.quiet => {
                 if let Some(line) = human {
                     match &self.spinner {
                         Some(spinner) => spinner.println(line),
-                        None => println!("{line}"),
+                        None => say!("{line}"),
                     }
                 }
             }
@@ -101,13 +101,13 @@ impl Events {
             spinner.enable_steady_tick(Duration::from_millis(100));
             self.spinner = Some(spinner);
         } else if self.printer.verbose && self.printer.format == Format::Human {
-            println!("  ... {name}{retry}");
+            say!("  ... {name}{retry}");
         }
     }
 
     pub fn output(&mut self, index: usize, line: &str) {
         if self.printer.format == Format::Json {
-            println!(
+            say!(
                 "{}",
                 json!({"type": "step_output", "step": index + 1, "line": line})
             );
@@ -115,7 +115,7 @@ impl Events {
             let line = format!("    {}", style(line).dim());
             match &self.spinner {
                 Some(spinner) => spinner.println(line),
-                None => println!("{line}"),
+                None => say!("{line}"),
             }
         }
     }

@@ -223,6 +223,13 @@ impl Checker<'_> {
         let mut vars = Vec::new();
         for (key, value) in entries {
             let name = key.text().unwrap_or_default();
+            if name.starts_with("UPKEEP_") {
+                self.problem(
+                    key.pos,
+                    format!("`{name}`: names starting with UPKEEP_ are the run's own variables"),
+                );
+                continue;
+            }
             if !is_var_name(name) {
                 self.problem(
                     key.pos,
@@ -307,7 +314,13 @@ impl Checker<'_> {
             }
             Some(id)
         });
-        let run = entries.get("run").and_then(|n| self.string(n, "run"));
+        let run = entries.get("run").and_then(|n| {
+            let run = self.string(n, "run")?;
+            if run.trim().is_empty() {
+                self.problem(n.pos, "`run` is empty: give a shell command");
+            }
+            Some(run)
+        });
         let uses = entries.get("uses").and_then(|n| self.uses(n));
         let with = entries.get("with");
         let action = match (run, uses) {
@@ -350,6 +363,12 @@ impl Checker<'_> {
         let when = entries
             .get("when")
             .and_then(|n| self.when(n, earlier, all_ids));
+        if let (Some(timeout), Some(Action::Builtin { .. })) = (entries.get("timeout"), &action) {
+            self.problem(
+                timeout.pos,
+                "`timeout` applies to `run:` steps; built-in step types end on their own (health has its own `with: { timeout }`)",
+            );
+        }
         let timeout = entries
             .get("timeout")
             .and_then(|n| self.duration(n, "timeout"));
@@ -446,7 +465,12 @@ impl Checker<'_> {
         }
         let entries = self.mapping(node, "`rollback`", ROLLBACK_KEYS)?;
         match (entries.get("run"), entries.get("uses")) {
-            (Some(run), None) => self.string(run, "run").map(|run| Action::Shell { run }),
+            (Some(run), None) => {
+                if let Some(with) = entries.get("with") {
+                    self.problem(with.pos, "`with` goes with `uses`, not with `run`");
+                }
+                self.string(run, "run").map(|run| Action::Shell { run })
+            }
             (None, Some(uses)) => {
                 let uses = self.uses(uses)?;
                 let with = entries

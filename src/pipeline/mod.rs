@@ -55,6 +55,11 @@ pub fn run_command(config: &Config, args: &RunArgs, printer: Printer) -> Result<
                 "--var `{assignment}` must be NAME=VALUE"
             )));
         };
+        if name.starts_with("UPKEEP_") {
+            return Err(bad_input(format!(
+                "--var `{name}`: names starting with UPKEEP_ are the run's own variables"
+            )));
+        }
         if !load::is_var_name(name) {
             return Err(bad_input(format!(
                 "--var `{name}` is not a variable name: letters, digits and `_`, not starting with a digit"

@@ -95,8 +95,21 @@ pub fn dry_run(pipeline: &Pipeline, setup: &Setup) -> Result<i32> {
             expected.insert(id.clone(), expect);
         }
         let mut verdict = format!("{verdict_prefix}{summary}");
+        let mut blocker = blocker;
         if let Some(rollback) = &step.rollback {
             verdict.push_str(&format!("; rollback: {}", rollback.describe()));
+            // A rollback that cannot run is found out too late in a real run.
+            if let Action::Shell { run } = rollback
+                && let Err(missing) = shell::program_exists(run, &setup.config.root)
+            {
+                blocker.get_or_insert(format!("its rollback cannot run: {missing}"));
+            }
+        }
+        // A step allowed to fail does not stop the run.
+        if step.allow_failure
+            && let Some(reason) = blocker.take()
+        {
+            verdict.push_str(&format!("; would fail ({reason}), which is allowed"));
         }
         if outcome == Expect::Known(Outcome::Failed) && !step.allow_failure && !conditional {
             let reason = format!("step {} `{}` would fail", index + 1, step.name);

@@ -109,7 +109,9 @@ fn stop_flag() -> Arc<AtomicBool> {
 
 /// Takes the run lock, waiting up to `wait` for it when asked to.
 pub fn take_lock(config: &Config, what: &str, wait: Option<Duration>) -> Result<lock::Lock> {
-    let deadline = wait.map(|wait| Instant::now() + wait);
+    // Past a year, waiting is as good as forever (and cannot overflow).
+    const YEAR: Duration = Duration::from_secs(365 * 24 * 3600);
+    let deadline = wait.map(|wait| Instant::now() + wait.min(YEAR));
     loop {
         match lock::acquire(&config.state_dir, what) {
             Err(error)
@@ -162,13 +164,14 @@ pub fn run(pipeline: &Pipeline, setup: &Setup, lock_wait: Option<Duration>) -> R
         log,
         vars,
         stop: stop_flag(),
+        rolling_back: false,
     };
     let started = Instant::now();
     runner
         .events
         .run_started(&pipeline.name, &setup.env.name, &run_id, false);
-    let (exit_code, summary) = runner.steps(pipeline)?;
-    runner.journal.write(&Entry::RunFinished { exit_code })?;
+    let (exit_code, summary) = runner.steps(pipeline);
+    let (exit_code, summary) = runner.close(exit_code, summary);
     runner
         .events
         .run_finished(exit_code, &summary, started.elapsed());
@@ -182,6 +185,7 @@ struct Runner<'a> {
     log: RunLog,
     vars: Vec<(String, String)>,
     stop: Arc<AtomicBool>,
+    rolling_back: bool,
 }
 
 /// The run's log, `state_dir/logs/RUN_ID.log`: opened once for appending
@@ -219,19 +223,45 @@ struct Done {
     undo: Undoing,
 }
 
+/// How the steps went, before any rollback.
+enum Flow {
+    Finished(String),
+    Failed(String),
+}
+
+/// A rollback runs to its end: signals stop steps, never rollbacks.
+static NEVER: AtomicBool = AtomicBool::new(false);
+
 impl Runner<'_> {
-    fn steps(&mut self, pipeline: &Pipeline) -> Result<(i32, String)> {
+    /// Runs the steps, and rolls back when one fails. A journal that cannot
+    /// be written stops the run too (it would not know what to undo after a
+    /// crash): what is known in memory is rolled back, and the run exits 3.
+    fn steps(&mut self, pipeline: &Pipeline) -> (i32, String) {
+        let mut done = Vec::new();
+        match self.each_step(pipeline, &mut done) {
+            Ok(Flow::Finished(summary)) => (code::OK, summary),
+            Ok(Flow::Failed(reason)) => self.roll_back(done, &reason),
+            Err(error) => {
+                let reason = format!("cannot write the journal ({error:#})");
+                let (_, summary) = self.roll_back(done, &reason);
+                (
+                    code::ROLLBACK_INCOMPLETE,
+                    format!("{summary}; the journal may be incomplete: look at the app"),
+                )
+            }
+        }
+    }
+
+    fn each_step(&mut self, pipeline: &Pipeline, done: &mut Vec<Done>) -> Result<Flow> {
         let mut outcomes: HashMap<String, Outcome> = HashMap::new();
-        let mut done: Vec<Done> = Vec::new();
         let (mut ran, mut skipped) = (0, 0);
         for (index, step) in pipeline.steps.iter().enumerate() {
             if self.stop.load(Ordering::SeqCst) {
-                let interrupted = format!(
+                return Ok(Flow::Failed(format!(
                     "interrupted (SIGINT/SIGTERM) before step {} `{}`",
                     index + 1,
                     step.name
-                );
-                return Ok(self.roll_back(done, &interrupted));
+                )));
             }
             if let Some(when) = &step.when {
                 let actual = outcomes
@@ -262,60 +292,40 @@ impl Runner<'_> {
                 undo: user_undo.clone(),
             })?;
             ran += 1;
-            match self.attempt(index, step) {
-                Ok(builtin_undo) => {
-                    // The step's own `rollback:` takes the place of its type's.
-                    let undo = user_undo.or(builtin_undo);
-                    self.journal.write_step_done(&Entry::StepDone {
-                        step: index,
-                        outcome: Outcome::Ok,
-                        undo: undo.clone(),
-                    })?;
-                    record(&mut outcomes, step, Outcome::Ok);
-                    if let Some(undo) = undo {
-                        done.push(Done {
-                            index,
-                            name: step.name.clone(),
-                            undo,
-                        });
-                    }
+            let (outcome, undo, failure) = match self.attempt(index, step) {
+                // The step's own `rollback:` takes the place of its type's.
+                Ok(builtin_undo) => (Outcome::Ok, user_undo.or(builtin_undo), None),
+                // Allowed to fail, but it may have half happened: its
+                // rollback runs with the others if a later step fails.
+                Err(_) if step.allow_failure && !self.stop.load(Ordering::SeqCst) => {
+                    (Outcome::Failed, user_undo, None)
                 }
-                Err(error) if step.allow_failure && !self.stop.load(Ordering::SeqCst) => {
-                    self.journal.write_step_done(&Entry::StepDone {
-                        step: index,
-                        outcome: Outcome::Failed,
-                        undo: user_undo.clone(),
-                    })?;
-                    record(&mut outcomes, step, Outcome::Failed);
-                    let _ = error;
-                    // It may have half happened: undo it with the others.
-                    if let Some(undo) = user_undo {
-                        done.push(Done {
-                            index,
-                            name: step.name.clone(),
-                            undo,
-                        });
-                    }
-                }
-                Err(error) => {
-                    self.journal.write_step_done(&Entry::StepDone {
-                        step: index,
-                        outcome: Outcome::Failed,
-                        undo: user_undo.clone(),
-                    })?;
-                    if let Some(undo) = user_undo {
-                        done.push(Done {
-                            index,
-                            name: step.name.clone(),
-                            undo,
-                        });
-                    }
-                    let failed_at = format!("step {} `{}` failed: {error:#}", index + 1, step.name);
-                    return Ok(self.roll_back(done, &failed_at));
-                }
+                Err(error) => (Outcome::Failed, user_undo, Some(error)),
+            };
+            self.journal.write_step_done(&Entry::StepDone {
+                step: index,
+                outcome,
+                undo: undo.clone(),
+            })?;
+            record(&mut outcomes, step, outcome);
+            if let Some(undo) = undo {
+                done.push(Done {
+                    index,
+                    name: step.name.clone(),
+                    undo,
+                });
+            }
+            if let Some(error) = failure {
+                return Ok(Flow::Failed(format!(
+                    "step {} `{}` failed: {error:#}",
+                    index + 1,
+                    step.name
+                )));
             }
         }
-        Ok((code::OK, format!("{ran} step(s) ran, {skipped} skipped")))
+        Ok(Flow::Finished(format!(
+            "{ran} step(s) ran, {skipped} skipped"
+        )))
     }
 
     /// Runs a step with its retries. The result is how to undo it (for
@@ -382,7 +392,7 @@ impl Runner<'_> {
                 }
             }
             Action::Builtin { uses, with } => {
-                if self.stop.load(Ordering::SeqCst) {
+                if !self.rolling_back && self.stop.load(Ordering::SeqCst) {
                     bail!("interrupted (SIGINT/SIGTERM)");
                 }
                 let step =
@@ -401,26 +411,58 @@ impl Runner<'_> {
     fn shell(&mut self, index: usize, command: &str, timeout: Option<Duration>) -> Result<Ended> {
         let events = &mut self.events;
         let mut show = |line: &str| events.output(index, line);
+        let journal = &mut self.journal;
+        let mut spawned = |group| journal.write(&Entry::StepProcess { step: index, group });
         let mut output = Output {
             log: &self.log.append,
             follow: &mut self.log.follow,
             show: &mut show,
+            spawned: &mut spawned,
+        };
+        let stop = if self.rolling_back {
+            &NEVER
+        } else {
+            &*self.stop
         };
         shell::run(
             command,
             &self.setup.config.root,
             &self.vars,
             timeout,
-            &self.stop,
+            stop,
             &mut output,
         )
+    }
+
+    /// Ends the journal. A run whose rollback did not complete stays open,
+    /// so that `upkeep run` refuses and `upkeep recover` retries.
+    fn close(&mut self, exit_code: i32, summary: String) -> (i32, String) {
+        if exit_code == code::ROLLBACK_INCOMPLETE {
+            return (
+                exit_code,
+                format!(
+                    "{summary}. Fix the cause, then `upkeep recover` retries what was not undone \
+                     (`upkeep recover --forget` once you have put things right by hand)"
+                ),
+            );
+        }
+        match self.journal.write(&Entry::RunFinished { exit_code }) {
+            Ok(()) => (exit_code, summary),
+            Err(error) => (
+                code::ROLLBACK_INCOMPLETE,
+                format!(
+                    "{summary}; but the journal could not be closed ({error:#}): \
+                     `upkeep recover --forget` once you have checked the app"
+                ),
+            ),
+        }
     }
 
     /// Undoes `done`, newest first (the failed step, if it has a rollback,
     /// is the newest). Returns the exit code and a summary.
     fn roll_back(&mut self, done: Vec<Done>, failed_at: &str) -> (i32, String) {
-        // Rollbacks must run to the end even after Ctrl-C.
-        self.stop.store(false, Ordering::SeqCst);
+        // Rollbacks run to their end, whatever signals come now.
+        self.rolling_back = true;
         let mut undone = Vec::new();
         let mut not_undone = Vec::new();
         for item in done.into_iter().rev() {
@@ -495,8 +537,11 @@ fn builtin_undo(ctx: &Ctx, uses: &str, undo: &Undo) -> Result<String> {
         .undo(ctx, undo)
 }
 
-/// `upkeep recover`: rolls back what interrupted runs did and did not undo.
-pub fn recover(config: &Config, printer: Printer) -> Result<i32> {
+/// `upkeep recover`: for each run that did not finish (interrupted, or
+/// whose rollback did not complete), stops what it left running, then undoes
+/// what it did and did not undo, newest first. With `forget`, only marks
+/// them finished, for after a person has put things right by hand.
+pub fn recover(config: &Config, printer: Printer, forget: bool) -> Result<i32> {
     let _lock = take_lock(config, "upkeep recover", None)?;
     let journals = journal::unfinished(&config.state_dir)?;
     if journals.is_empty() {
@@ -507,63 +552,106 @@ pub fn recover(config: &Config, printer: Printer) -> Result<i32> {
     let mut worst = code::OK;
     for path in journals {
         let entries = journal::read(&path)?;
-        let Some(Entry::RunStarted {
-            run_id,
-            pipeline,
-            env,
-            vars,
-            ..
-        }) = entries.first().cloned()
-        else {
-            bail!(
-                "journal `{}` does not start with its run: move it away and look at the app by hand",
+        let status = match entries.first().cloned() {
+            // Killed before it wrote its first line: nothing ran.
+            None => close_empty(&path)?,
+            Some(_) if forget => forget_run(&path, &entries, printer)?,
+            Some(Entry::RunStarted {
+                run_id,
+                pipeline,
+                env,
+                vars,
+                ..
+            }) => {
+                let env = config.env(&env).with_context(|| {
+                    format!(
+                        "journal `{}` names environment `{env}`, which upkeep.yaml no longer has",
+                        path.display()
+                    )
+                })?;
+                let setup = Setup {
+                    config,
+                    env,
+                    schema: schema.clone(),
+                    vars: vars.clone().into_iter().collect(),
+                    printer,
+                };
+                let log = RunLog::open(config, &run_id)?;
+                let mut runner = Runner {
+                    setup: &setup,
+                    journal: Journal::open(&path)?,
+                    events: Events::new(printer, Some(log.append.try_clone()?)),
+                    log,
+                    vars: vars.into_iter().collect(),
+                    stop: stop_flag(),
+                    rolling_back: true,
+                };
+                runner.recover(&run_id, &pipeline, &entries)
+            }
+            Some(_) => bail!(
+                "journal `{}` does not start with its run: look at the app by hand, then `upkeep recover --forget`",
                 path.display()
-            );
-        };
-        let env = config.env(&env).with_context(|| {
-            format!(
-                "journal `{}` names an environment upkeep.yaml no longer has",
-                path.display()
-            )
-        })?;
-        let setup = Setup {
-            config,
-            env,
-            schema: schema.clone(),
-            vars: vars.clone().into_iter().collect(),
-            printer,
-        };
-        let log = RunLog::open(config, &run_id)?;
-        let mut runner = Runner {
-            setup: &setup,
-            journal: Journal::open(&path)?,
-            events: Events::new(printer, Some(log.append.try_clone()?)),
-            log,
-            vars: vars.into_iter().collect(),
-            stop: stop_flag(),
-        };
-        let started = Instant::now();
-        runner
-            .events
-            .run_started(&pipeline, &setup.env.name, &run_id, false);
-        let done: Vec<Done> = journal::pending_undos(&entries)
-            .into_iter()
-            .rev()
-            .map(|(index, name, undo)| Done { index, name, undo })
-            .collect();
-        let (exit_code, summary) =
-            runner.roll_back(done, &format!("recovering interrupted run {run_id}"));
-        runner.journal.write(&Entry::RunFinished { exit_code })?;
-        runner
-            .events
-            .run_finished(exit_code, &summary, started.elapsed());
-        // The run failed (1), but recovering it worked: that is success here.
-        let status = if exit_code == code::FAILED {
-            code::OK
-        } else {
-            exit_code
+            ),
         };
         worst = crate::commands::most_serious(worst, status);
     }
     Ok(worst)
+}
+
+impl Runner<'_> {
+    fn recover(&mut self, run_id: &str, pipeline: &str, entries: &[Entry]) -> i32 {
+        let started = Instant::now();
+        self.events
+            .run_started(pipeline, &self.setup.env.name, run_id, false);
+        // What the interrupted run started may still be running: stop it
+        // before undoing anything.
+        for group in journal::groups(entries) {
+            if group.stop_if_alive() {
+                self.events.output(
+                    0,
+                    &format!("stopped process group {} left by run {run_id}", group.pgid),
+                );
+            }
+        }
+        let done: Vec<Done> = journal::pending_undos(entries)
+            .into_iter()
+            .rev()
+            .map(|(index, name, undo)| Done { index, name, undo })
+            .collect();
+        let (exit_code, summary) = self.roll_back(done, &format!("recovering run {run_id}"));
+        let (exit_code, summary) = self.close(exit_code, summary);
+        self.events
+            .run_finished(exit_code, &summary, started.elapsed());
+        // The run failed (1), but recovering it worked: success here.
+        if exit_code == code::FAILED {
+            code::OK
+        } else {
+            exit_code
+        }
+    }
+}
+
+fn close_empty(path: &std::path::Path) -> Result<i32> {
+    Journal::open(path)?.write(&Entry::RunFinished {
+        exit_code: code::FAILED,
+    })?;
+    Ok(code::OK)
+}
+
+fn forget_run(path: &std::path::Path, entries: &[Entry], printer: Printer) -> Result<i32> {
+    let pending = journal::pending_undos(entries);
+    let names: Vec<String> = pending.iter().map(|(_, name, _)| name.clone()).collect();
+    Journal::open(path)?.write(&Entry::RunFinished {
+        exit_code: code::ROLLBACK_INCOMPLETE,
+    })?;
+    printer.note(&format!(
+        "forgot run `{}`{}",
+        path.display(),
+        if names.is_empty() {
+            String::new()
+        } else {
+            format!(" without undoing: {}", names.join(", "))
+        }
+    ));
+    Ok(code::OK)
 }

@@ -51,6 +51,52 @@ pub struct Output<'a> {
     pub log: &'a File,
     pub follow: &'a mut File,
     pub show: &'a mut dyn FnMut(&str),
+    /// Told the process group of the command as soon as it runs, so that
+    /// the journal can name it (after a crash, `recover` stops it).
+    pub spawned: &'a mut dyn FnMut(Group) -> Result<()>,
+}
+
+/// A command's process group, with the start time of its leader so that a
+/// reused PID is never mistaken for it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Group {
+    pub pgid: i32,
+    pub started: u64,
+}
+
+impl Group {
+    fn of(pgid: i32) -> Group {
+        Group {
+            pgid,
+            started: start_time(pgid).unwrap_or(0),
+        }
+    }
+
+    /// Stops the group if it is still the one that was started: SIGTERM,
+    /// then SIGKILL. For `recover`, after upkeep itself was killed.
+    pub fn stop_if_alive(self) -> bool {
+        if self.pgid <= 0 || start_time(self.pgid) != Some(self.started) {
+            return false;
+        }
+        // SAFETY: kill(2) with a negative pid signals the process group.
+        unsafe { libc::kill(-self.pgid, libc::SIGTERM) };
+        let deadline = Instant::now() + GRACE;
+        while Instant::now() < deadline && group_alive(self.pgid) {
+            std::thread::sleep(POLL);
+        }
+        // SAFETY: as above.
+        unsafe { libc::kill(-self.pgid, libc::SIGKILL) };
+        true
+    }
+}
+
+/// A process's start time (clock ticks since boot), from /proc.
+fn start_time(pid: i32) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // Fields after the command name, which is in parentheses and may hold
+    // spaces; the start time is field 22 of the whole line.
+    let (_, rest) = stat.rsplit_once(')')?;
+    rest.split_whitespace().nth(19)?.parse().ok()
 }
 
 /// Grace between SIGTERM and SIGKILL when stopping a command.
@@ -85,6 +131,10 @@ pub fn run(
         .start()
         .with_context(|| format!("cannot start `sh -c {command}` in `{}`", dir.display()))?;
     let group = handle.pids().first().copied().unwrap_or(0) as i32;
+    if let Err(error) = (output.spawned)(Group::of(group)) {
+        stop_group(group, &handle);
+        return Err(error);
+    }
     let started = Instant::now();
     let mut pending = String::new();
     let ended = loop {
@@ -159,10 +209,13 @@ pub fn program_exists(command: &str, dir: &Path) -> Result<(), String> {
         return Err("the command is empty".to_string());
     };
     const BUILTINS: &[&str] = &[
-        ":", ".", "[", "cd", "echo", "exit", "export", "false", "printf", "set", "test", "true",
-        "exec", "if", "for", "while", "case", "{", "(",
+        ":", ".", "[", "!", "cd", "command", "echo", "eval", "exec", "exit", "export", "false",
+        "printf", "read", "set", "shift", "test", "trap", "true", "umask", "unset", "wait", "if",
+        "for", "while", "until", "case", "{", "(",
     ];
-    if BUILTINS.contains(&program) || program.contains('=') {
+    let program = program.trim_matches(|c| c == '"' || c == '\'');
+    // Quoting, expansions and assignments are for the shell to resolve.
+    if BUILTINS.contains(&program) || program.contains(['=', '$', '`', '(', '\\']) {
         return Ok(());
     }
     let executable = |path: &Path| {

@@ -129,7 +129,12 @@ pub fn parse(text: &str) -> Result<Option<Node>, SyntaxError> {
                     message: "YAML aliases (`*name`) are not supported in pipeline files: write the value out".into(),
                 });
             }
-            Event::DocumentEnd => break,
+            Event::DocumentStart(_) if root.is_some() => {
+                return Err(SyntaxError {
+                    pos,
+                    message: "a second YAML document (`---`): a pipeline file holds one".into(),
+                });
+            }
             _ => continue,
         };
         match stack.last_mut() {

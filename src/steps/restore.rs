@@ -87,9 +87,19 @@ impl StepType for Restore {
         let name = db.file_name().context("database path has no file name")?;
         let previous = aside.join(name);
         if !previous.exists() {
+            // Only this undo takes the file out of the aside folder: it was
+            // put back already, by an undo interrupted before it was
+            // journaled.
+            if db.exists() {
+                return Ok(format!(
+                    "the previous database was put back from {} already",
+                    aside.display()
+                ));
+            }
             anyhow::bail!(
-                "the database set aside is not in `{}` any more: put it back by hand",
-                aside.display()
+                "the database set aside is not in `{}` any more, and there is none at `{}`: put it back by hand",
+                aside.display(),
+                db.display()
             );
         }
         // The restored file goes aside in turn: nothing is ever deleted.

@@ -524,3 +524,152 @@ fn output_to_a_pipe_has_no_escape_codes() {
     assert!(!all.contains(&0x1b), "{}", String::from_utf8_lossy(&all));
     assert!(String::from_utf8_lossy(&all).contains("ok uses integrity"));
 }
+
+#[test]
+fn after_an_incomplete_rollback_recover_retries_what_was_not_undone() {
+    let sandbox = Sandbox::new();
+    // The rollback of b fails while the file `broken` exists.
+    sandbox.write("broken", "");
+    sandbox.pipeline(
+        "p",
+        "env: production\nsteps:\n\
+         - run: echo a >> trace\n  rollback: echo undo-a >> trace\n\
+         - run: echo b >> trace\n  rollback: \"[ ! -e broken ] && echo undo-b >> trace\"\n\
+         - run: exit 1\n",
+    );
+    sandbox
+        .upkeep(&["run", "p"])
+        .code(3)
+        .stdout_has("upkeep recover");
+    assert_eq!(sandbox.lines("trace"), ["a", "b", "undo-a"]);
+    sandbox
+        .upkeep(&["run", "p"])
+        .code(3)
+        .stderr_has("upkeep recover");
+    // Still broken: recover says so and keeps the run open.
+    sandbox.upkeep(&["recover"]).code(3);
+    std::fs::remove_file(sandbox.path("broken")).unwrap();
+    sandbox.upkeep(&["recover"]).code(0);
+    assert_eq!(sandbox.lines("trace"), ["a", "b", "undo-a", "undo-b"]);
+    sandbox
+        .upkeep(&["recover"])
+        .code(0)
+        .stdout_has("nothing to recover");
+}
+
+#[test]
+fn recover_stops_what_the_killed_run_left_running() {
+    let sandbox = Sandbox::new();
+    sandbox.pipeline(
+        "p",
+        "env: production\nsteps:\n\
+         - run: \"touch in-step; sleep 2; echo late >> trace\"\n  rollback: echo undo >> trace\n",
+    );
+    let mut upkeep = sandbox.spawn_upkeep(&["run", "p"], "in-step");
+    upkeep.kill().unwrap();
+    upkeep.wait().unwrap();
+    sandbox.upkeep(&["recover"]).code(0);
+    std::thread::sleep(Duration::from_secs(3));
+    assert_eq!(
+        sandbox.lines("trace"),
+        ["undo"],
+        "the orphaned step went on after recover"
+    );
+}
+
+#[test]
+fn recover_forget_closes_a_run_without_undoing() {
+    let sandbox = Sandbox::new();
+    sandbox.pipeline(
+        "p",
+        "env: production\nsteps:\n- run: echo a >> trace\n  rollback: exit 1\n- run: exit 1\n",
+    );
+    sandbox.upkeep(&["run", "p"]).code(3);
+    sandbox
+        .upkeep(&["recover", "--forget"])
+        .code(0)
+        .stdout_has("without undoing");
+    sandbox.pipeline("ok", "env: production\nsteps:\n- run: \"true\"\n");
+    sandbox.upkeep(&["run", "ok"]).code(0);
+}
+
+#[test]
+fn an_empty_journal_left_by_a_kill_is_closed_by_recover() {
+    let sandbox = Sandbox::new();
+    sandbox.write(".upkeep/runs/20260101T000000Z-1.jsonl", "");
+    sandbox.pipeline("ok", "env: production\nsteps:\n- run: \"true\"\n");
+    sandbox.upkeep(&["run", "ok"]).code(3);
+    sandbox.upkeep(&["recover"]).code(0);
+    sandbox.upkeep(&["run", "ok"]).code(0);
+}
+
+#[test]
+fn a_closed_output_pipe_does_not_stop_a_rollback() {
+    let sandbox = Sandbox::new();
+    sandbox.pipeline(
+        "p",
+        "env: production\nsteps:\n\
+         - run: echo a >> trace\n  rollback: echo undo-a >> trace\n\
+         - run: \"sleep 1; exit 1\"\n",
+    );
+    let mut child = std::process::Command::new(UPKEEP)
+        .args(["--format", "json", "run", "p"])
+        .current_dir(sandbox.dir.path())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    drop(child.stdout.take()); // the reader goes away, as with `| head -1`
+    let status = child.wait().unwrap();
+    assert_eq!(status.code(), Some(1));
+    assert_eq!(sandbox.lines("trace"), ["a", "undo-a"]);
+    sandbox
+        .upkeep(&["recover"])
+        .code(0)
+        .stdout_has("nothing to recover");
+}
+
+#[test]
+fn more_validation_rules() {
+    let sandbox = Sandbox::new();
+    sandbox.pipeline(
+        "p",
+        "env: production\nvars:\n  UPKEEP_DB: x\nsteps:\n\
+         - uses: integrity\n  timeout: 5s\n\
+         - run: \"\"\n\
+         - run: \"true\"\n  rollback: { run: \"true\", with: { a: b } }\n",
+    );
+    sandbox
+        .upkeep(&["validate", "p"])
+        .code(2)
+        .stderr_has("p.yaml:3:3: `UPKEEP_DB`")
+        .stderr_has("p.yaml:6:12: `timeout` applies to `run:` steps")
+        .stderr_has("p.yaml:7:8: `run` is empty")
+        .stderr_has("p.yaml:9:34: `with` goes with `uses`");
+    sandbox.pipeline(
+        "two",
+        "env: production\nsteps:\n- run: \"true\"\n---\nsteps: []\n",
+    );
+    sandbox
+        .upkeep(&["validate", "two"])
+        .code(2)
+        .stderr_has("a second YAML document");
+    sandbox.pipeline("ok", "env: production\nsteps:\n- run: \"true\"\n");
+    sandbox
+        .upkeep(&["run", "ok", "--var", "UPKEEP_DB=/etc/passwd"])
+        .code(2);
+}
+
+#[test]
+fn dry_run_finds_a_rollback_that_cannot_run() {
+    let sandbox = Sandbox::new();
+    sandbox.pipeline(
+        "p",
+        "env: production\nsteps:\n- run: \"true\"\n  rollback: ./missing-start.sh\n- run: ./also-missing.sh\n  allow_failure: true\n",
+    );
+    sandbox
+        .upkeep(&["run", "p", "--dry-run"])
+        .code(1)
+        .stdout_has("its rollback cannot run")
+        .stdout_has("which is allowed")
+        .stdout_has("1 blocker(s)");
+}
