@@ -40,7 +40,15 @@ fn duckdb_config(access: Access) -> duckdb::Result<Config> {
         .access_mode(mode)?
         .max_memory(MEMORY_LIMIT)?
         .threads(threads)?
+        // DuckDB spills large sorts and groups into `<db>.tmp/` beside the
+        // file by default: a check must write nothing near the database.
+        .with("temp_directory", spill_dir().to_string_lossy())?
         .enable_autoload_extension(false)
+}
+
+/// Where DuckDB may spill what does not fit in its memory limit.
+fn spill_dir() -> std::path::PathBuf {
+    std::env::temp_dir().join(format!("upkeep-spill-{}", std::process::id()))
 }
 
 /// Opens a database file through DuckDB with bounded memory and threads. A
