@@ -445,13 +445,7 @@ impl Checker<'_> {
                 ),
             }
         }
-        // Values with ${NAME} are only known at run time.
-        let fixed: steps::With = with
-            .iter()
-            .filter(|(_, v)| !v.contains("${"))
-            .map(|(k, v)| (k.clone(), v.clone()))
-            .collect();
-        if let Err(message) = uses.check(&fixed) {
+        if let Err(message) = uses.check(&with) {
             self.problem(node.pos, format!("{what}: {message}"));
         }
         with

@@ -14,6 +14,7 @@ use crate::db::catalog::Schema;
 use crate::progress::Progress;
 
 mod backup;
+mod health;
 mod integrity;
 mod repair;
 mod restore;
@@ -71,8 +72,8 @@ pub trait StepType: Sync {
     fn name(&self) -> &'static str;
     /// The keys `with:` accepts.
     fn keys(&self) -> &'static [&'static str];
-    /// Checks `with:` values that can be checked before the run (after
-    /// `${NAME}` substitution where the value has none).
+    /// Checks `with:` before the run. A value holding `${NAME}` is only known
+    /// at run time: checks let it pass (see [`later`]).
     fn check(&self, _with: &With) -> Result<(), String> {
         Ok(())
     }
@@ -92,10 +93,11 @@ static REGISTRY: &[&dyn StepType] = &[
     &backup::Backup,
     &restore::Restore,
     &repair::Repair,
+    &health::Health,
 ];
 
 /// Step types of the contract that this version does not have yet.
-pub const NOT_YET: &[&str] = &["git-pull", "migrate", "health"];
+pub const NOT_YET: &[&str] = &["git-pull", "migrate"];
 
 pub fn find(name: &str) -> Option<&'static dyn StepType> {
     REGISTRY.iter().copied().find(|step| step.name() == name)
@@ -113,9 +115,15 @@ fn target_env(ctx: &Ctx, with: &With) -> Result<Env> {
     }
 }
 
+/// Whether a `with:` value holds a variable, known only at run time.
+fn later(value: &str) -> bool {
+    value.contains("${")
+}
+
 /// Parses a non-negative count from `with:`.
 fn count(with: &With, key: &str) -> Result<Option<u32>, String> {
     with.get(key)
+        .filter(|text| !later(text))
         .map(|text| {
             text.parse::<u32>()
                 .map_err(|_| format!("`{key}` must be a whole number, not `{text}`"))
@@ -127,6 +135,7 @@ fn count(with: &With, key: &str) -> Result<Option<u32>, String> {
 fn flag(with: &With, key: &str) -> Result<bool, String> {
     match with.get(key).map(String::as_str) {
         None | Some("false") => Ok(false),
+        Some(text) if later(text) => Ok(false),
         Some("true") => Ok(true),
         Some(other) => Err(format!("`{key}` must be true or false, not `{other}`")),
     }

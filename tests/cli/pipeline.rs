@@ -408,8 +408,7 @@ fn the_shipped_pipelines_validate() {
         .upkeep(&["validate", update.to_str().unwrap()])
         .code(2)
         .stderr_has("step type `git-pull` is not built into this version")
-        .stderr_has("step type `migrate`")
-        .stderr_has("step type `health`");
+        .stderr_has("step type `migrate`");
 }
 
 #[test]

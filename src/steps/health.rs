@@ -1,0 +1,238 @@
+//! `uses: health`: waits until the app answers. `with:` one of `url`
+//! (HTTP 2xx; plain `http://` only, as the app listens on this machine),
+//! `tcp` (`host:port` accepts a connection) or `cmd` (a shell command exits
+//! 0), and `timeout` (default 60s) and `interval` (default 1s). A timeout
+//! fails the step, which rolls the update back. The HTTP client is a few
+//! lines over `TcpStream`: no TLS or proxy stack for 127.0.0.1.
+
+use std::io::{Read, Write};
+use std::net::{TcpStream, ToSocketAddrs};
+use std::time::{Duration, Instant};
+
+use anyhow::{Result, anyhow, bail};
+
+use super::{Ctx, Plan, StepType, Undo, With, later};
+
+pub struct Health;
+
+const DEFAULT_TIMEOUT: Duration = Duration::from_secs(60);
+const DEFAULT_INTERVAL: Duration = Duration::from_secs(1);
+/// How long one probe may take.
+const PROBE_TIMEOUT: Duration = Duration::from_secs(5);
+
+enum Probe {
+    Http {
+        host: String,
+        port: u16,
+        path: String,
+    },
+    Tcp(String),
+    Cmd(String),
+}
+
+impl Probe {
+    fn from(with: &With) -> Result<Probe, String> {
+        match (with.get("url"), with.get("tcp"), with.get("cmd")) {
+            (Some(url), None, None) => parse_url(url),
+            (None, Some(address), None) => Ok(Probe::Tcp(address.clone())),
+            (None, None, Some(command)) => Ok(Probe::Cmd(command.clone())),
+            _ => Err("give exactly one of `url`, `tcp` or `cmd`".to_string()),
+        }
+    }
+
+    fn describe(&self) -> String {
+        match self {
+            Probe::Http { host, port, path } => {
+                format!("GET http://{host}:{port}{path} answers 2xx")
+            }
+            Probe::Tcp(address) => format!("{address} accepts a connection"),
+            Probe::Cmd(command) => format!("`{command}` exits 0"),
+        }
+    }
+
+    /// One look: healthy, or why not.
+    fn check(&self, ctx: &Ctx) -> Result<(), String> {
+        match self {
+            Probe::Http { host, port, path } => http_get(host, *port, path),
+            Probe::Tcp(address) => connect(address).map(drop),
+            Probe::Cmd(command) => {
+                let status = std::process::Command::new("/bin/sh")
+                    .args(["-c", command])
+                    .current_dir(&ctx.config.root)
+                    .stdin(std::process::Stdio::null())
+                    .stdout(std::process::Stdio::null())
+                    .stderr(std::process::Stdio::null())
+                    .status()
+                    .map_err(|error| format!("cannot run `{command}`: {error}"))?;
+                if status.success() {
+                    Ok(())
+                } else {
+                    Err(format!("`{command}` {status}"))
+                }
+            }
+        }
+    }
+}
+
+fn parse_url(url: &str) -> Result<Probe, String> {
+    if later(url) {
+        // Checked again once `${NAME}` is substituted, at run time.
+        return Ok(Probe::Tcp(String::new()));
+    }
+    let Some(rest) = url.strip_prefix("http://") else {
+        return Err(format!(
+            "`{url}`: only plain http:// URLs are supported (the app answers on this machine); use `cmd:` for anything else"
+        ));
+    };
+    let (authority, path) = match rest.find('/') {
+        Some(slash) => (&rest[..slash], &rest[slash..]),
+        None => (rest, "/"),
+    };
+    let (host, port) = match authority.rsplit_once(':') {
+        Some((host, port)) => (
+            host,
+            port.parse::<u16>()
+                .map_err(|_| format!("`{url}`: `{port}` is not a port"))?,
+        ),
+        None => (authority, 80),
+    };
+    if host.is_empty() {
+        return Err(format!("`{url}` has no host"));
+    }
+    Ok(Probe::Http {
+        host: host.to_string(),
+        port,
+        path: path.to_string(),
+    })
+}
+
+fn connect(address: &str) -> Result<TcpStream, String> {
+    let addresses: Vec<_> = address
+        .to_socket_addrs()
+        .map_err(|error| format!("cannot resolve `{address}`: {error}"))?
+        .collect();
+    let mut last = format!("`{address}` resolves to nothing");
+    for candidate in addresses {
+        match TcpStream::connect_timeout(&candidate, PROBE_TIMEOUT) {
+            Ok(stream) => return Ok(stream),
+            Err(error) => last = format!("{candidate}: {error}"),
+        }
+    }
+    Err(last)
+}
+
+fn http_get(host: &str, port: u16, path: &str) -> Result<(), String> {
+    let mut stream = connect(&format!("{host}:{port}"))?;
+    let _ = stream.set_read_timeout(Some(PROBE_TIMEOUT));
+    let _ = stream.set_write_timeout(Some(PROBE_TIMEOUT));
+    let request = format!(
+        "GET {path} HTTP/1.1\r\nHost: {host}:{port}\r\nUser-Agent: upkeep\r\nConnection: close\r\n\r\n"
+    );
+    stream
+        .write_all(request.as_bytes())
+        .map_err(|error| format!("cannot send the request: {error}"))?;
+    // The status line is all we need: `HTTP/1.1 200 OK`.
+    let mut head = [0u8; 64];
+    let mut read = 0;
+    while read < 12 {
+        match stream.read(&mut head[read..]) {
+            Ok(0) => break,
+            Ok(n) => read += n,
+            Err(error) => return Err(format!("no answer: {error}")),
+        }
+    }
+    let line = String::from_utf8_lossy(&head[..read]);
+    let status = line
+        .split_whitespace()
+        .nth(1)
+        .and_then(|code| code.parse::<u16>().ok())
+        .ok_or_else(|| {
+            format!(
+                "not an HTTP answer: {:?}",
+                line.lines().next().unwrap_or("")
+            )
+        })?;
+    if (200..300).contains(&status) {
+        Ok(())
+    } else {
+        Err(format!("HTTP {status}"))
+    }
+}
+
+fn duration(with: &With, key: &str, default: Duration) -> Result<Duration, String> {
+    match with.get(key) {
+        None => Ok(default),
+        Some(text) if later(text) => Ok(default),
+        Some(text) => match humantime::parse_duration(text) {
+            Ok(value) if !value.is_zero() => Ok(value),
+            _ => Err(format!(
+                "`{key}: {text}` is not a duration: expected e.g. 60s or 2m"
+            )),
+        },
+    }
+}
+
+impl StepType for Health {
+    fn name(&self) -> &'static str {
+        "health"
+    }
+
+    fn keys(&self) -> &'static [&'static str] {
+        &["url", "tcp", "cmd", "timeout", "interval"]
+    }
+
+    fn check(&self, with: &With) -> Result<(), String> {
+        Probe::from(with)?;
+        duration(with, "timeout", DEFAULT_TIMEOUT)?;
+        duration(with, "interval", DEFAULT_INTERVAL)?;
+        Ok(())
+    }
+
+    fn plan(&self, ctx: &Ctx, with: &With) -> Plan {
+        let probe = match Probe::from(with) {
+            Ok(probe) => probe,
+            Err(error) => return Plan::blocked("wait until healthy", &anyhow!(error)),
+        };
+        let timeout = duration(with, "timeout", DEFAULT_TIMEOUT).unwrap_or(DEFAULT_TIMEOUT);
+        let now = match probe.check(ctx) {
+            Ok(()) => "healthy now".to_string(),
+            Err(why) => {
+                format!("not healthy now ({why}); earlier steps start the app in a real run")
+            }
+        };
+        Plan {
+            summary: format!(
+                "wait up to {} until {}: {now}",
+                humantime::format_duration(timeout),
+                probe.describe()
+            ),
+            ..Plan::default()
+        }
+    }
+
+    fn run(&self, ctx: &Ctx, with: &With) -> Result<(String, Undo)> {
+        let probe = Probe::from(with).map_err(anyhow::Error::msg)?;
+        let timeout = duration(with, "timeout", DEFAULT_TIMEOUT).map_err(anyhow::Error::msg)?;
+        let interval = duration(with, "interval", DEFAULT_INTERVAL).map_err(anyhow::Error::msg)?;
+        let started = Instant::now();
+        loop {
+            let last = match probe.check(ctx) {
+                Ok(()) => {
+                    return Ok((
+                        format!("healthy after {:.1}s", started.elapsed().as_secs_f64()),
+                        Undo::nothing(),
+                    ));
+                }
+                Err(why) => why,
+            };
+            if started.elapsed() + interval > timeout {
+                bail!(
+                    "not healthy after {}: {} (last: {last})",
+                    humantime::format_duration(timeout),
+                    probe.describe()
+                );
+            }
+            std::thread::sleep(interval);
+        }
+    }
+}
