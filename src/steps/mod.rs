@@ -14,6 +14,7 @@ use crate::db::catalog::Schema;
 use crate::progress::Progress;
 
 mod backup;
+mod git_pull;
 mod health;
 mod integrity;
 mod repair;
@@ -43,7 +44,7 @@ pub struct Plan {
 
 impl Plan {
     /// A step that cannot run at all.
-    fn blocked(summary: &str, error: &anyhow::Error) -> Plan {
+    pub fn blocked(summary: &str, error: &anyhow::Error) -> Plan {
         Plan {
             summary: summary.to_string(),
             blocker: Some(format!("{error:#}")),
@@ -94,10 +95,11 @@ static REGISTRY: &[&dyn StepType] = &[
     &restore::Restore,
     &repair::Repair,
     &health::Health,
+    &git_pull::GitPull,
 ];
 
 /// Step types of the contract that this version does not have yet.
-pub const NOT_YET: &[&str] = &["git-pull", "migrate"];
+pub const NOT_YET: &[&str] = &["migrate"];
 
 pub fn find(name: &str) -> Option<&'static dyn StepType> {
     REGISTRY.iter().copied().find(|step| step.name() == name)

@@ -6,6 +6,7 @@ mod backup;
 mod check;
 mod config;
 mod demo;
+mod git_pull;
 mod health;
 mod pipeline;
 mod repair;

@@ -407,8 +407,7 @@ fn the_shipped_pipelines_validate() {
     sandbox
         .upkeep(&["validate", update.to_str().unwrap()])
         .code(2)
-        .stderr_has("step type `git-pull` is not built into this version")
-        .stderr_has("step type `migrate`");
+        .stderr_has("step type `migrate` is not built into this version");
 }
 
 #[test]
