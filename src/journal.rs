@@ -54,6 +54,11 @@ pub enum Entry {
         step: usize,
         group: Group,
     },
+    /// A built-in step says how to undo what it is about to do.
+    StepUndo {
+        step: usize,
+        undo: Undoing,
+    },
     StepDone {
         step: usize,
         outcome: Outcome,
@@ -190,6 +195,12 @@ pub fn pending_undos(entries: &[Entry]) -> Vec<(usize, String, Undoing)> {
         match entry {
             Entry::StepStarted { step, name, undo } => {
                 started.push((*step, name.clone(), undo.clone()))
+            }
+            Entry::StepUndo { step, undo } => {
+                if let Some(last) = started.iter_mut().rev().find(|(s, _, _)| s == step) {
+                    // The step's own `rollback:` comes first.
+                    last.2.get_or_insert_with(|| undo.clone());
+                }
             }
             Entry::StepDone { step, undo, .. } => {
                 if let Some(last) = started.iter_mut().rev().find(|(s, _, _)| s == step) {

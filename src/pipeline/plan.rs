@@ -194,11 +194,14 @@ impl<'a> Ctx<'a> {
                         return (format!("uses {uses}"), Some(format!("{error:#}")), None);
                     }
                 };
+                let restore_point = std::cell::RefCell::new(None);
                 let ctx = steps::Ctx {
                     config: self.setup.config,
                     env: &self.setup.env,
                     schema: self.setup.schema.as_ref(),
                     progress: crate::progress::Progress::hidden(),
+                    restore_point: &restore_point,
+                    record: &steps::no_record,
                 };
                 let plan = step.plan(&ctx, &with);
                 (

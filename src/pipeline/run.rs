@@ -7,8 +7,10 @@
 //! and rollback goes to the journal before the run moves on, so that
 //! `upkeep recover` can finish the job after a crash.
 
+use std::cell::RefCell;
 use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
+use std::rc::Rc;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
@@ -37,12 +39,18 @@ pub struct Setup<'a> {
 }
 
 impl Setup<'_> {
-    fn ctx(&self) -> Ctx<'_> {
+    fn ctx<'a>(
+        &'a self,
+        restore_point: &'a RefCell<Option<PathBuf>>,
+        record: &'a dyn Fn(&Undo) -> Result<()>,
+    ) -> Ctx<'a> {
         Ctx {
             config: self.config,
             env: &self.env,
             schema: self.schema.as_ref(),
             progress: self.printer.progress(),
+            restore_point,
+            record,
         }
     }
 
@@ -159,7 +167,8 @@ pub fn run(pipeline: &Pipeline, setup: &Setup, lock_wait: Option<Duration>) -> R
     })?;
     let mut runner = Runner {
         setup,
-        journal,
+        journal: Rc::new(RefCell::new(journal)),
+        restore_point: RefCell::new(None),
         events: Events::new(setup.printer, Some(log.append.try_clone()?)),
         log,
         vars,
@@ -180,7 +189,9 @@ pub fn run(pipeline: &Pipeline, setup: &Setup, lock_wait: Option<Duration>) -> R
 
 struct Runner<'a> {
     setup: &'a Setup<'a>,
-    journal: Journal,
+    journal: Rc<RefCell<Journal>>,
+    /// See [`Ctx::restore_point`].
+    restore_point: RefCell<Option<PathBuf>>,
     events: Events,
     log: RunLog,
     vars: Vec<(String, String)>,
@@ -286,27 +297,31 @@ impl Runner<'_> {
                 .rollback
                 .clone()
                 .map(|action| Undoing::Action { action });
-            self.journal.write(&Entry::StepStarted {
+            self.journal.borrow_mut().write(&Entry::StepStarted {
                 step: index,
                 name: step.name.clone(),
                 undo: user_undo.clone(),
             })?;
             ran += 1;
-            let (outcome, undo, failure) = match self.attempt(index, step) {
-                // The step's own `rollback:` takes the place of its type's.
-                Ok(builtin_undo) => (Outcome::Ok, user_undo.or(builtin_undo), None),
-                // Allowed to fail, but it may have half happened: its
-                // rollback runs with the others if a later step fails.
+            let (result, builtin_undo) = self.attempt(index, step);
+            // The step's own `rollback:` takes the place of its type's. A
+            // failed step may have half happened: it is undone too (first,
+            // or with the others if it was allowed to fail).
+            let undo = user_undo.or(builtin_undo);
+            let (outcome, failure) = match result {
+                Ok(()) => (Outcome::Ok, None),
                 Err(_) if step.allow_failure && !self.stop.load(Ordering::SeqCst) => {
-                    (Outcome::Failed, user_undo, None)
+                    (Outcome::Failed, None)
                 }
-                Err(error) => (Outcome::Failed, user_undo, Some(error)),
+                Err(error) => (Outcome::Failed, Some(error)),
             };
-            self.journal.write_step_done(&Entry::StepDone {
-                step: index,
-                outcome,
-                undo: undo.clone(),
-            })?;
+            self.journal
+                .borrow_mut()
+                .write_step_done(&Entry::StepDone {
+                    step: index,
+                    outcome,
+                    undo: undo.clone(),
+                })?;
             record(&mut outcomes, step, outcome);
             if let Some(undo) = undo {
                 done.push(Done {
@@ -328,17 +343,20 @@ impl Runner<'_> {
         )))
     }
 
-    /// Runs a step with its retries. The result is how to undo it (for
-    /// built-in types that bring their own undo).
-    fn attempt(&mut self, index: usize, step: &Step) -> Result<Option<Undoing>> {
+    /// Runs a step with its retries. Also returns how to undo it: a
+    /// built-in type's own undo, as recorded before it acted (the first
+    /// attempt's, which saw the state before the step) or returned by it.
+    fn attempt(&mut self, index: usize, step: &Step) -> (Result<()>, Option<Undoing>) {
         let mut attempt = 1;
+        let mut first_undo = None;
         loop {
             self.events.step_started(index, &step.name, attempt);
             let started = Instant::now();
-            let result = self.perform(index, &step.action, step.timeout);
+            let (result, undo) = self.perform(index, &step.action, step.timeout);
+            first_undo = first_undo.or(undo);
             let last = attempt > step.retries || self.stop.load(Ordering::SeqCst);
             match result {
-                Ok((detail, undo)) => {
+                Ok(detail) => {
                     self.events.step_finished(
                         index,
                         &step.name,
@@ -346,7 +364,7 @@ impl Runner<'_> {
                         started.elapsed(),
                         &detail,
                     );
-                    return Ok(undo);
+                    return (Ok(()), first_undo);
                 }
                 Err(error) => {
                     let status = if last && step.allow_failure {
@@ -354,11 +372,7 @@ impl Runner<'_> {
                     } else {
                         Status::Failed
                     };
-                    let retrying = if last {
-                        String::new()
-                    } else {
-                        "; retrying".to_string()
-                    };
+                    let retrying = if last { "" } else { "; retrying" };
                     self.events.step_finished(
                         index,
                         &step.name,
@@ -367,7 +381,7 @@ impl Runner<'_> {
                         &format!("{error:#}{retrying}"),
                     );
                     if last {
-                        return Err(error);
+                        return (Err(error), first_undo);
                     }
                 }
             }
@@ -375,35 +389,60 @@ impl Runner<'_> {
         }
     }
 
-    /// Does one action: a shell command or a built-in step type.
+    /// Does one action: a shell command or a built-in step type. Returns
+    /// the outcome, and how to undo what a built-in type did (also when it
+    /// failed halfway after recording its undo).
     fn perform(
         &mut self,
         index: usize,
         action: &Action,
         timeout: Option<Duration>,
-    ) -> Result<(String, Option<Undoing>)> {
+    ) -> (Result<String>, Option<Undoing>) {
         match action {
             Action::Shell { run } => {
-                let ended = self.shell(index, run, timeout)?;
-                if ended.ok() {
-                    Ok((String::new(), None))
-                } else {
-                    bail!("`{run}` {}", ended.describe())
-                }
+                let result = self.shell(index, run, timeout).and_then(|ended| {
+                    if ended.ok() {
+                        Ok(String::new())
+                    } else {
+                        Err(anyhow!("`{run}` {}", ended.describe()))
+                    }
+                });
+                (result, None)
             }
             Action::Builtin { uses, with } => {
                 if !self.rolling_back && self.stop.load(Ordering::SeqCst) {
-                    bail!("interrupted (SIGINT/SIGTERM)");
+                    return (Err(anyhow!("interrupted (SIGINT/SIGTERM)")), None);
                 }
-                let step =
-                    steps::find(uses).ok_or_else(|| anyhow!("unknown step type `{uses}`"))?;
-                let with = substitute_all(with, &self.vars)?;
-                let (detail, undo) = step.run(&self.setup.ctx(), &with)?;
-                let undo = (!undo.is_nothing()).then(|| Undoing::Builtin {
-                    uses: uses.clone(),
-                    undo,
-                });
-                Ok((detail, undo))
+                let Some(step) = steps::find(uses) else {
+                    return (Err(anyhow!("unknown step type `{uses}`")), None);
+                };
+                let with = match substitute_all(with, &self.vars) {
+                    Ok(with) => with,
+                    Err(error) => return (Err(error), None),
+                };
+                let as_undoing = |undo: Undo| {
+                    (!undo.is_nothing()).then(|| Undoing::Builtin {
+                        uses: uses.clone(),
+                        undo,
+                    })
+                };
+                let recorded: RefCell<Option<Undo>> = RefCell::new(None);
+                let journal = Rc::clone(&self.journal);
+                let record = |undo: &Undo| {
+                    *recorded.borrow_mut() = Some(undo.clone());
+                    let undo = Undoing::Builtin {
+                        uses: uses.clone(),
+                        undo: undo.clone(),
+                    };
+                    journal
+                        .borrow_mut()
+                        .write(&Entry::StepUndo { step: index, undo })
+                };
+                let ctx = self.setup.ctx(&self.restore_point, &record);
+                match step.run(&ctx, &with) {
+                    Ok((detail, undo)) => (Ok(detail), as_undoing(undo)),
+                    Err(error) => (Err(error), recorded.take().and_then(as_undoing)),
+                }
             }
         }
     }
@@ -411,8 +450,12 @@ impl Runner<'_> {
     fn shell(&mut self, index: usize, command: &str, timeout: Option<Duration>) -> Result<Ended> {
         let events = &mut self.events;
         let mut show = |line: &str| events.output(index, line);
-        let journal = &mut self.journal;
-        let mut spawned = |group| journal.write(&Entry::StepProcess { step: index, group });
+        let journal = &self.journal;
+        let mut spawned = |group| {
+            journal
+                .borrow_mut()
+                .write(&Entry::StepProcess { step: index, group })
+        };
         let mut output = Output {
             log: &self.log.append,
             follow: &mut self.log.follow,
@@ -446,7 +489,11 @@ impl Runner<'_> {
                 ),
             );
         }
-        match self.journal.write(&Entry::RunFinished { exit_code }) {
+        match self
+            .journal
+            .borrow_mut()
+            .write(&Entry::RunFinished { exit_code })
+        {
             Ok(()) => (exit_code, summary),
             Err(error) => (
                 code::ROLLBACK_INCOMPLETE,
@@ -495,20 +542,22 @@ impl Runner<'_> {
 
     fn undo_one(&mut self, index: usize, name: &str, undo: &Undoing) -> Result<()> {
         self.journal
+            .borrow_mut()
             .write(&Entry::RollbackStarted { step: index })?;
         self.events
             .rollback_started(index, name, &describe_undo(undo));
         let result = match undo {
-            Undoing::Action { action } => {
-                self.perform(index, action, None).map(|(detail, _)| detail)
+            Undoing::Action { action } => self.perform(index, action, None).0,
+            Undoing::Builtin { uses, undo } => {
+                let ctx = self.setup.ctx(&self.restore_point, &steps::no_record);
+                builtin_undo(&ctx, uses, undo)
             }
-            Undoing::Builtin { uses, undo } => builtin_undo(&self.setup.ctx(), uses, undo),
         };
         let (ok, message) = match &result {
             Ok(detail) => (true, detail.clone()),
             Err(error) => (false, format!("{error:#}")),
         };
-        self.journal.write(&Entry::RollbackDone {
+        self.journal.borrow_mut().write(&Entry::RollbackDone {
             step: index,
             ok,
             message: message.clone(),
@@ -579,7 +628,8 @@ pub fn recover(config: &Config, printer: Printer, forget: bool) -> Result<i32> {
                 let log = RunLog::open(config, &run_id)?;
                 let mut runner = Runner {
                     setup: &setup,
-                    journal: Journal::open(&path)?,
+                    journal: Rc::new(RefCell::new(Journal::open(&path)?)),
+                    restore_point: RefCell::new(None),
                     events: Events::new(printer, Some(log.append.try_clone()?)),
                     log,
                     vars: vars.into_iter().collect(),

@@ -4,7 +4,9 @@
 //! Shell steps (`run:`) are not a step type: they are commands, run by
 //! `pipeline::shell`.
 
+use std::cell::RefCell;
 use std::collections::BTreeMap;
+use std::path::PathBuf;
 
 use anyhow::Result;
 use serde::{Deserialize, Serialize};
@@ -24,11 +26,23 @@ mod restore;
 pub type With = BTreeMap<String, String>;
 
 /// What a step type needs from the run.
+#[derive(Clone, Copy)]
 pub struct Ctx<'a> {
     pub config: &'a Config,
     pub env: &'a Env,
     pub schema: Option<&'a Schema>,
     pub progress: Progress,
+    /// The backup this run made of its environment, or put in place by its
+    /// repair: the restore point of `migrate`.
+    pub restore_point: &'a RefCell<Option<PathBuf>>,
+    /// Journals how to undo what the step is about to do, before it does
+    /// it: a step that fails halfway, or a crash, is then still undone.
+    pub record: &'a dyn Fn(&Undo) -> Result<()>,
+}
+
+/// A `record` for when nothing is journaled (dry-runs, undos).
+pub fn no_record(_: &Undo) -> Result<()> {
+    Ok(())
 }
 
 /// What a dry-run found out about a step, without changing anything.
