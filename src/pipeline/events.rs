@@ -206,7 +206,7 @@ impl Events {
         self.stop_spinner();
         let mark = match exit_code {
             0 => style("done").green().bold(),
-            1 => style("failed").red().bold(),
+            1 | 2 => style("failed").red().bold(),
             _ => style("ATTENTION").red().bold(),
         };
         self.emit(

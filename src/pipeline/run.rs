@@ -237,7 +237,8 @@ struct Done {
 /// How the steps went, before any rollback.
 enum Flow {
     Finished(String),
-    Failed(String),
+    /// Why, and whether it was bad input.
+    Failed(String, bool),
 }
 
 /// A rollback runs to its end: signals stop steps, never rollbacks.
@@ -251,7 +252,16 @@ impl Runner<'_> {
         let mut done = Vec::new();
         match self.each_step(pipeline, &mut done) {
             Ok(Flow::Finished(summary)) => (code::OK, summary),
-            Ok(Flow::Failed(reason)) => self.roll_back(done, &reason),
+            Ok(Flow::Failed(reason, bad_input)) => {
+                let (status, summary) = self.roll_back(done, &reason);
+                // Bad input found by a step (a changed migration file): what
+                // ran was undone, and the input is what must change.
+                if bad_input && status == code::FAILED {
+                    (code::BAD_INPUT, summary)
+                } else {
+                    (status, summary)
+                }
+            }
             Err(error) => {
                 let reason = format!("cannot write the journal ({error:#})");
                 let (_, summary) = self.roll_back(done, &reason);
@@ -268,11 +278,14 @@ impl Runner<'_> {
         let (mut ran, mut skipped) = (0, 0);
         for (index, step) in pipeline.steps.iter().enumerate() {
             if self.stop.load(Ordering::SeqCst) {
-                return Ok(Flow::Failed(format!(
-                    "interrupted (SIGINT/SIGTERM) before step {} `{}`",
-                    index + 1,
-                    step.name
-                )));
+                return Ok(Flow::Failed(
+                    format!(
+                        "interrupted (SIGINT/SIGTERM) before step {} `{}`",
+                        index + 1,
+                        step.name
+                    ),
+                    false,
+                ));
             }
             if let Some(when) = &step.when {
                 let actual = outcomes
@@ -331,11 +344,11 @@ impl Runner<'_> {
                 });
             }
             if let Some(error) = failure {
-                return Ok(Flow::Failed(format!(
-                    "step {} `{}` failed: {error:#}",
-                    index + 1,
-                    step.name
-                )));
+                let bad_input = crate::error::exit_code(&error) == code::BAD_INPUT;
+                return Ok(Flow::Failed(
+                    format!("step {} `{}` failed: {error:#}", index + 1, step.name),
+                    bad_input,
+                ));
             }
         }
         Ok(Flow::Finished(format!(

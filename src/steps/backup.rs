@@ -83,6 +83,9 @@ impl StepType for Backup {
             ctx.schema,
             &ctx.progress,
         )?;
+        if env.name == ctx.env.name {
+            *ctx.restore_point.borrow_mut() = Some(made.backup.path.clone());
+        }
         Ok((
             format!(
                 "backed up `{}` to {} ({})",

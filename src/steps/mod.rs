@@ -19,6 +19,7 @@ mod backup;
 mod git_pull;
 mod health;
 mod integrity;
+mod migrate;
 mod repair;
 mod restore;
 
@@ -110,10 +111,11 @@ static REGISTRY: &[&dyn StepType] = &[
     &repair::Repair,
     &health::Health,
     &git_pull::GitPull,
+    &migrate::Migrate,
 ];
 
 /// Step types of the contract that this version does not have yet.
-pub const NOT_YET: &[&str] = &["migrate"];
+pub const NOT_YET: &[&str] = &[];
 
 pub fn find(name: &str) -> Option<&'static dyn StepType> {
     REGISTRY.iter().copied().find(|step| step.name() == name)

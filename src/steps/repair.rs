@@ -67,6 +67,9 @@ impl StepType for Repair {
                     .join("; ")
             );
         }
+        if let repair::Outcome::FromBackup { backup, .. } = &repaired.outcome {
+            *ctx.restore_point.borrow_mut() = Some(backup.path.clone());
+        }
         let (how, _) = crate::report::describe_outcome(&repaired.outcome);
         Ok((format!("`{}`: {how}", ctx.env.name), Undo::nothing()))
     }

@@ -1,0 +1,307 @@
+//! `uses: migrate` (`with: { dir }`): applies the SQL files `NNNN_name.sql`
+//! of a folder in order, each in its own transaction, and records them in
+//! the table `upkeep_migrations` (version, name, checksum, applied_at).
+//!
+//! A recorded file whose content changed is refused, naming the file, before
+//! anything is applied (exit 2). Before the first file, migrate journals its
+//! restore point: the backup this run made, or the one its repair put in
+//! place, or else a verified backup it makes itself. Its undo puts that
+//! backup back in place, so a failed update leaves the data as it was. It
+//! never migrates without a restore point unless `with: { rollback: none }`.
+//! The file is changed in place by DuckDB, which keeps its storage version.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result, bail};
+use duckdb::Connection;
+use serde_json::json;
+
+use super::{Ctx, Plan, StepType, Undo, With, later};
+use crate::db::backups;
+use crate::db::open::{self, Access};
+use crate::db::swap::{self, Shelf};
+use crate::db::{backup, check};
+use crate::error::{bad_input, code, exit_code};
+use crate::fsx;
+
+pub struct Migrate;
+
+const TABLE: &str = "upkeep_migrations";
+
+struct Migration {
+    version: i64,
+    file: String,
+    sql: String,
+    checksum: String,
+}
+
+/// The migration files of `dir`, in version order.
+fn scan(dir: &Path) -> Result<Vec<Migration>> {
+    let entries = std::fs::read_dir(dir).map_err(|error| {
+        bad_input(format!(
+            "cannot read the migrations folder `{}`: {error}; fix `with: {{ dir }}`",
+            dir.display()
+        ))
+    })?;
+    let mut migrations: Vec<Migration> = Vec::new();
+    for entry in entries.flatten() {
+        let file = entry.file_name().to_string_lossy().into_owned();
+        let Some(stem) = file.strip_suffix(".sql") else {
+            continue;
+        };
+        let version = stem
+            .split_once('_')
+            .filter(|(digits, name)| {
+                !digits.is_empty() && !name.is_empty() && digits.chars().all(|c| c.is_ascii_digit())
+            })
+            .and_then(|(digits, _)| digits.parse::<i64>().ok())
+            .ok_or_else(|| {
+                bad_input(format!(
+                    "`{}`: migration files are named NNNN_name.sql (e.g. 0003_add_email.sql)",
+                    entry.path().display()
+                ))
+            })?;
+        let sql = std::fs::read_to_string(entry.path())
+            .with_context(|| format!("cannot read `{}`", entry.path().display()))?;
+        let checksum = blake3::hash(sql.as_bytes()).to_hex().to_string();
+        if let Some(other) = migrations.iter().find(|m| m.version == version) {
+            return Err(bad_input(format!(
+                "`{file}` and `{}` in `{}` have the same version {version}",
+                other.file,
+                dir.display()
+            )));
+        }
+        migrations.push(Migration {
+            version,
+            file,
+            sql,
+            checksum,
+        });
+    }
+    migrations.sort_by_key(|m| m.version);
+    Ok(migrations)
+}
+
+/// What `upkeep_migrations` records: version -> (name, checksum).
+fn applied(conn: &Connection) -> Result<BTreeMap<i64, (String, String)>> {
+    let exists: i64 = conn.query_row(
+        &format!("SELECT count(*) FROM duckdb_tables() WHERE table_name = '{TABLE}' AND database_name = current_database()"),
+        [],
+        |row| row.get(0),
+    )?;
+    if exists == 0 {
+        return Ok(BTreeMap::new());
+    }
+    let mut statement = conn.prepare(&format!("SELECT version, name, checksum FROM {TABLE}"))?;
+    let rows = statement.query_map([], |row| Ok((row.get(0)?, (row.get(1)?, row.get(2)?))))?;
+    Ok(rows.collect::<duckdb::Result<_>>()?)
+}
+
+/// The files still to apply. A recorded file that changed is refused.
+fn pending<'m>(
+    migrations: &'m [Migration],
+    applied: &BTreeMap<i64, (String, String)>,
+    dir: &Path,
+) -> Result<Vec<&'m Migration>> {
+    for migration in migrations {
+        if let Some((_, checksum)) = applied.get(&migration.version)
+            && *checksum != migration.checksum
+        {
+            return Err(bad_input(format!(
+                "migration `{}` was applied, and its file has changed since (checksum {} recorded, {} now): \
+                 put the file back as it was and write a new migration for the change; nothing was applied",
+                dir.join(&migration.file).display(),
+                &checksum[..checksum.len().min(12)],
+                &migration.checksum[..12]
+            )));
+        }
+    }
+    Ok(migrations
+        .iter()
+        .filter(|m| !applied.contains_key(&m.version))
+        .collect())
+}
+
+fn folder(ctx: &Ctx, with: &With) -> Result<PathBuf> {
+    let dir = with
+        .get("dir")
+        .ok_or_else(|| bad_input("`migrate` needs `with: { dir: FOLDER }`"))?;
+    Ok(ctx.config.root.join(dir))
+}
+
+fn names(pending: &[&Migration]) -> String {
+    pending
+        .iter()
+        .map(|m| m.file.as_str())
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+impl StepType for Migrate {
+    fn name(&self) -> &'static str {
+        "migrate"
+    }
+
+    fn keys(&self) -> &'static [&'static str] {
+        &["dir", "rollback"]
+    }
+
+    fn check(&self, with: &With) -> Result<(), String> {
+        if !with.contains_key("dir") {
+            return Err("needs `dir`, the folder of the NNNN_name.sql files".to_string());
+        }
+        match with.get("rollback").map(String::as_str) {
+            None | Some("none") => Ok(()),
+            Some(text) if later(text) => Ok(()),
+            Some(other) => Err(format!(
+                "`rollback: {other}`: the only value is `none` (no restore point)"
+            )),
+        }
+    }
+
+    fn plan(&self, ctx: &Ctx, with: &With) -> Plan {
+        let blocked = |error: anyhow::Error| Plan::blocked("migrate", &error);
+        let (dir, migrations) =
+            match folder(ctx, with).and_then(|dir| Ok((dir.clone(), scan(&dir)?))) {
+                Ok(found) => found,
+                Err(error) => return blocked(error),
+            };
+        let recorded = match open::open(&ctx.env.db, Access::ReadOnly)
+            .and_then(|conn| applied(&conn))
+        {
+            Ok(recorded) => recorded,
+            Err(error) if exit_code(&error) == code::BUSY => {
+                return Plan {
+                    summary: format!(
+                        "apply the migrations of {} not yet recorded (cannot look now: {error:#}; a real run stops the app first)",
+                        dir.display()
+                    ),
+                    ..Plan::default()
+                };
+            }
+            Err(error) => return blocked(error),
+        };
+        match pending(&migrations, &recorded, &dir) {
+            Ok(pending) if pending.is_empty() => Plan {
+                summary: format!("migrate from {}: nothing pending", dir.display()),
+                ..Plan::default()
+            },
+            Ok(pending) => Plan {
+                summary: format!(
+                    "apply {} migration(s) from {}: {}, after securing a restore point",
+                    pending.len(),
+                    dir.display(),
+                    names(&pending)
+                ),
+                ..Plan::default()
+            },
+            Err(error) => blocked(error),
+        }
+    }
+
+    fn run(&self, ctx: &Ctx, with: &With) -> Result<(String, Undo)> {
+        let dir = folder(ctx, with)?;
+        let migrations = scan(&dir)?;
+        let todo: Vec<&Migration> = {
+            let conn = open::open(&ctx.env.db, Access::Exclusive)?;
+            pending(&migrations, &applied(&conn)?, &dir)?
+        };
+        if todo.is_empty() {
+            return Ok(("nothing pending".to_string(), Undo::nothing()));
+        }
+        let undo = if with.get("rollback").is_some_and(|r| r == "none") {
+            Undo::nothing()
+        } else {
+            let point = restore_point(ctx)?;
+            let undo = Undo(json!({ "backup": point.0, "blake3": point.1 }));
+            (ctx.record)(&undo)?;
+            undo
+        };
+        let conn = open::open(&ctx.env.db, Access::Exclusive)?;
+        conn.execute_batch(&format!(
+            "CREATE TABLE IF NOT EXISTS {TABLE} (version BIGINT PRIMARY KEY, name VARCHAR NOT NULL, \
+             checksum VARCHAR NOT NULL, applied_at TIMESTAMP NOT NULL)"
+        ))?;
+        for migration in &todo {
+            apply(&conn, migration).with_context(|| {
+                format!(
+                    "migration `{}` failed, and was rolled back; the ones before it are undone by the step's rollback",
+                    dir.join(&migration.file).display()
+                )
+            })?;
+        }
+        conn.execute_batch("CHECKPOINT")?;
+        Ok((format!("applied {}", names(&todo)), undo))
+    }
+
+    fn undo(&self, ctx: &Ctx, undo: &Undo) -> Result<String> {
+        let (Some(backup), Some(hash)) = (
+            undo.0.get("backup").and_then(|v| v.as_str()),
+            undo.0.get("blake3").and_then(|v| v.as_str()),
+        ) else {
+            bail!("the journal does not say which backup to put back");
+        };
+        let hash = blake3::Hash::from_hex(hash).context("bad hash in the journal")?;
+        let aside = swap::replace_with_copy(
+            &ctx.env.db,
+            &ctx.env.name,
+            Path::new(backup),
+            &hash,
+            Shelf::Aside,
+            &ctx.progress,
+        )?;
+        let report = check::check(&ctx.env.db, ctx.schema, false)?;
+        if !report.ok() {
+            bail!("the database was put back from {backup}, but its check fails: look at it");
+        }
+        Ok(format!(
+            "the database is back as it was before migrate, from {backup}{}",
+            aside.map_or_else(String::new, |a| format!(
+                " (the migrated one is in {})",
+                a.display()
+            ))
+        ))
+    }
+}
+
+fn apply(conn: &Connection, migration: &Migration) -> Result<()> {
+    conn.execute_batch("BEGIN TRANSACTION")?;
+    let result = conn.execute_batch(&migration.sql).and_then(|()| {
+        conn.execute(
+            &format!("INSERT INTO {TABLE} VALUES (?, ?, ?, now())"),
+            duckdb::params![migration.version, migration.file, migration.checksum],
+        )
+        .map(drop)
+    });
+    match result {
+        Ok(()) => Ok(conn.execute_batch("COMMIT")?),
+        Err(error) => {
+            let _ = conn.execute_batch("ROLLBACK");
+            Err(error.into())
+        }
+    }
+}
+
+/// This run's restore point (path and blake3), or a new verified backup.
+fn restore_point(ctx: &Ctx) -> Result<(PathBuf, String)> {
+    let existing = ctx.restore_point.borrow().clone();
+    let path = match existing {
+        Some(path) => path,
+        None => {
+            let made = backup::backup(ctx.env, &ctx.config.backups_dir, ctx.config.keep, ctx.schema, &ctx.progress)
+                .context("migrate makes a backup first (no backup in this run), and it failed: nothing was applied")?;
+            *ctx.restore_point.borrow_mut() = Some(made.backup.path.clone());
+            made.backup.path
+        }
+    };
+    let manifest = backups::manifest_path(&path);
+    let hash = match std::fs::read(&manifest)
+        .ok()
+        .and_then(|bytes| serde_json::from_slice::<backups::Manifest>(&bytes).ok())
+    {
+        Some(manifest) => manifest.blake3,
+        None => fsx::hash_file(&path)?.to_hex().to_string(),
+    };
+    Ok((path, hash))
+}

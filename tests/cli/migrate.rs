@@ -1,0 +1,166 @@
+//! `uses: migrate`: SQL files applied in order and recorded; a failed
+//! update puts the database back exactly as it was.
+
+use crate::support::*;
+
+fn tables_and_counts(sandbox: &Sandbox) -> std::collections::BTreeMap<String, i64> {
+    counts(&sandbox.db("prod"))
+}
+
+fn migrations(sandbox: &Sandbox, files: &[(&str, &str)]) {
+    for (name, sql) in files {
+        sandbox.write(&format!("migrations/{name}"), sql);
+    }
+}
+
+#[test]
+fn applies_in_order_records_and_keeps_the_storage_version() {
+    let sandbox = Sandbox::new();
+    std::fs::remove_file(sandbox.db("prod")).unwrap();
+    make_db(&sandbox.db("prod"), Some("v1.1.0"), 3_000);
+    migrations(
+        &sandbox,
+        &[
+            (
+                "0002_fill.sql",
+                "UPDATE users SET phone = '000' WHERE id < 10;",
+            ),
+            (
+                "0001_phone.sql",
+                "ALTER TABLE users ADD COLUMN phone VARCHAR;",
+            ),
+        ],
+    );
+    sandbox.pipeline(
+        "m",
+        "env: production\nsteps:\n- uses: migrate\n  with: { dir: migrations }\n",
+    );
+    sandbox
+        .upkeep(&["run", "m", "--dry-run"])
+        .code(0)
+        .stdout_has("apply 2 migration(s)")
+        .stdout_has("0001_phone.sql, 0002_fill.sql");
+    sandbox
+        .upkeep(&["run", "m"])
+        .code(0)
+        .stdout_has("applied 0001_phone.sql, 0002_fill.sql");
+    let conn = duckdb::Connection::open(sandbox.db("prod")).unwrap();
+    let recorded: Vec<(i64, String)> = conn
+        .prepare("SELECT version, name FROM upkeep_migrations ORDER BY version")
+        .unwrap()
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap();
+    assert_eq!(
+        recorded,
+        [
+            (1, "0001_phone.sql".to_string()),
+            (2, "0002_fill.sql".to_string())
+        ]
+    );
+    let phones: i64 = conn
+        .query_row("SELECT count(phone) FROM users", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(phones, 9);
+    drop(conn);
+    assert_eq!(
+        header_version(&sandbox.db("prod")),
+        64,
+        "migrate must keep v1.1.0"
+    );
+    // It made its own restore point, as the run had none.
+    assert_eq!(sandbox.backups("production").len(), 1);
+    sandbox
+        .upkeep(&["run", "m"])
+        .code(0)
+        .stdout_has("nothing pending");
+    assert_eq!(sandbox.backups("production").len(), 1);
+}
+
+#[test]
+fn a_migration_failing_halfway_leaves_the_data_as_it_was() {
+    let sandbox = Sandbox::new();
+    migrations(
+        &sandbox,
+        &[
+            (
+                "0001_ok.sql",
+                "ALTER TABLE users ADD COLUMN phone VARCHAR; DELETE FROM orders WHERE id < 100;",
+            ),
+            (
+                "0002_bad.sql",
+                "UPDATE users SET phone = 'x'; SELECT * FROM no_such_table;",
+            ),
+        ],
+    );
+    sandbox.pipeline(
+        "update",
+        "env: production\nsteps:\n- uses: backup\n- uses: migrate\n  with: { dir: migrations }\n",
+    );
+    let before = tables_and_counts(&sandbox);
+    let backups_before = 0;
+    sandbox
+        .upkeep(&["run", "update"])
+        .code(1)
+        .stdout_has("0002_bad.sql` failed")
+        .stdout_has("back as it was before migrate");
+    assert_eq!(tables_and_counts(&sandbox), before);
+    let conn = duckdb::Connection::open(sandbox.db("prod")).unwrap();
+    let columns: i64 = conn
+        .query_row("SELECT count(*) FROM duckdb_columns() WHERE table_name = 'users' AND column_name = 'phone'", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(columns, 0, "the first migration must be undone too");
+    drop(conn);
+    // The run's own backup was the restore point: no second one was made.
+    assert_eq!(sandbox.backups("production").len(), backups_before + 1);
+}
+
+#[test]
+fn a_changed_recorded_migration_is_refused_before_anything() {
+    let sandbox = Sandbox::new();
+    migrations(
+        &sandbox,
+        &[(
+            "0001_phone.sql",
+            "ALTER TABLE users ADD COLUMN phone VARCHAR;",
+        )],
+    );
+    sandbox.pipeline(
+        "m",
+        "env: production\nsteps:\n- uses: migrate\n  with: { dir: migrations, rollback: none }\n",
+    );
+    sandbox.upkeep(&["run", "m"]).code(0);
+    assert!(
+        sandbox.backups("production").is_empty(),
+        "rollback: none makes no restore point"
+    );
+    migrations(
+        &sandbox,
+        &[
+            (
+                "0001_phone.sql",
+                "ALTER TABLE users ADD COLUMN phone VARCHAR(20);",
+            ),
+            ("0002_more.sql", "ALTER TABLE users ADD COLUMN fax VARCHAR;"),
+        ],
+    );
+    sandbox
+        .upkeep(&["run", "m"])
+        .code(2)
+        .stdout_has("0001_phone.sql` was applied, and its file has changed");
+    let conn = duckdb::Connection::open(sandbox.db("prod")).unwrap();
+    let fax: i64 = conn
+        .query_row(
+            "SELECT count(*) FROM duckdb_columns() WHERE column_name = 'fax'",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(fax, 0, "nothing may be applied");
+    drop(conn);
+    sandbox
+        .upkeep(&["run", "m", "--dry-run"])
+        .code(1)
+        .stdout_has("has changed");
+}
