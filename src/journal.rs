@@ -174,13 +174,22 @@ pub fn unfinished(state_dir: &Path) -> Result<Vec<PathBuf>> {
     Ok(found)
 }
 
-/// Every process group the run started, newest first.
+/// The process groups of steps the run started and did not finish, newest
+/// first: what an interrupted step left running. (What a finished step
+/// started on purpose, an app in the background, is for rollbacks to stop.)
 pub fn groups(entries: &[Entry]) -> Vec<Group> {
+    let finished: Vec<usize> = entries
+        .iter()
+        .filter_map(|entry| match entry {
+            Entry::StepDone { step, .. } => Some(*step),
+            _ => None,
+        })
+        .collect();
     entries
         .iter()
         .rev()
         .filter_map(|entry| match entry {
-            Entry::StepProcess { group, .. } => Some(*group),
+            Entry::StepProcess { step, group } if !finished.contains(step) => Some(*group),
             _ => None,
         })
         .collect()

@@ -1,28 +1,7 @@
 //! `uses: git-pull` with real git repositories: an origin, the app's work
 //! tree (the sandbox), and a developer's clone that pushes a release.
 
-use std::path::Path;
-
 use crate::support::*;
-
-fn git(dir: &Path, args: &[&str]) -> String {
-    let output = std::process::Command::new("git")
-        .arg("-C")
-        .arg(dir)
-        .args(args)
-        .env("GIT_AUTHOR_NAME", "test")
-        .env("GIT_AUTHOR_EMAIL", "test@example.com")
-        .env("GIT_COMMITTER_NAME", "test")
-        .env("GIT_COMMITTER_EMAIL", "test@example.com")
-        .output()
-        .expect("git");
-    assert!(
-        output.status.success(),
-        "git {args:?}: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    String::from_utf8_lossy(&output.stdout).trim().to_string()
-}
 
 /// The sandbox as the app's work tree on `main` at "v1", tracking an origin;
 /// a developer clone has pushed "v2". Returns (origin dir, dev dir).

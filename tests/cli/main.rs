@@ -14,3 +14,4 @@ mod repair;
 mod restore;
 mod storage_version;
 mod support;
+mod update;

@@ -1,0 +1,339 @@
+//! The whole update, end to end: a real app process serving /health and
+//! holding its DuckDB, a real git origin with a new release, the shipped
+//! `pipelines/update.yaml`.
+
+use std::path::Path;
+
+use crate::support::*;
+
+const START: &str = r#"#!/bin/sh
+# Starts the app in its own session, in the background.
+setsid "$APP_BIN" serve "$UPKEEP_DB" "$APP_PORT" "$(cat VERSION)" > app.log 2>&1 < /dev/null &
+echo $! > app.pid
+"#;
+
+const STOP: &str = r#"#!/bin/sh
+[ -f app.pid ] || exit 0
+pid=$(cat app.pid)
+kill "$pid" 2>/dev/null
+# Gone, or a zombie (its database lock is released either way).
+while [ -e "/proc/$pid" ] && ! grep -q ') Z ' "/proc/$pid/stat" 2>/dev/null; do sleep 0.05; done
+rm -f app.pid
+"#;
+
+struct App {
+    sandbox: Sandbox,
+    port: u16,
+    _origin: tempfile::TempDir,
+    dev: tempfile::TempDir,
+}
+
+fn executable(path: &Path) {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o755)).unwrap();
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+impl App {
+    /// The app at v1, running; its origin; a developer clone.
+    fn new() -> App {
+        let sandbox = Sandbox::new();
+        let root = sandbox.dir.path().to_path_buf();
+        std::fs::rename(root.join("data"), root.join("backend")).unwrap();
+        sandbox.write(
+            "upkeep.yaml",
+            "databases:\n  production: backend/prod.duckdb\n  staging: backend/staging.duckdb\nbackups:\n  dir: backups\nschema: schema.sql\n",
+        );
+        sandbox.write(".gitignore", "backend/*.duckdb*\nbackend/aside/\nbackend/quarantine/\nbackups/\n.upkeep/\napp.pid\napp.log\n");
+        sandbox.write("VERSION", "v1");
+        sandbox.write("start.sh", START);
+        sandbox.write("stop.sh", STOP);
+        executable(&root.join("start.sh"));
+        executable(&root.join("stop.sh"));
+        let shipped = Path::new(env!("CARGO_MANIFEST_DIR")).join("pipelines/update.yaml");
+        std::fs::create_dir_all(root.join("pipelines")).unwrap();
+        std::fs::copy(shipped, root.join("pipelines/update.yaml")).unwrap();
+        sandbox.write("backend/migrations/.keep", "");
+        git(&root, &["init", "-q", "-b", "main"]);
+        git(&root, &["add", "-A"]);
+        git(&root, &["commit", "-q", "-m", "v1"]);
+        let origin = tempfile::tempdir().unwrap();
+        git(origin.path(), &["init", "-q", "--bare", "-b", "main"]);
+        git(
+            &root,
+            &["remote", "add", "origin", origin.path().to_str().unwrap()],
+        );
+        git(&root, &["push", "-q", "-u", "origin", "main"]);
+        let dev = tempfile::tempdir().unwrap();
+        git(
+            dev.path(),
+            &["clone", "-q", origin.path().to_str().unwrap(), "."],
+        );
+        let app = App {
+            sandbox,
+            port: free_port(),
+            _origin: origin,
+            dev,
+        };
+        app.start();
+        app
+    }
+
+    /// Pushes a release: VERSION, and files (migrations, scripts).
+    fn release(&self, version: &str, files: &[(&str, &str)]) {
+        let dev = self.dev.path();
+        std::fs::write(dev.join("VERSION"), version).unwrap();
+        for (name, text) in files {
+            let path = dev.join(name);
+            std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+            std::fs::write(&path, text).unwrap();
+        }
+        git(dev, &["add", "-A"]);
+        git(dev, &["commit", "-q", "-m", version]);
+        git(dev, &["push", "-q"]);
+    }
+
+    fn vars(&self) -> Vec<String> {
+        vec![
+            format!("APP_URL=http://127.0.0.1:{}", self.port),
+            format!("APP_PORT={}", self.port),
+            format!("APP_BIN={APP}"),
+            "HEALTH_TIMEOUT=10s".to_string(),
+        ]
+    }
+
+    fn env(&self) -> Vec<(String, String)> {
+        self.vars()
+            .into_iter()
+            .map(|kv| {
+                let (k, v) = kv.split_once('=').unwrap();
+                (k.to_string(), v.to_string())
+            })
+            .collect()
+    }
+
+    fn script(&self, name: &str) {
+        let status = std::process::Command::new("sh")
+            .arg(name)
+            .current_dir(self.sandbox.dir.path())
+            .envs(self.env())
+            .env("UPKEEP_DB", self.sandbox.path("backend/prod.duckdb"))
+            .status()
+            .unwrap();
+        assert!(status.success());
+    }
+
+    fn start(&self) {
+        self.script("start.sh");
+        for _ in 0..100 {
+            if self.health().is_some() {
+                return;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        panic!(
+            "the app did not start: {}",
+            std::fs::read_to_string(self.sandbox.path("app.log")).unwrap_or_default()
+        );
+    }
+
+    /// The body of GET /health, waiting up to 5 s for the app to answer
+    /// (a rollback restarts it in the background).
+    fn healthy(&self) -> Option<String> {
+        for _ in 0..100 {
+            if let Some(body) = self.health() {
+                return Some(body);
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        None
+    }
+
+    /// The body of GET /health, if the app answers.
+    fn health(&self) -> Option<String> {
+        use std::io::{Read, Write};
+        let mut stream = std::net::TcpStream::connect(("127.0.0.1", self.port)).ok()?;
+        write!(
+            stream,
+            "GET /health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+        )
+        .ok()?;
+        let mut answer = String::new();
+        stream.read_to_string(&mut answer).ok()?;
+        answer
+            .split("\r\n\r\n")
+            .nth(1)
+            .map(|body| body.trim().to_string())
+    }
+
+    fn update(&self) -> Run {
+        let mut args = vec!["run".to_string(), "update".to_string()];
+        for var in self.vars() {
+            args.push("--var".to_string());
+            args.push(var);
+        }
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        self.sandbox.upkeep(&args)
+    }
+
+    fn head(&self) -> String {
+        git(self.sandbox.dir.path(), &["rev-parse", "HEAD"])
+    }
+
+    /// Table row counts and the columns of `users`, with the app stopped.
+    fn data(&self) -> (std::collections::BTreeMap<String, i64>, Vec<String>) {
+        self.script("stop.sh");
+        let db = self.sandbox.path("backend/prod.duckdb");
+        let rows = counts(&db);
+        let conn = duckdb::Connection::open_with_flags(
+            &db,
+            duckdb::Config::default()
+                .access_mode(duckdb::AccessMode::ReadOnly)
+                .unwrap(),
+        )
+        .unwrap();
+        let columns: Vec<String> = conn
+            .prepare("SELECT column_name FROM duckdb_columns() WHERE table_name = 'users' ORDER BY column_index")
+            .unwrap()
+            .query_map([], |r| r.get(0))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap();
+        drop(conn);
+        self.start();
+        (rows, columns)
+    }
+}
+
+impl Drop for App {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("sh")
+            .arg("stop.sh")
+            .current_dir(self.sandbox.dir.path())
+            .status();
+    }
+}
+
+const PHONE: &str = "ALTER TABLE users ADD COLUMN phone VARCHAR;";
+
+#[test]
+fn a_release_with_a_migration_goes_live() {
+    let app = App::new();
+    assert!(app.health().unwrap().starts_with("v1 users=3000"));
+    app.release("v2", &[("backend/migrations/0001_phone.sql", PHONE)]);
+    app.update()
+        .code(0)
+        .stdout_has("applied 0001_phone.sql")
+        .stdout_has("healthy after");
+    assert!(
+        app.health().unwrap().starts_with("v2 users=3000"),
+        "{:?}",
+        app.health()
+    );
+    assert_eq!(app.sandbox.backups("production").len(), 1);
+    let (_, columns) = app.data();
+    assert!(columns.contains(&"phone".to_string()));
+    // Nothing new: the second update changes nothing but takes a backup.
+    let head = app.head();
+    let before = app.data();
+    app.update()
+        .code(0)
+        .stdout_has("nothing pending")
+        .stdout_has("up to date");
+    assert_eq!(app.head(), head);
+    assert_eq!(app.data(), before);
+}
+
+#[test]
+fn a_migration_failing_halfway_leaves_the_old_app_on_its_old_data() {
+    let app = App::new();
+    let head = app.head();
+    let before = app.data();
+    app.release(
+        "v2",
+        &[
+            ("backend/migrations/0001_phone.sql", PHONE),
+            (
+                "backend/migrations/0002_broken.sql",
+                "UPDATE users SET phone = 'x'; SELECT nope FROM nowhere;",
+            ),
+        ],
+    );
+    app.update()
+        .code(1)
+        .stdout_has("0002_broken.sql` failed")
+        .stdout_has("rolled back");
+    assert_eq!(app.head(), head, "the code must be back on the old commit");
+    assert!(
+        app.healthy().unwrap().starts_with("v1 users=3000"),
+        "{:?}",
+        app.health()
+    );
+    assert_eq!(app.data(), before);
+}
+
+#[test]
+fn a_release_that_cannot_start_is_rolled_back() {
+    let app = App::new();
+    let head = app.head();
+    let before = app.data();
+    // The new release's start script starts nothing.
+    app.release(
+        "v2",
+        &[
+            ("backend/migrations/0001_phone.sql", PHONE),
+            ("start.sh", "#!/bin/sh\nexit 0\n"),
+        ],
+    );
+    let mut args: Vec<String> = vec!["run".into(), "update".into()];
+    for var in app.vars() {
+        args.push("--var".into());
+        args.push(var.replace("HEALTH_TIMEOUT=10s", "HEALTH_TIMEOUT=2s"));
+    }
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    app.sandbox
+        .upkeep(&args)
+        .code(1)
+        .stdout_has("not healthy after 2s");
+    assert_eq!(app.head(), head);
+    assert!(
+        app.healthy().unwrap().starts_with("v1 users=3000"),
+        "{:?}",
+        app.health()
+    );
+    assert_eq!(app.data(), before);
+}
+
+#[test]
+fn dry_run_while_the_app_runs_changes_nothing() {
+    let app = App::new();
+    app.release("v2", &[("backend/migrations/0001_phone.sql", PHONE)]);
+    let root = app.sandbox.dir.path();
+    let snapshot = || -> Vec<(std::path::PathBuf, Vec<u8>)> {
+        walk(root)
+            .into_iter()
+            .filter(|p| !p.ends_with("app.log"))
+            .map(|p| (p.clone(), bytes(&p)))
+            .collect()
+    };
+    let before = snapshot();
+    let mut args: Vec<String> = vec!["run".into(), "update".into(), "--dry-run".into()];
+    for var in app.vars() {
+        args.push("--var".into());
+        args.push(var);
+    }
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    app.sandbox
+        .upkeep(&args)
+        .code(0)
+        .stdout_has("not fetched yet")
+        .stdout_has("healthy now");
+    assert!(snapshot() == before, "the dry-run changed the tree");
+}
