@@ -337,3 +337,96 @@ fn dry_run_while_the_app_runs_changes_nothing() {
         .stdout_has("healthy now");
     assert!(snapshot() == before, "the dry-run changed the tree");
 }
+
+#[test]
+fn a_damaged_database_is_repaired_from_the_newest_backup_then_updated() {
+    let app = App::new();
+    app.script("stop.sh");
+    app.sandbox.upkeep(&["backup", "production"]).code(0);
+    // Cut the file before its last data block, as a full disk might.
+    let db = app.sandbox.path("backend/prod.duckdb");
+    let last_block: i64 = duckdb::Connection::open(&db)
+        .unwrap()
+        .query_row(
+            "SELECT max(block_id) FROM (SELECT block_id FROM pragma_storage_info('users') UNION ALL \
+             SELECT block_id FROM pragma_storage_info('orders'))",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    let good = bytes(&db);
+    std::fs::write(&db, &good[..12_288 + last_block as usize * 262_144]).unwrap();
+    app.start();
+    app.release("v2", &[("backend/migrations/0001_phone.sql", PHONE)]);
+    app.update()
+        .code(0)
+        .stdout_has("truncated")
+        .stdout_has("restored_backup")
+        .stdout_has("applied 0001_phone.sql");
+    assert!(
+        app.health().unwrap().starts_with("v2 users=3000"),
+        "{:?}",
+        app.health()
+    );
+    let (rows, columns) = app.data();
+    assert_eq!(rows["orders"], 30_000);
+    assert!(columns.contains(&"phone".to_string()));
+    assert_eq!(walk(&app.sandbox.path("backend/quarantine")).len(), 1);
+}
+
+#[test]
+fn after_kill_9_during_the_migration_recover_brings_back_the_old_app_and_data() {
+    let app = App::new();
+    let head = app.head();
+    let before = app.data();
+    // A migration long enough to be killed in the middle of.
+    app.release(
+        "v2",
+        &[(
+            "backend/migrations/0001_slow.sql",
+            "ALTER TABLE users ADD COLUMN phone VARCHAR; \
+             CREATE TABLE scratch AS SELECT i, md5(i::VARCHAR) AS s FROM range(200000000) r(i);",
+        )],
+    );
+    let mut args: Vec<String> = vec!["run".into(), "update".into()];
+    for var in app.vars() {
+        args.push("--var".into());
+        args.push(var);
+    }
+    let mut upkeep = std::process::Command::new(UPKEEP)
+        .args(&args)
+        .current_dir(app.sandbox.dir.path())
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    // Wait until migrate has journaled its restore point, then a moment.
+    let runs = app.sandbox.path(".upkeep/runs");
+    let started = std::time::Instant::now();
+    loop {
+        let journaled = walk(&runs).iter().any(|p| {
+            std::fs::read_to_string(p)
+                .unwrap_or_default()
+                .contains("\"step_undo\"")
+        });
+        if journaled {
+            break;
+        }
+        assert!(started.elapsed().as_secs() < 60, "migrate never started");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    upkeep.kill().unwrap();
+    upkeep.wait().unwrap();
+    app.sandbox
+        .upkeep(&["run", "update"])
+        .code(3)
+        .stderr_has("upkeep recover");
+    app.sandbox.upkeep(&["recover"]).code(0);
+    assert_eq!(app.head(), head);
+    assert!(
+        app.healthy().unwrap().starts_with("v1 users=3000"),
+        "{:?}",
+        app.health()
+    );
+    assert_eq!(app.data(), before);
+}
