@@ -143,6 +143,12 @@ pub enum Command {
         #[arg(long)]
         forget: bool,
     },
+    /// The demo's app stand-in (a process holding a DuckDB, serving /health)
+    #[command(hide = true)]
+    DemoApp {
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
     /// Build a sandbox project with a demo database and run upkeep on it
     #[command(after_help = "Example:\n  upkeep demo --dir /tmp/upkeep-demo")]
     Demo {

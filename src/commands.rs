@@ -113,7 +113,9 @@ pub fn run(command: &Command, config: &Config, printer: &Printer) -> Result<i32>
         }
         Command::Validate { pipelines } => pipeline::validate_command(config, pipelines, *printer),
         Command::Recover { forget } => pipeline::run::recover(config, *printer, *forget),
-        Command::Demo { .. } => unreachable!("the demo builds its own configuration"),
+        Command::Demo { .. } | Command::DemoApp { .. } => {
+            unreachable!("the demo builds its own configuration")
+        }
     }
 }
 

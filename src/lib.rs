@@ -43,6 +43,7 @@ pub fn main() -> i32 {
     let printer = Printer::new(cli.format, cli.quiet, cli.verbose, cli.color);
     let outcome = match &cli.command {
         Command::Demo { dir } => demo::run(dir.as_deref(), &printer),
+        Command::DemoApp { args } => Ok(demo::app::main(args)),
         command => std::env::current_dir()
             .map_err(anyhow::Error::from)
             .and_then(|cwd| Config::discover(cli.config.as_deref(), &cwd))

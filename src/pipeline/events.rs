@@ -173,9 +173,14 @@ impl Events {
         } else {
             style("NOT UNDONE").red().bold()
         };
+        let shown = if detail.is_empty() {
+            String::new()
+        } else {
+            format!(": {detail}")
+        };
         self.emit(
             json!({"type": "rollback_finished", "step": index + 1, "name": name, "ok": ok, "detail": detail}),
-            Some(format!("{mark} {name}: {detail}")),
+            Some(format!("{mark} {name}{shown}")),
         );
     }
 

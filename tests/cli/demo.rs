@@ -1,16 +1,25 @@
-//! The README's first command runs the demo end to end.
+//! The README's first command runs the demo end to end: a real app, a real
+//! git origin, an update that goes live and one that is rolled back.
 
 use crate::support::*;
 
 #[test]
-fn the_demo_checks_backs_up_and_lists() {
+fn the_demo_updates_the_app_and_rolls_back_a_bad_release() {
     let sandbox = Sandbox::empty();
     let dir = sandbox.path("demo");
     let run = sandbox.upkeep(&["demo", "--dir", dir.to_str().unwrap()]);
     run.code(0)
-        .stdout_has("$ upkeep backup both")
-        .stdout_has("verified");
-    assert_eq!(header_version(&dir.join("backend/data.duckdb")), 64);
+        .stdout_has("applied 0001_add_phone.sql")
+        .stdout_has("health: v2 users=2000")
+        .stdout_has("verified")
+        .stdout_has("undone pull")
+        .stdout_has("health after the rollback: v2 users=2000");
+    // Written as DuckDB 1.1 would, and kept so through backup and migrate.
+    assert_eq!(header_version(&dir.join("app/backend/data.duckdb")), 64);
+    assert!(
+        !dir.join("app/app.pid").exists(),
+        "the demo stops its app at the end"
+    );
     sandbox
         .upkeep(&["demo", "--dir", dir.to_str().unwrap()])
         .code(2)
