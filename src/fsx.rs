@@ -12,43 +12,9 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
 
-const COPY_BUFFER: usize = 4 << 20;
-
 /// Prefix of upkeep's temporary files: never a backup name, and swept by the
 /// next backup or restore (which run under the lock) if a crash left one.
 pub const PARTIAL_PREFIX: &str = ".upkeep-partial-";
-
-/// Copies `source` into `target` (already open, empty) while hashing the
-/// bytes, and syncs `target`. `progress` gets the bytes copied so far.
-pub fn copy_hashing(
-    source: &Path,
-    target: &mut File,
-    progress: &dyn Fn(u64),
-) -> Result<(u64, blake3::Hash)> {
-    let mut input =
-        File::open(source).with_context(|| format!("cannot open `{}`", source.display()))?;
-    let mut buffer = vec![0u8; COPY_BUFFER];
-    let mut hasher = blake3::Hasher::new();
-    let mut copied = 0u64;
-    loop {
-        let read = match input.read(&mut buffer) {
-            Ok(0) => break,
-            Ok(read) => read,
-            Err(error) if error.kind() == std::io::ErrorKind::Interrupted => continue,
-            Err(error) => {
-                return Err(error).with_context(|| format!("cannot read `{}`", source.display()));
-            }
-        };
-        hasher.update(&buffer[..read]);
-        target
-            .write_all(&buffer[..read])
-            .context("cannot write the copy (is the disk full?)")?;
-        copied += read as u64;
-        progress(copied);
-    }
-    target.sync_all().context("cannot sync the copy to disk")?;
-    Ok((copied, hasher.finalize()))
-}
 
 /// Copies `source` into `target` (already open, empty) the way `cp` does:
 /// in the kernel (`copy_file_range`), in chunks so `progress` can follow.

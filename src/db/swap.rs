@@ -199,9 +199,21 @@ pub fn replace_with_copy(
     }
     let mut partial = fsx::partial_file(dir)?;
     let bar = progress.bytes("restore", size);
-    let (_, hash) = fsx::copy_hashing(source, partial.as_file_mut(), &|n| bar.set_position(n))?;
+    let input = std::fs::File::open(source)
+        .with_context(|| format!("cannot open `{}`", source.display()))?;
+    fsx::copy_fast(&input, partial.as_file_mut(), &|n| bar.set_position(n))?;
     bar.finish_and_clear();
-    if hash != *expected {
+    // The copy is made in the kernel; reading it back (from the page cache)
+    // while it syncs proves it holds the verified bytes.
+    let (synced, hash) = std::thread::scope(|scope| {
+        let sync = scope.spawn(|| partial.as_file().sync_all());
+        let hash = fsx::hash_file(partial.path());
+        (sync.join(), hash)
+    });
+    synced
+        .map_err(|_| anyhow::anyhow!("the sync thread panicked"))?
+        .with_context(|| format!("cannot sync the copy of `{}`", source.display()))?;
+    if hash? != *expected {
         bail!(
             "the copy of `{}` does not match the verified backup (it changed while being copied); nothing was changed",
             source.display()

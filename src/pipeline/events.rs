@@ -166,7 +166,14 @@ impl Events {
         );
     }
 
-    pub fn rollback_finished(&mut self, index: usize, name: &str, ok: bool, detail: &str) {
+    pub fn rollback_finished(
+        &mut self,
+        index: usize,
+        name: &str,
+        ok: bool,
+        took: Duration,
+        detail: &str,
+    ) {
         self.stop_spinner();
         let mark = if ok {
             style("undone").green()
@@ -179,8 +186,9 @@ impl Events {
             format!(": {detail}")
         };
         self.emit(
-            json!({"type": "rollback_finished", "step": index + 1, "name": name, "ok": ok, "detail": detail}),
-            Some(format!("{mark} {name}{shown}")),
+            json!({"type": "rollback_finished", "step": index + 1, "name": name, "ok": ok,
+                   "duration_ms": took.as_millis() as u64, "detail": detail}),
+            Some(format!("{mark} {name} ({}){shown}", seconds(took))),
         );
     }
 

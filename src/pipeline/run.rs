@@ -559,6 +559,7 @@ impl Runner<'_> {
             .write(&Entry::RollbackStarted { step: index })?;
         self.events
             .rollback_started(index, name, &describe_undo(undo));
+        let started = Instant::now();
         let result = match undo {
             Undoing::Action { action } => self.perform(index, action, None).0,
             Undoing::Builtin { uses, undo } => {
@@ -575,7 +576,8 @@ impl Runner<'_> {
             ok,
             message: message.clone(),
         })?;
-        self.events.rollback_finished(index, name, ok, &message);
+        self.events
+            .rollback_finished(index, name, ok, started.elapsed(), &message);
         result.map(|_| ())
     }
 }

@@ -1,7 +1,8 @@
 //! `uses: health`: waits until the app answers. `with:` one of `url`
 //! (HTTP 2xx; plain `http://` only, as the app listens on this machine),
 //! `tcp` (`host:port` accepts a connection) or `cmd` (a shell command exits
-//! 0), and `timeout` (default 60s) and `interval` (default 1s). A timeout
+//! 0), and `timeout` (default 60s) and `interval` (default 1s: the longest
+//! pause between two looks; the first ones come sooner). A timeout
 //! fails the step, which rolls the update back. The HTTP client is a few
 //! lines over `TcpStream`: no TLS or proxy stack for 127.0.0.1.
 
@@ -215,6 +216,9 @@ impl StepType for Health {
         let timeout = duration(with, "timeout", DEFAULT_TIMEOUT).map_err(anyhow::Error::msg)?;
         let interval = duration(with, "interval", DEFAULT_INTERVAL).map_err(anyhow::Error::msg)?;
         let started = Instant::now();
+        // An app is often up within milliseconds: look again soon, then
+        // less often, up to `interval`.
+        let mut pause = Duration::from_millis(20).min(interval);
         loop {
             let last = match probe.check(ctx) {
                 Ok(()) => {
@@ -225,14 +229,15 @@ impl StepType for Health {
                 }
                 Err(why) => why,
             };
-            if started.elapsed() + interval > timeout {
+            if started.elapsed() + pause > timeout {
                 bail!(
                     "not healthy after {}: {} (last: {last})",
                     humantime::format_duration(timeout),
                     probe.describe()
                 );
             }
-            std::thread::sleep(interval);
+            std::thread::sleep(pause);
+            pause = (pause * 2).min(interval);
         }
     }
 }
