@@ -152,18 +152,7 @@ fn a_database_held_by_the_app_is_busy_and_named() {
 fn a_file_cut_before_its_last_data_block_is_truncated_even_without_deep() {
     let sandbox = Sandbox::new();
     let db = sandbox.db("prod");
-    let last_data_block: i64 = duckdb::Connection::open(&db)
-        .unwrap()
-        .query_row(
-            "SELECT max(block_id) FROM (SELECT block_id FROM pragma_storage_info('users') UNION ALL \
-             SELECT block_id FROM pragma_storage_info('orders'))",
-            [],
-            |r| r.get(0),
-        )
-        .unwrap();
-    let keep = 12_288 + last_data_block as usize * 262_144;
-    let good = bytes(&db);
-    std::fs::write(&db, &good[..keep]).unwrap();
+    let last_data_block = cut_before_last_data_block(&db);
     problem(
         &sandbox,
         &["check", "production"],

@@ -367,3 +367,20 @@ pub fn git(dir: &Path, args: &[&str]) -> String {
     );
     String::from_utf8_lossy(&output.stdout).trim().to_string()
 }
+
+/// Cuts a database of the test schema just before its last data block (as
+/// a full disk might); returns that block's id.
+pub fn cut_before_last_data_block(db: &Path) -> i64 {
+    let last: i64 = Connection::open(db)
+        .unwrap()
+        .query_row(
+            "SELECT max(block_id) FROM (SELECT block_id FROM pragma_storage_info('users') UNION ALL \
+             SELECT block_id FROM pragma_storage_info('orders'))",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    let good = bytes(db);
+    std::fs::write(db, &good[..12_288 + last as usize * 262_144]).unwrap();
+    last
+}

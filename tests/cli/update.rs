@@ -174,8 +174,19 @@ impl App {
     }
 
     fn update(&self) -> Run {
+        self.update_with(&[], &[])
+    }
+
+    /// `upkeep run update` with `extra` arguments and `vars` overriding the
+    /// app's.
+    fn update_with(&self, extra: &[&str], vars: &[&str]) -> Run {
         let mut args = vec!["run".to_string(), "update".to_string()];
-        for var in self.vars() {
+        args.extend(extra.iter().map(|a| a.to_string()));
+        for var in self
+            .vars()
+            .into_iter()
+            .chain(vars.iter().map(|v| v.to_string()))
+        {
             args.push("--var".to_string());
             args.push(var);
         }
@@ -292,14 +303,8 @@ fn a_release_that_cannot_start_is_rolled_back() {
             ("start.sh", "#!/bin/sh\nexit 0\n"),
         ],
     );
-    let mut args: Vec<String> = vec!["run".into(), "update".into()];
-    for var in app.vars() {
-        args.push("--var".into());
-        args.push(var.replace("HEALTH_TIMEOUT=10s", "HEALTH_TIMEOUT=2s"));
-    }
-    let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    app.sandbox
-        .upkeep(&args)
+    // The later --var wins.
+    app.update_with(&[], &["HEALTH_TIMEOUT=2s"])
         .code(1)
         .stdout_has("not healthy after 2s");
     assert_eq!(app.head(), head);
@@ -324,14 +329,7 @@ fn dry_run_while_the_app_runs_changes_nothing() {
             .collect()
     };
     let before = snapshot();
-    let mut args: Vec<String> = vec!["run".into(), "update".into(), "--dry-run".into()];
-    for var in app.vars() {
-        args.push("--var".into());
-        args.push(var);
-    }
-    let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    app.sandbox
-        .upkeep(&args)
+    app.update_with(&["--dry-run"], &[])
         .code(0)
         .stdout_has("not fetched yet")
         .stdout_has("healthy now");
@@ -345,17 +343,7 @@ fn a_damaged_database_is_repaired_from_the_newest_backup_then_updated() {
     app.sandbox.upkeep(&["backup", "production"]).code(0);
     // Cut the file before its last data block, as a full disk might.
     let db = app.sandbox.path("backend/prod.duckdb");
-    let last_block: i64 = duckdb::Connection::open(&db)
-        .unwrap()
-        .query_row(
-            "SELECT max(block_id) FROM (SELECT block_id FROM pragma_storage_info('users') UNION ALL \
-             SELECT block_id FROM pragma_storage_info('orders'))",
-            [],
-            |r| r.get(0),
-        )
-        .unwrap();
-    let good = bytes(&db);
-    std::fs::write(&db, &good[..12_288 + last_block as usize * 262_144]).unwrap();
+    cut_before_last_data_block(&db);
     app.start();
     app.release("v2", &[("backend/migrations/0001_phone.sql", PHONE)]);
     app.update()
