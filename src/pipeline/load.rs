@@ -404,24 +404,13 @@ impl Checker<'_> {
         if let Some(step) = steps::find(&name) {
             return Some(step);
         }
-        if steps::NOT_YET.contains(&name.as_str()) {
-            self.problem(
-                node.pos,
-                format!(
-                    "step type `{name}` is not built into this version of upkeep yet (missing: {}); available: {}",
-                    steps::NOT_YET.join(", "),
-                    steps::names().join(", ")
-                ),
-            );
-        } else {
-            self.problem(
-                node.pos,
-                format!(
-                    "unknown step type `{name}`, expected one of: {}",
-                    steps::names().join(", ")
-                ),
-            );
-        }
+        self.problem(
+            node.pos,
+            format!(
+                "unknown step type `{name}`, expected one of: {}",
+                steps::names().join(", ")
+            ),
+        );
         None
     }
 

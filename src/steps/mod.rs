@@ -114,9 +114,6 @@ static REGISTRY: &[&dyn StepType] = &[
     &migrate::Migrate,
 ];
 
-/// Step types of the contract that this version does not have yet.
-pub const NOT_YET: &[&str] = &[];
-
 pub fn find(name: &str) -> Option<&'static dyn StepType> {
     REGISTRY.iter().copied().find(|step| step.name() == name)
 }
