@@ -68,6 +68,19 @@ pub struct When {
     pub outcome: Outcome,
 }
 
+impl When {
+    /// Why a step is skipped: "`when: check.ok`, and `check` was failed".
+    pub fn unmet(&self, verb: &str, actual: Outcome) -> String {
+        format!(
+            "`when: {}.{}`, and `{}` {verb} {}",
+            self.step,
+            self.outcome.as_str(),
+            self.step,
+            actual.as_str()
+        )
+    }
+}
+
 /// How a step ended, as `when:` sees it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]

@@ -47,13 +47,7 @@ pub fn dry_run(pipeline: &Pipeline, setup: &Setup) -> Result<i32> {
                 format!("runs: `{}` will be {}; ", when.step, outcome.as_str())
             }
             Some((when, Expect::Known(outcome))) => {
-                let reason = format!(
-                    "would be skipped: `when: {}.{}`, and `{}` will be {}",
-                    when.step,
-                    when.outcome.as_str(),
-                    when.step,
-                    outcome.as_str()
-                );
+                let reason = format!("would be skipped: {}", when.unmet("will be", outcome));
                 events.plan_step(index, &step.name, &step.action.describe(), &reason, None);
                 if let Some(id) = &step.id {
                     expected.insert(id.clone(), Expect::Known(Outcome::Skipped));

@@ -293,13 +293,7 @@ impl Runner<'_> {
                     .copied()
                     .unwrap_or(Outcome::Skipped);
                 if actual != when.outcome {
-                    let reason = format!(
-                        "`when: {}.{}`, and `{}` was {}",
-                        when.step,
-                        when.outcome.as_str(),
-                        when.step,
-                        actual.as_str()
-                    );
+                    let reason = when.unmet("was", actual);
                     self.events.step_skipped(index, &step.name, &reason);
                     record(&mut outcomes, step, Outcome::Skipped);
                     skipped += 1;

@@ -194,6 +194,23 @@ impl App {
         self.sandbox.upkeep(&args)
     }
 
+    /// The old code, the old app healthy, the old data.
+    fn assert_as_before(
+        &self,
+        head: &str,
+        data: &(std::collections::BTreeMap<String, i64>, Vec<String>),
+    ) {
+        assert_eq!(self.head(), head, "the code must be back on the old commit");
+        let health = self.healthy();
+        assert!(
+            health
+                .as_deref()
+                .is_some_and(|h| h.starts_with("v1 users=3000")),
+            "{health:?}"
+        );
+        assert_eq!(&self.data(), data);
+    }
+
     fn head(&self) -> String {
         git(self.sandbox.dir.path(), &["rev-parse", "HEAD"])
     }
@@ -281,13 +298,7 @@ fn a_migration_failing_halfway_leaves_the_old_app_on_its_old_data() {
         .code(1)
         .stdout_has("0002_broken.sql` failed")
         .stdout_has("rolled back");
-    assert_eq!(app.head(), head, "the code must be back on the old commit");
-    assert!(
-        app.healthy().unwrap().starts_with("v1 users=3000"),
-        "{:?}",
-        app.health()
-    );
-    assert_eq!(app.data(), before);
+    app.assert_as_before(&head, &before);
 }
 
 #[test]
@@ -307,13 +318,7 @@ fn a_release_that_cannot_start_is_rolled_back() {
     app.update_with(&[], &["HEALTH_TIMEOUT=2s"])
         .code(1)
         .stdout_has("not healthy after 2s");
-    assert_eq!(app.head(), head);
-    assert!(
-        app.healthy().unwrap().starts_with("v1 users=3000"),
-        "{:?}",
-        app.health()
-    );
-    assert_eq!(app.data(), before);
+    app.assert_as_before(&head, &before);
 }
 
 #[test]
@@ -410,11 +415,5 @@ fn after_kill_9_during_the_migration_recover_brings_back_the_old_app_and_data() 
         .code(3)
         .stderr_has("upkeep recover");
     app.sandbox.upkeep(&["recover"]).code(0);
-    assert_eq!(app.head(), head);
-    assert!(
-        app.healthy().unwrap().starts_with("v1 users=3000"),
-        "{:?}",
-        app.health()
-    );
-    assert_eq!(app.data(), before);
+    app.assert_as_before(&head, &before);
 }
