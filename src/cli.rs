@@ -149,7 +149,18 @@ pub enum Command {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
     },
-    /// Build a sandbox project with a demo database and run upkeep on it
+    /// Print a shell completion script
+    #[command(
+        after_help = "Examples:\n  upkeep completions bash > /etc/bash_completion.d/upkeep\n  upkeep completions zsh > ~/.zfunc/_upkeep"
+    )]
+    Completions {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// Print the man page (roff)
+    #[command(after_help = "Example:\n  upkeep man > /usr/local/share/man/man1/upkeep.1")]
+    Man,
+    /// Build a sandbox app (git origin, releases) and run the update on it
     #[command(after_help = "Example:\n  upkeep demo --dir /tmp/upkeep-demo")]
     Demo {
         /// Where to build the sandbox (default: a new temporary folder)

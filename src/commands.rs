@@ -113,8 +113,11 @@ pub fn run(command: &Command, config: &Config, printer: &Printer) -> Result<i32>
         }
         Command::Validate { pipelines } => pipeline::validate_command(config, pipelines, *printer),
         Command::Recover { forget } => pipeline::run::recover(config, *printer, *forget),
-        Command::Demo { .. } | Command::DemoApp { .. } => {
-            unreachable!("the demo builds its own configuration")
+        Command::Demo { .. }
+        | Command::DemoApp { .. }
+        | Command::Completions { .. }
+        | Command::Man => {
+            unreachable!("handled before upkeep.yaml is read")
         }
     }
 }

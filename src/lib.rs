@@ -43,6 +43,15 @@ pub fn main() -> i32 {
     let printer = Printer::new(cli.format, cli.quiet, cli.verbose, cli.color);
     let outcome = match &cli.command {
         Command::Demo { dir } => demo::run(dir.as_deref(), &printer),
+        Command::Completions { shell } => {
+            let mut command = <Cli as clap::CommandFactory>::command();
+            clap_complete::generate(*shell, &mut command, "upkeep", &mut std::io::stdout());
+            Ok(error::code::OK)
+        }
+        Command::Man => clap_mangen::Man::new(<Cli as clap::CommandFactory>::command())
+            .render(&mut std::io::stdout())
+            .map(|()| error::code::OK)
+            .map_err(anyhow::Error::from),
         Command::DemoApp { args } => Ok(demo::app::main(args)),
         command => std::env::current_dir()
             .map_err(anyhow::Error::from)

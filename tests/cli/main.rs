@@ -12,6 +12,7 @@ mod migrate;
 mod pipeline;
 mod repair;
 mod restore;
+mod shell;
 mod storage_version;
 mod support;
 mod update;
