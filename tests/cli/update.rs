@@ -16,8 +16,12 @@ const STOP: &str = r#"#!/bin/sh
 [ -f app.pid ] || exit 0
 pid=$(cat app.pid)
 kill "$pid" 2>/dev/null
-# Gone, or a zombie (its database lock is released either way).
-while [ -e "/proc/$pid" ] && ! grep -q ') Z ' "/proc/$pid/stat" 2>/dev/null; do sleep 0.05; done
+while [ -e "/proc/$pid" ]; do
+  # Dead once its main thread is a zombie and no other thread is left: a
+  # zombie main thread alone does not mean its files (and lock) are closed.
+  if grep -q ') Z ' "/proc/$pid/stat" 2>/dev/null && [ "$(ls "/proc/$pid/task" 2>/dev/null | wc -l)" -le 1 ]; then break; fi
+  sleep 0.05
+done
 rm -f app.pid
 "#;
 
