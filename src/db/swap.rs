@@ -37,27 +37,6 @@ pub fn wal_of(db: &Path) -> PathBuf {
     fsx::with_suffix(db, ".wal")
 }
 
-/// Moves `db` and its `.wal` (those that exist) into a new folder of
-/// `shelf`, named after `env` and the time, leaving nothing in their place.
-/// Returns that folder, or `None` when there was nothing to move. For
-/// replacing a database, see [`put_in_place`], which never leaves the path
-/// empty.
-pub fn shelve(db: &Path, env: &str, shelf: Shelf) -> Result<Option<PathBuf>> {
-    let wal = wal_of(db);
-    if !db.exists() && !wal.exists() {
-        return Ok(None);
-    }
-    let folder = new_shelf_folder(db, env, shelf)?;
-    // The database before its .wal: a .wal alone at the path would be
-    // replayed into whatever database is created there.
-    for file in [db, &wal] {
-        if file.exists() {
-            fsx::rename_synced(file, &folder.join(file_name(file)?))?;
-        }
-    }
-    Ok(Some(folder))
-}
-
 /// The folder a database file is in.
 pub fn folder_of(db: &Path) -> Result<&Path> {
     db.parent().with_context(|| {

@@ -46,13 +46,15 @@ schema: backend/schema.sql
 
 const GITIGNORE: &str = "backend/*.duckdb*\nbackend/backups/\nbackend/aside/\nbackend/quarantine/\n.upkeep/\napp.pid\napp.log\n";
 
-const START: &str = r#"#!/bin/sh
+/// The demo app's start script (the end-to-end tests use it too).
+pub const START: &str = r#"#!/bin/sh
 # Starts the app in the background, in its own session.
 setsid "$APP_BIN" serve "$UPKEEP_DB" "$APP_PORT" "$(cat VERSION)" > app.log 2>&1 < /dev/null &
 echo $! > app.pid
 "#;
 
-const STOP: &str = r#"#!/bin/sh
+/// The demo app's stop script (the end-to-end tests use it too).
+pub const STOP: &str = r#"#!/bin/sh
 # Stops the app and waits until it is gone (its database lock with it).
 [ -f app.pid ] || exit 0
 pid=$(cat app.pid)
@@ -276,20 +278,25 @@ impl Demo<'_> {
     }
 
     fn health(&self) -> Option<String> {
-        use std::io::{Read, Write};
-        let mut stream = std::net::TcpStream::connect(("127.0.0.1", self.port)).ok()?;
-        write!(
-            stream,
-            "GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
-        )
-        .ok()?;
-        let mut answer = String::new();
-        stream.read_to_string(&mut answer).ok()?;
-        answer
-            .split("\r\n\r\n")
-            .nth(1)
-            .map(|body| body.trim().to_string())
+        health(self.port)
     }
+}
+
+/// The body of `GET /health` from the app on 127.0.0.1:`port`, if it answers.
+pub fn health(port: u16) -> Option<String> {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
+    write!(
+        stream,
+        "GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
+    )
+    .ok()?;
+    let mut answer = String::new();
+    stream.read_to_string(&mut answer).ok()?;
+    answer
+        .split("\r\n\r\n")
+        .nth(1)
+        .map(|body| body.trim().to_string())
 }
 
 fn git(dir: &Path, args: &[&str]) -> Result<()> {

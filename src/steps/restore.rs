@@ -102,11 +102,10 @@ impl StepType for Restore {
                 db.display()
             );
         }
-        // The restored file goes aside in turn: nothing is ever deleted.
-        let shelved = swap::shelve(db, &ctx.env.name, Shelf::Aside)?;
-        // The database before its .wal: a .wal alone at the path would be
-        // replayed into whatever database is created there.
-        fsx::rename_synced(&previous, db)?;
+        // The restored file goes aside in turn (nothing is ever deleted),
+        // swapped as any other: the path is never empty. Then the previous
+        // database's own .wal follows it.
+        let shelved = swap::put_in_place(db, &ctx.env.name, &previous, Shelf::Aside)?;
         let wal = swap::wal_of(&previous);
         if wal.exists() {
             fsx::rename_synced(&wal, &swap::wal_of(db))?;

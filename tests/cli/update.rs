@@ -6,24 +6,7 @@ use std::path::Path;
 
 use crate::support::*;
 
-const START: &str = r#"#!/bin/sh
-# Starts the app in its own session, in the background.
-setsid "$APP_BIN" serve "$UPKEEP_DB" "$APP_PORT" "$(cat VERSION)" > app.log 2>&1 < /dev/null &
-echo $! > app.pid
-"#;
-
-const STOP: &str = r#"#!/bin/sh
-[ -f app.pid ] || exit 0
-pid=$(cat app.pid)
-kill "$pid" 2>/dev/null
-while [ -e "/proc/$pid" ]; do
-  # Dead once its main thread is a zombie and no other thread is left: a
-  # zombie main thread alone does not mean its files (and lock) are closed.
-  if grep -q ') Z ' "/proc/$pid/stat" 2>/dev/null && [ "$(ls "/proc/$pid/task" 2>/dev/null | wc -l)" -le 1 ]; then break; fi
-  sleep 0.05
-done
-rm -f app.pid
-"#;
+use upkeep::demo::{START, STOP};
 
 struct App {
     sandbox: Sandbox,
@@ -162,19 +145,7 @@ impl App {
 
     /// The body of GET /health, if the app answers.
     fn health(&self) -> Option<String> {
-        use std::io::{Read, Write};
-        let mut stream = std::net::TcpStream::connect(("127.0.0.1", self.port)).ok()?;
-        write!(
-            stream,
-            "GET /health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
-        )
-        .ok()?;
-        let mut answer = String::new();
-        stream.read_to_string(&mut answer).ok()?;
-        answer
-            .split("\r\n\r\n")
-            .nth(1)
-            .map(|body| body.trim().to_string())
+        upkeep::demo::health(self.port)
     }
 
     fn update(&self) -> Run {
