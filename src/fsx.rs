@@ -18,7 +18,9 @@ pub const PARTIAL_PREFIX: &str = ".upkeep-partial-";
 
 /// Copies `source` into `target` (already open, empty) the way `cp` does:
 /// in the kernel (`copy_file_range`), in chunks so `progress` can follow.
-/// Does not sync.
+/// Each chunk is handed to the disk as soon as it is copied, so that the
+/// caller's final sync has little left to write (`cp` + `sync` writes
+/// everything only at the end). Does not sync.
 /// `input` is opened by the caller: see `db::backup` on POSIX locks.
 pub fn copy_fast(input: &File, target: &mut File, progress: &dyn Fn(u64)) -> Result<u64> {
     const CHUNK: u64 = 64 << 20;
@@ -29,10 +31,54 @@ pub fn copy_fast(input: &File, target: &mut File, progress: &dyn Fn(u64)) -> Res
         if n == 0 {
             break;
         }
+        start_writeback(target, copied, n);
         copied += n;
         progress(copied);
     }
     Ok(copied)
+}
+
+/// Asks the kernel to start writing a range of `file` to disk, without
+/// waiting. Only a hint: the caller's `sync_all` is what makes it durable.
+fn start_writeback(file: &File, offset: u64, len: u64) {
+    use std::os::fd::AsRawFd;
+    let (Ok(offset), Ok(len)) = (i64::try_from(offset), i64::try_from(len)) else {
+        return;
+    };
+    // SAFETY: a valid descriptor; the call only reads its arguments.
+    unsafe {
+        libc::sync_file_range(
+            file.as_raw_fd(),
+            offset,
+            len,
+            libc::SYNC_FILE_RANGE_WRITE,
+        );
+    }
+}
+
+/// The blake3 hash of `path` while another thread writes it: `written`
+/// receives how many bytes are complete so far; the hash covers the whole
+/// file once the sender is dropped. Reads what was just written, from the
+/// page cache, in step with the writer instead of after it.
+pub fn hash_following(path: &Path, written: std::sync::mpsc::Receiver<u64>) -> Result<blake3::Hash> {
+    let mut file = File::open(path).with_context(|| format!("cannot open `{}`", path.display()))?;
+    let mut hasher = blake3::Hasher::new();
+    let mut buffer = vec![0u8; 1 << 20];
+    let mut done = 0u64;
+    for limit in written.iter().chain([u64::MAX]) {
+        while done < limit {
+            let want = usize::try_from((limit - done).min(buffer.len() as u64)).unwrap_or(buffer.len());
+            let n = file
+                .read(&mut buffer[..want])
+                .with_context(|| format!("cannot read `{}`", path.display()))?;
+            if n == 0 {
+                break;
+            }
+            hasher.update(&buffer[..n]);
+            done += n as u64;
+        }
+    }
+    Ok(hasher.finalize())
 }
 
 /// The blake3 hash of a file, read once.

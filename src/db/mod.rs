@@ -13,6 +13,7 @@ pub mod header;
 pub mod open;
 pub mod repair;
 pub mod restore;
+pub mod rewind;
 pub mod salvage;
 pub mod swap;
 

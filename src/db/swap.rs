@@ -98,7 +98,7 @@ pub fn put_in_place(db: &Path, env: &str, new: &Path, shelf: Shelf) -> Result<Op
 
 /// A write lock on the current database for the length of a swap, so that
 /// nobody opens it meanwhile. `None` when there is no file.
-fn hold(db: &Path) -> Result<Option<std::fs::File>> {
+pub(crate) fn hold(db: &Path) -> Result<Option<std::fs::File>> {
     use std::os::fd::AsRawFd;
     let file = match std::fs::OpenOptions::new().read(true).write(true).open(db) {
         Ok(file) => file,
@@ -123,7 +123,7 @@ fn hold(db: &Path) -> Result<Option<std::fs::File>> {
     Ok(Some(file))
 }
 
-fn new_shelf_folder(db: &Path, env: &str, shelf: Shelf) -> Result<PathBuf> {
+pub(crate) fn new_shelf_folder(db: &Path, env: &str, shelf: Shelf) -> Result<PathBuf> {
     let base = db
         .parent()
         .map_or_else(|| PathBuf::from("."), Path::to_path_buf)
@@ -180,19 +180,27 @@ pub fn replace_with_copy(
     let bar = progress.bytes("restore", size);
     let input = std::fs::File::open(source)
         .with_context(|| format!("cannot open `{}`", source.display()))?;
-    fsx::copy_fast(&input, partial.as_file_mut(), &|n| bar.set_position(n))?;
-    bar.finish_and_clear();
     // The copy is made in the kernel; reading it back (from the page cache)
-    // while it syncs proves it holds the verified bytes.
-    let (synced, hash) = std::thread::scope(|scope| {
-        let sync = scope.spawn(|| partial.as_file().sync_all());
-        let hash = fsx::hash_file(partial.path());
-        (sync.join(), hash)
+    // chunk by chunk as it is written proves it holds the verified bytes.
+    let path = partial.path().to_path_buf();
+    let (copied, hash) = std::thread::scope(|scope| {
+        let (written, follow) = std::sync::mpsc::channel();
+        let hash = scope.spawn(move || fsx::hash_following(&path, follow));
+        let copied = fsx::copy_fast(&input, partial.as_file_mut(), &|n| {
+            bar.set_position(n);
+            let _ = written.send(n);
+        });
+        drop(written);
+        (copied, hash.join())
     });
-    synced
-        .map_err(|_| anyhow::anyhow!("the sync thread panicked"))?
+    bar.finish_and_clear();
+    copied?;
+    let hash = hash.map_err(|_| anyhow::anyhow!("the hashing thread panicked"))??;
+    partial
+        .as_file()
+        .sync_all()
         .with_context(|| format!("cannot sync the copy of `{}`", source.display()))?;
-    if hash? != *expected {
+    if hash != *expected {
         bail!(
             "the copy of `{}` does not match the verified backup (it changed while being copied); nothing was changed",
             source.display()

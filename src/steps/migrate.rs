@@ -21,7 +21,7 @@ use super::{Ctx, Plan, StepType, Undo, With, later};
 use crate::db::backups;
 use crate::db::open::{self, Access};
 use crate::db::swap::{self, Shelf};
-use crate::db::{backup, check};
+use crate::db::{backup, check, rewind};
 use crate::error::{bad_input, code, exit_code};
 use crate::fsx;
 
@@ -210,13 +210,14 @@ impl StepType for Migrate {
         if todo.is_empty() {
             return Ok(("nothing pending".to_string(), Undo::nothing()));
         }
-        let undo = if with.get("rollback").is_some_and(|r| r == "none") {
-            Undo::nothing()
+        let point = if with.get("rollback").is_some_and(|r| r == "none") {
+            None
         } else {
-            let point = restore_point(ctx)?;
-            let undo = Undo(json!({ "backup": point.0, "blake3": point.1 }));
-            (ctx.record)(&undo)?;
-            undo
+            let (backup, blake3) = restore_point(ctx)?;
+            // Until migrate finishes, the database holds nothing the restore
+            // point lacks but this run's migrations: its rollback rewinds it.
+            (ctx.record)(&Undo(json!({ "backup": backup, "blake3": blake3 })))?;
+            Some((backup, blake3))
         };
         let conn = open::open(&ctx.env.db, Access::Exclusive)?;
         conn.execute_batch(&format!(
@@ -232,6 +233,11 @@ impl StepType for Migrate {
             })?;
         }
         conn.execute_batch("CHECKPOINT")?;
+        // Once it has finished, later steps (the new app) may write to the
+        // database: its rollback keeps that file aside.
+        let undo = point.map_or_else(Undo::nothing, |(backup, blake3)| {
+            Undo(json!({ "backup": backup, "blake3": blake3, "keep_aside": true }))
+        });
         Ok((format!("applied {}", names(&todo)), undo))
     }
 
@@ -243,24 +249,37 @@ impl StepType for Migrate {
             bail!("the journal does not say which backup to put back");
         };
         let hash = blake3::Hash::from_hex(hash).context("bad hash in the journal")?;
-        let aside = swap::replace_with_copy(
-            &ctx.env.db,
-            &ctx.env.name,
-            Path::new(backup),
-            &hash,
-            Shelf::Aside,
-            &ctx.progress,
-        )?;
-        let report = check::check(&ctx.env.db, ctx.schema, false)?;
+        let db = &ctx.env.db;
+        let keep_aside = undo.0.get("keep_aside").is_some_and(|v| v == true);
+        let how = if keep_aside || !db.exists() {
+            let aside = swap::replace_with_copy(
+                db,
+                &ctx.env.name,
+                Path::new(backup),
+                &hash,
+                Shelf::Aside,
+                &ctx.progress,
+            )?;
+            aside.map_or_else(String::new, |a| {
+                format!(" (the migrated one is in {})", a.display())
+            })
+        } else {
+            let rewound = rewind::rewind(db, &ctx.env.name, Path::new(backup), &hash)?;
+            format!(
+                " ({} rewritten{})",
+                fsx::human_size(rewound.written),
+                rewound.wal_aside.map_or_else(String::new, |a| format!(
+                    ", its .wal moved to {}",
+                    a.display()
+                ))
+            )
+        };
+        let report = check::check(db, ctx.schema, false)?;
         if !report.ok() {
             bail!("the database was put back from {backup}, but its check fails: look at it");
         }
         Ok(format!(
-            "the database is back as it was before migrate, from {backup}{}",
-            aside.map_or_else(String::new, |a| format!(
-                " (the migrated one is in {})",
-                a.display()
-            ))
+            "the database is back as it was before migrate, from {backup}{how}"
         ))
     }
 }

@@ -104,8 +104,13 @@ fn a_migration_failing_halfway_leaves_the_data_as_it_was() {
         .upkeep(&["run", "update"])
         .code(1)
         .stdout_has("0002_bad.sql` failed")
-        .stdout_has("back as it was before migrate");
+        .stdout_has("back as it was before migrate")
+        .stdout_has("rewritten");
     assert_eq!(tables_and_counts(&sandbox), before);
+    // Rewound in place: byte for byte the restore point, nothing set aside.
+    let backup = &sandbox.backups("production")[0];
+    assert!(std::fs::read(sandbox.db("prod")).unwrap() == std::fs::read(backup).unwrap());
+    assert!(!sandbox.path("data/aside").exists());
     let conn = duckdb::Connection::open(sandbox.db("prod")).unwrap();
     let columns: i64 = conn
         .query_row("SELECT count(*) FROM duckdb_columns() WHERE table_name = 'users' AND column_name = 'phone'", [], |r| r.get(0))
@@ -114,6 +119,35 @@ fn a_migration_failing_halfway_leaves_the_data_as_it_was() {
     drop(conn);
     // The run's own backup was the restore point: no second one was made.
     assert_eq!(sandbox.backups("production").len(), backups_before + 1);
+}
+
+#[test]
+fn a_restore_point_damaged_since_the_backup_is_never_written_over_the_database() {
+    let sandbox = Sandbox::new();
+    migrations(
+        &sandbox,
+        &[
+            ("0001_ok.sql", "ALTER TABLE users ADD COLUMN phone VARCHAR;"),
+            ("0002_bad.sql", "SELECT * FROM no_such_table;"),
+        ],
+    );
+    // Between the backup and the rollback, the backup loses a byte.
+    sandbox.pipeline(
+        "update",
+        "env: production\nsteps:\n- uses: backup\n- run: truncate -s -1 backups/production_data_*.duckdb\n\
+         - uses: migrate\n  with: { dir: migrations }\n",
+    );
+    sandbox
+        .upkeep(&["run", "update"])
+        .code(3)
+        .stdout_has("no longer matches its manifest")
+        .stdout_has("the database was not touched");
+    // The database is as migrate left it (0001 applied), whole and sound.
+    let conn = duckdb::Connection::open(sandbox.db("prod")).unwrap();
+    let phone: i64 = conn
+        .query_row("SELECT count(*) FROM duckdb_columns() WHERE table_name = 'users' AND column_name = 'phone'", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(phone, 1);
 }
 
 #[test]

@@ -292,8 +292,19 @@ fn a_release_that_cannot_start_is_rolled_back() {
     // The later --var wins.
     app.update_with(&[], &["HEALTH_TIMEOUT=2s"])
         .code(1)
-        .stdout_has("not healthy after 2s");
+        .stdout_has("not healthy after 2s")
+        .stdout_has("the migrated one is in");
     app.assert_as_before(&head, &before);
+    // The new release had the database: that file is kept aside, migrated.
+    let kept = walk(&app.sandbox.path("backend/aside"))
+        .into_iter()
+        .find(|p| p.ends_with("prod.duckdb"))
+        .expect("the migrated database is kept aside");
+    let conn = duckdb::Connection::open(&kept).unwrap();
+    let phone: i64 = conn
+        .query_row("SELECT count(*) FROM duckdb_columns() WHERE table_name = 'users' AND column_name = 'phone'", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(phone, 1);
 }
 
 #[test]

@@ -1,0 +1,129 @@
+//! Putting a database back as a backup holds it by rewriting, in place,
+//! only the blocks that differ: migrate's rollback after a migration that
+//! failed, where the database differs from the restore point by a few
+//! blocks and a whole copy would cost a full write of the file.
+//!
+//! Before anything is written, the backup is hashed against its manifest
+//! (in parallel with the comparison), so a damaged backup changes nothing.
+//! The file is then rewritten under a write lock, synced, and what was
+//! written is read back. A crash halfway leaves the database mixed, but the
+//! journal still holds the rollback, and `upkeep recover` runs it again:
+//! rewinding is idempotent, the backup is never touched.
+
+use std::fs::File;
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result, bail};
+
+use crate::db::swap::{self, Shelf};
+use crate::fsx;
+
+/// DuckDB's block size: the unit compared and rewritten.
+const BLOCK: usize = 256 << 10;
+
+/// What a rewind did.
+#[derive(Debug)]
+pub struct Rewound {
+    /// Bytes rewritten (the rest already matched).
+    pub written: u64,
+    /// The folder the database's `.wal` was moved to, if it had one.
+    pub wal_aside: Option<PathBuf>,
+}
+
+/// Makes `db` byte for byte the file `source`, whose blake3 must be
+/// `expected`, rewriting only the blocks that differ.
+pub fn rewind(db: &Path, env: &str, source: &Path, expected: &blake3::Hash) -> Result<Rewound> {
+    let _guard = swap::hold(db)?;
+    let target = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(db)
+        .with_context(|| format!("cannot open `{}`", db.display()))?;
+    let backup =
+        File::open(source).with_context(|| format!("cannot open `{}`", source.display()))?;
+    let (hash, differing) = std::thread::scope(|scope| {
+        let hash = scope.spawn(|| fsx::hash_file(source));
+        let differing = differing_blocks(&backup, &target, source, db);
+        (hash.join(), differing)
+    });
+    let hash = hash.map_err(|_| anyhow::anyhow!("the hashing thread panicked"))??;
+    if hash != *expected {
+        bail!(
+            "`{}` no longer matches its manifest (damaged since it was made): the database was not touched; \
+             check `upkeep backups {env}` and restore another one",
+            source.display()
+        );
+    }
+    let (differing, len) = differing?;
+    // A `.wal` left beside the rewound file would be replayed into it.
+    let wal = swap::wal_of(db);
+    let wal_aside = if wal.exists() {
+        let folder = swap::new_shelf_folder(db, env, Shelf::Aside)?;
+        fsx::rename_synced(&wal, &folder.join(wal.file_name().unwrap_or_default()))?;
+        Some(folder)
+    } else {
+        None
+    };
+    let mut buffer = vec![0u8; BLOCK];
+    let mut written = 0u64;
+    for &offset in &differing {
+        let n = read_at_most(&backup, &mut buffer, offset, source)?;
+        target
+            .write_all_at(&buffer[..n], offset)
+            .with_context(|| format!("cannot write `{}` (is the disk full?)", db.display()))?;
+        written += n as u64;
+    }
+    target
+        .set_len(len)
+        .and_then(|()| target.sync_all())
+        .with_context(|| format!("cannot sync `{}`", db.display()))?;
+    let (again, _) = differing_blocks(&backup, &target, source, db)?;
+    if !again.is_empty() || target.metadata()?.len() != len {
+        bail!(
+            "`{}` still differs from `{}` after being rewritten: run `upkeep recover` to try again",
+            db.display(),
+            source.display()
+        );
+    }
+    Ok(Rewound { written, wal_aside })
+}
+
+/// The offsets of the blocks of `backup` that `target` does not hold, and
+/// the backup's length.
+fn differing_blocks(
+    backup: &File,
+    target: &File,
+    source: &Path,
+    db: &Path,
+) -> Result<(Vec<u64>, u64)> {
+    let len = backup.metadata()?.len();
+    let mut wanted = vec![0u8; BLOCK];
+    let mut held = vec![0u8; BLOCK];
+    let mut differing = Vec::new();
+    let mut offset = 0u64;
+    while offset < len {
+        let n = read_at_most(backup, &mut wanted, offset, source)?;
+        let m = read_at_most(target, &mut held[..n], offset, db)?;
+        if m < n || wanted[..n] != held[..n] {
+            differing.push(offset);
+        }
+        offset += n as u64;
+    }
+    Ok((differing, len))
+}
+
+/// Reads into `buffer` from `offset` until it is full or the file ends.
+fn read_at_most(file: &File, buffer: &mut [u8], offset: u64, path: &Path) -> Result<usize> {
+    let mut done = 0;
+    while done < buffer.len() {
+        let n = file
+            .read_at(&mut buffer[done..], offset + done as u64)
+            .with_context(|| format!("cannot read `{}`", path.display()))?;
+        if n == 0 {
+            break;
+        }
+        done += n;
+    }
+    Ok(done)
+}
