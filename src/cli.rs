@@ -107,7 +107,7 @@ pub enum Command {
     },
     /// Run a pipeline (default `update`): steps in order, rolled back on failure
     #[command(
-        after_help = "Examples:\n  upkeep run update --dry-run\n  upkeep run update --env staging --var APP_URL=http://127.0.0.1:9000\n\nExit 1: failed and fully rolled back; 3: a rollback did not complete (see `upkeep recover`); 4: busy."
+        after_help = "Examples:\n  upkeep run update --dry-run\n  upkeep run update --env staging --var APP_URL=http://127.0.0.1:9000\n  upkeep run update --yes --junit reports/upkeep.xml   # in CI\n\nExit 1: failed and fully rolled back; 3: a rollback did not complete (see `upkeep recover`); 4: busy."
     )]
     Run {
         /// A name in pipelines/ beside upkeep.yaml, or a path
@@ -125,6 +125,12 @@ pub enum Command {
         /// Wait up to this long (e.g. 5m) for another run to finish, instead of exiting 4
         #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration)]
         lock_wait: Option<std::time::Duration>,
+        /// Write a JUnit XML report of the run (a test case per step and per rollback)
+        #[arg(long, value_name = "FILE")]
+        junit: Option<PathBuf>,
+        /// On production, run without showing the plan and asking first (only a terminal asks)
+        #[arg(long, short)]
+        yes: bool,
     },
     /// Check pipeline files without running anything
     #[command(

@@ -101,6 +101,8 @@ pub fn run(command: &Command, config: &Config, printer: &Printer) -> Result<i32>
             env,
             vars,
             lock_wait,
+            junit,
+            yes,
         } => {
             let args = pipeline::RunArgs {
                 pipeline,
@@ -108,6 +110,8 @@ pub fn run(command: &Command, config: &Config, printer: &Printer) -> Result<i32>
                 env: env.as_deref(),
                 vars,
                 lock_wait: *lock_wait,
+                junit: junit.as_deref(),
+                yes: *yes,
             };
             pipeline::run_command(config, &args, *printer)
         }

@@ -13,6 +13,7 @@ pub mod db;
 pub mod demo;
 pub mod error;
 pub mod fsx;
+pub mod http;
 pub mod journal;
 pub mod lock;
 pub mod pipeline;
@@ -41,6 +42,7 @@ pub fn main() -> i32 {
         }
     };
     let printer = Printer::new(cli.format, cli.quiet, cli.verbose, cli.color);
+    let started = std::time::Instant::now();
     let outcome = match &cli.command {
         Command::Demo { dir } => demo::run(dir.as_deref(), &printer),
         Command::Completions { shell } => {
@@ -58,9 +60,11 @@ pub fn main() -> i32 {
             .and_then(|cwd| Config::discover(cli.config.as_deref(), &cwd))
             .and_then(|config| commands::run(command, &config, &printer)),
     };
-    outcome.unwrap_or_else(|error| {
+    let code = outcome.unwrap_or_else(|error| {
         let code = exit_code(&error);
         printer.error(&error, code);
         code
-    })
+    });
+    printer.timing(started.elapsed(), code);
+    code
 }

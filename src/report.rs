@@ -20,7 +20,7 @@ macro_rules! say_err {
     }};
 }
 
-pub(crate) use say;
+pub(crate) use {say, say_err};
 
 use console::style;
 use serde_json::json;
@@ -84,6 +84,20 @@ impl Printer {
     pub fn note(&self, text: &str) {
         if self.human() {
             say!("{text}");
+        }
+    }
+
+    /// With `--verbose`: how long the command took, on stderr.
+    pub fn timing(&self, took: std::time::Duration, code: i32) {
+        if self.verbose && self.format == Format::Human {
+            say_err!(
+                "{}",
+                style(format!(
+                    "upkeep: exit {code} after {:.3}s",
+                    took.as_secs_f64()
+                ))
+                .dim()
+            );
         }
     }
 

@@ -193,7 +193,7 @@ impl Demo<'_> {
             "0001_add_phone.sql",
             "ALTER TABLE users ADD COLUMN phone VARCHAR;\nUPDATE users SET phone = '+33 1 00 00 00 ' || id WHERE id <= 10;\n",
         )?;
-        let first = self.upkeep(&["run", "update"])?;
+        let first = self.upkeep(&["run", "update", "--yes"])?;
         self.printer.note(&format!(
             "health: {}",
             self.health().unwrap_or_else(|| "no answer".into())
@@ -205,7 +205,7 @@ impl Demo<'_> {
             "0002_broken.sql",
             "ALTER TABLE orders ADD COLUMN shipped BOOLEAN;\nUPDATE orders SET shipped = no_such_column;\n",
         )?;
-        let second = self.upkeep(&["run", "update"])?;
+        let second = self.upkeep(&["run", "update", "--yes"])?;
         self.wait_healthy()?;
         self.printer.note(&format!(
             "health after the rollback: {} (the old app, on its old data)\n",

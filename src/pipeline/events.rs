@@ -1,9 +1,13 @@
 //! What a run tells the world: a line per step for people (a spinner while
 //! it runs, on a terminal), one JSON object per event with `--format json`,
-//! and plain lines in the run's log file.
+//! and plain lines in the run's log file. In a GitHub Actions job, steps are
+//! folded and failures annotated. Everything is also kept in a [`Record`],
+//! from which the reports asked for are written at the end: `--junit`,
+//! GitHub's step summary, the `notify:` webhook.
 
 use std::fs::File;
 use std::io::{IsTerminal, Write};
+use std::path::PathBuf;
 use std::time::Duration;
 
 use console::style;
@@ -11,6 +15,9 @@ use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::{Value, json};
 
 use crate::cli::Format;
+use crate::pipeline::notify::Notify;
+use crate::pipeline::record::{Finished, Record, RollbackRecord, State};
+use crate::pipeline::{github, junit};
 use crate::report::{Printer, say};
 
 pub struct Events {
@@ -19,6 +26,20 @@ pub struct Events {
     log: Option<File>,
     spinner: Option<ProgressBar>,
     terminal: bool,
+    /// A GitHub Actions job, printing for people.
+    github: bool,
+    record: Record,
+    /// The pipeline's step names, in order.
+    names: Vec<String>,
+    reports: Reports,
+}
+
+/// The reports written when the run finishes.
+#[derive(Debug, Clone, Default)]
+pub struct Reports {
+    pub junit: Option<PathBuf>,
+    /// Real runs only: a dry-run notifies nobody.
+    pub notify: Option<Notify>,
 }
 
 /// The status words of a finished step or rollback.
@@ -51,6 +72,32 @@ impl Events {
             log,
             spinner: None,
             terminal,
+            github: printer.format == Format::Human && github::active(),
+            record: Record::default(),
+            names: Vec::new(),
+            reports: Reports::default(),
+        }
+    }
+
+    /// What the run is made of, and the reports to write at its end.
+    pub fn expect(&mut self, names: Vec<String>, reports: Reports) {
+        self.names = names;
+        self.reports = reports;
+    }
+
+    /// Something went wrong that does not change the run's outcome.
+    pub fn warning(&mut self, message: &str) {
+        if self.github {
+            say!("::warning::{message}");
+        }
+        match self.printer.format {
+            Format::Json => self.emit(json!({"type": "warning", "message": message}), None),
+            Format::Human => {
+                if let Some(log) = &mut self.log {
+                    let _ = log.write_all(format!("[upkeep] warning: {message}\n").as_bytes());
+                }
+                crate::report::say_err!("{} {message}", style("warning:").yellow().bold());
+            }
         }
     }
 
@@ -74,6 +121,10 @@ impl Events {
     }
 
     pub fn run_started(&mut self, pipeline: &str, env: &str, run_id: &str, dry_run: bool) {
+        self.record.pipeline = pipeline.to_string();
+        self.record.env = env.to_string();
+        self.record.run_id = run_id.to_string();
+        self.record.dry_run = dry_run;
         let what = if dry_run { "dry-run of" } else { "running" };
         self.emit(
             json!({"type": "run_started", "pipeline": pipeline, "env": env, "run_id": run_id, "dry_run": dry_run}),
@@ -81,16 +132,32 @@ impl Events {
         );
     }
 
-    pub fn step_started(&mut self, index: usize, name: &str, attempt: u32) {
+    /// A step (or a retry of it) starts; `what` is what it does, shown
+    /// with `--verbose`.
+    pub fn step_started(&mut self, index: usize, name: &str, what: &str, attempt: u32) {
         let retry = if attempt > 1 {
             format!(" (attempt {attempt})")
         } else {
             String::new()
         };
+        self.record.step(index + 1, name, State::Running);
         self.emit(
             json!({"type": "step_started", "step": index + 1, "name": name, "attempt": attempt}),
             None,
         );
+        if self.github {
+            say!(
+                "{}",
+                github::group(&format!("{}. {name}{retry}", index + 1))
+            );
+        }
+        if self.printer.verbose && self.printer.format == Format::Human {
+            say!(
+                "  {} {}. {name}{retry}: {what}",
+                style("->").dim(),
+                index + 1
+            );
+        }
         if self.terminal {
             let spinner = ProgressBar::new_spinner();
             spinner.set_style(
@@ -100,12 +167,11 @@ impl Events {
             spinner.set_message(format!("{name}{retry}"));
             spinner.enable_steady_tick(Duration::from_millis(100));
             self.spinner = Some(spinner);
-        } else if self.printer.verbose && self.printer.format == Format::Human {
-            say!("  ... {name}{retry}");
         }
     }
 
     pub fn output(&mut self, index: usize, line: &str) {
+        self.record.output(index + 1, line);
         if self.printer.format == Format::Json {
             say!(
                 "{}",
@@ -135,6 +201,24 @@ impl Events {
         detail: &str,
     ) {
         self.stop_spinner();
+        let step = self.record.step(
+            index + 1,
+            name,
+            match status {
+                Status::Ok => State::Ok,
+                Status::Failed => State::Failed,
+                Status::FailedAllowed => State::FailedAllowed,
+            },
+        );
+        step.took = took;
+        step.detail = detail.to_string();
+        if self.github {
+            say!("{}", github::END_GROUP);
+            if status == Status::Failed {
+                let title = format!("upkeep {}: step {} failed", self.record.pipeline, index + 1);
+                say!("{}", github::error(&title, &format!("{name}: {detail}")));
+            }
+        }
         let mark = match status {
             Status::Ok => style("ok").green().bold(),
             Status::Failed => style("FAILED").red().bold(),
@@ -153,6 +237,7 @@ impl Events {
     }
 
     pub fn step_skipped(&mut self, index: usize, name: &str, reason: &str) {
+        self.record.step(index + 1, name, State::Skipped).detail = reason.to_string();
         self.emit(
             json!({"type": "step_skipped", "step": index + 1, "name": name, "reason": reason}),
             Some(format!("{} {name}: {reason}", style("skip").dim())),
@@ -175,6 +260,21 @@ impl Events {
         detail: &str,
     ) {
         self.stop_spinner();
+        self.record.rollbacks.push(RollbackRecord {
+            number: index + 1,
+            name: name.to_string(),
+            ok,
+            took,
+            detail: detail.to_string(),
+        });
+        if self.github && !ok {
+            let title = format!(
+                "upkeep {}: rollback of step {} failed",
+                self.record.pipeline,
+                index + 1
+            );
+            say!("{}", github::error(&title, &format!("{name}: {detail}")));
+        }
         let mark = if ok {
             style("undone").green()
         } else {
@@ -200,6 +300,22 @@ impl Events {
         verdict: &str,
         blocker: Option<&str>,
     ) {
+        let (state, detail) = match blocker {
+            Some(blocker) => (State::Blocked, blocker),
+            None if verdict.starts_with("would be skipped") => (State::Skipped, verdict),
+            None => (State::Planned, verdict),
+        };
+        self.record.step(index + 1, name, state).detail = detail.to_string();
+        if self.github
+            && let Some(blocker) = blocker
+        {
+            let title = format!(
+                "upkeep {} (dry-run): step {} is blocked",
+                self.record.pipeline,
+                index + 1
+            );
+            say!("{}", github::error(&title, &format!("{name}: {blocker}")));
+        }
         let human = match blocker {
             Some(blocker) => format!(
                 "{:>2}. {name}\n      {action}\n      {verdict}\n      {} {blocker}",
@@ -227,6 +343,41 @@ impl Events {
                    "duration_ms": took.as_millis() as u64}),
             Some(format!("{mark} {summary} ({})", seconds(took))),
         );
+        self.record.finished = Some(Finished {
+            exit_code,
+            summary: summary.to_string(),
+            took,
+        });
+        self.write_reports();
+    }
+
+    /// Writes the reports asked for; a report that cannot be written is a
+    /// warning, never a change of the run's outcome.
+    fn write_reports(&mut self) {
+        let mut warnings = Vec::new();
+        if let Some(path) = &self.reports.junit
+            && let Err(error) = junit::write(&self.record, &self.names, path)
+        {
+            warnings.push(format!("cannot write the JUnit report: {error:#}"));
+        }
+        if self.github
+            && let Err(error) = github::append_summary(&self.record, &self.names)
+        {
+            warnings.push(error);
+        }
+        if let Some(notify) = &self.reports.notify
+            && !self.record.dry_run
+            && notify.wants(&self.record)
+            && let Err(error) = notify.send(&self.record)
+        {
+            warnings.push(format!(
+                "the notify webhook {} did not take the run's summary ({error}); the run's outcome stands",
+                notify.url
+            ));
+        }
+        for warning in warnings {
+            self.warning(&warning);
+        }
     }
 }
 

@@ -11,6 +11,7 @@ use std::time::Duration;
 use crate::config::Config;
 use crate::error::BadInput;
 use crate::pipeline::model::{Action, Outcome, Pipeline, Step, When};
+use crate::pipeline::notify::{self, Notify};
 use crate::pipeline::yaml::{self, Node, Pos, Value};
 use crate::steps;
 
@@ -73,7 +74,8 @@ pub fn load(path: &Path, config: &Config) -> anyhow::Result<Pipeline> {
     }
 }
 
-const PIPELINE_KEYS: &[&str] = &["name", "description", "env", "vars", "steps"];
+const PIPELINE_KEYS: &[&str] = &["name", "description", "env", "vars", "notify", "steps"];
+const NOTIFY_KEYS: &[&str] = &["url", "on"];
 const STEP_KEYS: &[&str] = &[
     "id",
     "name",
@@ -135,6 +137,7 @@ impl Checker<'_> {
             .get("vars")
             .map(|node| self.vars(node))
             .unwrap_or_default();
+        let notify = entries.get("notify").and_then(|node| self.notify(node));
         let steps = match entries.get("steps") {
             Some(node) => self.steps(node),
             None => {
@@ -151,8 +154,59 @@ impl Checker<'_> {
             description,
             env,
             vars,
+            notify,
             steps,
         })
+    }
+
+    /// `notify: { url: ..., on: [failure, rollback, success] }`.
+    fn notify(&mut self, node: &Node) -> Option<Notify> {
+        let entries = self.mapping(node, "`notify`", NOTIFY_KEYS)?;
+        let Some(url_node) = entries.get("url") else {
+            self.problem(
+                node.pos,
+                "`notify` needs a `url:` to POST the run's summary to",
+            );
+            return None;
+        };
+        let url = self.string(url_node, "url")?;
+        let scheme = url.starts_with("http://") || url.starts_with("https://");
+        if !scheme && !steps::later(&url) {
+            self.problem(
+                url_node.pos,
+                format!("`notify: url: {url}` must start with http:// or https://"),
+            );
+        }
+        let on = match entries.get("on") {
+            None => notify::DEFAULT_ON.to_vec(),
+            Some(on) => {
+                let Value::Seq(items) = &on.value else {
+                    self.problem(
+                        on.pos,
+                        format!(
+                            "`on` must be a list such as [failure, rollback], found {}",
+                            on.kind()
+                        ),
+                    );
+                    return None;
+                };
+                let mut events = Vec::new();
+                for item in items {
+                    match item.text().and_then(notify::When::parse) {
+                        Some(when) => events.push(when),
+                        None => self.problem(
+                            item.pos,
+                            format!(
+                                "`on` takes failure, rollback and success, found `{}`",
+                                item.text().unwrap_or_default()
+                            ),
+                        ),
+                    }
+                }
+                events
+            }
+        };
+        Some(Notify { url, on })
     }
 
     /// The entries of a mapping with only `allowed` keys; reports others.

@@ -5,16 +5,23 @@
 //!   file, every problem with its line and column; `model`: what a pipeline is;
 //! - `run`: running it, and rolling back (`Runner::roll_back`), and
 //!   `upkeep recover`; `shell`: shell commands; `plan`: dry-run;
-//! - `events`: what a run prints and logs.
+//! - `events`: what a run prints and logs, kept in a `record` for the
+//!   reports: `junit`, `github` (Actions), `notify` (webhook).
 
+pub mod confirm;
 pub mod events;
+pub mod github;
+pub mod junit;
 pub mod load;
 pub mod model;
+pub mod notify;
 pub mod plan;
+pub mod record;
 pub mod run;
 pub mod shell;
 pub mod yaml;
 
+use std::path::Path;
 use std::time::Duration;
 
 use anyhow::Result;
@@ -31,6 +38,10 @@ pub struct RunArgs<'a> {
     pub env: Option<&'a str>,
     pub vars: &'a [String],
     pub lock_wait: Option<Duration>,
+    /// Where to write a JUnit XML report of the run.
+    pub junit: Option<&'a Path>,
+    /// Run on production without asking, even on a terminal.
+    pub yes: bool,
 }
 
 /// `upkeep run`: loads and checks everything, then runs or plans.
@@ -95,10 +106,35 @@ pub fn run_command(config: &Config, args: &RunArgs, printer: Printer) -> Result<
             }
         }
     }
+    let notify = match &pipeline.notify {
+        Some(notify) => Some(notify::Notify {
+            url: run::substitute(&notify.url, &known).map_err(|error| {
+                bad_input(format!("{}: `notify: url`: {error:#}", path.display()))
+            })?,
+            on: notify.on.clone(),
+        }),
+        None => None,
+    };
+    if let Some(junit) = args.junit {
+        let folder = junit.parent().filter(|p| !p.as_os_str().is_empty());
+        if folder.is_some_and(|folder| !folder.is_dir()) {
+            return Err(bad_input(format!(
+                "--junit `{}`: its folder does not exist; create it first",
+                junit.display()
+            )));
+        }
+    }
+    let reports = events::Reports {
+        junit: args.junit.map(Path::to_path_buf),
+        notify,
+    };
     if args.dry_run {
-        plan::dry_run(&pipeline, &setup)
+        plan::dry_run(&pipeline, &setup, reports)
     } else {
-        run::run(&pipeline, &setup, args.lock_wait)
+        if !args.yes && !confirm::confirmed(&pipeline, &setup)? {
+            return Ok(code::FAILED);
+        }
+        run::run(&pipeline, &setup, args.lock_wait, reports)
     }
 }
 

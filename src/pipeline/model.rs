@@ -15,7 +15,15 @@ pub struct Pipeline {
     /// The environment the run works on, unless `--env` says otherwise.
     pub env: Option<String>,
     pub vars: Vec<(String, String)>,
+    /// Where to POST a summary of the run, and when.
+    pub notify: Option<crate::pipeline::notify::Notify>,
     pub steps: Vec<Step>,
+}
+
+impl Pipeline {
+    pub fn step_names(&self) -> Vec<String> {
+        self.steps.iter().map(|step| step.name.clone()).collect()
+    }
 }
 
 #[derive(Debug, Clone)]

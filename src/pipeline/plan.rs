@@ -12,7 +12,7 @@ use std::time::Instant;
 use anyhow::Result;
 
 use crate::error::code;
-use crate::pipeline::events::Events;
+use crate::pipeline::events::{Events, Reports};
 use crate::pipeline::model::{Action, Outcome, Pipeline};
 use crate::pipeline::run::{Setup, substitute};
 use crate::pipeline::shell;
@@ -25,9 +25,10 @@ enum Expect {
     Unknown,
 }
 
-pub fn dry_run(pipeline: &Pipeline, setup: &Setup) -> Result<i32> {
+pub fn dry_run(pipeline: &Pipeline, setup: &Setup, reports: Reports) -> Result<i32> {
     let started = Instant::now();
     let mut events = Events::new(setup.printer, None);
+    events.expect(pipeline.step_names(), reports);
     events.run_started(&pipeline.name, &setup.env.name, "dry-run", true);
     let ctx = Ctx::new(setup);
     let mut expected: HashMap<String, Expect> = HashMap::new();

@@ -22,7 +22,7 @@ use crate::db::catalog::Schema;
 use crate::error::{RollbackIncomplete, code};
 use crate::journal::{self, Entry, Journal, Undoing};
 use crate::lock;
-use crate::pipeline::events::{Events, Status};
+use crate::pipeline::events::{Events, Reports, Status};
 use crate::pipeline::model::{Action, Outcome, Pipeline, Step};
 use crate::pipeline::shell::{self, Ended, Output};
 use crate::report::Printer;
@@ -145,7 +145,12 @@ pub fn refuse_if_unfinished(config: &Config) -> Result<()> {
 }
 
 /// Runs `pipeline` for real. Returns the exit code.
-pub fn run(pipeline: &Pipeline, setup: &Setup, lock_wait: Option<Duration>) -> Result<i32> {
+pub fn run(
+    pipeline: &Pipeline,
+    setup: &Setup,
+    lock_wait: Option<Duration>,
+    reports: Reports,
+) -> Result<i32> {
     let config = setup.config;
     let _lock = take_lock(
         config,
@@ -176,6 +181,7 @@ pub fn run(pipeline: &Pipeline, setup: &Setup, lock_wait: Option<Duration>) -> R
         rolling_back: false,
     };
     let started = Instant::now();
+    runner.events.expect(pipeline.step_names(), reports);
     runner
         .events
         .run_started(&pipeline.name, &setup.env.name, &run_id, false);
@@ -357,7 +363,8 @@ impl Runner<'_> {
         let mut attempt = 1;
         let mut first_undo = None;
         loop {
-            self.events.step_started(index, &step.name, attempt);
+            self.events
+                .step_started(index, &step.name, &step.action.describe(), attempt);
             let started = Instant::now();
             let (result, undo) = self.perform(index, &step.action, step.timeout);
             first_undo = first_undo.or(undo);

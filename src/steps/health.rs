@@ -3,16 +3,15 @@
 //! `tcp` (`host:port` accepts a connection) or `cmd` (a shell command exits
 //! 0), and `timeout` (default 60s) and `interval` (default 1s: the longest
 //! pause between two looks; the first ones come sooner). A timeout
-//! fails the step, which rolls the update back. The HTTP client is a few
-//! lines over `TcpStream`: no TLS or proxy stack for 127.0.0.1.
+//! fails the step, which rolls the update back. The HTTP client is
+//! `crate::http`: no TLS or proxy stack for 127.0.0.1.
 
-use std::io::{Read, Write};
-use std::net::{TcpStream, ToSocketAddrs};
 use std::time::{Duration, Instant};
 
 use anyhow::{Result, anyhow, bail};
 
 use super::{Ctx, Plan, StepType, Undo, With, later};
+use crate::http;
 
 pub struct Health;
 
@@ -22,11 +21,7 @@ const DEFAULT_INTERVAL: Duration = Duration::from_secs(1);
 const PROBE_TIMEOUT: Duration = Duration::from_secs(5);
 
 enum Probe {
-    Http {
-        host: String,
-        port: u16,
-        path: String,
-    },
+    Http(http::Url),
     Tcp(String),
     Cmd(String),
 }
@@ -43,9 +38,7 @@ impl Probe {
 
     fn describe(&self) -> String {
         match self {
-            Probe::Http { host, port, path } => {
-                format!("GET http://{host}:{port}{path} answers 2xx")
-            }
+            Probe::Http(url) => format!("GET {url} answers 2xx"),
             Probe::Tcp(address) => format!("{address} accepts a connection"),
             Probe::Cmd(command) => format!("`{command}` exits 0"),
         }
@@ -54,8 +47,11 @@ impl Probe {
     /// One look: healthy, or why not.
     fn check(&self, ctx: &Ctx) -> Result<(), String> {
         match self {
-            Probe::Http { host, port, path } => http_get(host, *port, path),
-            Probe::Tcp(address) => connect(address).map(drop),
+            Probe::Http(url) => match http::request(url, "GET", None, PROBE_TIMEOUT)? {
+                200..=299 => Ok(()),
+                status => Err(format!("HTTP {status}")),
+            },
+            Probe::Tcp(address) => http::connect(address, PROBE_TIMEOUT).map(drop),
             Probe::Cmd(command) => {
                 let status = std::process::Command::new("/bin/sh")
                     .args(["-c", command])
@@ -80,84 +76,11 @@ fn parse_url(url: &str) -> Result<Probe, String> {
         // Checked again once `${NAME}` is substituted, at run time.
         return Ok(Probe::Tcp(String::new()));
     }
-    let Some(rest) = url.strip_prefix("http://") else {
-        return Err(format!(
-            "`{url}`: only plain http:// URLs are supported (the app answers on this machine); use `cmd:` for anything else"
-        ));
-    };
-    let (authority, path) = match rest.find('/') {
-        Some(slash) => (&rest[..slash], &rest[slash..]),
-        None => (rest, "/"),
-    };
-    let (host, port) = match authority.rsplit_once(':') {
-        Some((host, port)) => (
-            host,
-            port.parse::<u16>()
-                .map_err(|_| format!("`{url}`: `{port}` is not a port"))?,
-        ),
-        None => (authority, 80),
-    };
-    if host.is_empty() {
-        return Err(format!("`{url}` has no host"));
-    }
-    Ok(Probe::Http {
-        host: host.to_string(),
-        port,
-        path: path.to_string(),
-    })
-}
-
-fn connect(address: &str) -> Result<TcpStream, String> {
-    let addresses: Vec<_> = address
-        .to_socket_addrs()
-        .map_err(|error| format!("cannot resolve `{address}`: {error}"))?
-        .collect();
-    let mut last = format!("`{address}` resolves to nothing");
-    for candidate in addresses {
-        match TcpStream::connect_timeout(&candidate, PROBE_TIMEOUT) {
-            Ok(stream) => return Ok(stream),
-            Err(error) => last = format!("{candidate}: {error}"),
-        }
-    }
-    Err(last)
-}
-
-fn http_get(host: &str, port: u16, path: &str) -> Result<(), String> {
-    let mut stream = connect(&format!("{host}:{port}"))?;
-    let _ = stream.set_read_timeout(Some(PROBE_TIMEOUT));
-    let _ = stream.set_write_timeout(Some(PROBE_TIMEOUT));
-    let request = format!(
-        "GET {path} HTTP/1.1\r\nHost: {host}:{port}\r\nUser-Agent: upkeep\r\nConnection: close\r\n\r\n"
-    );
-    stream
-        .write_all(request.as_bytes())
-        .map_err(|error| format!("cannot send the request: {error}"))?;
-    // The status line is all we need: `HTTP/1.1 200 OK`.
-    let mut head = [0u8; 64];
-    let mut read = 0;
-    while read < 12 {
-        match stream.read(&mut head[read..]) {
-            Ok(0) => break,
-            Ok(n) => read += n,
-            Err(error) => return Err(format!("no answer: {error}")),
-        }
-    }
-    let line = String::from_utf8_lossy(&head[..read]);
-    let status = line
-        .split_whitespace()
-        .nth(1)
-        .and_then(|code| code.parse::<u16>().ok())
-        .ok_or_else(|| {
-            format!(
-                "not an HTTP answer: {:?}",
-                line.lines().next().unwrap_or("")
-            )
-        })?;
-    if (200..300).contains(&status) {
-        Ok(())
-    } else {
-        Err(format!("HTTP {status}"))
-    }
+    http::parse(
+        url,
+        "the app answers on this machine; use `cmd:` for anything else",
+    )
+    .map(Probe::Http)
 }
 
 fn duration(with: &With, key: &str, default: Duration) -> Result<Duration, String> {

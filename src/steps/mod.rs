@@ -131,7 +131,7 @@ fn target_env(ctx: &Ctx, with: &With) -> Result<Env> {
 }
 
 /// Whether a `with:` value holds a variable, known only at run time.
-fn later(value: &str) -> bool {
+pub fn later(value: &str) -> bool {
     value.contains("${")
 }
 

@@ -1,0 +1,132 @@
+//! `notify: { url: ..., on: [failure, rollback, success] }`: at the end of a
+//! real run, a small JSON summary is POSTed to the URL (pipeline, env,
+//! outcome, failed step, duration, host). A webhook that is down or
+//! answers an error never changes the run's outcome: it only adds a
+//! warning. `http://` is sent by upkeep itself; `https://` by `curl` (no TLS
+//! stack in upkeep).
+
+use std::io::Write;
+use std::time::Duration;
+
+use serde_json::{Value, json};
+
+use crate::http;
+use crate::pipeline::record::{Outcome, Record};
+
+/// How long the webhook may take to answer.
+const TIMEOUT: Duration = Duration::from_secs(5);
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Notify {
+    pub url: String,
+    pub on: Vec<When>,
+}
+
+/// The `on:` words.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum When {
+    /// Any run that did not succeed (rolled back or not).
+    Failure,
+    /// A run in which a rollback ran.
+    Rollback,
+    Success,
+}
+
+/// Without `on:`, the runs a person must hear about.
+pub const DEFAULT_ON: &[When] = &[When::Failure, When::Rollback];
+
+impl When {
+    pub fn parse(word: &str) -> Option<When> {
+        match word {
+            "failure" => Some(When::Failure),
+            "rollback" => Some(When::Rollback),
+            "success" => Some(When::Success),
+            _ => None,
+        }
+    }
+}
+
+impl Notify {
+    /// Whether this run is one to notify.
+    pub fn wants(&self, record: &Record) -> bool {
+        let outcome = record.outcome();
+        self.on.iter().any(|when| match when {
+            When::Success => outcome == Outcome::Success,
+            When::Failure => outcome != Outcome::Success,
+            When::Rollback => !record.rollbacks.is_empty(),
+        })
+    }
+
+    /// POSTs the summary of `record`; the error says why it was not taken.
+    pub fn send(&self, record: &Record) -> Result<(), String> {
+        let body = body(record).to_string();
+        if self.url.starts_with("https://") {
+            return curl(&self.url, &body);
+        }
+        let url = http::parse(&self.url, "https:// URLs are sent with curl")?;
+        match http::request(
+            &url,
+            "POST",
+            Some(("application/json", body.as_bytes())),
+            TIMEOUT,
+        )? {
+            200..=299 => Ok(()),
+            status => Err(format!("HTTP {status}")),
+        }
+    }
+}
+
+/// What the webhook receives.
+pub fn body(record: &Record) -> Value {
+    let failed = record.failed_step();
+    json!({
+        "pipeline": record.pipeline,
+        "env": record.env,
+        "run_id": record.run_id,
+        "outcome": record.outcome().as_str(),
+        "exit_code": record.finished.as_ref().map(|f| f.exit_code),
+        "failed_step": failed.map(|s| s.name.as_str()),
+        "reason": failed.map(|s| s.detail.as_str()),
+        "summary": record.finished.as_ref().map(|f| f.summary.as_str()),
+        "duration_ms": u64::try_from(record.took().as_millis()).unwrap_or(u64::MAX),
+        "host": host(),
+    })
+}
+
+fn host() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|name| name.trim().to_string())
+        .or_else(|_| std::env::var("HOSTNAME"))
+        .unwrap_or_default()
+}
+
+fn curl(url: &str, body: &str) -> Result<(), String> {
+    let mut child = std::process::Command::new("curl")
+        .args(["--silent", "--show-error", "--fail", "--max-time"])
+        .arg(TIMEOUT.as_secs().to_string())
+        .args([
+            "--header",
+            "Content-Type: application/json",
+            "--data-binary",
+            "@-",
+            url,
+        ])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .map_err(|error| {
+            format!("cannot run curl for an https:// webhook ({error}): install curl")
+        })?;
+    if let Some(mut stdin) = child.stdin.take() {
+        let _ = stdin.write_all(body.as_bytes());
+    }
+    let output = child
+        .wait_with_output()
+        .map_err(|error| format!("curl: {error}"))?;
+    if output.status.success() {
+        Ok(())
+    } else {
+        Err(String::from_utf8_lossy(&output.stderr).trim().to_string())
+    }
+}

@@ -1,0 +1,248 @@
+//! CI reports of a run: `--junit`, GitHub Actions annotations and step
+//! summary, and the `notify:` webhook, against a real HTTP server.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpListener;
+
+use crate::support::Sandbox;
+
+/// Four steps: one ok (with a rollback), one skipped by `when`, one
+/// failing with output, one never reached.
+const FAILING: &str = "\
+env: staging
+steps:
+  - id: first
+    name: first step
+    run: echo first-output
+    rollback: echo undo-first
+  - name: only when first failed
+    run: echo never
+    when: first.failed
+  - name: breaks
+    run: echo boom-line; exit 3
+  - name: after
+    run: echo not-reached
+";
+
+#[test]
+fn junit_has_a_case_per_step_and_rollback_with_the_right_counts() {
+    let sandbox = Sandbox::new();
+    sandbox.pipeline("p", FAILING);
+    let report = sandbox.path("report.xml");
+    sandbox
+        .upkeep(&["run", "p", "--junit", report.to_str().unwrap()])
+        .code(1);
+    let xml = std::fs::read_to_string(&report).unwrap();
+    let doc = roxmltree::Document::parse(&xml).unwrap_or_else(|e| panic!("{e}\n{xml}"));
+    let suite = doc
+        .descendants()
+        .find(|n| n.has_tag_name("testsuite"))
+        .unwrap();
+    let count = |name: &str| suite.attribute(name).unwrap().parse::<usize>().unwrap();
+    assert_eq!(
+        (count("tests"), count("failures"), count("skipped")),
+        (5, 1, 2),
+        "{xml}"
+    );
+    let cases: Vec<_> = suite
+        .children()
+        .filter(|n| n.has_tag_name("testcase"))
+        .collect();
+    let names: Vec<_> = cases.iter().map(|c| c.attribute("name").unwrap()).collect();
+    assert_eq!(
+        names,
+        [
+            "01. first step",
+            "02. only when first failed",
+            "03. breaks",
+            "04. after",
+            "rollback of 01. first step"
+        ]
+    );
+    let failure = cases[2]
+        .children()
+        .find(|n| n.has_tag_name("failure"))
+        .expect("the failed step is a failure");
+    assert!(failure.attribute("message").unwrap().contains("exit"));
+    assert!(failure.text().unwrap().contains("boom-line"), "{xml}");
+    assert!(cases[1].children().any(|n| n.has_tag_name("skipped")));
+    assert!(cases[3].children().any(|n| n.has_tag_name("skipped")));
+}
+
+#[test]
+fn junit_to_a_missing_folder_is_refused_before_anything_runs() {
+    let sandbox = Sandbox::new();
+    sandbox.pipeline("p", "env: staging\nsteps:\n  - run: touch ran\n");
+    sandbox
+        .upkeep(&["run", "p", "--junit", "no/such/folder/r.xml"])
+        .code(2)
+        .stderr_has("--junit");
+    assert!(!sandbox.path("ran").exists());
+}
+
+#[test]
+fn github_actions_gets_groups_an_error_and_a_step_summary() {
+    let sandbox = Sandbox::new();
+    sandbox.pipeline("p", FAILING);
+    let summary = sandbox.path("summary.md");
+    std::fs::write(&summary, "earlier job content\n").unwrap();
+    let run = sandbox.upkeep_with(
+        &["run", "p"],
+        &[
+            ("GITHUB_ACTIONS", "true"),
+            ("GITHUB_STEP_SUMMARY", summary.to_str().unwrap()),
+        ],
+    );
+    run.code(1)
+        .stdout_has("::group::1. first step\n")
+        .stdout_has("::endgroup::")
+        .stdout_has("::error title=upkeep p%3A step 3 failed::breaks: `echo boom-line; exit 3`");
+    // The step's output is inside its group.
+    let out = &run.stdout;
+    let group = out.find("::group::3. breaks").unwrap();
+    let line = out.find("boom-line").unwrap();
+    let end = group + out[group..].find("::endgroup::").unwrap();
+    assert!(group < line && line < end, "{out}");
+    let markdown = std::fs::read_to_string(&summary).unwrap();
+    assert!(
+        markdown.starts_with("earlier job content\n"),
+        "appended, not replaced"
+    );
+    assert!(
+        markdown.contains("`p` on `staging`: rolled back (exit 1)"),
+        "{markdown}"
+    );
+    assert!(
+        markdown.contains("| 3 | breaks | **failed** |"),
+        "{markdown}"
+    );
+    assert!(
+        markdown.contains("| 4 | after | not reached |"),
+        "{markdown}"
+    );
+    assert!(
+        markdown.contains("| 1. first step | undone |"),
+        "{markdown}"
+    );
+
+    // Outside GitHub Actions: none of it.
+    let plain = sandbox.upkeep(&["run", "p"]);
+    assert!(!plain.stdout.contains("::group::"), "{}", plain.stdout);
+}
+
+/// A real HTTP server on 127.0.0.1 that takes one request and answers 200;
+/// returns its URL and a handle giving the request's head and body.
+fn webhook() -> (String, std::thread::JoinHandle<(String, String)>) {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}/hooks/upkeep", listener.local_addr().unwrap());
+    let server = std::thread::spawn(move || {
+        let (stream, _) = listener.accept().unwrap();
+        let mut reader = BufReader::new(stream);
+        let mut head = String::new();
+        loop {
+            let mut line = String::new();
+            reader.read_line(&mut line).unwrap();
+            if line == "\r\n" || line.is_empty() {
+                break;
+            }
+            head.push_str(&line);
+        }
+        let length: usize = head
+            .lines()
+            .find_map(|l| {
+                l.to_ascii_lowercase()
+                    .strip_prefix("content-length:")
+                    .map(|v| v.trim().parse().unwrap())
+            })
+            .unwrap_or(0);
+        let mut body = vec![0; length];
+        reader.read_exact(&mut body).unwrap();
+        let mut stream = reader.into_inner();
+        stream
+            .write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
+            .unwrap();
+        (head, String::from_utf8(body).unwrap())
+    });
+    (url, server)
+}
+
+#[test]
+fn a_failed_run_posts_its_summary_to_the_webhook() {
+    let sandbox = Sandbox::new();
+    let (url, server) = webhook();
+    sandbox.pipeline("p", &format!("notify:\n  url: {url}\n{FAILING}"));
+    sandbox.upkeep(&["run", "p"]).code(1);
+    let (head, body) = server.join().unwrap();
+    assert!(head.starts_with("POST /hooks/upkeep HTTP/1.1"), "{head}");
+    assert!(
+        head.to_ascii_lowercase()
+            .contains("content-type: application/json")
+    );
+    let body: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(body["pipeline"], "p");
+    assert_eq!(body["env"], "staging");
+    assert_eq!(body["outcome"], "rolled_back");
+    assert_eq!(body["exit_code"], 1);
+    assert_eq!(body["failed_step"], "breaks");
+    assert!(body["duration_ms"].is_u64());
+    assert!(!body["host"].as_str().unwrap().is_empty());
+}
+
+#[test]
+fn success_is_posted_only_when_asked() {
+    let sandbox = Sandbox::new();
+    let (url, server) = webhook();
+    sandbox.pipeline(
+        "p",
+        &format!("env: staging\nnotify: {{ url: \"{url}\", on: [success] }}\nsteps:\n  - run: echo fine\n"),
+    );
+    sandbox.upkeep(&["run", "p"]).code(0);
+    let (_, body) = server.join().unwrap();
+    let body: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(body["outcome"], "success");
+    assert_eq!(body["failed_step"], serde_json::Value::Null);
+}
+
+#[test]
+fn a_dead_webhook_only_warns() {
+    let sandbox = Sandbox::new();
+    // A port nobody listens on any more.
+    let port = TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    sandbox.pipeline(
+        "p",
+        &format!("env: staging\nnotify: {{ url: \"http://127.0.0.1:{port}/x\", on: [success, failure] }}\nsteps:\n  - run: echo fine\n"),
+    );
+    sandbox
+        .upkeep(&["run", "p"])
+        .code(0)
+        .stderr_has("warning:")
+        .stderr_has("notify webhook");
+    // And a failed run keeps its own exit code.
+    sandbox.pipeline(
+        "q",
+        &format!("env: staging\nnotify: {{ url: \"http://127.0.0.1:{port}/x\" }}\nsteps:\n  - run: exit 1\n"),
+    );
+    sandbox
+        .upkeep(&["run", "q"])
+        .code(1)
+        .stderr_has("notify webhook");
+}
+
+#[test]
+fn a_bad_notify_section_names_the_line() {
+    let sandbox = Sandbox::new();
+    sandbox.pipeline(
+        "p",
+        "env: staging\nnotify:\n  url: ftp://x\n  on: [sometimes]\nsteps:\n  - run: echo\n",
+    );
+    sandbox
+        .upkeep(&["validate", "p"])
+        .code(2)
+        .stderr_has("p.yaml:3:8:")
+        .stderr_has("must start with http:// or https://")
+        .stderr_has("p.yaml:4:8: `on` takes failure, rollback and success, found `sometimes`");
+}
