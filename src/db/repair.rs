@@ -98,7 +98,7 @@ pub fn repair(env: &Env, sources: &Sources, progress: &Progress) -> Result<Repai
         // Salvage reads the file where it is: it moves only once a
         // replacement is ready.
         let fresh = Fresh::create(&env.db, &version)?;
-        match salvage::salvage(&env.db, &fresh, sources.schema) {
+        match salvage::salvage(&env.db, &fresh, sources.schema, progress) {
             Ok(salvaged) => {
                 let quarantine = fresh.finish(&env.db, &env.name, Shelf::Quarantine)?;
                 let outcome = Outcome::Salvaged {

@@ -16,6 +16,7 @@ use duckdb::Connection;
 use crate::db::catalog::{Catalog, Schema, Sequence, Table};
 use crate::db::fresh::{Fresh, NEW};
 use crate::db::open::{ident, literal};
+use crate::progress::Progress;
 
 const OLD: &str = "upkeep_old";
 
@@ -30,19 +31,24 @@ pub struct Salvaged {
 }
 
 /// Copies every readable table of the damaged file `old` into `fresh`.
-pub fn salvage(old: &Path, fresh: &Fresh, schema: Option<&Schema>) -> Result<Salvaged> {
+pub fn salvage(
+    old: &Path,
+    fresh: &Fresh,
+    schema: Option<&Schema>,
+    progress: &Progress,
+) -> Result<Salvaged> {
     let conn = &fresh.conn;
     conn.execute_batch(&format!(
         "ATTACH {} AS {OLD} (READ_ONLY)",
         literal(&old.to_string_lossy())
     ))
     .with_context(|| format!("cannot open the damaged file `{}`", old.display()))?;
-    let result = copy_all(conn, schema);
+    let result = copy_all(conn, schema, progress);
     let _ = conn.execute_batch(&format!("USE memory; DETACH {OLD}"));
     result
 }
 
-fn copy_all(conn: &Connection, schema: Option<&Schema>) -> Result<Salvaged> {
+fn copy_all(conn: &Connection, schema: Option<&Schema>, progress: &Progress) -> Result<Salvaged> {
     let old = Catalog::read(conn, OLD).context("cannot read the damaged file's catalog")?;
     let empty = Catalog::default();
     let declared = schema.map_or(&empty, |schema| &schema.catalog);
@@ -98,7 +104,9 @@ fn copy_all(conn: &Connection, schema: Option<&Schema>) -> Result<Salvaged> {
     }
 
     let mut salvaged = Salvaged::default();
+    let bar = progress.tables("salvage", tables.len() as u64);
     for table in &tables {
+        bar.inc(1);
         let name = table.display_name();
         let Some(source) = old.table(&table.schema, &table.name) else {
             salvaged.lost.push((name, "not in the damaged file".into()));
@@ -113,6 +121,7 @@ fn copy_all(conn: &Connection, schema: Option<&Schema>) -> Result<Salvaged> {
             Err(error) => salvaged.lost.push((name, error.to_string())),
         }
     }
+    bar.finish_and_clear();
     Ok(salvaged)
 }
 

@@ -5,7 +5,7 @@
 use std::io::Write;
 use std::process::{Command, Stdio};
 
-use crate::support::{Sandbox, UPKEEP};
+use crate::support::{Sandbox, UPKEEP, corrupt_block_of};
 
 /// Runs upkeep on a pseudo-terminal in the sandbox, typing `input`;
 /// returns the exit code and everything the terminal showed.
@@ -73,6 +73,14 @@ fn the_progress_bar_shows_on_a_terminal_and_never_on_a_pipe() {
     let (code, shown) = on_terminal(&sandbox, &["restore", "production", "--latest"], "", &[]);
     assert_eq!(code, 0, "{shown}");
     assert!(shown.contains("restore ["), "{shown:?}");
+    // And salvage, table by table (staging has no backup).
+    corrupt_block_of(&sandbox.db("staging"), "orders");
+    let (code, shown) = on_terminal(&sandbox, &["repair", "staging"], "", &[]);
+    assert_eq!(code, 0, "{shown}");
+    assert!(
+        shown.contains("salvage [") && shown.contains(" tables "),
+        "{shown:?}"
+    );
 }
 
 #[test]
