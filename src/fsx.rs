@@ -47,12 +47,7 @@ fn start_writeback(file: &File, offset: u64, len: u64) {
     };
     // SAFETY: a valid descriptor; the call only reads its arguments.
     unsafe {
-        libc::sync_file_range(
-            file.as_raw_fd(),
-            offset,
-            len,
-            libc::SYNC_FILE_RANGE_WRITE,
-        );
+        libc::sync_file_range(file.as_raw_fd(), offset, len, libc::SYNC_FILE_RANGE_WRITE);
     }
 }
 
@@ -60,14 +55,18 @@ fn start_writeback(file: &File, offset: u64, len: u64) {
 /// receives how many bytes are complete so far; the hash covers the whole
 /// file once the sender is dropped. Reads what was just written, from the
 /// page cache, in step with the writer instead of after it.
-pub fn hash_following(path: &Path, written: std::sync::mpsc::Receiver<u64>) -> Result<blake3::Hash> {
+pub fn hash_following(
+    path: &Path,
+    written: std::sync::mpsc::Receiver<u64>,
+) -> Result<blake3::Hash> {
     let mut file = File::open(path).with_context(|| format!("cannot open `{}`", path.display()))?;
     let mut hasher = blake3::Hasher::new();
     let mut buffer = vec![0u8; 1 << 20];
     let mut done = 0u64;
     for limit in written.iter().chain([u64::MAX]) {
         while done < limit {
-            let want = usize::try_from((limit - done).min(buffer.len() as u64)).unwrap_or(buffer.len());
+            let want =
+                usize::try_from((limit - done).min(buffer.len() as u64)).unwrap_or(buffer.len());
             let n = file
                 .read(&mut buffer[..want])
                 .with_context(|| format!("cannot read `{}`", path.display()))?;

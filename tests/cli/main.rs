@@ -12,6 +12,8 @@ mod migrate;
 mod pipeline;
 mod repair;
 mod restore;
+mod schedule;
+mod scripts;
 mod shell;
 mod storage_version;
 mod support;
