@@ -2,9 +2,10 @@
 
 use std::path::PathBuf;
 
-use clap::{Parser, Subcommand, ValueEnum};
+use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use crate::error::EXIT_CODES_HELP;
+use crate::schedule::{At, parse_at};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -149,6 +150,11 @@ pub enum Command {
         #[arg(long)]
         forget: bool,
     },
+    /// Print (or install) the daily backup entry: cron, systemd timer or Windows task
+    #[command(
+        after_help = "Examples:\n  upkeep schedule\n  upkeep schedule --at 03:30 --keep 50 --install\n  upkeep schedule --systemd --install\n  upkeep schedule --windows\n\nThe cron line ends with `# upkeep schedule: /path/to/upkeep.yaml`: --install replaces\nthe line with this project's marker (or adds it), --uninstall removes it, and other\nlines are left alone. Times are the machine's local time.\n\nExit 1: `crontab` is missing or refused the table (nothing was changed); 2: bad flag."
+    )]
+    Schedule(ScheduleArgs),
     /// The demo's app stand-in (a process holding a DuckDB, serving /health)
     #[command(hide = true)]
     DemoApp {
@@ -173,4 +179,29 @@ pub enum Command {
         #[arg(long, value_name = "DIR")]
         dir: Option<PathBuf>,
     },
+}
+
+#[derive(Debug, Args)]
+pub struct ScheduleArgs {
+    /// When the backup runs each day (24-hour clock, local time)
+    #[arg(long, value_name = "HH:MM", default_value = "02:00", value_parser = parse_at)]
+    pub at: At,
+    /// An environment from upkeep.yaml, `both` or `all`
+    #[arg(long, value_name = "ENV", default_value = "both")]
+    pub env: String,
+    /// How many backups to keep (default: backups.keep in upkeep.yaml, else 30)
+    #[arg(long, value_name = "N", allow_negative_numbers = true)]
+    pub keep: Option<i64>,
+    /// A systemd user service and timer instead of a cron line
+    #[arg(long, conflicts_with = "windows")]
+    pub systemd: bool,
+    /// The Windows Task Scheduler command (schtasks) for scripts\backup_db.ps1
+    #[arg(long)]
+    pub windows: bool,
+    /// Put the entry in place: your crontab, or ~/.config/systemd/user with --systemd
+    #[arg(long, conflicts_with = "uninstall")]
+    pub install: bool,
+    /// Remove this project's entry, and nothing else
+    #[arg(long)]
+    pub uninstall: bool,
 }

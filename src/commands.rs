@@ -15,6 +15,7 @@ use crate::error::{bad_input, code, exit_code};
 use crate::lock;
 use crate::pipeline;
 use crate::report::Printer;
+use crate::schedule;
 
 /// Runs a toolkit command and returns its exit code. Errors for one
 /// environment are reported and the others still run; the most serious
@@ -23,7 +24,10 @@ pub fn run(command: &Command, config: &Config, printer: &Printer) -> Result<i32>
     // Pipelines load the schema themselves, when they run.
     let toolkit = !matches!(
         command,
-        Command::Run { .. } | Command::Validate { .. } | Command::Recover { .. }
+        Command::Run { .. }
+            | Command::Validate { .. }
+            | Command::Recover { .. }
+            | Command::Schedule(_)
     );
     let schema = match &config.schema {
         Some(path) if toolkit => Some(Schema::load(path)?),
@@ -117,6 +121,7 @@ pub fn run(command: &Command, config: &Config, printer: &Printer) -> Result<i32>
         }
         Command::Validate { pipelines } => pipeline::validate_command(config, pipelines, *printer),
         Command::Recover { forget } => pipeline::run::recover(config, *printer, *forget),
+        Command::Schedule(args) => schedule::run(args, config, printer).map(|()| code::OK),
         Command::Demo { .. }
         | Command::DemoApp { .. }
         | Command::Completions { .. }

@@ -4,7 +4,8 @@
 //! `config` (upkeep.yaml), `db` (open, check, backup, restore, repair),
 //! `pipeline` (load, plan, run, roll back), `steps` (built-in step types),
 //! `journal` (crash journal), `lock` (one run at a time), `report` (output),
-//! `commands` (the CLI's verbs), `demo` (the README's ready-made sandbox).
+//! `commands` (the CLI's verbs), `schedule` (cron / systemd
+//! entries for daily backups), `demo` (the README's ready-made sandbox).
 
 pub mod cli;
 pub mod commands;
@@ -19,6 +20,7 @@ pub mod lock;
 pub mod pipeline;
 pub mod progress;
 pub mod report;
+pub mod schedule;
 pub mod steps;
 
 use clap::Parser;

@@ -101,6 +101,22 @@ impl Printer {
         }
     }
 
+    /// Advice for people, on stderr so that stdout stays pipeable.
+    pub fn hint(&self, text: &str) {
+        if self.human() {
+            say_err!("{} {text}", style("hint:").cyan().bold());
+        }
+    }
+
+    /// An entry for a scheduler (`upkeep schedule`): the output asked for,
+    /// so it is printed even with --quiet.
+    pub fn entry(&self, kind: &str, text: &str) {
+        self.json(json!({"type": "schedule", "kind": kind, "text": text}));
+        if self.format == Format::Human {
+            say!("{text}");
+        }
+    }
+
     pub fn error(&self, error: &anyhow::Error, code: i32) {
         let message = format!("{error:#}");
         if self.format == Format::Json {

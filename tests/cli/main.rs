@@ -13,6 +13,8 @@ mod pipeline;
 mod repair;
 mod reports;
 mod restore;
+mod schedule;
+mod scripts;
 mod shell;
 mod storage_version;
 mod support;

@@ -46,7 +46,7 @@ fn every_subcommand_help_has_an_example_and_the_main_help_the_exit_codes() {
         .filter_map(|line| line.split_whitespace().next().map(str::to_string))
         .filter(|name| name != "help")
         .collect();
-    assert!(commands.len() >= 11, "{commands:?}");
+    assert!(commands.len() >= 12, "{commands:?}");
     for command in &commands {
         let run = sandbox.upkeep(&[command, "--help"]);
         run.code(0);

@@ -88,9 +88,18 @@ impl Sandbox {
         for (key, value) in env {
             command.env(key, value);
         }
-        let output = command.output().expect("run upkeep");
+        let label: Vec<&str> = ["upkeep"].iter().chain(args).copied().collect();
+        self.capture(command, &label)
+    }
+
+    /// Runs any command to its end and captures what a failed assertion
+    /// shows: `label` (what it ran), its streams and the sandbox's files.
+    pub fn capture(&self, mut command: Command, label: &[&str]) -> Run {
+        let output = command
+            .output()
+            .unwrap_or_else(|e| panic!("run {label:?}: {e}"));
         Run {
-            args: args.iter().map(|a| a.to_string()).collect(),
+            args: label.iter().map(|a| a.to_string()).collect(),
             code: output.status.code(),
             stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
             stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
@@ -170,7 +179,7 @@ impl std::fmt::Display for Run {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(
             f,
-            "upkeep {}\nexit: {:?}\n--- stdout\n{}\n--- stderr\n{}\n--- sandbox\n{}",
+            "$ {}\nexit: {:?}\n--- stdout\n{}\n--- stderr\n{}\n--- sandbox\n{}",
             self.args.join(" "),
             self.code,
             self.stdout,

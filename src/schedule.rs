@@ -1,0 +1,445 @@
+//! `upkeep schedule`: the daily backup as a cron line, a pair of systemd
+//! user units or a Windows scheduled task, printed or installed.
+//!
+//! Every entry names absolute paths (the running binary, `upkeep.yaml`, the
+//! log), because cron and systemd start jobs in `$HOME` with a minimal PATH.
+//!
+//! The cron entry is one line that ends with its own marker,
+//! `# upkeep schedule: /abs/upkeep.yaml` (a shell comment, so cron's `sh`
+//! ignores it). One line, so an edit by hand can never leave half an entry
+//! behind; keyed by the config path, so several projects can each have
+//! theirs. `--install` replaces the line that carries this project's marker
+//! (or appends one), `--uninstall` removes it; other lines are never touched.
+//! The systemd units carry the same marker in a comment, and upkeep only
+//! rewrites or removes units that carry it.
+
+use std::io::Write as _;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+use anyhow::{Context, Result, bail};
+
+use crate::cli::ScheduleArgs;
+use crate::config::{Config, parse_keep};
+use crate::error::bad_input;
+use crate::fsx;
+use crate::report::Printer;
+
+const SERVICE: &str = "upkeep-backup.service";
+const TIMER: &str = "upkeep-backup.timer";
+const ENABLE: &str =
+    "systemctl --user daemon-reload && systemctl --user enable --now upkeep-backup.timer";
+
+/// A time of day, as `--at HH:MM` gives it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct At {
+    pub hour: u8,
+    pub minute: u8,
+}
+
+/// Reads `HH:MM` (24-hour clock): the value parser of `--at`.
+pub fn parse_at(text: &str) -> Result<At, String> {
+    let number = |s: &str, len: std::ops::RangeInclusive<usize>, below: u8| {
+        (len.contains(&s.len()) && s.bytes().all(|b| b.is_ascii_digit()))
+            .then(|| s.parse::<u8>().ok())
+            .flatten()
+            .filter(|n| *n < below)
+    };
+    text.split_once(':')
+        .and_then(|(hour, minute)| {
+            Some(At {
+                hour: number(hour, 1..=2, 24)?,
+                minute: number(minute, 2..=2, 60)?,
+            })
+        })
+        .ok_or_else(|| {
+            "expected a time of day as HH:MM on a 24-hour clock, e.g. 02:00 or 23:30".into()
+        })
+}
+
+/// The scheduled command: `upkeep --config CONFIG backup ENV --keep=N`,
+/// daily at `at`, its output appended to `log`.
+struct Job {
+    upkeep: String,
+    config: String,
+    root: String,
+    log: String,
+    env: String,
+    keep: u32,
+    at: At,
+}
+
+/// Prints or installs the entry that `args` asks for; see the module docs.
+pub fn run(args: &ScheduleArgs, config: &Config, printer: &Printer) -> Result<()> {
+    config.select(&args.env)?;
+    let keep = match args.keep {
+        Some(keep) => parse_keep(keep).map_err(|e| bad_input(format!("--keep: {e}")))?,
+        None => config.keep,
+    };
+    if args.windows && (args.install || args.uninstall) {
+        return Err(bad_input(
+            "--windows cannot install from here: run the printed schtasks command on Windows",
+        ));
+    }
+    if args.windows && !["production", "staging", "both"].contains(&args.env.as_str()) {
+        return Err(bad_input(format!(
+            "--windows runs scripts\\backup_db.ps1, which takes production, staging or both, not `{}`",
+            args.env
+        )));
+    }
+    let exe = std::env::current_exe().context("cannot find the path of the upkeep binary")?;
+    let job = Job {
+        upkeep: utf8(&exe)?,
+        config: utf8(&config.path)?,
+        root: utf8(&config.root)?,
+        log: utf8(&config.backups_dir.join("backup.log"))?,
+        env: args.env.clone(),
+        keep,
+        at: args.at,
+    };
+    if args.windows {
+        printer.entry("windows", &job.schtasks());
+        printer.hint("run this on Windows, with the project folder's Windows path in place of the one above (the script finds upkeep.yaml beside its own folder)");
+        return Ok(());
+    }
+    match (args.systemd, args.install || args.uninstall) {
+        (false, false) => {
+            printer.entry("cron", &job.cron_line());
+            if !config.backups_dir.is_dir() {
+                printer.hint(&format!(
+                    "the log's folder `{}` does not exist yet: `upkeep schedule --install` creates it",
+                    config.backups_dir.display()
+                ));
+            }
+        }
+        (false, true) => cron_install(&job, args.install, printer)?,
+        (true, false) => {
+            let dir = units_dir().unwrap_or_else(|_| PathBuf::from("~/.config/systemd/user"));
+            let mut text = String::new();
+            for (name, unit) in job.units() {
+                text.push_str(&format!("# file: {}\n{unit}\n", dir.join(name).display()));
+            }
+            text.push_str(&format!("# then: {ENABLE}"));
+            printer.entry("systemd", &text);
+        }
+        (true, true) => systemd_install(&job, args.install, printer)?,
+    }
+    if args.install {
+        // The entry appends to a log in the backups folder: the shell (or
+        // systemd) cannot open it in a folder that does not exist.
+        fsx::create_private_dir(&config.backups_dir)?;
+    }
+    Ok(())
+}
+
+impl Job {
+    fn args(&self) -> Vec<String> {
+        vec![
+            self.upkeep.clone(),
+            "--config".into(),
+            self.config.clone(),
+            "backup".into(),
+            self.env.clone(),
+            format!("--keep={}", self.keep),
+        ]
+    }
+
+    /// The marker comment that identifies this project's entry.
+    fn marker(&self) -> String {
+        format!("# upkeep schedule: {}", self.config)
+    }
+
+    /// The marker as it appears in the crontab (escaped like the line).
+    fn cron_line_marker(&self) -> String {
+        self.marker().replace('%', "\\%")
+    }
+
+    /// The crontab line. Cron turns an unescaped `%` into a newline, so each
+    /// one is escaped, marker included.
+    fn cron_line(&self) -> String {
+        let command: Vec<String> = self.args().iter().map(|arg| sh_quote(arg)).collect();
+        let line = format!(
+            "{} {} * * * cd {} && {} >> {} 2>&1 {}",
+            self.at.minute,
+            self.at.hour,
+            sh_quote(&self.root),
+            command.join(" "),
+            sh_quote(&self.log),
+            self.marker()
+        );
+        line.replace('%', "\\%")
+    }
+
+    /// The two systemd user units, by file name. `%` starts a specifier in
+    /// every setting and `$` a variable in ExecStart, hence the escapes.
+    fn units(&self) -> [(&'static str, String); 2] {
+        let esc = |text: &str| text.replace('%', "%%");
+        let exec: Vec<String> = self.args().iter().map(|arg| unit_quote(arg)).collect();
+        let service = format!(
+            "{marker}\n[Unit]\nDescription=upkeep: daily backup ({env})\n\n[Service]\nType=oneshot\n\
+             WorkingDirectory={root}\nExecStart={exec}\nStandardOutput=append:{log}\nStandardError=append:{log}\n",
+            marker = esc(&self.marker()),
+            env = esc(&self.env),
+            root = esc(&self.root),
+            exec = esc(&exec.join(" ")).replace('$', "$$"),
+            log = esc(&self.log),
+        );
+        let timer = format!(
+            "{marker}\n[Unit]\nDescription=upkeep: daily backup at {hour:02}:{minute:02}\n\n[Timer]\n\
+             OnCalendar=*-*-* {hour:02}:{minute:02}:00\nPersistent=true\n\n[Install]\nWantedBy=timers.target\n",
+            marker = esc(&self.marker()),
+            hour = self.at.hour,
+            minute = self.at.minute,
+        );
+        [(SERVICE, service), (TIMER, timer)]
+    }
+
+    /// The `schtasks` command that runs `scripts\backup_db.ps1` daily.
+    fn schtasks(&self) -> String {
+        let script = Path::new(&self.root).join("scripts").join("backup_db.ps1");
+        format!(
+            "schtasks /Create /SC DAILY /ST {:02}:{:02} /TN \"upkeep backup\" /TR \"powershell -ExecutionPolicy Bypass -File \\\"{}\\\" {} --keep={}\" /F",
+            self.at.hour,
+            self.at.minute,
+            script.display(),
+            self.env,
+            self.keep
+        )
+    }
+}
+
+fn cron_install(job: &Job, install: bool, printer: &Printer) -> Result<()> {
+    let current = crontab_read()?;
+    let line = job.cron_line();
+    let marker = job.cron_line_marker();
+    let updated = replace_entry(&current, &marker, install.then_some(line.as_str()));
+    if updated == current {
+        printer.note(if install {
+            "ok: the crontab already has this entry; nothing changed"
+        } else {
+            "ok: the crontab has no entry for this project; nothing changed"
+        });
+        return Ok(());
+    }
+    crontab_write(&updated)?;
+    if install {
+        printer.note(&format!("ok: installed in your crontab:\n  {line}"));
+        let old = current.lines().any(|l| {
+            !l.trim_start().starts_with('#')
+                && (l.contains("backup_db.sh") || l.contains("backup_db.py"))
+        });
+        if old {
+            printer.hint("your crontab still runs the old backup_db script too: remove that line with `crontab -e`");
+        }
+    } else {
+        printer.note("ok: removed this project's entry from your crontab; other lines were kept");
+    }
+    Ok(())
+}
+
+/// `table` with the lines ending in `marker` replaced by `line` (at the
+/// first one's place, or appended), or removed when `line` is `None`.
+fn replace_entry(table: &str, marker: &str, line: Option<&str>) -> String {
+    let mut out: Vec<&str> = Vec::new();
+    let mut pending = line;
+    for existing in table.lines() {
+        if existing.trim_end().ends_with(marker) {
+            out.extend(pending.take());
+        } else {
+            out.push(existing);
+        }
+    }
+    out.extend(pending);
+    let mut text = out.join("\n");
+    if !text.is_empty() {
+        // cron ignores a last line without its newline.
+        text.push('\n');
+    }
+    text
+}
+
+fn crontab(args: &[&str]) -> Result<std::process::Child> {
+    Command::new("crontab")
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(|error| match error.kind() {
+            std::io::ErrorKind::NotFound => anyhow::anyhow!(
+                "`crontab` not found: install cron (Debian/Ubuntu: `apt-get install cron`, Fedora: `dnf install cronie`), or use `upkeep schedule --systemd --install`"
+            ),
+            _ => anyhow::Error::new(error).context("cannot run `crontab`"),
+        })
+}
+
+/// The current user's crontab; none yet is an empty one.
+fn crontab_read() -> Result<String> {
+    let output = crontab(&["-l"])?
+        .wait_with_output()
+        .context("cannot run `crontab -l`")?;
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    if output.status.success() {
+        Ok(String::from_utf8_lossy(&output.stdout).into_owned())
+    } else if stderr.contains("no crontab for") {
+        Ok(String::new())
+    } else {
+        bail!("`crontab -l` failed: {}", stderr.trim())
+    }
+}
+
+/// Replaces the current user's crontab; `crontab` checks every line first.
+fn crontab_write(table: &str) -> Result<()> {
+    let mut child = crontab(&["-"])?;
+    if let Some(mut stdin) = child.stdin.take() {
+        stdin
+            .write_all(table.as_bytes())
+            .context("cannot write to `crontab -`")?;
+    }
+    let output = child.wait_with_output().context("cannot run `crontab -`")?;
+    if !output.status.success() {
+        bail!(
+            "`crontab` refused the new table, so your crontab was left as it was: {}",
+            String::from_utf8_lossy(&output.stderr).trim()
+        );
+    }
+    Ok(())
+}
+
+/// Where systemd looks for the user's own units.
+fn units_dir() -> Result<PathBuf> {
+    let absolute = |var: &str| {
+        std::env::var_os(var)
+            .map(PathBuf::from)
+            .filter(|path| path.is_absolute())
+    };
+    let config = absolute("XDG_CONFIG_HOME")
+        .or_else(|| absolute("HOME").map(|home| home.join(".config")))
+        .ok_or_else(|| {
+            bad_input(
+                "neither XDG_CONFIG_HOME nor HOME is set: cannot find your systemd user folder",
+            )
+        })?;
+    Ok(config.join("systemd").join("user"))
+}
+
+fn systemd_install(job: &Job, install: bool, printer: &Printer) -> Result<()> {
+    let dir = units_dir()?;
+    let marker = job.marker().replace('%', "%%");
+    // Check both before writing either: never leave one unit of a pair.
+    for (name, _) in job.units() {
+        let path = dir.join(name);
+        if let Ok(text) = std::fs::read_to_string(&path)
+            && !text.lines().any(|line| line == marker)
+        {
+            return Err(bad_input(format!(
+                "`{}` was not written by `upkeep schedule` for {}: left alone; remove it yourself if it should go",
+                path.display(),
+                job.config
+            )));
+        }
+    }
+    if install {
+        fsx::create_private_dir(&dir)?;
+        for (name, unit) in job.units() {
+            fsx::write_atomic(&dir.join(name), unit.as_bytes())?;
+        }
+        printer.note(&format!(
+            "ok: wrote {SERVICE} and {TIMER} in {}\nnow run: {ENABLE}\n(the timer runs while you are logged in; `loginctl enable-linger` lets it run at any time)",
+            dir.display()
+        ));
+    } else {
+        let wants = dir.join("timers.target.wants").join(TIMER);
+        for path in [dir.join(SERVICE), dir.join(TIMER), wants] {
+            match std::fs::remove_file(&path) {
+                Err(error) if error.kind() != std::io::ErrorKind::NotFound => {
+                    return Err(anyhow::Error::new(error)
+                        .context(format!("cannot remove `{}`", path.display())));
+                }
+                _ => {}
+            }
+        }
+        printer.note(&format!(
+            "ok: removed {SERVICE} and {TIMER} from {}\nnow run: systemctl --user stop {TIMER}; systemctl --user daemon-reload",
+            dir.display()
+        ));
+    }
+    Ok(())
+}
+
+/// A path as text: entries are text, and a lossy path would name another file.
+fn utf8(path: &Path) -> Result<String> {
+    match path.to_str() {
+        Some(text) if !text.contains(['\n', '\r']) => Ok(text.to_string()),
+        _ => Err(bad_input(format!(
+            "`{}` is not a plain UTF-8 path on one line: it cannot be written into a schedule entry",
+            path.display()
+        ))),
+    }
+}
+
+/// One word for `sh`: as is when plain, else single-quoted with `'`
+/// written as `'\''`.
+fn sh_quote(word: &str) -> String {
+    if is_plain(word) {
+        word.to_string()
+    } else {
+        format!("'{}'", word.replace('\'', r"'\''"))
+    }
+}
+
+/// Letters, digits and punctuation that no shell or unit file treats
+/// specially.
+fn is_plain(word: &str) -> bool {
+    !word.is_empty()
+        && word
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "/._-+=:,@".contains(c))
+}
+
+/// One word for a systemd command line: double-quoted where needed.
+fn unit_quote(word: &str) -> String {
+    if is_plain(word) {
+        word.to_string()
+    } else {
+        format!("\"{}\"", word.replace('\\', r"\\").replace('"', "\\\""))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn at_is_hh_mm() {
+        assert_eq!(parse_at("02:00"), Ok(At { hour: 2, minute: 0 }));
+        assert_eq!(parse_at("7:05"), Ok(At { hour: 7, minute: 5 }));
+        for bad in [
+            "24:00", "12:60", "2", "02:0", "+2:00", "02:00:00", "", "ab:cd",
+        ] {
+            assert!(parse_at(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn quoting() {
+        assert_eq!(sh_quote("/opt/app/upkeep.yaml"), "/opt/app/upkeep.yaml");
+        assert_eq!(sh_quote("/my app/it's"), r"'/my app/it'\''s'");
+        assert_eq!(unit_quote("/my app/a\"b"), r#""/my app/a\"b""#);
+    }
+
+    #[test]
+    fn replace_entry_keeps_other_lines() {
+        let table = "MAILTO=me\n0 1 * * * a # m\n5 5 * * * mine\n0 3 * * * b # m\n";
+        assert_eq!(
+            replace_entry(table, "# m", Some("new # m")),
+            "MAILTO=me\nnew # m\n5 5 * * * mine\n"
+        );
+        assert_eq!(
+            replace_entry(table, "# m", None),
+            "MAILTO=me\n5 5 * * * mine\n"
+        );
+        assert_eq!(replace_entry("", "# m", Some("x # m")), "x # m\n");
+        assert_eq!(replace_entry("x # m\n", "# m", None), "");
+    }
+}
