@@ -7,7 +7,10 @@ Measured in the same run:
     vs  one `cp` (+ sync) of the database + the app's own restart
     (budget: <= 1.5x);
   the database part of a rollback (migrate's undo: the backup put back)
-    vs  one `cp` (+ sync) of the file (budget: <= 1x).
+    vs  one `cp` (+ sync) of the file (budget: <= 1x), in both cases:
+    a migration that fails (the file is rewound in place), and a release
+    whose app does not start after migrating (a verified copy, the migrated
+    file kept aside).
 
 Usage: scripts/bench_update.py [WORK_DIR]   (run scripts/bench_db.sh once
 first: it makes the 1 GiB database this script reuses)
@@ -91,19 +94,22 @@ def git(*args, cwd):
                             GIT_COMMITTER_NAME="b", GIT_COMMITTER_EMAIL="b@x"))
 
 
-def release(n, sql):
+def release(n, sql, start=None):
     dev = os.path.join(work, "dev")
     with open(os.path.join(dev, "VERSION"), "w") as f:
         f.write(f"bench{n}")
     with open(os.path.join(dev, "backend", "migrations", f"{100 + n:04d}_bench.sql"), "w") as f:
         f.write(sql)
+    if start is not None:
+        with open(os.path.join(dev, "start.sh"), "w") as f:
+            f.write(start)
     git("add", "-A", cwd=dev)
     git("commit", "-q", "-m", f"bench{n}", cwd=dev)
     git("push", "-q", cwd=dev)
 
 
-def update():
-    run = subprocess.run([upkeep, "--format", "json", "run", "update", *variables],
+def update(*extra):
+    run = subprocess.run([upkeep, "--format", "json", "run", "update", *variables, *extra],
                          cwd=app, capture_output=True, text=True)
     events = [json.loads(line) for line in run.stdout.splitlines() if line.startswith("{")]
     return run.returncode, events
@@ -116,30 +122,48 @@ while not healthy():
 git("revert", "--no-edit", "HEAD", cwd=os.path.join(work, "dev"))
 git("push", "-q", cwd=os.path.join(work, "dev"))
 
-rounds = 3
-downtimes, baselines, undos, cps = [], [], [], []
+def undo_time(events):
+    return [e["duration_ms"] / 1000 for e in events
+            if e["type"] == "rollback_finished" and "migrate" in e["name"]]
+
+
+def back_in_line():
+    """Puts origin (and so the app, after an update) back on working code."""
+    git("revert", "--no-edit", "HEAD", cwd=os.path.join(work, "dev"))
+    git("push", "-q", cwd=os.path.join(work, "dev"))
+    code, events = update()
+    if code != 0:
+        sys.exit(f"the update back to working code failed ({code}): {events[-1]}")
+
+
+rounds = 5
+downtimes, baselines, undos, copies, cps = [], [], [], [], []
 for n in range(rounds):
     baselines.append(cp() + restart())
     cps.append(cp())
-    release(2 * n, f"CREATE TABLE IF NOT EXISTS bench_{n} (i INTEGER);")
+    release(3 * n, f"CREATE TABLE IF NOT EXISTS bench_{n} (i INTEGER);")
     code, events = update()
     if code != 0:
         sys.exit(f"update failed ({code}): {events[-1]}")
     steps = [e for e in events if e["type"] == "step_finished"]
     downtimes.append(sum(e["duration_ms"] for e in steps) / 1000)
-    # A release whose migration fails: migrate's undo puts the backup back.
-    release(2 * n + 1, "SELECT no_such_column FROM no_such_table;")
+    # A release whose migration fails: migrate's undo rewinds the file.
+    release(3 * n + 1, "SELECT no_such_column FROM no_such_table;")
     code, events = update()
     if code != 1:
         sys.exit(f"the failing update exited {code}")
-    undos += [e["duration_ms"] / 1000 for e in events
-              if e["type"] == "rollback_finished" and e["name"] == "migrate"]
+    undos += undo_time(events)
+    back_in_line()
+    # A release that migrates, then does not start: the backup is copied
+    # back, the migrated file kept aside.
+    release(3 * n + 2, f"CREATE TABLE bench_s{n} (i INTEGER);", start="#!/bin/sh\nexit 0\n")
+    code, events = update("--var", "HEALTH_TIMEOUT=1s")
+    if code != 1:
+        sys.exit(f"the update that cannot start exited {code}")
+    copies += undo_time(events)
     while not healthy():
         time.sleep(0.01)
-    # Put the code back in line with origin for the next round.
-    git("revert", "--no-edit", "HEAD", cwd=os.path.join(work, "dev"))
-    git("push", "-q", cwd=os.path.join(work, "dev"))
-    update()
+    back_in_line()
 
 subprocess.run(["sh", "stop.sh"], cwd=app, env=env)
 best = min(downtimes)
@@ -148,5 +172,8 @@ print(f"database: {os.path.getsize(db) / (1 << 30):.2f} GiB, {rounds} rounds, be
 print("| measure | upkeep | baseline | ratio | budget |")
 print("| --- | --- | --- | --- | --- |")
 print(f"| update downtime (stop app -> healthy) vs cp+sync + app restart | {best:.3f} s | {base:.3f} s | {best / base:.2f}x | <= 1.5x |")
-if undos:
-    print(f"| database part of a rollback (migrate's undo) vs cp+sync | {min(undos):.3f} s | {min(cps):.3f} s | {min(undos) / min(cps):.2f}x | <= 1x |")
+for label, times in (("a failed migration: rewound in place", undos),
+                     ("the app did not start: copied back, migrated file kept aside", copies)):
+    if not times:
+        sys.exit(f"no rollback measured for: {label}")
+    print(f"| database part of a rollback ({label}) vs cp+sync | {min(times):.3f} s | {min(cps):.3f} s | {min(times) / min(cps):.2f}x | <= 1x |")

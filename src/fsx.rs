@@ -51,33 +51,42 @@ fn start_writeback(file: &File, offset: u64, len: u64) {
     }
 }
 
-/// The blake3 hash of `path` while another thread writes it: `written`
-/// receives how many bytes are complete so far; the hash covers the whole
-/// file once the sender is dropped. Reads what was just written, from the
-/// page cache, in step with the writer instead of after it.
-pub fn hash_following(
-    path: &Path,
+/// A reader of a file that another thread is writing: it reads only what
+/// the writer has reported complete (`written` receives byte counts, as
+/// [`copy_fast`]'s progress gives them), and on to the end once the writer
+/// is done (the sender dropped). So a copy can be read back from the page
+/// cache in step with the copy, instead of after it.
+pub struct Following {
+    file: File,
     written: std::sync::mpsc::Receiver<u64>,
-) -> Result<blake3::Hash> {
-    let mut file = File::open(path).with_context(|| format!("cannot open `{}`", path.display()))?;
-    let mut hasher = blake3::Hasher::new();
-    let mut buffer = vec![0u8; 1 << 20];
-    let mut done = 0u64;
-    for limit in written.iter().chain([u64::MAX]) {
-        while done < limit {
-            let want =
-                usize::try_from((limit - done).min(buffer.len() as u64)).unwrap_or(buffer.len());
-            let n = file
-                .read(&mut buffer[..want])
-                .with_context(|| format!("cannot read `{}`", path.display()))?;
-            if n == 0 {
-                break;
-            }
-            hasher.update(&buffer[..n]);
-            done += n as u64;
-        }
+    limit: u64,
+    pos: u64,
+}
+
+impl Following {
+    pub fn open(path: &Path, written: std::sync::mpsc::Receiver<u64>) -> Result<Following> {
+        let file = File::open(path).with_context(|| format!("cannot open `{}`", path.display()))?;
+        Ok(Following {
+            file,
+            written,
+            limit: 0,
+            pos: 0,
+        })
     }
-    Ok(hasher.finalize())
+}
+
+impl Read for Following {
+    fn read(&mut self, buffer: &mut [u8]) -> std::io::Result<usize> {
+        while self.pos >= self.limit {
+            // The writer is done: read to the end of the file.
+            self.limit = self.written.recv().unwrap_or(u64::MAX);
+        }
+        let room = usize::try_from(self.limit - self.pos).unwrap_or(usize::MAX);
+        let want = buffer.len().min(room);
+        let n = self.file.read(&mut buffer[..want])?;
+        self.pos += n as u64;
+        Ok(n)
+    }
 }
 
 /// The blake3 hash of a file, read once.

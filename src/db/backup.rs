@@ -100,30 +100,41 @@ pub fn backup(
     }
     let mut partial = fsx::partial_file(dir)?;
     let bar = progress.bytes("backup", size);
-    let copied = fsx::copy_fast(&input, partial.as_file_mut(), &|n| bar.set_position(n))
-        .with_context(|| {
-            format!(
-                "backup of `{}` failed; older backups are untouched",
-                env.name
-            )
-        })?;
+    let path = partial.path().to_path_buf();
+    // The copy is read back in step with it (from the page cache), while
+    // the kernel writes it to disk; then the sync, and DuckDB's look at the
+    // copy, run at once.
+    let (copied, read_back) = std::thread::scope(|scope| {
+        let (written, follow) = std::sync::mpsc::channel();
+        let read_back = scope
+            .spawn(move || blocks::read_back(&path, fsx::Following::open(&path, follow)?, size));
+        let copied = fsx::copy_fast(&input, partial.as_file_mut(), &|n| {
+            bar.set_position(n);
+            let _ = written.send(n);
+        });
+        drop(written);
+        drop(conn);
+        drop(input);
+        (copied, read_back.join())
+    });
     bar.finish_and_clear();
-    drop(conn);
-    drop(input);
-
-    // Three things at once, on what each needs: the sync needs only the
-    // disk; the read-back and DuckDB's look at the copy read the page cache.
-    let (synced, read_back, quick) = std::thread::scope(|scope| {
+    let copied = copied.with_context(|| {
+        format!(
+            "backup of `{}` failed; older backups are untouched",
+            env.name
+        )
+    })?;
+    let read_back = read_back.map_err(|_| anyhow::anyhow!("the read-back thread panicked"))?;
+    let (synced, quick) = std::thread::scope(|scope| {
         let sync = scope.spawn(|| partial.as_file().sync_all());
-        let quick = scope.spawn(|| check::check(partial.path(), schema, false));
-        let read_back = blocks::read_back(partial.path());
-        (sync.join(), read_back, quick.join())
+        let quick = check::check(partial.path(), schema, false);
+        (sync.join(), quick)
     });
     synced
         .map_err(|_| anyhow::anyhow!("the sync thread panicked"))?
         .context("cannot sync the backup to disk")?;
     let read_back = read_back?;
-    let quick = quick.map_err(|_| anyhow::anyhow!("the check thread panicked"))??;
+    let quick = quick?;
     if read_back.size != copied {
         bail!(
             "backup of `{}` failed verification: {} bytes copied, {} read back; not kept, older backups untouched",

@@ -13,7 +13,6 @@
 //! of every little-endian u64 times 0xbf58476d1ce4e5b9, and a murmur-style
 //! hash of the 0-7 trailing bytes; stored in the first 8 bytes of the block.
 
-use std::fs::File;
 use std::io::Read;
 use std::path::Path;
 
@@ -36,10 +35,11 @@ pub struct ReadBack {
     pub checked: bool,
 }
 
-/// Reads `path` in full: hashes every byte and checks every block.
-pub fn read_back(path: &Path) -> Result<ReadBack> {
-    let mut file = File::open(path).with_context(|| format!("cannot open `{}`", path.display()))?;
-    let size = file.metadata()?.len();
+/// Reads the file at `path` in full (through `file`, which may follow a
+/// copy as it is written: see [`crate::fsx::Following`]), hashes every byte
+/// and checks every block. `size` is the file's expected size, which the
+/// header is checked against; [`ReadBack::size`] is what was read.
+pub fn read_back(path: &Path, mut file: impl Read, size: u64) -> Result<ReadBack> {
     let mut head = vec![0u8; BLOCKS_START as usize];
     file.read_exact(&mut head)
         .with_context(|| format!("cannot read the header of `{}`", path.display()))?;
@@ -62,12 +62,14 @@ pub fn read_back(path: &Path) -> Result<ReadBack> {
     let mut bad_blocks = Vec::new();
     let mut checked = !header.encrypted && plausible;
     let mut next_block = 0u64;
+    let mut read = BLOCKS_START;
     loop {
         let filled = fill(&mut file, &mut buffer)
             .with_context(|| format!("cannot read `{}`", path.display()))?;
         if filled == 0 {
             break;
         }
+        read += filled as u64;
         let data = &buffer[..filled];
         // Hash on this thread, checksums on another: two cores, one pass.
         let checking = checked;
@@ -93,14 +95,14 @@ pub fn read_back(path: &Path) -> Result<ReadBack> {
     }
     Ok(ReadBack {
         hash: hasher.finalize(),
-        size,
+        size: read,
         bad_blocks,
         checked,
     })
 }
 
 /// Reads until `buffer` is full or the file ends; returns the bytes read.
-fn fill(file: &mut File, buffer: &mut [u8]) -> std::io::Result<usize> {
+fn fill(file: &mut impl Read, buffer: &mut [u8]) -> std::io::Result<usize> {
     let mut filled = 0;
     while filled < buffer.len() {
         match file.read(&mut buffer[filled..]) {
@@ -157,6 +159,11 @@ fn checksum_remainder(rest: &[u8]) -> u64 {
 mod tests {
     use super::*;
 
+    fn read_whole(path: &std::path::Path) -> super::ReadBack {
+        let size = std::fs::metadata(path).unwrap().len();
+        read_back(path, std::fs::File::open(path).unwrap(), size).unwrap()
+    }
+
     #[test]
     fn every_block_of_a_real_database_matches_and_a_damaged_one_is_named() {
         let dir = tempfile::tempdir().unwrap();
@@ -167,7 +174,7 @@ mod tests {
         )
         .unwrap();
         drop(conn);
-        let sound = read_back(&path).unwrap();
+        let sound = read_whole(&path);
         assert!(sound.checked);
         assert!(sound.bad_blocks.is_empty(), "{:?}", sound.bad_blocks);
         assert_eq!(sound.hash, blake3::hash(&std::fs::read(&path).unwrap()));
@@ -175,7 +182,7 @@ mod tests {
         let mut bytes = std::fs::read(&path).unwrap();
         bytes[BLOCKS_START as usize + 262_144 + 5_000] ^= 0x40;
         std::fs::write(&path, bytes).unwrap();
-        assert_eq!(read_back(&path).unwrap().bad_blocks, vec![1]);
+        assert_eq!(read_whole(&path).bad_blocks, vec![1]);
     }
 
     #[test]

@@ -185,7 +185,11 @@ pub fn replace_with_copy(
     let path = partial.path().to_path_buf();
     let (copied, hash) = std::thread::scope(|scope| {
         let (written, follow) = std::sync::mpsc::channel();
-        let hash = scope.spawn(move || fsx::hash_following(&path, follow));
+        let hash = scope.spawn(move || -> Result<blake3::Hash> {
+            let mut hasher = blake3::Hasher::new();
+            hasher.update_reader(fsx::Following::open(&path, follow)?)?;
+            Ok(hasher.finalize())
+        });
         let copied = fsx::copy_fast(&input, partial.as_file_mut(), &|n| {
             bar.set_position(n);
             let _ = written.send(n);
