@@ -40,6 +40,7 @@ pub fn copy_fast(input: &File, target: &mut File, progress: &dyn Fn(u64)) -> Res
 
 /// Asks the kernel to start writing a range of `file` to disk, without
 /// waiting. Only a hint: the caller's `sync_all` is what makes it durable.
+#[cfg(target_os = "linux")]
 fn start_writeback(file: &File, offset: u64, len: u64) {
     use std::os::fd::AsRawFd;
     let (Ok(offset), Ok(len)) = (i64::try_from(offset), i64::try_from(len)) else {
@@ -50,6 +51,9 @@ fn start_writeback(file: &File, offset: u64, len: u64) {
         libc::sync_file_range(file.as_raw_fd(), offset, len, libc::SYNC_FILE_RANGE_WRITE);
     }
 }
+
+#[cfg(not(target_os = "linux"))]
+fn start_writeback(_file: &File, _offset: u64, _len: u64) {}
 
 /// A reader of a file that another thread is writing: it reads only what
 /// the writer has reported complete (`written` receives byte counts, as
