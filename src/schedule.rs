@@ -90,7 +90,9 @@ pub fn run(args: &ScheduleArgs, config: &Config, printer: &Printer) -> Result<()
     let exe = std::env::current_exe().context("cannot find the path of the upkeep binary")?;
     let job = Job {
         upkeep: utf8(&exe)?,
-        config: utf8(&config.path)?,
+        // Canonical, so that the marker is the same whichever way the
+        // config was named (`..`, a symlink): one entry per project.
+        config: utf8(&std::fs::canonicalize(&config.path).unwrap_or_else(|_| config.path.clone()))?,
         root: utf8(&config.root)?,
         log: utf8(&config.backups_dir.join("backup.log"))?,
         env: args.env.clone(),

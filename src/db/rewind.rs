@@ -42,9 +42,11 @@ pub fn rewind(db: &Path, env: &str, source: &Path, expected: &blake3::Hash) -> R
         .with_context(|| format!("cannot open `{}`", db.display()))?;
     let backup =
         File::open(source).with_context(|| format!("cannot open `{}`", source.display()))?;
+    // Its length now: a backup that reads shorter is refused below.
+    let len = backup.metadata()?.len();
     let (hash, differing) = std::thread::scope(|scope| {
-        let hash = scope.spawn(|| fsx::hash_file(source));
-        let differing = differing_blocks(&backup, &target, source, db);
+        let hash = scope.spawn(|| hash_all(&backup, len, source));
+        let differing = differing_blocks(&backup, len, &target, source, db);
         (hash.join(), differing)
     });
     let hash = hash.map_err(|_| anyhow::anyhow!("the hashing thread panicked"))??;
@@ -55,7 +57,7 @@ pub fn rewind(db: &Path, env: &str, source: &Path, expected: &blake3::Hash) -> R
             source.display()
         );
     }
-    let (differing, len) = differing?;
+    let differing = differing?;
     // A `.wal` left beside the rewound file would be replayed into it.
     let wal = swap::wal_of(db);
     let wal_aside = if wal.exists() {
@@ -68,7 +70,7 @@ pub fn rewind(db: &Path, env: &str, source: &Path, expected: &blake3::Hash) -> R
     let mut buffer = vec![0u8; BLOCK];
     let mut written = 0u64;
     for &offset in &differing {
-        let n = read_at_most(&backup, &mut buffer, offset, source)?;
+        let n = read_block(&backup, &mut buffer, offset, len, source)?;
         target
             .write_all_at(&buffer[..n], offset)
             .with_context(|| format!("cannot write `{}` (is the disk full?)", db.display()))?;
@@ -83,7 +85,7 @@ pub fn rewind(db: &Path, env: &str, source: &Path, expected: &blake3::Hash) -> R
     let mut held = vec![0u8; BLOCK];
     let mut same = target.metadata()?.len() == len;
     for &offset in &differing {
-        let n = read_at_most(&backup, &mut buffer, offset, source)?;
+        let n = read_block(&backup, &mut buffer, offset, len, source)?;
         let m = read_at_most(&target, &mut held[..n], offset, db)?;
         same &= m == n && buffer[..n] == held[..n];
     }
@@ -97,28 +99,63 @@ pub fn rewind(db: &Path, env: &str, source: &Path, expected: &blake3::Hash) -> R
     Ok(Rewound { written, wal_aside })
 }
 
-/// The offsets of the blocks of `backup` that `target` does not hold, and
-/// the backup's length.
+/// The offsets of the blocks of `backup` (`len` bytes) that `target` does
+/// not hold.
 fn differing_blocks(
     backup: &File,
+    len: u64,
     target: &File,
     source: &Path,
     db: &Path,
-) -> Result<(Vec<u64>, u64)> {
-    let len = backup.metadata()?.len();
+) -> Result<Vec<u64>> {
     let mut wanted = vec![0u8; BLOCK];
     let mut held = vec![0u8; BLOCK];
     let mut differing = Vec::new();
     let mut offset = 0u64;
     while offset < len {
-        let n = read_at_most(backup, &mut wanted, offset, source)?;
+        let n = read_block(backup, &mut wanted, offset, len, source)?;
         let m = read_at_most(target, &mut held[..n], offset, db)?;
         if m < n || wanted[..n] != held[..n] {
             differing.push(offset);
         }
         offset += n as u64;
     }
-    Ok((differing, len))
+    Ok(differing)
+}
+
+/// The blake3 hash of the `len` bytes of `backup`, read through the same
+/// open file as the comparison and the rewrite.
+fn hash_all(backup: &File, len: u64, source: &Path) -> Result<blake3::Hash> {
+    let mut hasher = blake3::Hasher::new();
+    let mut buffer = vec![0u8; 1 << 20];
+    let mut offset = 0u64;
+    while offset < len {
+        let n = read_block(backup, &mut buffer, offset, len, source)?;
+        hasher.update(&buffer[..n]);
+        offset += n as u64;
+    }
+    Ok(hasher.finalize())
+}
+
+/// Reads the block of `backup` at `offset` (shorter at the end of its
+/// `len` bytes); a backup that ends sooner changed meanwhile: an error.
+fn read_block(
+    backup: &File,
+    buffer: &mut [u8],
+    offset: u64,
+    len: u64,
+    source: &Path,
+) -> Result<usize> {
+    let want = usize::try_from(len - offset).map_or(buffer.len(), |left| left.min(buffer.len()));
+    let n = read_at_most(backup, &mut buffer[..want], offset, source)?;
+    if n < want {
+        bail!(
+            "`{}` became shorter while being read (it changed meanwhile): the rollback stops; \
+             look at the backups, then `upkeep recover` runs it again",
+            source.display()
+        );
+    }
+    Ok(n)
 }
 
 /// Reads into `buffer` from `offset` until it is full or the file ends.

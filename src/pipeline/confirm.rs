@@ -1,6 +1,8 @@
 //! On a terminal, a real run of a pipeline on `production` first shows its
 //! plan (the dry-run) and asks once; `--yes` skips the question. Without a
-//! terminal (cron, CI, a pipe) it never asks: there is nobody to answer.
+//! terminal to answer on (cron, CI, input from a pipe) it never asks; with
+//! `CI` set (as CI services do) neither. The question goes to stderr, so it
+//! is seen even when stdout goes to a pipe or a file.
 
 use std::io::{BufRead, IsTerminal};
 
@@ -18,8 +20,8 @@ const GUARDED: &str = "production";
 /// Whether to go on: yes without asking when nobody is there to ask or the
 /// environment is not production; else the person's answer.
 pub fn confirmed(pipeline: &Pipeline, setup: &Setup) -> Result<bool> {
-    let terminal = std::io::stdin().is_terminal() && std::io::stderr().is_terminal();
-    if setup.env.name != GUARDED || !terminal {
+    let ci = std::env::var("CI").is_ok_and(|value| !value.is_empty() && value != "false");
+    if setup.env.name != GUARDED || !std::io::stdin().is_terminal() || ci {
         return Ok(true);
     }
     plan::dry_run(pipeline, setup, Reports::default())?;

@@ -49,6 +49,8 @@ pub enum Status {
     Failed,
     /// Failed, but `allow_failure` lets the run go on.
     FailedAllowed,
+    /// Failed, and is tried again (`retries:`).
+    Retrying,
 }
 
 impl Status {
@@ -57,6 +59,7 @@ impl Status {
             Status::Ok => "ok",
             Status::Failed => "failed",
             Status::FailedAllowed => "failed (allowed)",
+            Status::Retrying => "failed (retrying)",
         }
     }
 }
@@ -88,7 +91,7 @@ impl Events {
     /// Something went wrong that does not change the run's outcome.
     pub fn warning(&mut self, message: &str) {
         if self.github {
-            say!("::warning::{message}");
+            say!("{}", github::warning(message));
         }
         match self.printer.format {
             Format::Json => self.emit(json!({"type": "warning", "message": message}), None),
@@ -208,21 +211,28 @@ impl Events {
                 Status::Ok => State::Ok,
                 Status::Failed => State::Failed,
                 Status::FailedAllowed => State::FailedAllowed,
+                Status::Retrying => State::Running,
             },
         );
         step.took = took;
         step.detail = detail.to_string();
         if self.github {
             say!("{}", github::END_GROUP);
-            if status == Status::Failed {
-                let title = format!("upkeep {}: step {} failed", self.record.pipeline, index + 1);
-                say!("{}", github::error(&title, &format!("{name}: {detail}")));
+            let what = format!("{name}: {detail}");
+            match status {
+                Status::Failed => {
+                    let title =
+                        format!("upkeep {}: step {} failed", self.record.pipeline, index + 1);
+                    say!("{}", github::error(&title, &what));
+                }
+                Status::Retrying => say!("{}", github::warning(&what)),
+                Status::Ok | Status::FailedAllowed => {}
             }
         }
         let mark = match status {
             Status::Ok => style("ok").green().bold(),
             Status::Failed => style("FAILED").red().bold(),
-            Status::FailedAllowed => style("failed").yellow().bold(),
+            Status::FailedAllowed | Status::Retrying => style("failed").yellow().bold(),
         };
         let detail_text = if detail.is_empty() {
             String::new()
@@ -245,6 +255,15 @@ impl Events {
     }
 
     pub fn rollback_started(&mut self, index: usize, name: &str, what: &str) {
+        self.record.rollbacks.push(RollbackRecord {
+            number: index + 1,
+            name: name.to_string(),
+            ok: false,
+            took: Duration::ZERO,
+            detail: String::new(),
+            tail: Default::default(),
+        });
+        self.record.rolling_back = true;
         self.emit(
             json!({"type": "rollback_started", "step": index + 1, "name": name, "rollback": what}),
             Some(format!("{} {name}: {what}", style("undo").yellow())),
@@ -260,13 +279,12 @@ impl Events {
         detail: &str,
     ) {
         self.stop_spinner();
-        self.record.rollbacks.push(RollbackRecord {
-            number: index + 1,
-            name: name.to_string(),
-            ok,
-            took,
-            detail: detail.to_string(),
-        });
+        self.record.rolling_back = false;
+        if let Some(rollback) = self.record.rollbacks.last_mut() {
+            rollback.ok = ok;
+            rollback.took = took;
+            rollback.detail = detail.to_string();
+        }
         if self.github && !ok {
             let title = format!(
                 "upkeep {}: rollback of step {} failed",
@@ -347,6 +365,24 @@ impl Events {
             exit_code,
             summary: summary.to_string(),
             took,
+        });
+        self.write_reports();
+    }
+
+    /// A run refused before its first step (busy, an unfinished run to
+    /// recover): nothing more is printed (the error is, by the caller), but
+    /// the reports say so.
+    pub fn refused(&mut self, pipeline: &str, env: &str, exit_code: i32, reason: &str) {
+        self.record.pipeline = pipeline.to_string();
+        self.record.env = env.to_string();
+        if self.github {
+            let title = format!("upkeep {pipeline}: not run");
+            say!("{}", github::error(&title, reason));
+        }
+        self.record.finished = Some(Finished {
+            exit_code,
+            summary: format!("not run: {reason}"),
+            took: Duration::ZERO,
         });
         self.write_reports();
     }

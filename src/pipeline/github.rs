@@ -20,6 +20,10 @@ pub fn group(title: &str) -> String {
 
 pub const END_GROUP: &str = "::endgroup::";
 
+pub fn warning(message: &str) -> String {
+    format!("::warning::{}", data(message))
+}
+
 pub fn error(title: &str, message: &str) -> String {
     format!("::error title={}::{}", property(title), data(message))
 }

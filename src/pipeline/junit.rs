@@ -86,18 +86,41 @@ pub fn render(record: &Record, names: &[String]) -> String {
             )),
             rollback.took.as_secs_f64()
         );
+        let output: String = rollback.tail.iter().map(|l| format!("{l}\n")).collect();
         if rollback.ok {
-            let _ = writeln!(cases, ">{}</testcase>", system_out(&rollback.detail));
+            let _ = writeln!(
+                cases,
+                ">{}</testcase>",
+                system_out(&join(&rollback.detail, &output))
+            );
         } else {
             failures += 1;
             let _ = writeln!(
                 cases,
-                ">\n      <failure message=\"{}\"/>\n    </testcase>",
-                escape(&format!("NOT UNDONE: {}", rollback.detail))
+                ">\n      <failure message=\"{}\">{}</failure>\n    </testcase>",
+                escape(&format!("NOT UNDONE: {}", rollback.detail)),
+                escape(&output)
             );
         }
     }
-    let tests = names.len() + record.rollbacks.len();
+    let mut tests = names.len() + record.rollbacks.len();
+    // A run that failed is never all green: when no step or rollback shows
+    // why (it was refused before its first step), the run itself does.
+    if let Some(finished) = record.finished.as_ref().filter(|f| f.exit_code != 0)
+        && failures == 0
+    {
+        tests += 1;
+        failures += 1;
+        let _ = writeln!(
+            cases,
+            "    <testcase classname=\"{}\" name=\"upkeep run\" time=\"0\">\n      <failure message=\"{}\"/>\n    </testcase>",
+            escape(&record.pipeline),
+            escape(&format!(
+                "exit {}: {}",
+                finished.exit_code, finished.summary
+            ))
+        );
+    }
     let time = record.took().as_secs_f64();
     let summary = record.finished.as_ref().map_or(String::new(), |f| {
         format!("exit {}: {}", f.exit_code, f.summary)

@@ -28,7 +28,7 @@ use anyhow::Result;
 
 use crate::config::Config;
 use crate::db::catalog::Schema;
-use crate::error::{bad_input, code};
+use crate::error::{bad_input, code, exit_code};
 use crate::report::Printer;
 
 /// What `upkeep run` was asked.
@@ -129,13 +129,17 @@ pub fn run_command(config: &Config, args: &RunArgs, printer: Printer) -> Result<
         notify,
     };
     if args.dry_run {
-        plan::dry_run(&pipeline, &setup, reports)
-    } else {
-        if !args.yes && !confirm::confirmed(&pipeline, &setup)? {
-            return Ok(code::FAILED);
-        }
-        run::run(&pipeline, &setup, args.lock_wait, reports)
+        return plan::dry_run(&pipeline, &setup, reports);
     }
+    let ask = !args.yes;
+    run::run(&pipeline, &setup, args.lock_wait, reports.clone(), ask).inspect_err(|error| {
+        // Refused before any step (busy, an unfinished run): the reports
+        // still say so, so that cron's webhook and CI's JUnit see it.
+        let mut events = events::Events::new(printer, None);
+        events.expect(pipeline.step_names(), reports);
+        let reason = format!("{error:#}");
+        events.refused(&pipeline.name, &setup.env.name, exit_code(error), &reason);
+    })
 }
 
 /// `upkeep validate`: checks pipeline files (by default every one in

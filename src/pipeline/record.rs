@@ -17,6 +17,8 @@ pub struct Record {
     /// In order; a retried step keeps its last attempt.
     pub steps: Vec<StepRecord>,
     pub rollbacks: Vec<RollbackRecord>,
+    /// Between a rollback's start and end: output is the rollback's.
+    pub rolling_back: bool,
     pub finished: Option<Finished>,
 }
 
@@ -52,6 +54,7 @@ pub struct RollbackRecord {
     pub ok: bool,
     pub took: Duration,
     pub detail: String,
+    pub tail: VecDeque<String>,
 }
 
 #[derive(Debug)]
@@ -100,12 +103,22 @@ impl Record {
         &mut self.steps[last]
     }
 
+    /// A line of output of step `number`, or of its rollback while one runs.
     pub fn output(&mut self, number: usize, line: &str) {
-        if let Some(step) = self.steps.iter_mut().rev().find(|s| s.number == number) {
-            if step.tail.len() == TAIL {
-                step.tail.pop_front();
+        let tail = if self.rolling_back {
+            self.rollbacks.last_mut().map(|r| &mut r.tail)
+        } else {
+            self.steps
+                .iter_mut()
+                .rev()
+                .find(|s| s.number == number)
+                .map(|s| &mut s.tail)
+        };
+        if let Some(tail) = tail {
+            if tail.len() == TAIL {
+                tail.pop_front();
             }
-            step.tail.push_back(line.to_string());
+            tail.push_back(line.to_string());
         }
     }
 

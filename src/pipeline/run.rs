@@ -150,6 +150,7 @@ pub fn run(
     setup: &Setup,
     lock_wait: Option<Duration>,
     reports: Reports,
+    ask: bool,
 ) -> Result<i32> {
     let config = setup.config;
     let _lock = take_lock(
@@ -158,6 +159,10 @@ pub fn run(
         lock_wait,
     )?;
     refuse_if_unfinished(config)?;
+    // Asked once the run is sure to start: not busy, nothing to recover.
+    if ask && !crate::pipeline::confirm::confirmed(pipeline, setup)? {
+        return Ok(code::FAILED);
+    }
     let run_id = new_run_id();
     let mut journal = Journal::create(&config.state_dir, &run_id)?;
     let log = RunLog::open(config, &run_id)?;
@@ -328,6 +333,15 @@ impl Runner<'_> {
                 }
                 Err(error) => (Outcome::Failed, Some(error)),
             };
+            let undo = match undo {
+                Some(Undoing::Builtin { uses, undo }) if failure.is_none() => {
+                    Some(Undoing::Builtin {
+                        uses,
+                        undo: undo.went_on(),
+                    })
+                }
+                undo => undo,
+            };
             self.journal
                 .borrow_mut()
                 .write_step_done(&Entry::StepDone {
@@ -381,10 +395,10 @@ impl Runner<'_> {
                     return (Ok(()), first_undo);
                 }
                 Err(error) => {
-                    let status = if last && step.allow_failure {
-                        Status::FailedAllowed
-                    } else {
-                        Status::Failed
+                    let status = match (last, step.allow_failure) {
+                        (false, _) => Status::Retrying,
+                        (true, true) => Status::FailedAllowed,
+                        (true, false) => Status::Failed,
                     };
                     let retrying = if last { "" } else { "; retrying" };
                     self.events.step_finished(

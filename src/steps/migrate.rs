@@ -214,10 +214,16 @@ impl StepType for Migrate {
             None
         } else {
             let (backup, blake3) = restore_point(ctx)?;
-            // Until migrate finishes, the database holds nothing the restore
-            // point lacks but this run's migrations: its rollback rewinds it.
-            (ctx.record)(&Undo(json!({ "backup": backup, "blake3": blake3 })))?;
-            Some((backup, blake3))
+            // As long as the run does not go on past migrate, the database
+            // holds nothing the restore point lacks but this run's
+            // migrations: the rollback may rewind it in place. Once it has
+            // gone on (`Undo::went_on`), later steps (the new app) may have
+            // written to it: the rollback copies the backup back and keeps
+            // the migrated file aside. Without `rewind` (an older journal),
+            // it does the latter.
+            let undo = Undo(json!({ "backup": backup, "blake3": blake3, "rewind": true }));
+            (ctx.record)(&undo)?;
+            Some(undo)
         };
         let conn = open::open(&ctx.env.db, Access::Exclusive)?;
         conn.execute_batch(&format!(
@@ -233,12 +239,10 @@ impl StepType for Migrate {
             })?;
         }
         conn.execute_batch("CHECKPOINT")?;
-        // Once it has finished, later steps (the new app) may write to the
-        // database: its rollback keeps that file aside.
-        let undo = point.map_or_else(Undo::nothing, |(backup, blake3)| {
-            Undo(json!({ "backup": backup, "blake3": blake3, "keep_aside": true }))
-        });
-        Ok((format!("applied {}", names(&todo)), undo))
+        Ok((
+            format!("applied {}", names(&todo)),
+            point.unwrap_or_else(Undo::nothing),
+        ))
     }
 
     fn undo(&self, ctx: &Ctx, undo: &Undo) -> Result<String> {
@@ -250,8 +254,8 @@ impl StepType for Migrate {
         };
         let hash = blake3::Hash::from_hex(hash).context("bad hash in the journal")?;
         let db = &ctx.env.db;
-        let keep_aside = undo.0.get("keep_aside").is_some_and(|v| v == true);
-        let how = if keep_aside || !db.exists() {
+        let rewind = undo.0.get("rewind").is_some_and(|v| v == true) && !undo.did_run_go_on();
+        let how = if !rewind || !db.exists() {
             let aside = swap::replace_with_copy(
                 db,
                 &ctx.env.name,

@@ -82,7 +82,25 @@ impl Undo {
     pub fn is_nothing(&self) -> bool {
         self.0.is_null()
     }
+
+    /// Marks that the run went on after the step (it finished, or failed
+    /// and was allowed to): later steps may have changed what it changed.
+    /// Set by the runner, journaled with the step's end; a type's undo may
+    /// take it into account (migrate then keeps the migrated file aside).
+    pub fn went_on(mut self) -> Undo {
+        if let Some(object) = self.0.as_object_mut() {
+            object.insert(WENT_ON.into(), serde_json::Value::Bool(true));
+        }
+        self
+    }
+
+    /// See [`Undo::went_on`].
+    pub fn did_run_go_on(&self) -> bool {
+        self.0.get(WENT_ON).is_some_and(|v| v == true)
+    }
 }
+
+const WENT_ON: &str = "went_on";
 
 pub trait StepType: Sync {
     fn name(&self) -> &'static str;

@@ -151,6 +151,52 @@ fn a_restore_point_damaged_since_the_backup_is_never_written_over_the_database()
 }
 
 #[test]
+fn once_the_run_went_on_past_migrate_its_rollback_keeps_the_migrated_file_aside() {
+    let sandbox = Sandbox::new();
+    migrations(
+        &sandbox,
+        &[
+            ("0001_ok.sql", "ALTER TABLE users ADD COLUMN phone VARCHAR;"),
+            ("0002_bad.sql", "SELECT * FROM no_such_table;"),
+        ],
+    );
+    // migrate fails but may (allow_failure): the run goes on, the "new app"
+    // commits a row (to the .wal: it is killed -9), then a step fails.
+    sandbox.pipeline(
+        "update",
+        "env: production\nsteps:\n- uses: backup\n- uses: migrate\n  with: { dir: migrations }\n  allow_failure: true\n\
+         - run: timeout -s KILL 2 \"$APP\" write data/prod.duckdb \"INSERT INTO users (email) VALUES ('after@example.com')\" || true\n\
+         - run: exit 1\n",
+    );
+    let app = format!("APP={APP}");
+    sandbox
+        .upkeep(&["run", "update", "--var", &app])
+        .code(1)
+        .stdout_has("the migrated one is in");
+    let backup = &sandbox.backups("production")[0];
+    assert!(std::fs::read(sandbox.db("prod")).unwrap() == std::fs::read(backup).unwrap());
+    // The migrated file and its .wal are aside, with the row written after.
+    let aside = walk(&sandbox.path("data/aside"));
+    let kept = aside
+        .iter()
+        .find(|p| p.ends_with("prod.duckdb"))
+        .expect("kept aside");
+    assert!(
+        aside.iter().any(|p| p.ends_with("prod.duckdb.wal")),
+        "{aside:?}"
+    );
+    let conn = duckdb::Connection::open(kept).unwrap();
+    let after: i64 = conn
+        .query_row(
+            "SELECT count(*) FROM users WHERE email = 'after@example.com'",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(after, 1);
+}
+
+#[test]
 fn a_changed_recorded_migration_is_refused_before_anything() {
     let sandbox = Sandbox::new();
     migrations(

@@ -65,8 +65,77 @@ fn junit_has_a_case_per_step_and_rollback_with_the_right_counts() {
         .expect("the failed step is a failure");
     assert!(failure.attribute("message").unwrap().contains("exit"));
     assert!(failure.text().unwrap().contains("boom-line"), "{xml}");
+    // A rollback's output is the rollback's, not its step's.
+    let out = |case: &roxmltree::Node| {
+        case.descendants()
+            .filter(|n| n.has_tag_name("system-out"))
+            .filter_map(|n| n.text())
+            .collect::<String>()
+    };
+    assert!(out(&cases[4]).contains("undo-first"), "{xml}");
+    assert!(!out(&cases[0]).contains("undo-first"), "{xml}");
     assert!(cases[1].children().any(|n| n.has_tag_name("skipped")));
     assert!(cases[3].children().any(|n| n.has_tag_name("skipped")));
+}
+
+#[test]
+fn a_run_refused_as_busy_still_reports_and_notifies() {
+    let sandbox = Sandbox::new();
+    sandbox.pipeline(
+        "long",
+        "env: staging\nsteps:\n  - run: touch started; sleep 5\n",
+    );
+    let (url, server) = webhook();
+    sandbox.pipeline(
+        "p",
+        &format!("env: staging\nnotify: {{ url: \"{url}\" }}\nsteps:\n  - run: echo never\n"),
+    );
+    let mut long = std::process::Command::new(crate::support::UPKEEP)
+        .args(["run", "long"])
+        .current_dir(sandbox.dir.path())
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    while !sandbox.path("started").exists() {
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let report = sandbox.path("report.xml");
+    sandbox
+        .upkeep(&["run", "p", "--junit", report.to_str().unwrap()])
+        .code(4);
+    let _ = long.kill();
+    let _ = long.wait();
+    let xml = std::fs::read_to_string(&report).unwrap();
+    let doc = roxmltree::Document::parse(&xml).unwrap();
+    let failure = doc
+        .descendants()
+        .find(|n| n.has_tag_name("failure"))
+        .unwrap_or_else(|| panic!("a refused run has a failure:\n{xml}"));
+    assert!(
+        failure
+            .attribute("message")
+            .unwrap()
+            .starts_with("exit 4: not run"),
+        "{xml}"
+    );
+    let (_, body) = server.join().unwrap().expect("the webhook heard of it");
+    let body: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(
+        (body["outcome"].as_str(), body["exit_code"].as_i64()),
+        (Some("failed"), Some(4))
+    );
+}
+
+#[test]
+fn a_step_that_passes_on_retry_is_a_warning_not_an_error_on_github() {
+    let sandbox = Sandbox::new();
+    sandbox.pipeline(
+        "p",
+        "env: staging\nsteps:\n  - name: flaky\n    run: test -f again || { touch again; exit 1; }\n    retries: 1\n",
+    );
+    let run = sandbox.upkeep_with(&["run", "p"], &[("GITHUB_ACTIONS", "true")]);
+    run.code(0).stdout_has("::warning::flaky: ");
+    assert!(!run.stdout.contains("::error"), "{}", run.stdout);
 }
 
 #[test]
@@ -131,12 +200,14 @@ fn github_actions_gets_groups_an_error_and_a_step_summary() {
 }
 
 /// A real HTTP server on 127.0.0.1 that takes one request and answers 200;
-/// returns its URL and a handle giving the request's head and body.
-fn webhook() -> (String, std::thread::JoinHandle<(String, String)>) {
+/// returns its URL and a handle giving the request's head and body, or
+/// `None` when no request came within 30 s (so a missing POST fails the
+/// test instead of hanging the suite).
+fn webhook() -> (String, std::thread::JoinHandle<Option<(String, String)>>) {
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let url = format!("http://{}/hooks/upkeep", listener.local_addr().unwrap());
     let server = std::thread::spawn(move || {
-        let (stream, _) = listener.accept().unwrap();
+        let stream = accept_within(&listener, std::time::Duration::from_secs(30))?;
         let mut reader = BufReader::new(stream);
         let mut head = String::new();
         loop {
@@ -161,9 +232,29 @@ fn webhook() -> (String, std::thread::JoinHandle<(String, String)>) {
         stream
             .write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
             .unwrap();
-        (head, String::from_utf8(body).unwrap())
+        Some((head, String::from_utf8(body).unwrap()))
     });
     (url, server)
+}
+
+fn accept_within(listener: &TcpListener, wait: std::time::Duration) -> Option<std::net::TcpStream> {
+    listener.set_nonblocking(true).unwrap();
+    let deadline = std::time::Instant::now() + wait;
+    loop {
+        match listener.accept() {
+            Ok((stream, _)) => {
+                stream.set_nonblocking(false).unwrap();
+                return Some(stream);
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                if std::time::Instant::now() > deadline {
+                    return None;
+                }
+                std::thread::sleep(std::time::Duration::from_millis(10));
+            }
+            Err(e) => panic!("accept: {e}"),
+        }
+    }
 }
 
 #[test]
@@ -172,7 +263,7 @@ fn a_failed_run_posts_its_summary_to_the_webhook() {
     let (url, server) = webhook();
     sandbox.pipeline("p", &format!("notify:\n  url: {url}\n{FAILING}"));
     sandbox.upkeep(&["run", "p"]).code(1);
-    let (head, body) = server.join().unwrap();
+    let (head, body) = server.join().unwrap().expect("the webhook got the summary");
     assert!(head.starts_with("POST /hooks/upkeep HTTP/1.1"), "{head}");
     assert!(
         head.to_ascii_lowercase()
@@ -191,13 +282,27 @@ fn a_failed_run_posts_its_summary_to_the_webhook() {
 #[test]
 fn success_is_posted_only_when_asked() {
     let sandbox = Sandbox::new();
+    // By default (failure, rollback), a success posts nothing.
+    let silent = TcpListener::bind("127.0.0.1:0").unwrap();
+    let silent_url = format!("http://{}/x", silent.local_addr().unwrap());
+    sandbox.pipeline(
+        "quiet",
+        &format!("env: staging\nnotify: {{ url: \"{silent_url}\" }}\nsteps:\n  - run: echo fine\n"),
+    );
+    sandbox.upkeep(&["run", "quiet"]).code(0);
+    // upkeep has exited: a POST would be waiting in the backlog.
+    assert!(
+        accept_within(&silent, std::time::Duration::ZERO).is_none(),
+        "a success was posted"
+    );
+
     let (url, server) = webhook();
     sandbox.pipeline(
         "p",
         &format!("env: staging\nnotify: {{ url: \"{url}\", on: [success] }}\nsteps:\n  - run: echo fine\n"),
     );
     sandbox.upkeep(&["run", "p"]).code(0);
-    let (_, body) = server.join().unwrap();
+    let (_, body) = server.join().unwrap().expect("the webhook got the summary");
     let body: serde_json::Value = serde_json::from_str(&body).unwrap();
     assert_eq!(body["outcome"], "success");
     assert_eq!(body["failed_step"], serde_json::Value::Null);

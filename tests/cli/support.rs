@@ -83,6 +83,9 @@ impl Sandbox {
             .current_dir(self.dir.path())
             .env_remove("UPKEEP_CONFIG")
             .env_remove("ENVIRONMENT")
+            // The suite may itself run in a GitHub Actions job.
+            .env_remove("GITHUB_ACTIONS")
+            .env_remove("GITHUB_STEP_SUMMARY")
             .env("NO_COLOR", "1")
             .stdin(Stdio::null());
         for (key, value) in env {

@@ -19,13 +19,25 @@ fn on_terminal(
         .chain(args.iter().copied())
         .map(|arg| format!("'{}'", arg.replace('\'', "'\\''")))
         .collect();
+    shell_on_terminal(sandbox, &quoted.join(" "), input, env)
+}
+
+/// Runs a shell command line on a pseudo-terminal, as `on_terminal`.
+fn shell_on_terminal(
+    sandbox: &Sandbox,
+    line: &str,
+    input: &str,
+    env: &[(&str, &str)],
+) -> (i32, String) {
     let mut command = Command::new("script");
     command
-        .args(["-qec", &quoted.join(" "), "/dev/null"])
+        .args(["-qec", line, "/dev/null"])
         .current_dir(sandbox.dir.path())
         .env("TERM", "xterm-256color")
         .env_remove("NO_COLOR")
         .env_remove("GITHUB_ACTIONS")
+        // CI services set CI, and upkeep then never asks.
+        .env_remove("CI")
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
@@ -123,6 +135,16 @@ fn production_on_a_terminal_shows_the_plan_and_asks_once() {
     assert!(shown.contains("Not run"), "{shown}");
     assert!(!sandbox.path("ran").exists(), "ran without a yes");
 
+    // Output to a pipe (`| tee log`): the person at the keyboard is asked.
+    let line = format!("'{UPKEEP}' run p 2>&1 | cat");
+    let (code, shown) = shell_on_terminal(&sandbox, &line, "n\n", &[]);
+    assert_eq!(code, 0, "{shown}"); // cat's
+    assert!(
+        shown.contains("[y/N]") && shown.contains("Not run"),
+        "{shown}"
+    );
+    assert!(!sandbox.path("ran").exists(), "ran without a yes");
+
     let (code, shown) = on_terminal(&sandbox, &["run", "p"], "y\n", &[]);
     assert_eq!(code, 0, "{shown}");
     assert!(sandbox.path("ran").exists());
@@ -138,6 +160,12 @@ fn yes_a_pipe_or_another_env_never_ask() {
     std::fs::remove_file(sandbox.path("ran")).unwrap();
 
     let (code, shown) = on_terminal(&sandbox, &["run", "p", "--env", "staging"], "", &[]);
+    assert_eq!(code, 0, "{shown}");
+    assert!(!shown.contains("[y/N]"), "{shown}");
+    std::fs::remove_file(sandbox.path("ran")).unwrap();
+
+    // A CI job with a terminal (CI set): no question.
+    let (code, shown) = on_terminal(&sandbox, &["run", "p"], "", &[("CI", "true")]);
     assert_eq!(code, 0, "{shown}");
     assert!(!shown.contains("[y/N]"), "{shown}");
     std::fs::remove_file(sandbox.path("ran")).unwrap();
