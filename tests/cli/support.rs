@@ -396,3 +396,17 @@ pub fn cut_before_last_data_block(db: &Path) -> i64 {
     std::fs::write(db, &good[..12_288 + last as usize * 262_144]).unwrap();
     last
 }
+
+/// Whether table `users` of `db` has a column `phone` (the tests' migration
+/// adds it).
+pub fn has_phone(db: &Path) -> bool {
+    let conn = Connection::open(db).unwrap();
+    let count: i64 = conn
+        .query_row(
+            "SELECT count(*) FROM duckdb_columns() WHERE table_name = 'users' AND column_name = 'phone'",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    count == 1
+}

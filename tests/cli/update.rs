@@ -300,11 +300,7 @@ fn a_release_that_cannot_start_is_rolled_back() {
         .into_iter()
         .find(|p| p.ends_with("prod.duckdb"))
         .expect("the migrated database is kept aside");
-    let conn = duckdb::Connection::open(&kept).unwrap();
-    let phone: i64 = conn
-        .query_row("SELECT count(*) FROM duckdb_columns() WHERE table_name = 'users' AND column_name = 'phone'", [], |r| r.get(0))
-        .unwrap();
-    assert_eq!(phone, 1);
+    assert!(has_phone(&kept));
 }
 
 #[test]
