@@ -166,8 +166,10 @@ fn from_backup(
         &verified.backup.path,
         &verified.hash,
         Shelf::Quarantine,
+        sources.schema,
         progress,
-    )?;
+    )?
+    .shelved;
     let outcome = Outcome::FromBackup {
         backup: Box::new(verified.backup),
         skipped,

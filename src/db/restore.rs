@@ -130,19 +130,19 @@ pub fn restore(
             ),
         },
     };
-    let aside = swap::replace_with_copy(
+    let replaced = swap::replace_with_copy(
         &env.db,
         &env.name,
         &verified.backup.path,
         &verified.hash,
         Shelf::Aside,
+        schema,
         progress,
     )?;
-    let after = check::check(&env.db, schema, false)?;
     Ok(Restored {
         backup: verified.backup,
         skipped,
-        aside,
-        after,
+        aside: replaced.shelved,
+        after: replaced.report,
     })
 }

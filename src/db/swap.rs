@@ -12,6 +12,8 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
 
+use crate::db::catalog::Schema;
+use crate::db::check::{self, Report};
 use crate::fsx;
 use crate::progress::Progress;
 
@@ -151,17 +153,28 @@ pub(crate) fn new_shelf_folder(db: &Path, env: &str, shelf: Shelf) -> Result<Pat
     )
 }
 
+/// What [`replace_with_copy`] did.
+#[derive(Debug)]
+pub struct Replaced {
+    /// The folder the current database and `.wal` went to, if any.
+    pub shelved: Option<PathBuf>,
+    /// The check of the copy, made before it was put in place.
+    pub report: Report,
+}
+
 /// Replaces `db` with a copy of `source` whose blake3 hash must be
-/// `expected`. The current database and `.wal` go to `shelf`; returns that
-/// folder when anything was moved.
+/// `expected`, and which must pass the (quick) check against `schema`
+/// before it is put in place. The current database and `.wal` go to
+/// `shelf`.
 pub fn replace_with_copy(
     db: &Path,
     env: &str,
     source: &Path,
     expected: &blake3::Hash,
     shelf: Shelf,
+    schema: Option<&Schema>,
     progress: &Progress,
-) -> Result<Option<PathBuf>> {
+) -> Result<Replaced> {
     let dir = folder_of(db)?;
     fsx::create_private_dir(dir)?;
     fsx::sweep_partials(dir);
@@ -200,19 +213,33 @@ pub fn replace_with_copy(
     bar.finish_and_clear();
     copied?;
     let hash = hash.map_err(|_| anyhow::anyhow!("the hashing thread panicked"))??;
-    partial
-        .as_file()
-        .sync_all()
-        .with_context(|| format!("cannot sync the copy of `{}`", source.display()))?;
     if hash != *expected {
         bail!(
             "the copy of `{}` does not match the verified backup (it changed while being copied); nothing was changed",
             source.display()
         );
     }
+    // DuckDB looks at the copy while it syncs.
+    let (synced, report) = std::thread::scope(|scope| {
+        let sync = scope.spawn(|| partial.as_file().sync_all());
+        let report = check::check(partial.path(), schema, false);
+        (sync.join(), report)
+    });
+    synced
+        .map_err(|_| anyhow::anyhow!("the sync thread panicked"))?
+        .with_context(|| format!("cannot sync the copy of `{}`", source.display()))?;
+    let report = report?;
+    if !report.ok() {
+        let problems: Vec<&str> = report.problems.iter().map(|p| p.message.as_str()).collect();
+        bail!(
+            "the copy of `{}` does not pass the check ({}); nothing was changed",
+            source.display(),
+            problems.join("; ")
+        );
+    }
     let partial = partial.into_temp_path();
     let shelved = put_in_place(db, env, &partial, shelf)?;
     // Renamed into place: nothing is left for the temporary path to delete.
     let _ = partial.keep();
-    Ok(shelved)
+    Ok(Replaced { shelved, report })
 }

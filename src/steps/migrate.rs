@@ -256,19 +256,25 @@ impl StepType for Migrate {
         let db = &ctx.env.db;
         let rewind = undo.0.get("rewind").is_some_and(|v| v == true) && !undo.did_run_go_on();
         let how = if !rewind || !db.exists() {
-            let aside = swap::replace_with_copy(
+            // The copy is checked before it is put in place.
+            let replaced = swap::replace_with_copy(
                 db,
                 &ctx.env.name,
                 Path::new(backup),
                 &hash,
                 Shelf::Aside,
+                ctx.schema,
                 &ctx.progress,
             )?;
-            aside.map_or_else(String::new, |a| {
+            replaced.shelved.map_or_else(String::new, |a| {
                 format!(" (the migrated one is in {})", a.display())
             })
         } else {
             let rewound = rewind::rewind(db, &ctx.env.name, Path::new(backup), &hash)?;
+            let report = check::check(db, ctx.schema, false)?;
+            if !report.ok() {
+                bail!("the database was rewound to {backup}, but its check fails: look at it");
+            }
             format!(
                 " ({} rewritten{})",
                 fsx::human_size(rewound.written),
@@ -278,10 +284,6 @@ impl StepType for Migrate {
                 ))
             )
         };
-        let report = check::check(db, ctx.schema, false)?;
-        if !report.ok() {
-            bail!("the database was put back from {backup}, but its check fails: look at it");
-        }
         Ok(format!(
             "the database is back as it was before migrate, from {backup}{how}"
         ))
