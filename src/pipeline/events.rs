@@ -93,14 +93,18 @@ impl Events {
         if self.github {
             say!("{}", github::warning(message));
         }
-        match self.printer.format {
-            Format::Json => self.emit(json!({"type": "warning", "message": message}), None),
-            Format::Human => {
-                if let Some(log) = &mut self.log {
-                    let _ = log.write_all(format!("[upkeep] warning: {message}\n").as_bytes());
-                }
-                crate::report::say_err!("{} {message}", style("warning:").yellow().bold());
-            }
+        self.emit(json!({"type": "warning", "message": message}), None);
+        if self.printer.format == Format::Human {
+            crate::report::say_err!("{} {message}", style("warning:").yellow().bold());
+        }
+    }
+
+    /// In a GitHub Actions job, an error annotation: `what` went wrong in
+    /// this pipeline, and why.
+    fn annotate_error(&self, what: &str, message: &str) {
+        if self.github {
+            let title = format!("upkeep {}: {what}", self.record.pipeline);
+            say!("{}", github::error(&title, message));
         }
     }
 
@@ -220,11 +224,7 @@ impl Events {
             say!("{}", github::END_GROUP);
             let what = format!("{name}: {detail}");
             match status {
-                Status::Failed => {
-                    let title =
-                        format!("upkeep {}: step {} failed", self.record.pipeline, index + 1);
-                    say!("{}", github::error(&title, &what));
-                }
+                Status::Failed => self.annotate_error(&format!("step {} failed", index + 1), &what),
                 Status::Retrying => say!("{}", github::warning(&what)),
                 Status::Ok | Status::FailedAllowed => {}
             }
@@ -285,13 +285,9 @@ impl Events {
             rollback.took = took;
             rollback.detail = detail.to_string();
         }
-        if self.github && !ok {
-            let title = format!(
-                "upkeep {}: rollback of step {} failed",
-                self.record.pipeline,
-                index + 1
-            );
-            say!("{}", github::error(&title, &format!("{name}: {detail}")));
+        if !ok {
+            let what = format!("rollback of step {} failed", index + 1);
+            self.annotate_error(&what, &format!("{name}: {detail}"));
         }
         let mark = if ok {
             style("undone").green()
@@ -324,15 +320,9 @@ impl Events {
             None => (State::Planned, verdict),
         };
         self.record.step(index + 1, name, state).detail = detail.to_string();
-        if self.github
-            && let Some(blocker) = blocker
-        {
-            let title = format!(
-                "upkeep {} (dry-run): step {} is blocked",
-                self.record.pipeline,
-                index + 1
-            );
-            say!("{}", github::error(&title, &format!("{name}: {blocker}")));
+        if let Some(blocker) = blocker {
+            let what = format!("dry-run: step {} is blocked", index + 1);
+            self.annotate_error(&what, &format!("{name}: {blocker}"));
         }
         let human = match blocker {
             Some(blocker) => format!(
@@ -375,10 +365,7 @@ impl Events {
     pub fn refused(&mut self, pipeline: &str, env: &str, exit_code: i32, reason: &str) {
         self.record.pipeline = pipeline.to_string();
         self.record.env = env.to_string();
-        if self.github {
-            let title = format!("upkeep {pipeline}: not run");
-            say!("{}", github::error(&title, reason));
-        }
+        self.annotate_error("not run", reason);
         self.record.finished = Some(Finished {
             exit_code,
             summary: format!("not run: {reason}"),

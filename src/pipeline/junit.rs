@@ -37,9 +37,7 @@ pub fn render(record: &Record, names: &[String]) -> String {
             escape(&record.pipeline),
             escape(&format!("{number:02}. {name}"))
         );
-        let output = step.map_or(String::new(), |s| {
-            s.tail.iter().map(|l| format!("{l}\n")).collect()
-        });
+        let output = step.map_or(String::new(), |s| lines(&s.tail));
         match step.map(|s| (s.state, s.detail.as_str())) {
             Some((State::Ok | State::Planned, detail)) => {
                 let _ = writeln!(cases, ">{}</testcase>", system_out(&join(detail, &output)));
@@ -86,7 +84,7 @@ pub fn render(record: &Record, names: &[String]) -> String {
             )),
             rollback.took.as_secs_f64()
         );
-        let output: String = rollback.tail.iter().map(|l| format!("{l}\n")).collect();
+        let output = lines(&rollback.tail);
         if rollback.ok {
             let _ = writeln!(
                 cases,
@@ -134,6 +132,11 @@ pub fn render(record: &Record, names: &[String]) -> String {
         jiff::Timestamp::now().strftime("%Y-%m-%dT%H:%M:%S"),
         system_out(&summary)
     )
+}
+
+/// A step's (or rollback's) last output lines, as text.
+fn lines(tail: &std::collections::VecDeque<String>) -> String {
+    tail.iter().map(|line| format!("{line}\n")).collect()
 }
 
 fn join(detail: &str, output: &str) -> String {
