@@ -151,6 +151,31 @@ fn production_on_a_terminal_shows_the_plan_and_asks_once() {
 }
 
 #[test]
+fn a_busy_run_is_refused_before_any_question() {
+    let sandbox = Sandbox::new();
+    sandbox.pipeline("p", PRODUCTION);
+    sandbox.pipeline(
+        "long",
+        "env: staging\nsteps:\n  - run: touch started; sleep 5\n",
+    );
+    let mut long = Command::new(UPKEEP)
+        .args(["run", "long"])
+        .current_dir(sandbox.dir.path())
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    while !sandbox.path("started").exists() {
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let (code, shown) = on_terminal(&sandbox, &["run", "p"], "y\n", &[]);
+    let _ = long.kill();
+    let _ = long.wait();
+    assert_eq!(code, 4, "{shown}");
+    assert!(!shown.contains("[y/N]"), "asked, then refused:\n{shown}");
+    assert!(!sandbox.path("ran").exists());
+}
+
+#[test]
 fn yes_a_pipe_or_another_env_never_ask() {
     let sandbox = Sandbox::new();
     sandbox.pipeline("p", PRODUCTION);
