@@ -155,6 +155,18 @@ pub fn write_atomic(target: &Path, bytes: &[u8]) -> Result<()> {
     sync_parent(target)
 }
 
+/// Copies `from` to a new file `to` (never replacing one), readable by its
+/// owner only, synced with its folder.
+pub fn copy_private(from: &Path, to: &Path) -> Result<()> {
+    let mut input =
+        File::open(from).with_context(|| format!("cannot read `{}`", from.display()))?;
+    let mut partial = partial_file(&parent(to))?;
+    std::io::copy(&mut input, partial.as_file_mut())
+        .and_then(|_| partial.as_file().sync_all())
+        .with_context(|| format!("cannot copy `{}` to `{}`", from.display(), to.display()))?;
+    publish(partial, to)
+}
+
 /// Renames `from` to `to` and syncs both folders.
 pub fn rename_synced(from: &Path, to: &Path) -> Result<()> {
     std::fs::rename(from, to)

@@ -195,6 +195,7 @@ impl Printer {
             "manifest": made.backup.manifest,
             "rotated": made.rotated,
             "rotation_error": made.rotation_error,
+            "wal_kept": made.wal_kept.as_ref().map(|(path, reason)| json!({"path": path, "reason": reason})),
         }));
         if !self.human() {
             return;
@@ -214,6 +215,14 @@ impl Printer {
             say_err!(
                 "{} rotation failed, older backups were kept: {error}",
                 style("warning:").yellow().bold()
+            );
+        }
+        if let Some((path, reason)) = &made.wal_kept {
+            say_err!(
+                "{} the .wal of {env} could not be replayed ({reason}); the writes committed in it are not in the \
+                 database nor in this backup. A copy of it is kept in {}",
+                style("warning:").yellow().bold(),
+                path.display()
             );
         }
     }
@@ -305,6 +314,7 @@ impl Printer {
             "outcome": how,
             "detail": detail,
             "quarantine": repaired.quarantine,
+            "wal_quarantine": repaired.wal_quarantine,
             "before": repaired.before,
             "after": repaired.after,
             "ok": repaired.after.ok(),
@@ -324,6 +334,12 @@ impl Printer {
         for problem in &repaired.before.problems {
             say!("    - {}", problem.message);
         }
+        if let Some(folder) = &repaired.wal_quarantine {
+            say!(
+                "  the .wal that could not be replayed moved to {} (the writes committed in it are there, not in the database)",
+                folder.display()
+            );
+        }
         if let Some(folder) = &repaired.quarantine {
             say!("  damaged file moved to {}", folder.display());
         }
@@ -336,6 +352,10 @@ impl Printer {
 pub fn describe_outcome(outcome: &Outcome) -> (&'static str, String) {
     match outcome {
         Outcome::Sound => ("sound", "the database is sound; nothing was touched".into()),
+        Outcome::WalQuarantined => (
+            "wal_quarantined",
+            "the database file itself is sound and was not touched".into(),
+        ),
         Outcome::FromBackup { backup, skipped } => {
             let mut text = format!("restored the newest backup that verifies, {}", backup.name);
             for (name, reason) in skipped {

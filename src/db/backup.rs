@@ -6,9 +6,10 @@
 //! 2. copy it to a temporary name in the backups folder (in the kernel, as
 //!    `cp` does) and sync;
 //! 3. verify the copy: read every byte back, hashing it and checking
-//!    DuckDB's checksum of every block (see `blocks`), open it read-only with
-//!    DuckDB, check it and compare its row counts with the source's; where a
-//!    block does not match, DuckDB reads every column and decides;
+//!    DuckDB's checksum of every block in use (see `blocks` and `layout`:
+//!    only a block on the copy's own free list may fail it), open it
+//!    read-only with DuckDB, check it and compare its row counts with the
+//!    source's;
 //! 4. write the manifest, then give the copy its final name (never replacing
 //!    a file) and sync the folder;
 //! 5. only then rotate old backups.
@@ -28,7 +29,8 @@ use crate::db::blocks;
 use crate::db::catalog::{Catalog, Schema};
 use crate::db::check;
 use crate::db::header;
-use crate::db::open::{self, Access};
+use crate::db::layout;
+use crate::db::open;
 use crate::fsx;
 use crate::progress::Progress;
 
@@ -42,6 +44,9 @@ pub struct Made {
     pub rotated: Vec<String>,
     /// Rotation failed after the backup was made: a warning, not a failure.
     pub rotation_error: Option<String>,
+    /// The source's `.wal` could not be replayed: where a copy of it is
+    /// kept, and why (the checkpoint deletes it beside the database).
+    pub wal_kept: Option<(std::path::PathBuf, String)>,
 }
 
 /// Makes a verified backup of `env` in `dir` and keeps the `keep` newest.
@@ -80,7 +85,7 @@ pub fn backup(
     // closed after it, so it cannot drop DuckDB's lock early.
     let input = std::fs::File::open(source)
         .with_context(|| format!("cannot open `{}`", source.display()))?;
-    let conn = open::open(source, Access::Exclusive)?;
+    let (conn, wal_kept) = open::open_writable(source, &env.name)?;
     conn.execute_batch("CHECKPOINT")
         .with_context(|| format!("cannot checkpoint `{}`", source.display()))?;
     let duckdb_version: String = conn.query_row("SELECT version()", [], |row| row.get(0))?;
@@ -143,10 +148,30 @@ pub fn backup(
             read_back.size
         );
     }
-    // Every block matched DuckDB's checksum: DuckDB only needed to open the
-    // copy, check it and count. Otherwise DuckDB reads every column and
-    // decides.
-    let report = if read_back.checked && read_back.bad_blocks.is_empty() {
+    // Every block in use must match DuckDB's checksum: a mismatch is
+    // excused only in a block the copy's own free list names. Then DuckDB
+    // only needs to open the copy, check it and count. Where the blocks
+    // could not be checked here (an encrypted file), DuckDB reads every
+    // column.
+    let damage = layout::damage(
+        partial.as_file(),
+        &read_back.header,
+        read_back.size,
+        &read_back.bad_blocks,
+    );
+    let mut damage_messages = damage.checksum_messages(&read_back.header);
+    damage_messages.extend(damage.truncation_message(read_back.size, &read_back.header));
+    if !damage_messages.is_empty() {
+        bail!(
+            "backup of `{}` failed verification, so it was not kept and no older backup was deleted: {}; \
+             the database itself is damaged: run `upkeep check {} --deep`, then `upkeep repair {}`",
+            env.name,
+            damage_messages.join("; "),
+            env.name,
+            env.name
+        );
+    }
+    let report = if read_back.checked {
         quick
     } else {
         check::check(partial.path(), schema, true)?
@@ -212,6 +237,7 @@ pub fn backup(
         backup,
         rotated,
         rotation_error,
+        wal_kept,
     })
 }
 

@@ -5,9 +5,9 @@
 //! from the file system, every block's checksum (the one DuckDB verifies when
 //! it loads a block) must match, and the blake3 hash goes into the manifest.
 //! It costs a fraction of a full DuckDB scan, which must decompress every
-//! column. DuckDB stays the judge: a block that does not match here is looked
-//! at by a full DuckDB read before anything is refused (a block on DuckDB's
-//! free list may hold anything).
+//! column, and it reads the blocks a scan never loads (indexes, metadata).
+//! A block that does not match is damage unless the file's own free list
+//! names it (see `layout`): only a free block may hold anything.
 //!
 //! The checksum is DuckDB's `Checksum()` (`common/checksum.cpp`): 5381, xor
 //! of every little-endian u64 times 0xbf58476d1ce4e5b9, and a murmur-style
@@ -18,7 +18,7 @@ use std::path::Path;
 
 use anyhow::{Context, Result, bail};
 
-use crate::db::header::{self, BLOCKS_START};
+use crate::db::header::{self, BLOCKS_START, Header};
 
 const BLOCK_CHECKSUM_SIZE: usize = 8;
 /// How many blocks are read at once.
@@ -33,6 +33,8 @@ pub struct ReadBack {
     pub bad_blocks: Vec<u64>,
     /// False when the blocks could not be checked here (an encrypted file).
     pub checked: bool,
+    /// The header as read at the start.
+    pub header: Header,
 }
 
 /// Reads the file at `path` in full (through `file`, which may follow a
@@ -51,8 +53,7 @@ pub fn read_back(path: &Path, mut file: impl Read, size: u64) -> Result<ReadBack
     hasher.update(&head);
     // DuckDB's blocks are 16 to 256 KiB, a power of two; anything else is
     // not a header to trust: hash only, and let DuckDB judge the blocks.
-    let plausible = header.block_alloc_size.is_power_of_two()
-        && (4096..=(1 << 20)).contains(&header.block_alloc_size);
+    let plausible = plausible_block_size(header.block_alloc_size);
     let block = if plausible {
         header.block_alloc_size as usize
     } else {
@@ -98,7 +99,14 @@ pub fn read_back(path: &Path, mut file: impl Read, size: u64) -> Result<ReadBack
         size: read,
         bad_blocks,
         checked,
+        header,
     })
+}
+
+/// DuckDB's blocks are 16 to 256 KiB, a power of two (4 KiB and 1 MiB are
+/// let through as well).
+pub(crate) fn plausible_block_size(size: u64) -> bool {
+    size.is_power_of_two() && (4096..=(1 << 20)).contains(&size)
 }
 
 /// Reads until `buffer` is full or the file ends; returns the bytes read.
@@ -115,7 +123,7 @@ fn fill(file: &mut impl Read, buffer: &mut [u8]) -> std::io::Result<usize> {
     Ok(filled)
 }
 
-fn block_ok(block: &[u8]) -> bool {
+pub(crate) fn block_ok(block: &[u8]) -> bool {
     if block.len() <= BLOCK_CHECKSUM_SIZE {
         return false;
     }
@@ -124,8 +132,8 @@ fn block_ok(block: &[u8]) -> bool {
     stored == checksum(data)
 }
 
-/// DuckDB's block checksum.
-fn checksum(data: &[u8]) -> u64 {
+/// DuckDB's block checksum (also the `.wal`'s entry checksum).
+pub(crate) fn checksum(data: &[u8]) -> u64 {
     let words = data.chunks_exact(8);
     let rest = words.remainder();
     let mut result = 5381u64;

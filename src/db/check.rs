@@ -8,13 +8,16 @@
 
 use std::path::{Path, PathBuf};
 
-use anyhow::Result;
+use anyhow::{Context, Result};
 use duckdb::Connection;
 use serde::Serialize;
 
+use crate::db::blocks;
 use crate::db::catalog::{Catalog, Schema, Table};
 use crate::db::header::{self, HeaderProblem};
-use crate::db::open::{self, Access, ident, literal};
+use crate::db::layout;
+use crate::db::open::{self, Access, ident};
+use crate::db::wal;
 
 #[derive(Debug, Clone, Serialize)]
 pub struct Report {
@@ -24,6 +27,9 @@ pub struct Report {
     pub deep: bool,
     pub tables: Vec<TableRows>,
     pub problems: Vec<Problem>,
+    /// The file's blake3, when a deep check read all of it.
+    #[serde(skip)]
+    pub blake3: Option<blake3::Hash>,
 }
 
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]
@@ -54,6 +60,9 @@ pub enum ProblemKind {
     MissingSequence,
     NullPrimaryKey,
     DuplicatePrimaryKey,
+    /// A `.wal` beside the file that DuckDB cannot replay: the writes
+    /// committed in it are not in the database.
+    UnreplayedWal,
 }
 
 impl ProblemKind {
@@ -113,6 +122,7 @@ pub fn check(path: &Path, schema: Option<&Schema>, deep: bool) -> Result<Report>
         deep,
         tables: Vec::new(),
         problems: Vec::new(),
+        blake3: None,
     };
     let header = match header::read(path) {
         Ok(header) => header,
@@ -145,6 +155,18 @@ pub fn check(path: &Path, schema: Option<&Schema>, deep: bool) -> Result<Report>
         || format!("unknown ({})", header.version_number),
         |version| version.to_string(),
     ));
+    let size = report.size.unwrap_or(0);
+    if let Some(reason) = wal::unreplayable(path, &header)? {
+        report.problem(
+            ProblemKind::UnreplayedWal,
+            format!(
+                "`{}` cannot be replayed: {reason}. DuckDB skips it, so writes committed in it are not in the database, \
+                 and the next read-write open deletes it: copy it somewhere safe \
+                 (`upkeep repair`, `backup` and `migrate` keep a copy in quarantine/)",
+                wal::path_of(path).display()
+            ),
+        );
+    }
     let conn = match open::open(path, Access::ReadOnly) {
         Ok(conn) => conn,
         Err(error) if crate::error::exit_code(&error) == crate::error::code::BUSY => {
@@ -156,15 +178,48 @@ pub fn check(path: &Path, schema: Option<&Schema>, deep: bool) -> Result<Report>
             return Ok(report);
         }
     };
-    // A file as long as its header's block count cannot miss a block in
-    // use; only a shorter one (DuckDB trims free blocks off the end, or it
-    // was cut) needs the catalog's word on which blocks are in use.
-    let whole = header
-        .block_count
-        .saturating_mul(header.block_alloc_size)
-        .saturating_add(header::BLOCKS_START);
-    let length_check = (report.size.unwrap_or(0) < whole).then_some(header.block_alloc_size);
-    check_contents(&conn, schema, deep, length_check, &mut report)?;
+    // A deep check reads every byte back besides DuckDB's scan, on the
+    // other core: the scan never loads index blocks, nor metadata blocks
+    // beyond the catalog.
+    let read_back = std::thread::scope(|scope| {
+        let read_back = deep.then(|| {
+            scope.spawn(|| -> Result<blocks::ReadBack> {
+                let file = std::fs::File::open(path)
+                    .with_context(|| format!("cannot read `{}`", path.display()))?;
+                blocks::read_back(path, file, size)
+            })
+        });
+        let contents = check_contents(&conn, schema, deep, &mut report);
+        let read_back = read_back.map(|thread| {
+            thread
+                .join()
+                .map_err(|_| anyhow::anyhow!("the read-back thread panicked"))
+        });
+        contents.map(|()| read_back)
+    })?;
+    let bad_blocks = match read_back {
+        Some(read_back) => {
+            let read_back = read_back??;
+            report.blake3 = Some(read_back.hash);
+            if read_back.checked {
+                read_back.bad_blocks
+            } else {
+                Vec::new()
+            }
+        }
+        None => Vec::new(),
+    };
+    let file =
+        std::fs::File::open(path).with_context(|| format!("cannot read `{}`", path.display()))?;
+    let damage = layout::damage(&file, &header, size, &bad_blocks);
+    if let Some(message) = damage.truncation_message(size, &header) {
+        report.problem(ProblemKind::Truncated, message);
+    }
+    if deep {
+        for message in damage.checksum_messages(&header) {
+            report.problem(ProblemKind::Checksum, message);
+        }
+    }
     Ok(report)
 }
 
@@ -172,7 +227,6 @@ fn check_contents(
     conn: &Connection,
     schema: Option<&Schema>,
     deep: bool,
-    length_check: Option<u64>,
     report: &mut Report,
 ) -> Result<()> {
     let database: String = conn.query_row("SELECT current_database()", [], |row| row.get(0))?;
@@ -184,9 +238,6 @@ fn check_contents(
             return Ok(());
         }
     };
-    if let Some(block_alloc_size) = length_check {
-        check_length(conn, &actual, block_alloc_size, report);
-    }
     let expected = schema.map(|schema| &schema.catalog);
     if let Some(expected) = expected {
         compare_with_schema(expected, &actual, report);
@@ -196,43 +247,6 @@ fn check_contents(
         check_table(conn, &database, table, declared, deep, report);
     }
     Ok(())
-}
-
-/// A file cut short loses its last blocks: the highest block in use, as the
-/// catalog says, must be inside the file. (Reading it would fail too, but
-/// only a deep check reads every block.)
-fn check_length(conn: &Connection, catalog: &Catalog, block_alloc_size: u64, report: &mut Report) {
-    let mut queries = vec!["SELECT max(block_id) FROM pragma_metadata_info()".to_string()];
-    for table in &catalog.tables {
-        let name = literal(&format!("{}.{}", ident(&table.schema), ident(&table.name)));
-        queries.push(format!(
-            "SELECT max(greatest(block_id, coalesce(list_max(additional_block_ids), -1))) \
-             FROM pragma_storage_info({name})"
-        ));
-    }
-    let highest = queries
-        .iter()
-        .filter_map(|sql| {
-            conn.query_row(sql, [], |row| row.get::<_, Option<i64>>(0))
-                .ok()
-                .flatten()
-        })
-        .max();
-    let (Some(highest), Some(size)) = (highest, report.size) else {
-        return;
-    };
-    let needed = (highest.max(0) as u64)
-        .saturating_add(1)
-        .saturating_mul(block_alloc_size)
-        .saturating_add(header::BLOCKS_START);
-    if size < needed {
-        report.problem(
-            ProblemKind::Truncated,
-            format!(
-                "truncated: the file has {size} bytes, but block {highest} in use ends at {needed}"
-            ),
-        );
-    }
 }
 
 fn compare_with_schema(expected: &Catalog, actual: &Catalog, report: &mut Report) {

@@ -23,6 +23,10 @@ pub const BLOCKS_START: u64 = 3 * HEADER_SIZE;
 const DEFAULT_BLOCK_ALLOC_SIZE: u64 = 262_144;
 /// The first of the main header's flags (`MainHeader::ENCRYPTED_DATABASE_FLAG`).
 const ENCRYPTED_FLAG: u64 = 1;
+/// Where the main header keeps the database's identifier: after the
+/// checksum, magic, version, four flags and two 32-byte version strings
+/// (and 8 bytes of encryption metadata).
+const DB_IDENTIFIER: usize = 124;
 
 /// Storage versions upkeep can write, as `ATTACH ... (STORAGE_VERSION ..)`
 /// names them, with the version number DuckDB puts in the main header for
@@ -120,6 +124,17 @@ pub struct Header {
     pub block_alloc_size: u64,
     /// Encrypted blocks carry their checksum elsewhere.
     pub encrypted: bool,
+    /// Where the free list starts: a metadata pointer (the block id in the
+    /// low 56 bits, the index of the metadata sub-block in the high 8), or
+    /// `u64::MAX` when no block is free.
+    pub free_list: u64,
+    /// The checkpoint iteration of the header in force.
+    pub iteration: u64,
+    /// Offsets of header blocks (0, 4096, 8192) whose checksum fails:
+    /// DuckDB refuses to open such a file.
+    pub bad_headers: Vec<u64>,
+    /// The database's identifier (main header), which its `.wal` repeats.
+    pub db_identifier: [u8; 16],
 }
 
 impl Header {
@@ -182,11 +197,20 @@ pub fn parse(bytes: &[u8], size: u64) -> Result<Header, HeaderProblem> {
             expected: BLOCKS_START,
         });
     }
-    // The database header with the higher iteration is the one in force.
-    let active = [HEADER_SIZE as usize, 2 * HEADER_SIZE as usize]
+    let bad_headers: Vec<u64> = [0, HEADER_SIZE, 2 * HEADER_SIZE]
         .into_iter()
-        .max_by_key(|&offset| u64_at(bytes, offset + 8))
-        .unwrap_or(HEADER_SIZE as usize);
+        .filter(|&offset| {
+            let block = bytes.get(offset as usize..(offset + HEADER_SIZE) as usize);
+            !block.is_some_and(crate::db::blocks::block_ok)
+        })
+        .collect();
+    // The database header with the higher iteration is the one in force
+    // (of those whose checksum holds, when one does not).
+    let active = [HEADER_SIZE, 2 * HEADER_SIZE]
+        .into_iter()
+        .filter(|offset| bad_headers.len() == 3 || !bad_headers.contains(offset))
+        .max_by_key(|&offset| u64_at(bytes, offset as usize + 8))
+        .unwrap_or(HEADER_SIZE) as usize;
     let block_count = u64_at(bytes, active + 32);
     let block_alloc_size = match u64_at(bytes, active + 40) {
         0 => DEFAULT_BLOCK_ALLOC_SIZE,
@@ -200,10 +224,17 @@ pub fn parse(bytes: &[u8], size: u64) -> Result<Header, HeaderProblem> {
         block_count,
         block_alloc_size,
         encrypted: u64_at(bytes, 20) & ENCRYPTED_FLAG != 0,
+        free_list: u64_at(bytes, active + 24),
+        iteration: u64_at(bytes, active + 8),
+        bad_headers,
+        db_identifier: bytes
+            .get(DB_IDENTIFIER..DB_IDENTIFIER + 16)
+            .and_then(|slice| slice.try_into().ok())
+            .unwrap_or([0; 16]),
     })
 }
 
-fn u64_at(bytes: &[u8], offset: usize) -> u64 {
+pub(crate) fn u64_at(bytes: &[u8], offset: usize) -> u64 {
     bytes.get(offset..offset + 8).map_or(0, |slice| {
         u64::from_le_bytes(slice.try_into().unwrap_or([0; 8]))
     })

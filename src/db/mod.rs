@@ -10,11 +10,13 @@ pub mod catalog;
 pub mod check;
 pub mod fresh;
 pub mod header;
+pub mod layout;
 pub mod open;
 pub mod repair;
 pub mod restore;
 pub mod rewind;
 pub mod salvage;
 pub mod swap;
+pub mod wal;
 
 pub use header::StorageVersion;

@@ -66,6 +66,18 @@ pub fn open(path: &Path, access: Access) -> Result<Connection> {
     })
 }
 
+/// Opens a database file for writing. A `.wal` beside it that DuckDB cannot
+/// replay would be deleted by the open (DuckDB skips it, then drops it):
+/// a copy of it is kept in `quarantine/` first, and returned with why.
+pub fn open_writable(
+    path: &Path,
+    env: &str,
+) -> Result<(Connection, Option<(std::path::PathBuf, String)>)> {
+    refuse_if_held(path, Access::Exclusive)?;
+    let kept = crate::db::wal::keep_if_unreplayable(path, env)?;
+    Ok((open(path, Access::Exclusive)?, kept))
+}
+
 /// An in-memory DuckDB with the same bounds, for work across attached files.
 pub fn open_in_memory() -> Result<Connection> {
     let config = duckdb_config(Access::Exclusive)?;

@@ -18,12 +18,13 @@ use crate::config::Env;
 use crate::db::StorageVersion;
 use crate::db::backups::Backup;
 use crate::db::catalog::Schema;
-use crate::db::check::{self, Report};
+use crate::db::check::{self, ProblemKind, Report};
 use crate::db::fresh::{self, Fresh};
 use crate::db::open::{self, Access};
 use crate::db::restore::{self, Skipped};
 use crate::db::salvage::{self, Salvaged};
 use crate::db::swap::{self, Shelf};
+use crate::db::wal;
 use crate::progress::Progress;
 
 /// What a repair brought back.
@@ -31,6 +32,9 @@ use crate::progress::Progress;
 pub enum Outcome {
     /// The database was sound: nothing was touched.
     Sound,
+    /// Only its `.wal` could not be replayed: it moved to quarantine, and
+    /// the database file itself is sound.
+    WalQuarantined,
     FromBackup {
         backup: Box<Backup>,
         /// Newer backups passed over, with why.
@@ -55,6 +59,8 @@ pub struct Repaired {
     pub before: Report,
     /// Where the damaged file and its `.wal` now are.
     pub quarantine: Option<PathBuf>,
+    /// Where a `.wal` that could not be replayed went, on its own.
+    pub wal_quarantine: Option<PathBuf>,
     pub after: Report,
 }
 
@@ -67,15 +73,49 @@ pub struct Sources<'a> {
 
 pub fn repair(env: &Env, sources: &Sources, progress: &Progress) -> Result<Repaired> {
     open::refuse_if_held(&env.db, Access::Exclusive)?;
-    let before = check::check(&env.db, sources.schema, true)?;
+    let mut before = check::check(&env.db, sources.schema, true)?;
     if before.ok() {
         return Ok(Repaired {
             outcome: Outcome::Sound,
             after: before.clone(),
             before,
             quarantine: None,
+            wal_quarantine: None,
         });
     }
+    // A `.wal` that cannot be replayed goes to quarantine on its own first
+    // (DuckDB may even refuse the file because of it); then the file is
+    // judged by itself.
+    let mut wal_quarantine = None;
+    if before
+        .problems
+        .iter()
+        .any(|p| p.kind == ProblemKind::UnreplayedWal)
+    {
+        wal_quarantine = Some(wal::quarantine(&env.db, &env.name)?);
+        let file_alone = check::check(&env.db, sources.schema, true)?;
+        if file_alone.ok() {
+            return Ok(Repaired {
+                outcome: Outcome::WalQuarantined,
+                before,
+                quarantine: None,
+                wal_quarantine,
+                after: file_alone,
+            });
+        }
+        before.problems = file_alone.problems;
+    }
+    let mut repaired = repair_file(env, sources, before, progress)?;
+    repaired.wal_quarantine = wal_quarantine;
+    Ok(repaired)
+}
+
+fn repair_file(
+    env: &Env,
+    sources: &Sources,
+    before: Report,
+    progress: &Progress,
+) -> Result<Repaired> {
     let (version, version_source) = fresh::target_version(sources.storage_version, &env.db);
     // Damage to the file itself calls for the last good copy. Problems of
     // content only (a missing table, broken keys) are better mended by a
@@ -189,6 +229,7 @@ fn finish(
         outcome,
         before,
         quarantine,
+        wal_quarantine: None,
         after,
     })
 }

@@ -86,14 +86,18 @@ impl StepType for Backup {
         if env.name == ctx.env.name {
             *ctx.restore_point.borrow_mut() = Some(made.backup.path.clone());
         }
-        Ok((
-            format!(
-                "backed up `{}` to {} ({})",
-                env.name,
-                made.backup.name,
-                fsx::human_size(made.backup.size)
-            ),
-            Undo::nothing(),
-        ))
+        let mut summary = format!(
+            "backed up `{}` to {} ({})",
+            env.name,
+            made.backup.name,
+            fsx::human_size(made.backup.size)
+        );
+        if let Some((kept, reason)) = &made.wal_kept {
+            summary.push_str(&format!(
+                "; warning: its .wal could not be replayed ({reason}), a copy is kept in {}",
+                kept.display()
+            ));
+        }
+        Ok((summary, Undo::nothing()))
     }
 }

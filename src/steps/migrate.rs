@@ -203,12 +203,18 @@ impl StepType for Migrate {
     fn run(&self, ctx: &Ctx, with: &With) -> Result<(String, Undo)> {
         let dir = folder(ctx, with)?;
         let migrations = scan(&dir)?;
-        let todo: Vec<&Migration> = {
-            let conn = open::open(&ctx.env.db, Access::Exclusive)?;
-            pending(&migrations, &applied(&conn)?, &dir)?
+        let (todo, wal_kept): (Vec<&Migration>, _) = {
+            let (conn, wal_kept) = open::open_writable(&ctx.env.db, &ctx.env.name)?;
+            (pending(&migrations, &applied(&conn)?, &dir)?, wal_kept)
         };
+        let warning = wal_kept.map_or_else(String::new, |(kept, reason)| {
+            format!(
+                "; warning: the .wal could not be replayed ({reason}), a copy is kept in {}",
+                kept.display()
+            )
+        });
         if todo.is_empty() {
-            return Ok(("nothing pending".to_string(), Undo::nothing()));
+            return Ok((format!("nothing pending{warning}"), Undo::nothing()));
         }
         let point = if with.get("rollback").is_some_and(|r| r == "none") {
             None
@@ -225,7 +231,7 @@ impl StepType for Migrate {
             (ctx.record)(&undo)?;
             Some(undo)
         };
-        let conn = open::open(&ctx.env.db, Access::Exclusive)?;
+        let (conn, _) = open::open_writable(&ctx.env.db, &ctx.env.name)?;
         conn.execute_batch(&format!(
             "CREATE TABLE IF NOT EXISTS {TABLE} (version BIGINT PRIMARY KEY, name VARCHAR NOT NULL, \
              checksum VARCHAR NOT NULL, applied_at TIMESTAMP NOT NULL)"
@@ -240,7 +246,7 @@ impl StepType for Migrate {
         }
         conn.execute_batch("CHECKPOINT")?;
         Ok((
-            format!("applied {}", names(&todo)),
+            format!("applied {}{warning}", names(&todo)),
             point.unwrap_or_else(Undo::nothing),
         ))
     }

@@ -5,6 +5,7 @@
 mod backup;
 mod check;
 mod config;
+mod corruption;
 mod demo;
 mod git_pull;
 mod health;
@@ -20,3 +21,4 @@ mod storage_version;
 mod support;
 mod terminal;
 mod update;
+mod wal;
