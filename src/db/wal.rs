@@ -252,11 +252,40 @@ pub fn keep_if_unreplayable(db: &Path, env: &str) -> Result<Option<(PathBuf, Str
         return Ok(None);
     };
     let wal = path_of(db);
+    // Several opens in one run (a migration's, its restore point's) find
+    // the same file: one copy is enough.
+    if let Some(kept) = kept_copy(db, &wal)? {
+        return Ok(Some((kept, reason)));
+    }
     let folder = crate::db::swap::new_shelf_folder(db, env, crate::db::swap::Shelf::Quarantine)?;
     let kept = folder.join(wal.file_name().unwrap_or_else(|| "data.wal".as_ref()));
     fsx::copy_private(&wal, &kept)
         .with_context(|| format!("cannot keep `{}` in `{}`", wal.display(), folder.display()))?;
     Ok(Some((kept, reason)))
+}
+
+/// A copy of `wal` already in a folder of `quarantine/` beside `db`, byte
+/// for byte.
+fn kept_copy(db: &Path, wal: &Path) -> Result<Option<PathBuf>> {
+    let quarantine = crate::db::swap::folder_of(db)?.join("quarantine");
+    let (Ok(folders), Some(name)) = (std::fs::read_dir(&quarantine), wal.file_name()) else {
+        return Ok(None);
+    };
+    let size = std::fs::metadata(wal)?.len();
+    let mut hash = None;
+    for folder in folders.flatten() {
+        let candidate = folder.path().join(name);
+        if std::fs::metadata(&candidate).is_ok_and(|meta| meta.len() == size) {
+            let wanted = match hash {
+                Some(hash) => hash,
+                None => *hash.insert(fsx::hash_file(wal)?),
+            };
+            if fsx::hash_file(&candidate)? == wanted {
+                return Ok(Some(candidate));
+            }
+        }
+    }
+    Ok(None)
 }
 
 /// Moves the `.wal` beside `db` into a new folder of `quarantine/`, under a

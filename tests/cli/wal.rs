@@ -142,3 +142,27 @@ fn repair_moves_an_unreplayable_wal_to_quarantine_and_keeps_every_row_of_the_fil
         .code(0)
         .stdout_has("3000");
 }
+
+#[test]
+fn migrate_keeps_a_copy_of_an_unreplayable_wal_before_it_opens_the_database() {
+    let sandbox = Sandbox::new();
+    sandbox.write(
+        "migrations/0001_phone.sql",
+        "ALTER TABLE users ADD COLUMN phone VARCHAR;",
+    );
+    sandbox.pipeline(
+        "m",
+        "env: production\nsteps:\n- uses: migrate\n  with: { dir: migrations }\n",
+    );
+    let garbage: Vec<u8> = (0..2000u32).map(|i| (i * 13 % 241) as u8 + 1).collect();
+    std::fs::write(wal(&sandbox), &garbage).unwrap();
+    let run = sandbox.upkeep(&["run", "m"]);
+    run.code(0).stdout_has("could not be replayed");
+    let kept: Vec<_> = walk(&sandbox.path("data/quarantine"))
+        .into_iter()
+        .filter(|p| p.to_string_lossy().ends_with(".wal"))
+        .collect();
+    assert_eq!(kept.len(), 1, "{run}");
+    assert_eq!(bytes(&kept[0]), garbage, "{run}");
+    assert!(has_phone(&sandbox.db("prod")), "{run}");
+}
