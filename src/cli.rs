@@ -76,6 +76,10 @@ pub enum Command {
         /// How many backups to keep (default: backups.keep in upkeep.yaml, else 30)
         #[arg(long, value_name = "N", allow_negative_numbers = true)]
         keep: Option<i64>,
+        /// Never stop a running app for the copy: exit 4 when the database is
+        /// held and `app:` has no snapshot hook
+        #[arg(long)]
+        no_window: bool,
     },
     /// List the backups of an environment
     #[command(after_help = "Example:\n  upkeep backups production")]

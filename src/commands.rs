@@ -6,6 +6,7 @@
 
 use anyhow::{Context, Result};
 
+use crate::app;
 use crate::cli::Command;
 use crate::config::{Config, Env, parse_keep};
 use crate::db::catalog::Schema;
@@ -49,7 +50,11 @@ pub fn run(command: &Command, config: &Config, printer: &Printer) -> Result<i32>
                 Ok(code::FAILED)
             }
         }),
-        Command::Backup { env, keep } => {
+        Command::Backup {
+            env,
+            keep,
+            no_window,
+        } => {
             let keep = match keep {
                 Some(keep) => parse_keep(*keep).map_err(|e| bad_input(format!("--keep: {e}")))?,
                 None => config.keep,
@@ -57,9 +62,15 @@ pub fn run(command: &Command, config: &Config, printer: &Printer) -> Result<i32>
             let envs = config.select(env)?;
             let _lock = lock::acquire(&config.state_dir, &format!("upkeep backup {env}"))?;
             run_each(&envs, printer, |env| {
-                let made = backup::backup(env, &config.backups_dir, keep, schema, &progress)?;
+                let made = app::backup(config, env, keep, schema, &progress, *no_window)?;
                 printer.backup(&env.name, &made);
-                Ok(code::OK)
+                Ok(match &made.taken {
+                    backup::Taken::Window {
+                        restart_error: Some(_),
+                        ..
+                    } => code::ROLLBACK_INCOMPLETE,
+                    _ => code::OK,
+                })
             })
         }
         Command::Backups { env } => each_env(config, env, printer, |env| {

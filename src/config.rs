@@ -33,6 +33,54 @@ pub struct Config {
     pub state_dir: PathBuf,
     /// The storage version to write new database files in, when set.
     pub storage_version: Option<StorageVersion>,
+    /// How to stop, start, probe and snapshot the app of each environment
+    /// (`app:`); environments without one are absent.
+    pub apps: BTreeMap<String, AppSpec>,
+}
+
+/// How to stop, start, probe and snapshot the app serving one environment.
+/// Commands run through `/bin/sh` in the config's folder, with `UPKEEP_ENV`
+/// and `UPKEEP_DB` set.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AppSpec {
+    pub stop: String,
+    pub start: String,
+    /// Waited for after `start`; without it, start-app only runs `start`.
+    pub health: Option<HealthSpec>,
+    /// Writes a consistent copy of the database to `$UPKEEP_SNAPSHOT`.
+    pub snapshot: Option<String>,
+}
+
+/// How to tell that the app is up: exactly one of `url` (HTTP 2xx), `tcp`
+/// (`host:port` accepts a connection) or `cmd` (exits 0), within `timeout`.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HealthSpec {
+    pub url: Option<String>,
+    pub tcp: Option<String>,
+    pub cmd: Option<String>,
+    #[serde(default = "default_health_timeout", with = "humantime_serde_shim")]
+    pub timeout: std::time::Duration,
+}
+
+fn default_health_timeout() -> std::time::Duration {
+    std::time::Duration::from_secs(60)
+}
+
+/// `timeout: 60s` read with humantime, so a bad one is reported where it is.
+mod humantime_serde_shim {
+    use serde::Deserialize;
+
+    pub fn deserialize<'de, D: serde::Deserializer<'de>>(
+        deserializer: D,
+    ) -> Result<std::time::Duration, D::Error> {
+        let text = String::deserialize(deserializer)?;
+        humantime::parse_duration(&text).map_err(|error| {
+            serde::de::Error::custom(format!(
+                "`{text}` is not a duration ({error}): write e.g. `60s` or `2m`"
+            ))
+        })
+    }
 }
 
 /// One configured environment: its name and its database file.
@@ -51,6 +99,42 @@ struct RawConfig {
     schema: Option<PathBuf>,
     state_dir: Option<PathBuf>,
     storage_version: Option<StorageVersion>,
+    app: Option<RawApp>,
+}
+
+/// `app:`: the keys for every environment, and `environments:` with what
+/// differs for some (production and staging served by two processes).
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawApp {
+    stop: Option<String>,
+    start: Option<String>,
+    health: Option<HealthSpec>,
+    snapshot: Option<String>,
+    #[serde(default)]
+    environments: BTreeMap<EnvName, RawAppKeys>,
+}
+
+#[derive(Deserialize, Default, Clone)]
+#[serde(deny_unknown_fields)]
+struct RawAppKeys {
+    stop: Option<String>,
+    start: Option<String>,
+    health: Option<HealthSpec>,
+    snapshot: Option<String>,
+}
+
+impl RawApp {
+    /// The keys for `env`: its `environments:` entry over the common ones.
+    fn keys_for(&self, over: Option<&RawAppKeys>) -> RawAppKeys {
+        let over = over.cloned().unwrap_or_default();
+        RawAppKeys {
+            stop: over.stop.or_else(|| self.stop.clone()),
+            start: over.start.or_else(|| self.start.clone()),
+            health: over.health.or_else(|| self.health.clone()),
+            snapshot: over.snapshot.or_else(|| self.snapshot.clone()),
+        }
+    }
 }
 
 #[derive(Deserialize, Default)]
@@ -153,8 +237,13 @@ impl Config {
                 path.display()
             )));
         }
+        let apps = match &raw.app {
+            Some(app) => apps(&path, app, raw.databases.keys().map(|name| name.0.as_str()))?,
+            None => BTreeMap::new(),
+        };
         let resolve = |relative: &Path| root.join(relative);
         Ok(Config {
+            apps,
             databases: raw
                 .databases
                 .into_iter()
@@ -205,6 +294,64 @@ impl Config {
             ))),
         }
     }
+}
+
+/// Each environment's app, from `app:` and its `environments:` overrides.
+fn apps<'a>(
+    path: &Path,
+    app: &RawApp,
+    envs: impl Iterator<Item = &'a str>,
+) -> Result<BTreeMap<String, AppSpec>> {
+    let envs: Vec<&str> = envs.collect();
+    if let Some(unknown) = app
+        .environments
+        .keys()
+        .find(|name| !envs.contains(&name.0.as_str()))
+    {
+        return Err(bad_input(format!(
+            "{}: `app.environments.{}` names no environment of `databases:`",
+            path.display(),
+            unknown.0
+        )));
+    }
+    let mut apps = BTreeMap::new();
+    for env in envs {
+        let over = app.environments.iter().find(|(name, _)| name.0 == env);
+        let keys = app.keys_for(over.map(|(_, keys)| keys));
+        let where_ = if over.is_some() {
+            format!("`app:` (with `app.environments.{env}`)")
+        } else {
+            "`app:`".to_string()
+        };
+        let (Some(stop), Some(start)) = (keys.stop.clone(), keys.start.clone()) else {
+            return Err(bad_input(format!(
+                "{}: {where_} needs both `stop` and `start` for environment `{env}`: the commands that stop and start the app",
+                path.display()
+            )));
+        };
+        if let Some(health) = &keys.health {
+            let given = [&health.url, &health.tcp, &health.cmd]
+                .iter()
+                .filter(|value| value.is_some())
+                .count();
+            if given != 1 {
+                return Err(bad_input(format!(
+                    "{}: {where_} `health` for environment `{env}` needs exactly one of `url`, `tcp` or `cmd`",
+                    path.display()
+                )));
+            }
+        }
+        apps.insert(
+            env.to_string(),
+            AppSpec {
+                stop,
+                start,
+                health: keys.health,
+                snapshot: keys.snapshot,
+            },
+        );
+    }
+    Ok(apps)
 }
 
 /// A YAML error as `file:line:column: message`, the form editors jump to.

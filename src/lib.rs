@@ -7,6 +7,7 @@
 //! `commands` (the CLI's verbs), `schedule` (cron / systemd
 //! entries for daily backups), `demo` (the README's ready-made sandbox).
 
+pub mod app;
 pub mod cli;
 pub mod commands;
 pub mod config;

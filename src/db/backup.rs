@@ -18,7 +18,7 @@
 //! never listed as a backup and is swept by the next run.
 
 use std::collections::BTreeMap;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
@@ -46,7 +46,55 @@ pub struct Made {
     pub rotation_error: Option<String>,
     /// The source's `.wal` could not be replayed: where a copy of it is
     /// kept, and why (the checkpoint deletes it beside the database).
-    pub wal_kept: Option<(std::path::PathBuf, String)>,
+    pub wal_kept: Option<(PathBuf, String)>,
+    /// How the copy was taken.
+    pub taken: Taken,
+}
+
+/// How a backup's copy was taken, as [`Taking`] asked.
+#[derive(Debug, Clone)]
+pub enum Taken {
+    Direct,
+    /// The app was stopped for the checkpoint and the copy: for how long,
+    /// and why it did not come back healthy, if it did not.
+    Window {
+        downtime: Duration,
+        restart_error: Option<String>,
+    },
+    Snapshot,
+}
+
+/// How to take the copy.
+pub enum Taking<'a> {
+    /// Nobody else has the database open: upkeep takes it (DuckDB's
+    /// exclusive lock), checkpoints and copies.
+    Direct,
+    /// The app holds it: it is stopped for the checkpoint and the copy
+    /// only, started again right after, and the copy is verified while it
+    /// runs.
+    Window(&'a dyn Window),
+    /// The app writes a consistent copy itself, to the path given (its
+    /// snapshot hook): no downtime.
+    Snapshot(&'a dyn Fn(&Path) -> Result<()>),
+}
+
+/// Stops and starts the app around a window backup (see `crate::app`).
+pub trait Window {
+    fn stop(&self) -> Result<()>;
+    /// Starts the app and waits until it is healthy.
+    fn start(&self) -> Result<()>;
+    /// Whether nobody holds the database (the app is down).
+    fn released(&self) -> bool;
+}
+
+/// A copy taken, not yet verified.
+struct Copy {
+    partial: tempfile::NamedTempFile,
+    copied: u64,
+    read_back: Result<blocks::ReadBack>,
+    /// The source's row counts, when upkeep read the source itself.
+    source_rows: Option<BTreeMap<String, u64>>,
+    wal_kept: Option<(PathBuf, String)>,
 }
 
 /// Makes a verified backup of `env` in `dir` and keeps the `keep` newest.
@@ -56,6 +104,7 @@ pub fn backup(
     keep: u32,
     schema: Option<&Schema>,
     progress: &Progress,
+    taking: &Taking,
 ) -> Result<Made> {
     let source = &env.db;
     if !source.exists() {
@@ -77,7 +126,69 @@ pub fn backup(
     }
     fsx::create_private_dir(dir)?;
     fsx::sweep_partials(dir);
+    let failed = || format!("backup of `{}` failed; older backups are untouched", env.name);
+    let (copy, taken) = match taking {
+        Taking::Direct => (copy_source(env, dir, progress, &mut || {})?, Taken::Direct),
+        Taking::Window(window) => {
+            if let Err(error) = window.stop() {
+                // Bring back an app that went down all the same.
+                if window.released() {
+                    if let Err(restart) = window.start() {
+                        return Err(app_down(env, &restart, Some(&error)));
+                    }
+                }
+                return Err(error.context(failed()));
+            }
+            let stopped = std::time::Instant::now();
+            let mut restarted = None;
+            let copy = copy_source(env, dir, progress, &mut || {
+                restarted = Some((window.start(), stopped.elapsed()));
+            });
+            // A copy that failed before it let go of the database.
+            let (restart, downtime) =
+                restarted.unwrap_or_else(|| (window.start(), stopped.elapsed()));
+            match (copy, restart) {
+                (Ok(copy), restart) => (
+                    copy,
+                    Taken::Window {
+                        downtime,
+                        restart_error: restart.err().map(|error| format!("{error:#}")),
+                    },
+                ),
+                (Err(error), Ok(())) => return Err(error.context(failed())),
+                (Err(error), Err(restart)) => return Err(app_down(env, &restart, Some(&error))),
+            }
+        }
+        Taking::Snapshot(write) => (snapshot(env, dir, write)?, Taken::Snapshot),
+    };
+    verify_and_publish(env, dir, keep, schema, copy, taken)
+}
 
+/// The error of a backup after which the app did not come back.
+fn app_down(env: &Env, restart: &anyhow::Error, before: Option<&anyhow::Error>) -> anyhow::Error {
+    let mut message = format!(
+        "THE APP OF `{}` IS DOWN: it was stopped for the backup and did not come back healthy: {restart:#}",
+        env.name
+    );
+    if let Some(before) = before {
+        message.push_str(&format!("; the backup itself failed too: {before:#}"));
+    }
+    message.push_str("; start the app by hand and look at its log");
+    anyhow::Error::new(crate::error::RollbackIncomplete(message))
+}
+
+/// Takes the database (its exclusive lock), checkpoints it so that rows
+/// committed only in the `.wal` are in the file, and copies it to a
+/// temporary file in `dir`, reading the copy back in step with it.
+/// `released` runs as soon as the database is let go, before the
+/// read-back ends (a window backup starts the app there).
+fn copy_source(
+    env: &Env,
+    dir: &Path,
+    progress: &Progress,
+    released: &mut dyn FnMut(),
+) -> Result<Copy> {
+    let source = &env.db;
     // Hold the database while copying: the checkpoint moves the .wal into
     // the file, and the lock keeps anyone from writing until the copy ends.
     // POSIX locks belong to the process and go when *any* of its descriptors
@@ -88,7 +199,6 @@ pub fn backup(
     let (conn, wal_kept) = open::open_writable(source, &env.name)?;
     conn.execute_batch("CHECKPOINT")
         .with_context(|| format!("cannot checkpoint `{}`", source.display()))?;
-    let duckdb_version: String = conn.query_row("SELECT version()", [], |row| row.get(0))?;
     let database: String = conn.query_row("SELECT current_database()", [], |row| row.get(0))?;
     let source_rows = row_counts(&conn, &database)
         .with_context(|| format!("cannot count the rows of `{}`", source.display()))?;
@@ -120,16 +230,84 @@ pub fn backup(
         drop(written);
         drop(conn);
         drop(input);
+        released();
         (copied, read_back.join())
     });
     bar.finish_and_clear();
-    let copied = copied.with_context(|| {
+    let copied = copied?;
+    let read_back = read_back.map_err(|_| anyhow::anyhow!("the read-back thread panicked"))?;
+    Ok(Copy {
+        partial,
+        copied,
+        read_back,
+        source_rows: Some(source_rows),
+        wal_kept,
+    })
+}
+
+/// Has the app write its snapshot to a temporary name in `dir`.
+fn snapshot(env: &Env, dir: &Path, write: &dyn Fn(&Path) -> Result<()>) -> Result<Copy> {
+    // The hook creates the file: DuckDB does not take an empty one as a
+    // new database. The name is a partial's, swept if anything goes wrong.
+    let path = fsx::partial_file(dir)?.into_temp_path();
+    let target = path.to_path_buf();
+    path.close()
+        .with_context(|| format!("cannot prepare `{}`", target.display()))?;
+    let cleanup = tempfile::TempPath::try_from_path(&target)?;
+    write(&target).with_context(|| {
         format!(
-            "backup of `{}` failed; older backups are untouched",
+            "the snapshot hook of `{}` failed; nothing was published, older backups are untouched",
             env.name
         )
     })?;
-    let read_back = read_back.map_err(|_| anyhow::anyhow!("the read-back thread panicked"))?;
+    let wal = crate::db::wal::path_of(&target);
+    if wal.exists() {
+        bail!(
+            "the snapshot hook of `{}` left a .wal beside its copy ({}): the copy is not complete on its own; \
+             have the hook detach (or checkpoint) the copy before it exits. Nothing was published",
+            env.name,
+            wal.display()
+        );
+    }
+    let file = std::fs::File::open(&target).with_context(|| {
+        format!(
+            "the snapshot hook of `{}` wrote nothing to $UPKEEP_SNAPSHOT ({}); nothing was published",
+            env.name,
+            target.display()
+        )
+    })?;
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&target, std::fs::Permissions::from_mode(0o600))?;
+    }
+    let size = file.metadata()?.len();
+    let read_back = blocks::read_back(&target, &file, size);
+    let partial = tempfile::NamedTempFile::from_parts(file, cleanup);
+    Ok(Copy {
+        partial,
+        copied: size,
+        read_back,
+        source_rows: None,
+        wal_kept: None,
+    })
+}
+
+/// Verifies a copy, writes its manifest, gives it its name, and rotates.
+fn verify_and_publish(
+    env: &Env,
+    dir: &Path,
+    keep: u32,
+    schema: Option<&Schema>,
+    copy: Copy,
+    taken: Taken,
+) -> Result<Made> {
+    let Copy {
+        partial,
+        copied,
+        read_back,
+        source_rows,
+        wal_kept,
+    } = copy;
     let (synced, quick) = std::thread::scope(|scope| {
         let sync = scope.spawn(|| partial.as_file().sync_all());
         let quick = check::check(partial.path(), schema, false);
@@ -138,7 +316,13 @@ pub fn backup(
     synced
         .map_err(|_| anyhow::anyhow!("the sync thread panicked"))?
         .context("cannot sync the backup to disk")?;
-    let read_back = read_back?;
+    let read_back = read_back.with_context(|| {
+        format!(
+            "backup of `{}` failed verification: the copy is not a readable DuckDB file; \
+             not kept, older backups untouched",
+            env.name
+        )
+    })?;
     let quick = quick?;
     if read_back.size != copied {
         bail!(
@@ -164,7 +348,7 @@ pub fn backup(
     if !damage_messages.is_empty() {
         bail!(
             "backup of `{}` failed verification, so it was not kept and no older backup was deleted: {}; \
-             the database itself is damaged: run `upkeep check {} --deep`, then `upkeep repair {}`",
+             the database itself may be damaged: run `upkeep check {} --deep`, then `upkeep repair {}`",
             env.name,
             damage_messages.join("; "),
             env.name,
@@ -190,7 +374,9 @@ pub fn backup(
             env.name
         );
     }
-    if copy_rows != source_rows {
+    if let Some(source_rows) = &source_rows
+        && copy_rows != *source_rows
+    {
         bail!(
             "backup of `{}` failed verification: row counts differ from the source ({:?} vs {:?}); \
              not kept, older backups untouched",
@@ -203,12 +389,12 @@ pub fn backup(
     let (name, path) = free_name(dir, &env.name)?;
     let manifest = Manifest {
         env: env.name.clone(),
-        source: source.clone(),
+        source: env.db.clone(),
         created_at: jiff::Timestamp::now().to_string(),
         size: copied,
         blake3: read_back.hash.to_hex().to_string(),
         tables: copy_rows,
-        duckdb_version,
+        duckdb_version: duckdb_version()?,
         storage_version: report.storage_version.clone().unwrap_or_default(),
         upkeep_version: env!("CARGO_PKG_VERSION").to_string(),
         verified: true,
@@ -238,7 +424,13 @@ pub fn backup(
         rotated,
         rotation_error,
         wal_kept,
+        taken,
     })
+}
+
+/// The version of the DuckDB upkeep is built with.
+fn duckdb_version() -> Result<String> {
+    Ok(open::open_in_memory()?.query_row("SELECT version()", [], |row| row.get(0))?)
 }
 
 fn row_counts(conn: &duckdb::Connection, database: &str) -> Result<BTreeMap<String, u64>> {

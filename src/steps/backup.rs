@@ -4,7 +4,6 @@
 use anyhow::Result;
 
 use super::{Ctx, Plan, StepType, Undo, With, count, target_env};
-use crate::db::backup;
 use crate::fsx;
 
 pub struct Backup;
@@ -76,13 +75,7 @@ impl StepType for Backup {
     fn run(&self, ctx: &Ctx, with: &With) -> Result<(String, Undo)> {
         let keep = Self::keep(ctx, with).map_err(anyhow::Error::msg)?;
         let env = target_env(ctx, with)?;
-        let made = backup::backup(
-            &env,
-            &ctx.config.backups_dir,
-            keep,
-            ctx.schema,
-            &ctx.progress,
-        )?;
+        let made = crate::app::backup(ctx.config, &env, keep, ctx.schema, &ctx.progress, false)?;
         if env.name == ctx.env.name {
             *ctx.restore_point.borrow_mut() = Some(made.backup.path.clone());
         }

@@ -1,0 +1,295 @@
+//! The app's lifecycle, said once in `upkeep.yaml` (`app:`): stop it,
+//! start it and wait until it is healthy, have it write a snapshot of its
+//! database. Used alike by the commands (a backup of a running app), the
+//! step types `stop-app` and `start-app`, and restore and repair.
+//!
+//! The commands run through `/bin/sh -c` in the config's folder, each in
+//! its own process group, with `UPKEEP_ENV` and `UPKEEP_DB` (and
+//! `UPKEEP_SNAPSHOT` for the snapshot) in their environment: values are
+//! never pasted into command text. Their output goes to
+//! `state_dir/logs/app-ENV.log`, so a start script that leaves the app
+//! running in the background never holds upkeep's output open.
+
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+
+use crate::config::{AppSpec, Config, Env, HealthSpec};
+use crate::db::backup::{self, Made, Taking};
+use crate::db::catalog::Schema;
+use crate::db::open::{self, Access};
+use crate::error::Busy;
+use crate::http;
+use crate::progress::Progress;
+
+/// How long the app may take to let go of its database after `stop`.
+const RELEASE_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long one command (stop, start, snapshot) may run.
+const COMMAND_TIMEOUT: Duration = Duration::from_secs(600);
+/// How long one health probe may take.
+const PROBE_TIMEOUT: Duration = Duration::from_secs(5);
+/// The longest pause between two health probes.
+const PROBE_INTERVAL: Duration = Duration::from_millis(250);
+
+/// The app of one environment.
+pub struct App<'a> {
+    spec: &'a AppSpec,
+    env: &'a Env,
+    root: &'a Path,
+    log: PathBuf,
+}
+
+impl<'a> App<'a> {
+    /// The app serving `env`, when `app:` configures one.
+    pub fn of(config: &'a Config, env: &'a Env) -> Option<App<'a>> {
+        let spec = config.apps.get(&env.name)?;
+        Some(App {
+            spec,
+            env,
+            root: &config.root,
+            log: config
+                .state_dir
+                .join("logs")
+                .join(format!("app-{}.log", env.name)),
+        })
+    }
+
+    pub fn has_snapshot(&self) -> bool {
+        self.spec.snapshot.is_some()
+    }
+
+    /// Runs `stop`, then waits until no process holds the database.
+    pub fn stop(&self) -> Result<()> {
+        self.command("stop", &self.spec.stop, &[])?;
+        let started = Instant::now();
+        while let Some(pid) = open::lock_holder(&self.env.db, Access::Exclusive) {
+            if started.elapsed() > RELEASE_TIMEOUT {
+                bail!(
+                    "the app of `{}` was stopped (`{}`), but PID {pid}{} still holds `{}` after {}s: \
+                     fix the stop command so that it waits until the app has exited",
+                    self.env.name,
+                    self.spec.stop,
+                    open::describe_process(pid),
+                    self.env.db.display(),
+                    RELEASE_TIMEOUT.as_secs()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        Ok(())
+    }
+
+    /// Runs `start`, then waits until the app is healthy (when `health:`
+    /// says how to tell).
+    pub fn start(&self) -> Result<()> {
+        self.command("start", &self.spec.start, &[])?;
+        self.wait_healthy()
+    }
+
+    /// Waits until the health probe passes, up to its timeout.
+    pub fn wait_healthy(&self) -> Result<()> {
+        let Some(health) = &self.spec.health else {
+            return Ok(());
+        };
+        let started = Instant::now();
+        let mut pause = Duration::from_millis(2);
+        loop {
+            let last = match self.probe(health) {
+                Ok(()) => return Ok(()),
+                Err(why) => why,
+            };
+            if started.elapsed() + pause > health.timeout {
+                bail!(
+                    "the app of `{}` is not healthy after {}: {} (last: {last}); its output is in {}",
+                    self.env.name,
+                    humantime::format_duration(health.timeout),
+                    describe(health),
+                    self.log.display()
+                );
+            }
+            std::thread::sleep(pause);
+            pause = (pause * 2).min(PROBE_INTERVAL);
+        }
+    }
+
+    /// Whether the app answers its health probe now.
+    pub fn healthy_now(&self) -> Option<Result<(), String>> {
+        self.spec.health.as_ref().map(|health| self.probe(health))
+    }
+
+    /// Has the app write a consistent copy of its database to `target`.
+    pub fn snapshot(&self, target: &Path) -> Result<()> {
+        let Some(command) = &self.spec.snapshot else {
+            bail!("`app:` has no `snapshot` command for `{}`", self.env.name);
+        };
+        self.command(
+            "snapshot",
+            command,
+            &[("UPKEEP_SNAPSHOT", target.as_os_str())],
+        )
+    }
+
+    fn probe(&self, health: &HealthSpec) -> Result<(), String> {
+        if let Some(url) = &health.url {
+            let url = http::parse(url, "the app answers on this machine; use `cmd:` otherwise")?;
+            return match http::request(&url, "GET", None, PROBE_TIMEOUT)? {
+                200..=299 => Ok(()),
+                status => Err(format!("HTTP {status}")),
+            };
+        }
+        if let Some(address) = &health.tcp {
+            return http::connect(address, PROBE_TIMEOUT).map(drop);
+        }
+        let command = health.cmd.as_deref().unwrap_or("false");
+        let status = self
+            .shell(command, &[])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .map_err(|error| format!("cannot run `{command}`: {error}"))?;
+        if status.success() {
+            Ok(())
+        } else {
+            Err(format!("`{command}` {status}"))
+        }
+    }
+
+    fn shell(&self, command: &str, extra: &[(&str, &std::ffi::OsStr)]) -> Command {
+        let mut shell = Command::new("/bin/sh");
+        shell
+            .arg("-c")
+            .arg(command)
+            .current_dir(self.root)
+            .env("UPKEEP_ENV", &self.env.name)
+            .env("UPKEEP_DB", &self.env.db)
+            .stdin(Stdio::null());
+        for (key, value) in extra {
+            shell.env(key, value);
+        }
+        shell
+    }
+
+    /// Runs one of the app's commands to its end, its output in the log.
+    fn command(&self, what: &str, command: &str, extra: &[(&str, &std::ffi::OsStr)]) -> Result<()> {
+        if let Some(folder) = self.log.parent() {
+            crate::fsx::create_private_dir(folder)?;
+        }
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .mode(0o600)
+            .open(&self.log)
+            .with_context(|| format!("cannot open `{}`", self.log.display()))?;
+        let mut child = {
+            use std::os::unix::process::CommandExt;
+            self.shell(command, extra)
+                .stdout(log.try_clone()?)
+                .stderr(log)
+                .process_group(0)
+                .spawn()
+                .with_context(|| format!("cannot run the app's {what} command `{command}`"))?
+        };
+        let started = Instant::now();
+        let mut pause = Duration::from_millis(1);
+        let status = loop {
+            if let Some(status) = child.try_wait()? {
+                break status;
+            }
+            if started.elapsed() > COMMAND_TIMEOUT {
+                // SAFETY: signalling the command's own process group.
+                unsafe { libc::kill(-(child.id() as i32), libc::SIGKILL) };
+                let _ = child.wait();
+                bail!(
+                    "the app's {what} command `{command}` for `{}` did not end within {}s; it was killed",
+                    self.env.name,
+                    COMMAND_TIMEOUT.as_secs()
+                );
+            }
+            std::thread::sleep(pause);
+            pause = (pause * 2).min(Duration::from_millis(20));
+        };
+        if !status.success() {
+            bail!(
+                "the app's {what} command `{command}` for `{}` failed ({status}); its output is in {}",
+                self.env.name,
+                self.log.display()
+            );
+        }
+        Ok(())
+    }
+}
+
+
+/// What a health probe waits for, in words.
+pub fn describe(health: &HealthSpec) -> String {
+    match (&health.url, &health.tcp, &health.cmd) {
+        (Some(url), _, _) => format!("GET {url} answers 2xx"),
+        (_, Some(address), _) => format!("{address} accepts a connection"),
+        (_, _, Some(command)) => format!("`{command}` exits 0"),
+        _ => "nothing".to_string(),
+    }
+}
+
+impl crate::db::backup::Window for App<'_> {
+    fn stop(&self) -> Result<()> {
+        App::stop(self)
+    }
+
+    fn start(&self) -> Result<()> {
+        App::start(self)
+    }
+
+    fn released(&self) -> bool {
+        open::lock_holder(&self.env.db, Access::Exclusive).is_none()
+    }
+}
+
+/// Backs up `env` whether or not its app is running: directly when nobody
+/// holds the database; else through the app's snapshot hook (no downtime);
+/// else in a window (the app stopped for the copy only), unless
+/// `no_window`; else busy, with how to configure `app:`.
+pub fn backup(
+    config: &Config,
+    env: &Env,
+    keep: u32,
+    schema: Option<&Schema>,
+    progress: &Progress,
+    no_window: bool,
+) -> Result<Made> {
+    let dir = &config.backups_dir;
+    let Some(pid) = open::lock_holder(&env.db, Access::Exclusive) else {
+        return backup::backup(env, dir, keep, schema, progress, &Taking::Direct);
+    };
+    let app = App::of(config, env);
+    match app {
+        Some(app) if app.has_snapshot() => {
+            let write = |target: &Path| app.snapshot(target);
+            backup::backup(env, dir, keep, schema, progress, &Taking::Snapshot(&write))
+        }
+        Some(_) if no_window => Err(held(
+            env,
+            pid,
+            "--no-window forbids stopping the app, and `app:` has no `snapshot` hook for it: \
+             add one for backups without downtime, or leave out --no-window",
+        )),
+        Some(app) => backup::backup(env, dir, keep, schema, progress, &Taking::Window(&app)),
+        None => Err(held(env, pid, HINT)),
+    }
+}
+
+/// How to let upkeep work on a running app.
+pub const HINT: &str = "configure `app:` in upkeep.yaml (`stop`, `start`, `health`, and `snapshot` for \
+     no downtime; see README: the app's lifecycle) so that upkeep can work on a running app, or stop it first";
+
+/// A [`Busy`] error: the database is held by `pid`, and what to do.
+pub fn held(env: &Env, pid: u32, what_to_do: &str) -> anyhow::Error {
+    anyhow::Error::new(Busy(format!(
+        "database `{}` of `{}` is open in another process: PID {pid}{}; {what_to_do}",
+        env.db.display(),
+        env.name,
+        open::describe_process(pid)
+    )))
+}
