@@ -72,13 +72,6 @@ struct Job {
 /// Prints or installs the entry that `args` asks for; see the module docs.
 pub fn run(args: &ScheduleArgs, config: &Config, printer: &Printer) -> Result<()> {
     config.select(&args.env)?;
-    // The name goes on the entry's command line, after `backup`.
-    if args.env.starts_with('-') {
-        return Err(bad_input(format!(
-            "environment `{}` starts with `-`, which the scheduled `upkeep backup` would read as an option: rename it in upkeep.yaml",
-            args.env
-        )));
-    }
     let keep = match args.keep {
         Some(keep) => parse_keep(keep).map_err(|e| bad_input(format!("--keep: {e}")))?,
         None => config.keep,

@@ -8,6 +8,7 @@ mod config;
 mod demo;
 mod git_pull;
 mod health;
+mod injection;
 mod migrate;
 mod pipeline;
 mod repair;
