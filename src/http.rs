@@ -1,7 +1,8 @@
 //! A few lines of HTTP/1.1 over `TcpStream`, for what upkeep needs: a
 //! health probe of an app on this machine, and a webhook POST. Plain
 //! `http://` only: no TLS or proxy stack (`notify` hands `https://` URLs to
-//! `curl`).
+//! `curl`). A URL's `user:password@` is sent as HTTP Basic auth; a [`Url`]
+//! is shown without it.
 
 use std::io::{Read, Write};
 use std::net::{TcpStream, ToSocketAddrs};
