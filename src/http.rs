@@ -117,14 +117,12 @@ fn percent_decode(text: &str) -> Option<String> {
 
 /// Standard base64 with padding (RFC 4648), for the Basic auth header.
 fn base64(bytes: &[u8]) -> String {
-    const ALPHABET: &[u8; 64] =
-        b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
     let mut out = String::with_capacity(bytes.len().div_ceil(3) * 4);
     for chunk in bytes.chunks(3) {
-        let word = chunk
-            .iter()
-            .enumerate()
-            .fold(0u32, |word, (i, &byte)| word | (u32::from(byte) << (16 - 8 * i)));
+        let word = chunk.iter().enumerate().fold(0u32, |word, (i, &byte)| {
+            word | (u32::from(byte) << (16 - 8 * i))
+        });
         for i in 0..4 {
             if i <= chunk.len() {
                 out.push(char::from(ALPHABET[(word >> (18 - 6 * i)) as usize & 63]));
@@ -244,7 +242,10 @@ mod tests {
         assert_eq!(parse("http://h?x=1", "").unwrap().path, "/?x=1");
         for bad in ["http://h/a b", "http://h/\r\nX: y", "http://u:secret@h:x/"] {
             let error = parse(bad, "").unwrap_err();
-            assert!(!error.contains("secret") && !error.contains('\n'), "{error}");
+            assert!(
+                !error.contains("secret") && !error.contains('\n'),
+                "{error}"
+            );
         }
     }
 }

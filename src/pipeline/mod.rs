@@ -161,7 +161,9 @@ fn check_substituted(
                 .collect::<Result<_>>()
                 .map_err(|error| refuse(format!("{error:#}")))?;
             if let Some(env) = substituted.get("env") {
-                config.env(env).map_err(|error| refuse(format!("{error:#}")))?;
+                config
+                    .env(env)
+                    .map_err(|error| refuse(format!("{error:#}")))?;
             }
             if let Some(step_type) = steps::find(uses)
                 && let Err(message) = step_type.check(&substituted)

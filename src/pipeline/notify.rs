@@ -12,8 +12,8 @@ use std::time::Duration;
 use serde_json::{Value, json};
 
 use crate::http;
-use crate::redact;
 use crate::pipeline::record::{Outcome, Record};
+use crate::redact;
 
 /// How long the webhook may take to answer.
 const TIMEOUT: Duration = Duration::from_secs(5);

@@ -582,7 +582,9 @@ impl Runner<'_> {
         let result = match undo {
             Undoing::Action { action } => self.perform(index, action, None).0,
             Undoing::Builtin { uses, undo } => {
-                let ctx = self.setup.ctx(&self.restore_point, &steps::no_record, &self.vars);
+                let ctx = self
+                    .setup
+                    .ctx(&self.restore_point, &steps::no_record, &self.vars);
                 builtin_undo(&ctx, uses, undo)
             }
         };

@@ -104,17 +104,17 @@ fn a_command_starting_with_a_dash_is_not_options_of_sh() {
 fn a_migrations_folder_from_a_variable_stays_in_the_project() {
     let sandbox = Sandbox::new();
     let outside = tempfile::tempdir().unwrap();
-    std::fs::write(
-        outside.path().join("0001_drop.sql"),
-        "DROP TABLE orders;",
-    )
-    .unwrap();
+    std::fs::write(outside.path().join("0001_drop.sql"), "DROP TABLE orders;").unwrap();
     sandbox.pipeline(
         "p",
         "env: production\nsteps:\n- run: touch ran\n- uses: migrate\n  with: { dir: \"${DIR}\" }\n",
     );
     let before = counts(&sandbox.db("prod"));
-    for dir in [outside.path().to_str().unwrap(), "../..", "migrations/../../x"] {
+    for dir in [
+        outside.path().to_str().unwrap(),
+        "../..",
+        "migrations/../../x",
+    ] {
         let var = format!("DIR={dir}");
         for dry_run in [false, true] {
             let mut args = vec!["run", "p", "--var", &var];

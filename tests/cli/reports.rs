@@ -385,16 +385,18 @@ fn webhook_credentials_are_sent_as_basic_auth_and_shown_nowhere() {
     let report = sandbox.path("report.xml");
     let summary = sandbox.path("summary.md");
     let report_arg = report.to_str().unwrap();
-    let runs: [(&[&str], &[(&str, &str)]); 3] = [
-        (&["--verbose", "run", "p", "--junit", report_arg], &[]),
-        (&["--format", "json", "run", "p"], &[]),
+    let github: &[(&str, &str)] = &[
+        ("GITHUB_ACTIONS", "true"),
+        ("GITHUB_STEP_SUMMARY", summary.to_str().unwrap()),
+    ];
+    // Every way a run shows itself: --verbose and JUnit, JSON, GitHub.
+    let runs = [
         (
-            &["run", "p"],
-            &[
-                ("GITHUB_ACTIONS", "true"),
-                ("GITHUB_STEP_SUMMARY", summary.to_str().unwrap()),
-            ],
+            &["--verbose", "run", "p", "--junit", report_arg][..],
+            &[][..],
         ),
+        (&["--format", "json", "run", "p"], &[]),
+        (&["run", "p"], github),
     ];
     for (args, env) in runs {
         let (url, server) = webhook();
@@ -402,7 +404,10 @@ fn webhook_credentials_are_sent_as_basic_auth_and_shown_nowhere() {
         let run = sandbox.upkeep_with(args, env);
         run.code(1);
         let (head, body) = server.join().unwrap().expect("the webhook got the summary");
-        assert!(head.starts_with("POST /hooks/upkeep?x=1&token=secret HTTP/1.1"), "{head}");
+        assert!(
+            head.starts_with("POST /hooks/upkeep?x=1&token=secret HTTP/1.1"),
+            "{head}"
+        );
         let authorization = head
             .lines()
             .find_map(|line| {
@@ -446,11 +451,9 @@ fn a_dead_webhook_with_credentials_is_shown_masked() {
         &format!("env: staging\nnotify: {{ url: \"http://user:secret@127.0.0.1:{port}/x?sig=secret\" }}\nsteps:\n  - run: exit 1\n"),
     );
     let human = sandbox.upkeep(&["--verbose", "run", "p"]);
-    human
-        .code(1)
-        .stderr_has(&format!(
-            "the notify webhook http://***@127.0.0.1:{port}/x?sig=*** did not take"
-        ));
+    human.code(1).stderr_has(&format!(
+        "the notify webhook http://***@127.0.0.1:{port}/x?sig=*** did not take"
+    ));
     let json = sandbox.upkeep(&["--format", "json", "run", "p"]);
     json.code(1);
     let warning = json
@@ -466,7 +469,10 @@ fn a_dead_webhook_with_credentials_is_shown_masked() {
         "{warning}"
     );
     for run in [&human, &json] {
-        assert!(!run.stdout.contains("secret") && !run.stderr.contains("secret"), "{run}");
+        assert!(
+            !run.stdout.contains("secret") && !run.stderr.contains("secret"),
+            "{run}"
+        );
     }
     let logs = run_logs(&sandbox);
     assert!(logs.contains("notify webhook http://***@"), "{logs}");
@@ -500,9 +506,15 @@ fn an_https_webhook_gets_its_url_from_stdin_never_the_command_line() {
     let run = sandbox.upkeep_with(&["run", "p"], &[("PATH", &path)]);
     run.code(1)
         .stderr_has("the notify webhook https://***@example.invalid/h?token=*** did not take");
-    assert!(!run.stdout.contains("secret") && !run.stderr.contains("secret"), "{run}");
+    assert!(
+        !run.stdout.contains("secret") && !run.stderr.contains("secret"),
+        "{run}"
+    );
     let args = std::fs::read_to_string(sandbox.path("curl.args")).unwrap();
-    assert!(!args.contains("secret") && !args.contains("example"), "{args}");
+    assert!(
+        !args.contains("secret") && !args.contains("example"),
+        "{args}"
+    );
     assert!(args.contains("--config\n-\n"), "{args}");
     let config = std::fs::read_to_string(sandbox.path("curl.stdin")).unwrap();
     assert!(
