@@ -145,7 +145,8 @@ struct RawBackups {
 }
 
 /// An environment name: it becomes part of backup file names, so it is kept
-/// to letters, digits, `-` and `_`; `both` and `all` are reserved words.
+/// to letters, digits, `-` and `_` (not first); `both` and `all` are
+/// reserved words.
 #[derive(Deserialize, PartialEq, Eq, PartialOrd, Ord)]
 #[serde(try_from = "String")]
 struct EnvName(String);
@@ -166,6 +167,13 @@ impl TryFrom<String> for EnvName {
         if !valid {
             return Err(format!(
                 "environment name `{name}` must be letters, digits, `-` or `_` (it is part of backup file names)"
+            ));
+        }
+        // Names go on command lines (`upkeep backup NAME`, the schedule's
+        // entry), where a leading `-` reads as an option.
+        if name.starts_with('-') {
+            return Err(format!(
+                "environment name `{name}` must not start with `-`: on a command line it would read as an option"
             ));
         }
         Ok(EnvName(name))

@@ -5,7 +5,8 @@
 //! `pipeline` (load, plan, run, roll back), `steps` (built-in step types),
 //! `journal` (crash journal), `lock` (one run at a time), `report` (output),
 //! `commands` (the CLI's verbs), `schedule` (cron / systemd
-//! entries for daily backups), `demo` (the README's ready-made sandbox).
+//! entries for daily backups), `redact` (credentials in URLs, masked
+//! wherever one is shown), `demo` (the README's ready-made sandbox).
 
 pub mod app;
 pub mod cli;
@@ -20,6 +21,7 @@ pub mod journal;
 pub mod lock;
 pub mod pipeline;
 pub mod progress;
+pub mod redact;
 pub mod report;
 pub mod schedule;
 pub mod steps;

@@ -395,7 +395,7 @@ impl Events {
         {
             warnings.push(format!(
                 "the notify webhook {} did not take the run's summary ({error}); the run's outcome stands",
-                notify.url
+                crate::redact::urls(&notify.url)
             ));
         }
         for warning in warnings {

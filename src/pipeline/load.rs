@@ -170,12 +170,10 @@ impl Checker<'_> {
             return None;
         };
         let url = self.string(url_node, "url")?;
-        let scheme = url.starts_with("http://") || url.starts_with("https://");
-        if !scheme && !steps::later(&url) {
-            self.problem(
-                url_node.pos,
-                format!("`notify: url: {url}` must start with http:// or https://"),
-            );
+        if !steps::later(&url)
+            && let Err(message) = notify::check_url(&url)
+        {
+            self.problem(url_node.pos, format!("`notify: url`: {message}"));
         }
         let on = match entries.get("on") {
             None => notify::DEFAULT_ON.to_vec(),
@@ -477,8 +475,11 @@ impl Checker<'_> {
         for (key, value) in entries {
             match value.text().filter(|_| !value.is_null()) {
                 Some(text) => {
-                    if key == "env" && !text.contains("${") {
+                    if key == "env" && !steps::later(text) {
                         self.known_env(value.pos, text);
+                    }
+                    if uses.commands().contains(&key.as_str()) && steps::later(text) {
+                        self.problem(value.pos, pasted_into_shell(&key, text));
                     }
                     with.insert(key, text.to_string());
                 }
@@ -630,6 +631,27 @@ fn unknown_key(name: &str, what: &str, allowed: &[&str]) -> String {
             allowed.join(", ")
         )
     }
+}
+
+/// Why `${NAME}` cannot be in a command: the value would become shell text.
+fn pasted_into_shell(key: &str, text: &str) -> String {
+    let names: Vec<String> = text
+        .split("${")
+        .skip(1)
+        .filter_map(|rest| rest.split_once('}'))
+        .filter(|(name, _)| is_var_name(name))
+        .map(|(name, _)| format!("\"${name}\""))
+        .collect();
+    let instead = if names.is_empty() {
+        "`\"$NAME\"`".to_string()
+    } else {
+        format!("`{}`", names.join("`, `"))
+    };
+    format!(
+        "`{key}` is run by the shell, so `${{...}}` would paste a value into shell code: \
+         write {instead} instead (every variable is in the command's environment, and within \
+         double quotes the shell reads it as a plain value)"
+    )
 }
 
 fn known<'a>(names: impl Iterator<Item = &'a str>) -> String {

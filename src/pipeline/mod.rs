@@ -29,7 +29,9 @@ use anyhow::Result;
 use crate::config::Config;
 use crate::db::catalog::Schema;
 use crate::error::{bad_input, code, exit_code};
+use crate::redact;
 use crate::report::Printer;
+use crate::steps;
 
 /// What `upkeep run` was asked.
 pub struct RunArgs<'a> {
@@ -88,31 +90,21 @@ pub fn run_command(config: &Config, args: &RunArgs, printer: Printer) -> Result<
         vars,
         printer,
     };
-    // `${NAME}` in `with:` must name a variable before anything runs.
     let known = setup.environment("", args.dry_run);
-    for step in &pipeline.steps {
-        for action in std::iter::once(&step.action).chain(step.rollback.iter()) {
-            if let model::Action::Builtin { with, .. } = action {
-                for value in with.values() {
-                    run::substitute(value, &known).map_err(|error| {
-                        bad_input(format!(
-                            "{}:{}: step `{}`: {error:#}",
-                            path.display(),
-                            step.pos,
-                            step.name
-                        ))
-                    })?;
-                }
-            }
-        }
-    }
+    check_substituted(&pipeline, config, &known)?;
     let notify = match &pipeline.notify {
-        Some(notify) => Some(notify::Notify {
-            url: run::substitute(&notify.url, &known).map_err(|error| {
-                bad_input(format!("{}: `notify: url`: {error:#}", path.display()))
-            })?,
-            on: notify.on.clone(),
-        }),
+        Some(notify) => {
+            let url = run::substitute(&notify.url, &known)
+                .map_err(|error| format!("{error:#}"))
+                .and_then(|url| notify::check_url(&url).map(|()| url))
+                .map_err(|error| {
+                    bad_input(format!("{}: `notify: url`: {error}", path.display()))
+                })?;
+            Some(notify::Notify {
+                url,
+                on: notify.on.clone(),
+            })
+        }
         None => None,
     };
     if let Some(junit) = args.junit {
@@ -140,6 +132,50 @@ pub fn run_command(config: &Config, args: &RunArgs, printer: Printer) -> Result<
         let reason = format!("{error:#}");
         events.refused(&pipeline.name, &setup.env.name, exit_code(error), &reason);
     })
+}
+
+/// `${NAME}` in `with:` must name a variable, and the values it gives must
+/// pass the step type's checks, as if written in the file: all before
+/// anything runs (a dry-run's probes included).
+fn check_substituted(
+    pipeline: &model::Pipeline,
+    config: &Config,
+    known: &[(String, String)],
+) -> Result<()> {
+    for step in &pipeline.steps {
+        for action in std::iter::once(&step.action).chain(step.rollback.iter()) {
+            let model::Action::Builtin { uses, with } = action else {
+                continue;
+            };
+            let refuse = |error: String| {
+                bad_input(format!(
+                    "{}:{}: step `{}`: {error}",
+                    pipeline.path.display(),
+                    step.pos,
+                    step.name
+                ))
+            };
+            let substituted: steps::With = with
+                .iter()
+                .map(|(key, value)| Ok((key.clone(), run::substitute(value, known)?)))
+                .collect::<Result<_>>()
+                .map_err(|error| refuse(format!("{error:#}")))?;
+            if let Some(env) = substituted.get("env") {
+                config
+                    .env(env)
+                    .map_err(|error| refuse(format!("{error:#}")))?;
+            }
+            if let Some(step_type) = steps::find(uses)
+                && let Err(message) = step_type.check(&substituted)
+            {
+                return Err(refuse(format!(
+                    "`with` of step type `{uses}`, once its variables are in: {}",
+                    redact::urls(&message)
+                )));
+            }
+        }
+    }
+    Ok(())
 }
 
 /// `upkeep validate`: checks pipeline files (by default every one in

@@ -54,8 +54,9 @@ pub enum Action {
 }
 
 impl Action {
+    /// What the action does, for people; credentials in URLs are masked.
     pub fn describe(&self) -> String {
-        match self {
+        let text = match self {
             Action::Shell { run } => format!("run `{run}`"),
             Action::Builtin { uses, with } if with.is_empty() => format!("uses {uses}"),
             Action::Builtin { uses, with } => format!(
@@ -65,7 +66,8 @@ impl Action {
                     .collect::<Vec<_>>()
                     .join(", ")
             ),
-        }
+        };
+        crate::redact::urls(&text)
     }
 }
 

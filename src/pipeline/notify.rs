@@ -3,7 +3,8 @@
 //! outcome, failed step, duration, host). A webhook that is down or
 //! answers an error never changes the run's outcome: it only adds a
 //! warning. `http://` is sent by upkeep itself; `https://` by `curl` (no TLS
-//! stack in upkeep).
+//! stack in upkeep). A `user:password@` in the URL is sent as HTTP Basic
+//! auth, and masked wherever the URL is shown (`crate::redact`).
 
 use std::io::Write;
 use std::time::Duration;
@@ -12,6 +13,7 @@ use serde_json::{Value, json};
 
 use crate::http;
 use crate::pipeline::record::{Outcome, Record};
+use crate::redact;
 
 /// How long the webhook may take to answer.
 const TIMEOUT: Duration = Duration::from_secs(5);
@@ -44,6 +46,27 @@ impl When {
             _ => None,
         }
     }
+}
+
+/// Checks a webhook URL (once its `${NAME}` are substituted): http:// as
+/// upkeep sends it, or https:// for curl.
+pub fn check_url(url: &str) -> Result<(), String> {
+    if url.starts_with("https://") {
+        if url.chars().any(|c| c.is_whitespace() || c.is_control()) {
+            return Err(format!(
+                "`{}` holds blanks or control characters: percent-encode them (%20)",
+                redact::urls(url).escape_debug()
+            ));
+        }
+        return Ok(());
+    }
+    if url.starts_with("http://") {
+        return http::parse(url, "").map(drop);
+    }
+    Err(format!(
+        "`{}` must start with http:// or https://",
+        redact::urls(url)
+    ))
 }
 
 impl Notify {
@@ -100,17 +123,23 @@ fn host() -> String {
         .unwrap_or_default()
 }
 
+/// POSTs `body` to an https:// `url` with curl. Everything that varies
+/// (the URL with its credentials, the body) goes to curl on its stdin, as a
+/// config file (`--config -`): a command line is readable by every user of
+/// the machine (`ps`, /proc), and no value can read as an option there.
 fn curl(url: &str, body: &str) -> Result<(), String> {
     let mut child = std::process::Command::new("curl")
-        .args(["--silent", "--show-error", "--fail", "--max-time"])
-        .arg(TIMEOUT.as_secs().to_string())
         .args([
-            "--header",
-            "Content-Type: application/json",
-            "--data-binary",
-            "@-",
-            url,
+            "--silent",
+            "--show-error",
+            "--fail",
+            // The URL comes from the config: nothing but https.
+            "--proto",
+            "=https",
+            "--max-time",
         ])
+        .arg(TIMEOUT.as_secs().to_string())
+        .args(["--config", "-"])
         .stdin(std::process::Stdio::piped())
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::piped())
@@ -118,8 +147,13 @@ fn curl(url: &str, body: &str) -> Result<(), String> {
         .map_err(|error| {
             format!("cannot run curl for an https:// webhook ({error}): install curl")
         })?;
+    let config = format!(
+        "url = {}\nheader = \"Content-Type: application/json\"\ndata-binary = {}\n",
+        curl_quote(url),
+        curl_quote(body)
+    );
     if let Some(mut stdin) = child.stdin.take() {
-        let _ = stdin.write_all(body.as_bytes());
+        let _ = stdin.write_all(config.as_bytes());
     }
     let output = child
         .wait_with_output()
@@ -127,6 +161,40 @@ fn curl(url: &str, body: &str) -> Result<(), String> {
     if output.status.success() {
         Ok(())
     } else {
-        Err(String::from_utf8_lossy(&output.stderr).trim().to_string())
+        Err(redact::urls(String::from_utf8_lossy(&output.stderr).trim()))
+    }
+}
+
+/// A value for curl's config file: double-quoted, with the escapes curl
+/// reads there. (A `data-binary` value starting with `@` would name a file:
+/// the body is a JSON object, so it starts with `{`.)
+fn curl_quote(value: &str) -> String {
+    let mut quoted = String::with_capacity(value.len() + 2);
+    quoted.push('"');
+    for c in value.chars() {
+        match c {
+            '\\' => quoted.push_str("\\\\"),
+            '"' => quoted.push_str("\\\""),
+            '\n' => quoted.push_str("\\n"),
+            '\r' => quoted.push_str("\\r"),
+            '\t' => quoted.push_str("\\t"),
+            c => quoted.push(c),
+        }
+    }
+    quoted.push('"');
+    quoted
+}
+
+#[cfg(test)]
+mod tests {
+    use super::curl_quote;
+
+    #[test]
+    fn curl_config_values_are_quoted() {
+        assert_eq!(curl_quote("https://h/x"), "\"https://h/x\"");
+        assert_eq!(
+            curl_quote("{\"a\":\"b\\\\c\"}\n"),
+            r#""{\"a\":\"b\\\\c\"}\n""#
+        );
     }
 }

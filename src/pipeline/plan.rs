@@ -197,6 +197,7 @@ impl<'a> Ctx<'a> {
                     progress: crate::progress::Progress::hidden(),
                     restore_point: &restore_point,
                     record: &steps::no_record,
+                    vars: &self.vars,
                 };
                 let plan = step.plan(&ctx, &with);
                 (

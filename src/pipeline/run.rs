@@ -25,6 +25,7 @@ use crate::lock;
 use crate::pipeline::events::{Events, Reports, Status};
 use crate::pipeline::model::{Action, Outcome, Pipeline, Step};
 use crate::pipeline::shell::{self, Ended, Output};
+use crate::redact;
 use crate::report::Printer;
 use crate::steps::{self, Ctx, Undo, With};
 
@@ -43,6 +44,7 @@ impl Setup<'_> {
         &'a self,
         restore_point: &'a RefCell<Option<PathBuf>>,
         record: &'a dyn Fn(&Undo) -> Result<()>,
+        vars: &'a [(String, String)],
     ) -> Ctx<'a> {
         Ctx {
             config: self.config,
@@ -51,6 +53,7 @@ impl Setup<'_> {
             progress: self.printer.progress(),
             restore_point,
             record,
+            vars,
         }
     }
 
@@ -76,14 +79,14 @@ pub fn substitute(text: &str, vars: &[(String, String)]) -> Result<String> {
         let after = &rest[start + 2..];
         let end = after
             .find('}')
-            .ok_or_else(|| anyhow!("unclosed `${{` in `{text}`"))?;
+            .ok_or_else(|| anyhow!("unclosed `${{` in `{}`", redact::urls(text)))?;
         let name = &after[..end];
         let value = vars
             .iter()
             .rev()
             .find(|(key, _)| key == name)
             .map(|(_, value)| value)
-            .ok_or_else(|| anyhow!("`${{{name}}}` in `{text}` is not a variable: define it in `vars:` or with --var {name}=..."))?;
+            .ok_or_else(|| anyhow!("`${{{name}}}` in `{}` is not a variable: define it in `vars:` or with --var {name}=...", redact::urls(text)))?;
         result.push_str(value);
         rest = &after[end + 1..];
     }
@@ -432,6 +435,7 @@ impl Runner<'_> {
                     if ended.ok() {
                         Ok(String::new())
                     } else {
+                        let run = redact::urls(run);
                         Err(anyhow!("`{run}` {}", ended.describe()))
                     }
                 });
@@ -466,7 +470,7 @@ impl Runner<'_> {
                         .borrow_mut()
                         .write(&Entry::StepUndo { step: index, undo })
                 };
-                let ctx = self.setup.ctx(&self.restore_point, &record);
+                let ctx = self.setup.ctx(&self.restore_point, &record, &self.vars);
                 match step.run(&ctx, &with) {
                     Ok((detail, undo)) => (Ok(detail), as_undoing(undo)),
                     Err(error) => (Err(error), recorded.take().and_then(as_undoing)),
@@ -578,7 +582,9 @@ impl Runner<'_> {
         let result = match undo {
             Undoing::Action { action } => self.perform(index, action, None).0,
             Undoing::Builtin { uses, undo } => {
-                let ctx = self.setup.ctx(&self.restore_point, &steps::no_record);
+                let ctx = self
+                    .setup
+                    .ctx(&self.restore_point, &steps::no_record, &self.vars);
                 builtin_undo(&ctx, uses, undo)
             }
         };

@@ -113,8 +113,9 @@ pub fn run(
 ) -> Result<Ended> {
     let log = output.log.try_clone().context("cannot share the run log")?;
     output.follow.seek(SeekFrom::End(0))?;
-    // An absolute path: no PATH search on every step.
-    let mut expression = duct::cmd("/bin/sh", ["-c", command])
+    // An absolute path: no PATH search on every step. `--`: a command that
+    // starts with `-` is a command, not options of sh.
+    let mut expression = duct::cmd("/bin/sh", ["-c", "--", command])
         .dir(dir)
         .stdin_null()
         .stdout_file(log)

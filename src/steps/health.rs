@@ -1,7 +1,7 @@
 //! `uses: health`: waits until the app answers. `with:` one of `url`
 //! (HTTP 2xx; plain `http://` only, as the app listens on this machine),
 //! `tcp` (`host:port` accepts a connection) or `cmd` (a shell command exits
-//! 0), and `timeout` (default 60s) and `interval` (default 1s: the longest
+//! 0; variables reach it as environment, `$NAME`, never pasted in), and `timeout` (default 60s) and `interval` (default 1s: the longest
 //! pause between two looks; the first ones come sooner). A timeout
 //! fails the step, which rolls the update back. The HTTP client is
 //! `crate::http`: no TLS or proxy stack for 127.0.0.1.
@@ -53,8 +53,11 @@ impl Probe {
             },
             Probe::Tcp(address) => http::connect(address, PROBE_TIMEOUT).map(drop),
             Probe::Cmd(command) => {
+                // The command is the pipeline's own text (`${NAME}` is refused
+                // in it): variables reach it as environment only.
                 let status = std::process::Command::new("/bin/sh")
-                    .args(["-c", command])
+                    .args(["-c", "--", command])
+                    .envs(ctx.vars.iter().map(|(name, value)| (name, value)))
                     .current_dir(&ctx.config.root)
                     .stdin(std::process::Stdio::null())
                     .stdout(std::process::Stdio::null())
@@ -103,6 +106,10 @@ impl StepType for Health {
 
     fn keys(&self) -> &'static [&'static str] {
         &["url", "tcp", "cmd", "timeout", "interval"]
+    }
+
+    fn commands(&self) -> &'static [&'static str] {
+        &["cmd"]
     }
 
     fn check(&self, with: &With) -> Result<(), String> {

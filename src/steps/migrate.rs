@@ -11,7 +11,7 @@
 //! The file is changed in place by DuckDB, which keeps its storage version.
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::{Component, Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
 use duckdb::Connection;
@@ -148,8 +148,18 @@ impl StepType for Migrate {
     }
 
     fn check(&self, with: &With) -> Result<(), String> {
-        if !with.contains_key("dir") {
+        let Some(dir) = with.get("dir") else {
             return Err("needs `dir`, the folder of the NNNN_name.sql files".to_string());
+        };
+        // The SQL that runs on the database comes from this folder: it stays
+        // in the project, whatever a variable in it holds.
+        let inside = Path::new(dir)
+            .components()
+            .all(|part| matches!(part, Component::Normal(_) | Component::CurDir));
+        if !inside {
+            return Err(format!(
+                "`dir: {dir}` must be a folder inside the project, relative to upkeep.yaml's folder and without `..`"
+            ));
         }
         match with.get("rollback").map(String::as_str) {
             None | Some("none") => Ok(()),

@@ -39,6 +39,9 @@ pub struct Ctx<'a> {
     /// Journals how to undo what the step is about to do, before it does
     /// it: a step that fails halfway, or a crash, is then still undone.
     pub record: &'a dyn Fn(&Undo) -> Result<()>,
+    /// The run's variables: the environment of the commands a step runs
+    /// (see [`StepType::commands`]), as for `run:` steps.
+    pub vars: &'a [(String, String)],
 }
 
 /// A `record` for when nothing is journaled (dry-runs, undos).
@@ -106,6 +109,13 @@ pub trait StepType: Sync {
     fn name(&self) -> &'static str;
     /// The keys `with:` accepts.
     fn keys(&self) -> &'static [&'static str];
+    /// The keys of `with:` whose value is run as a shell command. It gets
+    /// the variables as environment, and `${NAME}` is refused in it when
+    /// the pipeline is loaded: a value pasted into shell text could run as
+    /// code (`$(...)`, `;`, backticks).
+    fn commands(&self) -> &'static [&'static str] {
+        &[]
+    }
     /// Checks `with:` before the run. A value holding `${NAME}` is only known
     /// at run time: checks let it pass (see [`later`]).
     fn check(&self, _with: &With) -> Result<(), String> {

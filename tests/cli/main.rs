@@ -9,6 +9,7 @@ mod corruption;
 mod demo;
 mod git_pull;
 mod health;
+mod injection;
 mod migrate;
 mod pipeline;
 mod repair;

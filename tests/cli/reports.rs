@@ -351,3 +351,176 @@ fn a_bad_notify_section_names_the_line() {
         .stderr_has("must start with http:// or https://")
         .stderr_has("p.yaml:4:8: `on` takes failure, rollback and success, found `sometimes`");
 }
+
+/// A pipeline whose URLs carry credentials: a health step that fails
+/// (its URL is shown in the step's failure), and a webhook with a password.
+fn with_credentials(hook: &str, dead_port: u16) -> String {
+    let hook = hook.replace("http://", "http://user:secret@");
+    format!(
+        "env: staging\nnotify: {{ url: \"{hook}?x=1&token=secret\" }}\nsteps:\n  \
+         - run: echo started\n    rollback: echo undone\n  \
+         - name: health\n    uses: health\n    with: {{ url: \"http://user:secret@127.0.0.1:{dead_port}/health?api_key=secret\", timeout: 1s, interval: 100ms }}\n"
+    )
+}
+
+fn dead_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// Every run log in the sandbox's state_dir.
+fn run_logs(sandbox: &Sandbox) -> String {
+    crate::support::walk(&sandbox.path(".upkeep/logs"))
+        .iter()
+        .map(|path| std::fs::read_to_string(path).unwrap())
+        .collect()
+}
+
+#[test]
+fn webhook_credentials_are_sent_as_basic_auth_and_shown_nowhere() {
+    let sandbox = Sandbox::new();
+    let report = sandbox.path("report.xml");
+    let summary = sandbox.path("summary.md");
+    let report_arg = report.to_str().unwrap();
+    let github: &[(&str, &str)] = &[
+        ("GITHUB_ACTIONS", "true"),
+        ("GITHUB_STEP_SUMMARY", summary.to_str().unwrap()),
+    ];
+    // Every way a run shows itself: --verbose and JUnit, JSON, GitHub.
+    let runs = [
+        (
+            &["--verbose", "run", "p", "--junit", report_arg][..],
+            &[][..],
+        ),
+        (&["--format", "json", "run", "p"], &[]),
+        (&["run", "p"], github),
+    ];
+    for (args, env) in runs {
+        let (url, server) = webhook();
+        sandbox.pipeline("p", &with_credentials(&url, dead_port()));
+        let run = sandbox.upkeep_with(args, env);
+        run.code(1);
+        let (head, body) = server.join().unwrap().expect("the webhook got the summary");
+        assert!(
+            head.starts_with("POST /hooks/upkeep?x=1&token=secret HTTP/1.1"),
+            "{head}"
+        );
+        let authorization = head
+            .lines()
+            .find_map(|line| {
+                let (name, value) = line.split_once(':')?;
+                name.eq_ignore_ascii_case("authorization")
+                    .then(|| value.trim().to_string())
+            })
+            .unwrap_or_else(|| panic!("no Authorization header:\n{head}"));
+        assert_eq!(authorization, "Basic dXNlcjpzZWNyZXQ=");
+        let body: serde_json::Value = serde_json::from_str(&body).unwrap();
+        assert_eq!(body["failed_step"], "health");
+        for (what, text) in [
+            ("stdout", run.stdout.as_str()),
+            ("stderr", run.stderr.as_str()),
+            ("webhook body", &body.to_string()),
+        ] {
+            assert!(!text.contains("secret"), "{what} shows a secret\n{run}");
+        }
+        // The URL is shown, masked.
+        assert!(
+            run.stdout.contains("127.0.0.1") && run.stdout.contains("api_key=***"),
+            "{run}"
+        );
+    }
+    assert!(run_logs(&sandbox).contains("api_key=***"));
+    for (what, text) in [
+        ("run log", run_logs(&sandbox)),
+        ("junit", std::fs::read_to_string(&report).unwrap()),
+        ("step summary", std::fs::read_to_string(&summary).unwrap()),
+    ] {
+        assert!(!text.contains("secret"), "{what} shows a secret:\n{text}");
+    }
+}
+
+#[test]
+fn a_dead_webhook_with_credentials_is_shown_masked() {
+    let sandbox = Sandbox::new();
+    let port = dead_port();
+    sandbox.pipeline(
+        "p",
+        &format!("env: staging\nnotify: {{ url: \"http://user:secret@127.0.0.1:{port}/x?sig=secret\" }}\nsteps:\n  - run: exit 1\n"),
+    );
+    let human = sandbox.upkeep(&["--verbose", "run", "p"]);
+    human.code(1).stderr_has(&format!(
+        "the notify webhook http://***@127.0.0.1:{port}/x?sig=*** did not take"
+    ));
+    let json = sandbox.upkeep(&["--format", "json", "run", "p"]);
+    json.code(1);
+    let warning = json
+        .json()
+        .into_iter()
+        .find(|event| event["type"] == "warning")
+        .unwrap_or_else(|| panic!("no warning event\n{json}"));
+    assert!(
+        warning["message"]
+            .as_str()
+            .unwrap()
+            .contains("http://***@127.0.0.1"),
+        "{warning}"
+    );
+    for run in [&human, &json] {
+        assert!(
+            !run.stdout.contains("secret") && !run.stderr.contains("secret"),
+            "{run}"
+        );
+    }
+    let logs = run_logs(&sandbox);
+    assert!(logs.contains("notify webhook http://***@"), "{logs}");
+    assert!(!logs.contains("secret"), "{logs}");
+}
+
+#[test]
+fn an_https_webhook_gets_its_url_from_stdin_never_the_command_line() {
+    let sandbox = Sandbox::new();
+    // A stand-in for curl that keeps what it was given, and fails like
+    // curl does, naming the URL.
+    sandbox.write(
+        "bin/curl",
+        "#!/bin/sh\nprintf '%s\\n' \"$@\" > curl.args\ncat > curl.stdin\n\
+         echo 'curl: (7) Failed to connect to https://user:secret@example.invalid/h?token=secret' >&2\nexit 7\n",
+    );
+    std::fs::set_permissions(
+        sandbox.path("bin/curl"),
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .unwrap();
+    let path = format!(
+        "{}:{}",
+        sandbox.path("bin").display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    sandbox.pipeline(
+        "p",
+        "env: staging\nnotify: { url: \"https://user:secret@example.invalid/h?token=secret\" }\nsteps:\n  - run: exit 1\n",
+    );
+    let run = sandbox.upkeep_with(&["run", "p"], &[("PATH", &path)]);
+    run.code(1)
+        .stderr_has("the notify webhook https://***@example.invalid/h?token=*** did not take");
+    assert!(
+        !run.stdout.contains("secret") && !run.stderr.contains("secret"),
+        "{run}"
+    );
+    let args = std::fs::read_to_string(sandbox.path("curl.args")).unwrap();
+    assert!(
+        !args.contains("secret") && !args.contains("example"),
+        "{args}"
+    );
+    assert!(args.contains("--config\n-\n"), "{args}");
+    let config = std::fs::read_to_string(sandbox.path("curl.stdin")).unwrap();
+    assert!(
+        config.contains("url = \"https://user:secret@example.invalid/h?token=secret\"\n"),
+        "{config}"
+    );
+    assert!(config.contains("data-binary = \"{\\\""), "{config}");
+    assert!(config.contains("\\\"pipeline\\\":\\\"p\\\""), "{config}");
+}
