@@ -183,6 +183,7 @@ impl<'a> App<'a> {
             .mode(0o600)
             .open(&self.log)
             .with_context(|| format!("cannot open `{}`", self.log.display()))?;
+        let logged_before = log.metadata().map_or(0, |meta| meta.len());
         let mut child = {
             use std::os::unix::process::CommandExt;
             self.shell(command, extra)
@@ -213,8 +214,9 @@ impl<'a> App<'a> {
         };
         if !status.success() {
             bail!(
-                "the app's {what} command `{command}` for `{}` failed ({status}); its output is in {}",
+                "the app's {what} command `{command}` for `{}` failed ({status}){}; its output is in {}",
                 self.env.name,
+                tail(&self.log, logged_before).map_or_else(String::new, |tail| format!(": {tail}")),
                 self.log.display()
             );
         }
@@ -222,11 +224,27 @@ impl<'a> App<'a> {
     }
 }
 
+/// The last lines a command wrote to `log` after byte `from`, on one line.
+fn tail(log: &Path, from: u64) -> Option<String> {
+    use std::io::{Read, Seek};
+    let mut file = std::fs::File::open(log).ok()?;
+    let len = file.metadata().ok()?.len();
+    file.seek(std::io::SeekFrom::Start(from.max(len.saturating_sub(2000))))
+        .ok()?;
+    let mut text = String::new();
+    file.read_to_string(&mut text).ok()?;
+    let lines: Vec<&str> = text
+        .lines()
+        .filter(|line| !line.trim().is_empty())
+        .collect();
+    let tail = lines[lines.len().saturating_sub(3)..].join(" / ");
+    (!tail.is_empty()).then(|| crate::redact::urls(&tail))
+}
 
 /// What a health probe waits for, in words.
 pub fn describe(health: &HealthSpec) -> String {
     match (&health.url, &health.tcp, &health.cmd) {
-        (Some(url), _, _) => format!("GET {url} answers 2xx"),
+        (Some(url), _, _) => format!("GET {} answers 2xx", crate::redact::urls(url)),
         (_, Some(address), _) => format!("{address} accepts a connection"),
         (_, _, Some(command)) => format!("`{command}` exits 0"),
         _ => "nothing".to_string(),

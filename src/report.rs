@@ -26,7 +26,7 @@ use console::style;
 use serde_json::json;
 
 use crate::cli::{Color, Format};
-use crate::db::backup::Made;
+use crate::db::backup::{Made, Taken};
 use crate::db::backups::{Backup, Status};
 use crate::db::check::Report;
 use crate::db::repair::{Outcome, Repaired};
@@ -187,6 +187,18 @@ impl Printer {
     }
 
     pub fn backup(&self, env: &str, made: &Made) {
+        let (taken, downtime_ms, app_down) = match &made.taken {
+            Taken::Direct => ("direct", None, None),
+            Taken::Snapshot => ("snapshot", None, None),
+            Taken::Window {
+                downtime,
+                restart_error,
+            } => (
+                "window",
+                Some(downtime.as_millis() as u64),
+                restart_error.clone(),
+            ),
+        };
         self.json(json!({
             "type": "backup",
             "env": env,
@@ -196,12 +208,30 @@ impl Printer {
             "rotated": made.rotated,
             "rotation_error": made.rotation_error,
             "wal_kept": made.wal_kept.as_ref().map(|(path, reason)| json!({"path": path, "reason": reason})),
+            "taken": taken,
+            "downtime_ms": downtime_ms,
+            "app_down": app_down,
         }));
+        if let Some(error) = &app_down {
+            // First and loudest: a person has to act now.
+            say_err!(
+                "{} THE APP OF {env} IS DOWN: it was stopped for the backup and did not come back healthy: {error}; start it by hand",
+                style("error:").red().bold()
+            );
+        }
         if !self.human() {
             return;
         }
+        let how = match &made.taken {
+            Taken::Direct => String::new(),
+            Taken::Snapshot => "; through the app's snapshot hook, no downtime".to_string(),
+            Taken::Window { downtime, .. } => format!(
+                "; in a window: the app was down {:.2}s",
+                downtime.as_secs_f64()
+            ),
+        };
         say!(
-            "{} {} backed up to {} ({}, {})",
+            "{} {} backed up to {} ({}, {}{how})",
             style("ok").green().bold(),
             style(env).bold(),
             made.backup.path.display(),

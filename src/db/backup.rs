@@ -126,7 +126,12 @@ pub fn backup(
     }
     fsx::create_private_dir(dir)?;
     fsx::sweep_partials(dir);
-    let failed = || format!("backup of `{}` failed; older backups are untouched", env.name);
+    let failed = || {
+        format!(
+            "backup of `{}` failed; older backups are untouched",
+            env.name
+        )
+    };
     let (copy, taken) = match taking {
         Taking::Direct => (copy_source(env, dir, progress, &mut || {})?, Taken::Direct),
         Taking::Window(window) => {

@@ -10,7 +10,14 @@
 //! upkeep-demo-app serve DB PORT VERSION
 //!                                   hold DB read-write and answer
 //!                                   `GET /health` on 127.0.0.1:PORT with
-//!                                   `200 VERSION users=N` (N read from DB)
+//!                                   `200 VERSION users=N` (N read from DB);
+//!                                   run $APP_SQL first, if set, leaving
+//!                                   its rows in the .wal; `POST /snapshot`
+//!                                   (body: a path) writes a consistent
+//!                                   copy of DB there
+//! upkeep-demo-app snapshot PORT PATH
+//!                                   the snapshot hook: ask the app on
+//!                                   PORT for a copy at PATH
 
 use std::io::Write;
 
@@ -44,13 +51,22 @@ fn run(args: &[String]) -> Result<(), Box<dyn std::error::Error>> {
             ready_then_wait()
         }
         ["serve", db, port, version] => serve(db, port.parse()?, version),
-        _ => Err("usage: upkeep-demo-app hold DB | write DB SQL | serve DB PORT VERSION".into()),
+        ["snapshot", port, target] => request_snapshot(port.parse()?, target),
+        _ => Err(
+            "usage: upkeep-demo-app hold DB | write DB SQL | serve DB PORT VERSION | snapshot PORT PATH"
+                .into(),
+        ),
     }
 }
 
 fn serve(db: &str, port: u16, version: &str) -> Result<(), Box<dyn std::error::Error>> {
-    use std::io::Read;
     let conn = duckdb::Connection::open(db)?;
+    // Rows the app writes on start stay in the .wal until a checkpoint,
+    // as an app's recent writes do.
+    if let Ok(sql) = std::env::var("APP_SQL") {
+        conn.execute_batch("SET checkpoint_threshold = '1TB'")?;
+        conn.execute_batch(&sql)?;
+    }
     let listener = std::net::TcpListener::bind(("127.0.0.1", port))?;
     println!(
         "ready {} serving {version} on 127.0.0.1:{port}",
@@ -58,20 +74,108 @@ fn serve(db: &str, port: u16, version: &str) -> Result<(), Box<dyn std::error::E
     );
     std::io::stdout().flush()?;
     for stream in listener.incoming() {
-        let Ok(mut stream) = stream else { continue };
-        let mut request = [0u8; 1024];
-        let _ = stream.read(&mut request);
+        let Ok(stream) = stream else { continue };
+        let conn = conn.try_clone()?;
+        let version = version.to_string();
+        // One thread a request: a snapshot in progress never keeps the
+        // health probe waiting.
+        std::thread::spawn(move || answer(stream, &conn, &version));
+    }
+    Ok(())
+}
+
+fn answer(mut stream: std::net::TcpStream, conn: &duckdb::Connection, version: &str) {
+    use std::io::Read;
+    let mut request = Vec::new();
+    let mut buffer = [0u8; 4096];
+    // The request line and headers; a snapshot request carries its target
+    // path as the body, after a blank line.
+    while let Ok(read) = stream.read(&mut buffer) {
+        if read == 0 {
+            break;
+        }
+        request.extend_from_slice(&buffer[..read]);
+        if let Some(end) = find(&request, b"\r\n\r\n") {
+            let length = content_length(&request[..end]);
+            if request.len() >= end + 4 + length {
+                break;
+            }
+        }
+    }
+    let text = String::from_utf8_lossy(&request).into_owned();
+    let (status, body) = if text.starts_with("POST /snapshot") {
+        let target = text.split("\r\n\r\n").nth(1).unwrap_or("").trim();
+        match snapshot(conn, target) {
+            Ok(()) => ("200 OK", format!("snapshot written to {target}\n")),
+            Err(error) => ("500 Internal Server Error", format!("{error}\n")),
+        }
+    } else {
         let users: i64 = conn
             .query_row("SELECT count(*) FROM users", [], |row| row.get(0))
             .unwrap_or(-1);
-        let body = format!("{version} users={users}\n");
-        let _ = write!(
-            stream,
-            "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-            body.len()
-        );
+        ("200 OK", format!("{version} users={users}\n"))
+    };
+    let _ = write!(
+        stream,
+        "HTTP/1.1 {status}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+}
+
+/// The snapshot hook, as an app would do it: from inside the process that
+/// holds the database, copy it into a new file in the same storage version
+/// (so that an older DuckDB can read it), while requests go on.
+fn snapshot(conn: &duckdb::Connection, target: &str) -> Result<(), duckdb::Error> {
+    let quote = |text: &str| format!("'{}'", text.replace('\'', "''"));
+    let (database, version): (String, String) = conn.query_row(
+        "SELECT current_database(), coalesce(rtrim(tags['storage_version'], '+'), 'v1.0.0') \
+         FROM duckdb_databases() WHERE database_name = current_database()",
+        [],
+        |row| Ok((row.get(0)?, row.get(1)?)),
+    )?;
+    conn.execute_batch(&format!(
+        "ATTACH {} AS upkeep_snapshot (STORAGE_VERSION {}); \
+         COPY FROM DATABASE \"{}\" TO upkeep_snapshot; DETACH upkeep_snapshot;",
+        quote(target),
+        quote(&version),
+        database.replace('"', "\"\"")
+    ))
+}
+
+fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
+    haystack
+        .windows(needle.len())
+        .position(|window| window == needle)
+}
+
+fn content_length(head: &[u8]) -> usize {
+    String::from_utf8_lossy(head)
+        .lines()
+        .find_map(|line| {
+            let (name, value) = line.split_once(':')?;
+            name.eq_ignore_ascii_case("content-length")
+                .then(|| value.trim().parse().ok())?
+        })
+        .unwrap_or(0)
+}
+
+/// `upkeep-demo-app snapshot PORT PATH`: asks the app on PORT to write its
+/// snapshot to PATH (the hook upkeep runs, with PATH from $UPKEEP_SNAPSHOT).
+fn request_snapshot(port: u16, target: &str) -> Result<(), Box<dyn std::error::Error>> {
+    use std::io::Read;
+    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port))?;
+    write!(
+        stream,
+        "POST /snapshot HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{target}",
+        target.len()
+    )?;
+    let mut answer = String::new();
+    stream.read_to_string(&mut answer)?;
+    if answer.starts_with("HTTP/1.1 200") {
+        Ok(())
+    } else {
+        Err(format!("the app refused the snapshot: {answer}").into())
     }
-    Ok(())
 }
 
 fn ready_then_wait() -> Result<(), Box<dyn std::error::Error>> {

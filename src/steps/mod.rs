@@ -15,6 +15,7 @@ use crate::config::{Config, Env};
 use crate::db::catalog::Schema;
 use crate::progress::Progress;
 
+mod app;
 mod backup;
 mod git_pull;
 mod health;
@@ -140,6 +141,8 @@ static REGISTRY: &[&dyn StepType] = &[
     &health::Health,
     &git_pull::GitPull,
     &migrate::Migrate,
+    &app::StopApp,
+    &app::StartApp,
 ];
 
 pub fn find(name: &str) -> Option<&'static dyn StepType> {

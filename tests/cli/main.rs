@@ -10,6 +10,7 @@ mod demo;
 mod git_pull;
 mod health;
 mod injection;
+mod live_app;
 mod migrate;
 mod pipeline;
 mod repair;

@@ -1,0 +1,146 @@
+//! `uses: stop-app` and `uses: start-app`: the app of the run's environment
+//! (or `with: { env: NAME }`), as `app:` in upkeep.yaml says how. start-app
+//! waits until the app is healthy. Each is the other's rollback: an update
+//! that fails after stop-app starts the app again, and a start-app whose app
+//! never becomes healthy stops it before the older steps are undone.
+
+use anyhow::{Result, anyhow, bail};
+use serde_json::json;
+
+use super::{Ctx, Plan, StepType, Undo, With, target_env};
+use crate::app::App;
+use crate::config::Env;
+use crate::db::open::{self, Access};
+
+pub struct StopApp;
+pub struct StartApp;
+
+/// The app of `env`, or why there is none.
+fn app<'a>(ctx: &Ctx<'a>, env: &'a Env) -> Result<App<'a>> {
+    App::of(ctx.config, env).ok_or_else(|| {
+        anyhow!(
+            "no app is configured for `{}`: add `app:` (`stop`, `start`, `health`) to {}",
+            env.name,
+            ctx.config.path.display()
+        )
+    })
+}
+
+/// The environment an undo entry names.
+fn undo_env(ctx: &Ctx, undo: &Undo) -> Result<Env> {
+    match undo.0.get("env").and_then(|env| env.as_str()) {
+        Some(name) => ctx.config.env(name),
+        None => bail!("the journal does not say which environment's app this was"),
+    }
+}
+
+fn held_by(env: &Env) -> String {
+    match open::lock_holder(&env.db, Access::Exclusive) {
+        Some(pid) => format!("the app is running now (PID {pid} holds the database)"),
+        None => "nothing holds the database now".to_string(),
+    }
+}
+
+impl StepType for StopApp {
+    fn name(&self) -> &'static str {
+        "stop-app"
+    }
+
+    fn keys(&self) -> &'static [&'static str] {
+        &["env"]
+    }
+
+    fn plan(&self, ctx: &Ctx, with: &With) -> Plan {
+        let env = match target_env(ctx, with) {
+            Ok(env) => env,
+            Err(error) => return Plan::blocked("stop the app", &error),
+        };
+        match app(ctx, &env) {
+            Ok(_) => Plan {
+                summary: format!(
+                    "stop the app of `{}` (`{}`) and wait until it lets go of the database: {}",
+                    env.name,
+                    ctx.config.apps[&env.name].stop,
+                    held_by(&env)
+                ),
+                ..Plan::default()
+            },
+            Err(error) => Plan::blocked("stop the app", &error),
+        }
+    }
+
+    fn run(&self, ctx: &Ctx, with: &With) -> Result<(String, Undo)> {
+        let env = target_env(ctx, with)?;
+        let app = app(ctx, &env)?;
+        let undo = Undo(json!({ "start": true, "env": env.name }));
+        (ctx.record)(&undo)?;
+        app.stop()?;
+        Ok((format!("stopped the app of `{}`", env.name), undo))
+    }
+
+    fn undo(&self, ctx: &Ctx, undo: &Undo) -> Result<String> {
+        let env = undo_env(ctx, undo)?;
+        app(ctx, &env)?.start()?;
+        Ok(format!("started the app of `{}`; it is healthy", env.name))
+    }
+}
+
+impl StepType for StartApp {
+    fn name(&self) -> &'static str {
+        "start-app"
+    }
+
+    fn keys(&self) -> &'static [&'static str] {
+        &["env"]
+    }
+
+    fn plan(&self, ctx: &Ctx, with: &With) -> Plan {
+        let env = match target_env(ctx, with) {
+            Ok(env) => env,
+            Err(error) => return Plan::blocked("start the app", &error),
+        };
+        match app(ctx, &env) {
+            Ok(_) => {
+                let spec = &ctx.config.apps[&env.name];
+                let wait = spec.health.as_ref().map_or_else(
+                    || " (no `health:` to wait for)".to_string(),
+                    |health| {
+                        format!(
+                            " and wait up to {} until {}",
+                            humantime::format_duration(health.timeout),
+                            crate::app::describe(health)
+                        )
+                    },
+                );
+                Plan {
+                    summary: format!(
+                        "start the app of `{}` (`{}`){wait}: {}",
+                        env.name,
+                        spec.start,
+                        held_by(&env)
+                    ),
+                    ..Plan::default()
+                }
+            }
+            Err(error) => Plan::blocked("start the app", &error),
+        }
+    }
+
+    fn run(&self, ctx: &Ctx, with: &With) -> Result<(String, Undo)> {
+        let env = target_env(ctx, with)?;
+        let app = app(ctx, &env)?;
+        let undo = Undo(json!({ "stop": true, "env": env.name }));
+        (ctx.record)(&undo)?;
+        app.start()?;
+        Ok((
+            format!("started the app of `{}`; it is healthy", env.name),
+            undo,
+        ))
+    }
+
+    fn undo(&self, ctx: &Ctx, undo: &Undo) -> Result<String> {
+        let env = undo_env(ctx, undo)?;
+        app(ctx, &env)?.stop()?;
+        Ok(format!("stopped the app of `{}`", env.name))
+    }
+}

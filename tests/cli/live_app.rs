@@ -1,0 +1,227 @@
+//! Backups of a running app (`app:` in upkeep.yaml): the real demo app
+//! holds its database, serves `/health` and keeps rows in its `.wal`; a
+//! window backup stops and starts it around the copy, a snapshot backup
+//! asks it for a copy and never stops it.
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use upkeep::demo::{START, STOP};
+
+use crate::support::*;
+
+/// Rows the app commits on start, which stay in its `.wal`.
+const APP_SQL: &str =
+    "INSERT INTO users (email) SELECT 'live' || i || '@example.com' FROM range(40) r(i)";
+
+/// A sandbox whose production database is served by the demo app, with
+/// `app:` configured (and the snapshot hook when `snapshot`).
+struct Live {
+    sandbox: Sandbox,
+    port: u16,
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+impl Live {
+    fn new(snapshot: bool) -> Live {
+        let sandbox = Sandbox::new();
+        let port = free_port();
+        let start = format!("APP_BIN={APP} APP_PORT={port} APP_SQL=\"{APP_SQL}\" ./start.sh");
+        sandbox.write("start.sh", START);
+        sandbox.write("stop.sh", STOP);
+        sandbox.write("VERSION", "v1");
+        for script in ["start.sh", "stop.sh"] {
+            make_executable(&sandbox.path(script));
+        }
+        let hook = if snapshot {
+            format!("  snapshot: {APP} snapshot {port} \"$UPKEEP_SNAPSHOT\"\n")
+        } else {
+            String::new()
+        };
+        sandbox.write(
+            "upkeep.yaml",
+            &format!(
+                "{CONFIG}app:\n  stop: ./stop.sh\n  start: '{}'\n  health: {{ url: 'http://127.0.0.1:{port}/health', timeout: 20s }}\n{hook}",
+                start.replace('\'', "''")
+            ),
+        );
+        let live = Live { sandbox, port };
+        live.start();
+        live
+    }
+
+    fn start(&self) {
+        let status = std::process::Command::new("/bin/sh")
+            .arg("-c")
+            .arg(format!(
+                "APP_BIN={APP} APP_PORT={} APP_SQL=\"{APP_SQL}\" UPKEEP_DB={} ./start.sh",
+                self.port,
+                self.sandbox.db("prod").display()
+            ))
+            .current_dir(self.sandbox.dir.path())
+            .status()
+            .unwrap();
+        assert!(status.success());
+        let started = Instant::now();
+        while upkeep::demo::health(self.port).is_none() {
+            assert!(
+                started.elapsed() < Duration::from_secs(20),
+                "app did not start"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    fn health(&self) -> Option<String> {
+        upkeep::demo::health(self.port)
+    }
+
+    /// Rows in the newest backup of production.
+    fn rows_in_newest_backup(&self) -> i64 {
+        let newest = self.sandbox.backups("production").pop().expect("a backup");
+        counts(&newest)["users"]
+    }
+}
+
+impl Drop for Live {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("/bin/sh")
+            .arg("stop.sh")
+            .current_dir(self.sandbox.dir.path())
+            .status();
+    }
+}
+
+fn make_executable(path: &Path) {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o755)).unwrap();
+}
+
+#[test]
+fn a_window_backup_stops_the_app_for_the_copy_only_and_keeps_its_wal_rows() {
+    let live = Live::new(false);
+    assert!(live.health().unwrap().contains("users=3040"));
+    let run = live.sandbox.upkeep(&["backup", "production"]);
+    run.code(0).stdout_has("verified").stdout_has("window");
+    assert_eq!(live.rows_in_newest_backup(), 3040, "{run}");
+    let health = live
+        .health()
+        .expect("the app serves again after the backup");
+    assert!(health.contains("v1"), "{health}");
+}
+
+#[test]
+fn a_snapshot_backup_never_stops_the_app() {
+    let live = Live::new(true);
+    let pid_before = std::fs::read_to_string(live.sandbox.path("app.pid")).unwrap();
+    // A prober every 10 ms meanwhile: none may fail.
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let prober = {
+        let stop = stop.clone();
+        let port = live.port;
+        std::thread::spawn(move || {
+            let (mut probes, mut failures) = (0, 0);
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                probes += 1;
+                if upkeep::demo::health(port).is_none() {
+                    failures += 1;
+                }
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            (probes, failures)
+        })
+    };
+    let run = live
+        .sandbox
+        .upkeep(&["backup", "production", "--no-window"]);
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let (probes, failures) = prober.join().unwrap();
+    run.code(0).stdout_has("verified").stdout_has("snapshot");
+    assert_eq!(
+        failures, 0,
+        "{failures} of {probes} health probes failed\n{run}"
+    );
+    assert!(probes > 0);
+    assert_eq!(live.rows_in_newest_backup(), 3040, "{run}");
+    let pid_after = std::fs::read_to_string(live.sandbox.path("app.pid")).unwrap();
+    assert_eq!(pid_before, pid_after, "the app was restarted\n{run}");
+}
+
+#[test]
+fn no_window_with_a_held_database_and_no_hook_is_busy() {
+    let live = Live::new(false);
+    let run = live
+        .sandbox
+        .upkeep(&["backup", "production", "--no-window"]);
+    run.code(4).stderr_has("--no-window");
+    assert!(live.sandbox.backups("production").is_empty(), "{run}");
+    assert!(live.health().is_some());
+}
+
+#[test]
+fn without_app_a_held_database_is_busy_with_a_hint() {
+    let sandbox = Sandbox::new();
+    let db = sandbox.db("prod");
+    let _app = sandbox.app(&["hold", db.to_str().unwrap()]);
+    sandbox
+        .upkeep(&["backup", "production"])
+        .code(4)
+        .stderr_has("configure `app:`");
+}
+
+#[test]
+fn an_app_that_does_not_come_back_is_exit_3_and_the_verified_copy_is_published() {
+    let live = Live::new(false);
+    // The release on disk can no longer start: health never answers.
+    let config = std::fs::read_to_string(live.sandbox.path("upkeep.yaml")).unwrap();
+    live.sandbox.write(
+        "upkeep.yaml",
+        &config
+            .replace("timeout: 20s", "timeout: 2s")
+            .replace("start: '", "start: 'exit 0; "),
+    );
+    let run = live.sandbox.upkeep(&["backup", "production"]);
+    run.code(3).stderr_has("DOWN");
+    assert_eq!(live.sandbox.backups("production").len(), 1, "{run}");
+    assert_eq!(live.rows_in_newest_backup(), 3040, "{run}");
+    assert!(live.health().is_none());
+}
+
+#[test]
+fn a_hook_that_writes_garbage_or_nothing_publishes_nothing_and_keeps_older_backups() {
+    let live = Live::new(true);
+    live.sandbox.upkeep(&["backup", "production"]).code(0);
+    let before = live.sandbox.backups("production");
+    let config = std::fs::read_to_string(live.sandbox.path("upkeep.yaml")).unwrap();
+    let hook = config
+        .lines()
+        .find(|line| line.starts_with("  snapshot:"))
+        .unwrap()
+        .to_string();
+    for bad in [
+        "  snapshot: 'head -c 300000 /dev/urandom > \"$UPKEEP_SNAPSHOT\"'",
+        "  snapshot: 'true'",
+        "  snapshot: 'exit 7'",
+    ] {
+        live.sandbox
+            .write("upkeep.yaml", &config.replace(&hook, bad));
+        // A new second, so that a published backup would show.
+        std::thread::sleep(Duration::from_millis(1100));
+        let run = live.sandbox.upkeep(&["backup", "production"]);
+        run.code(1);
+        assert_eq!(live.sandbox.backups("production"), before, "{bad}\n{run}");
+        let leftovers: Vec<_> = walk(&live.sandbox.path("backups"))
+            .into_iter()
+            .filter(|p| p.file_name().unwrap().to_string_lossy().starts_with('.'))
+            .collect();
+        assert!(leftovers.is_empty(), "{bad}: {leftovers:?}\n{run}");
+        assert!(live.health().is_some(), "{bad}");
+    }
+}
