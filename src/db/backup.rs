@@ -137,10 +137,10 @@ pub fn backup(
         Taking::Window(window) => {
             if let Err(error) = window.stop() {
                 // Bring back an app that went down all the same.
-                if window.released() {
-                    if let Err(restart) = window.start() {
-                        return Err(app_down(env, &restart, Some(&error)));
-                    }
+                if window.released()
+                    && let Err(restart) = window.start()
+                {
+                    return Err(app_down(env, &restart, Some(&error)));
                 }
                 return Err(error.context(failed()));
             }
