@@ -20,6 +20,7 @@ use anyhow::{Context, Result, bail};
 use crate::config::{AppSpec, Config, Env, HealthSpec};
 use crate::db::backup::{self, Made, Taking};
 use crate::db::catalog::Schema;
+use crate::db::check;
 use crate::db::open::{self, Access};
 use crate::error::Busy;
 use crate::http;
@@ -296,6 +297,42 @@ pub fn backup(
         Some(app) => backup::backup(env, dir, keep, schema, progress, &Taking::Window(&app)),
         None => Err(held(env, pid, HINT)),
     }
+}
+
+/// Checks `env`'s database; when the app holds it, checks a fresh
+/// snapshot from its hook instead (no downtime). Check never stops the app:
+/// without a hook, a held database is busy, with how to get a verdict.
+pub fn check(
+    config: &Config,
+    env: &Env,
+    schema: Option<&Schema>,
+    deep: bool,
+) -> Result<check::Report> {
+    let Some(pid) = open::lock_holder(&env.db, Access::ReadOnly) else {
+        return check::check(&env.db, schema, deep);
+    };
+    let app = App::of(config, env).filter(App::has_snapshot).ok_or_else(|| {
+        held(
+            env,
+            pid,
+            "check never stops the app: add a `snapshot` hook to `app:` in upkeep.yaml for a verdict \
+             without downtime, or check while the app is stopped (`upkeep run update` does)",
+        )
+    })?;
+    crate::fsx::create_private_dir(&config.backups_dir)?;
+    let target = crate::fsx::partial_file(&config.backups_dir)?.into_temp_path();
+    let path = target.to_path_buf();
+    target
+        .close()
+        .with_context(|| format!("cannot prepare `{}`", path.display()))?;
+    let _cleanup = tempfile::TempPath::try_from_path(&path)?;
+    let _wal = tempfile::TempPath::try_from_path(crate::db::wal::path_of(&path))?;
+    app.snapshot(&path)
+        .with_context(|| format!("cannot check `{}`: the snapshot hook failed", env.name))?;
+    let mut report = check::check(&path, schema, deep)?;
+    report.path = env.db.clone();
+    report.from_snapshot = true;
+    Ok(report)
 }
 
 /// How to let upkeep work on a running app.

@@ -11,7 +11,7 @@ use crate::cli::Command;
 use crate::config::{Config, Env, parse_keep};
 use crate::db::catalog::Schema;
 use crate::db::restore::Choice;
-use crate::db::{backup, backups, check, repair, restore};
+use crate::db::{backup, backups, repair, restore};
 use crate::error::{bad_input, code, exit_code};
 use crate::lock;
 use crate::pipeline;
@@ -38,7 +38,7 @@ pub fn run(command: &Command, config: &Config, printer: &Printer) -> Result<i32>
     let progress = printer.progress();
     match command {
         Command::Check { env, deep } => each_env(config, env, printer, |env| {
-            let report = check::check(&env.db, schema, *deep)?;
+            let report = app::check(config, env, schema, *deep)?;
             printer.check(&env.name, &report);
             if report.ok() {
                 Ok(code::OK)

@@ -144,6 +144,9 @@ impl Printer {
             report.path.display(),
             if report.deep { ", deep" } else { "" }
         );
+        if report.from_snapshot {
+            say!("  checked a fresh snapshot from the app's hook: the app kept running");
+        }
         self.table_rows(report);
         if report.ok() {
             say!("  {} sound", style("ok").green().bold());

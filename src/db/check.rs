@@ -30,6 +30,9 @@ pub struct Report {
     /// The file's blake3, when a deep check read all of it.
     #[serde(skip)]
     pub blake3: Option<blake3::Hash>,
+    /// What was read was a fresh snapshot the app wrote of `path` (it
+    /// kept running), not the file itself.
+    pub from_snapshot: bool,
 }
 
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]
@@ -123,6 +126,7 @@ pub fn check(path: &Path, schema: Option<&Schema>, deep: bool) -> Result<Report>
         tables: Vec::new(),
         problems: Vec::new(),
         blake3: None,
+        from_snapshot: false,
     };
     let header = match header::read(path) {
         Ok(header) => header,

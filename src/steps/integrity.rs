@@ -68,7 +68,7 @@ impl StepType for Integrity {
         let deep = flag(with, "deep").map_err(anyhow::Error::msg)?;
         let env = target_env(ctx, with)?;
         let ctx = &Ctx { env: &env, ..*ctx };
-        let report = check::check(&ctx.env.db, ctx.schema, deep)?;
+        let report = crate::app::check(ctx.config, ctx.env, ctx.schema, deep)?;
         if !report.ok() {
             bail!(
                 "integrity check of `{}` found {} problem(s): {}",
@@ -82,8 +82,13 @@ impl StepType for Integrity {
             .map(|(table, rows)| format!("{table} {rows}"))
             .collect::<Vec<_>>()
             .join(", ");
+        let how = if report.from_snapshot {
+            ", checked on a fresh snapshot from the app's hook"
+        } else {
+            ""
+        };
         Ok((
-            format!("`{}` is sound ({tables})", ctx.env.name),
+            format!("`{}` is sound ({tables}){how}", ctx.env.name),
             Undo::nothing(),
         ))
     }

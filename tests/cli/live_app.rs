@@ -225,3 +225,28 @@ fn a_hook_that_writes_garbage_or_nothing_publishes_nothing_and_keeps_older_backu
         assert!(live.health().is_some(), "{bad}");
     }
 }
+
+#[test]
+fn check_of_a_running_app_reads_a_fresh_snapshot_or_is_busy_and_never_stops_it() {
+    let live = Live::new(true);
+    let pid = std::fs::read_to_string(live.sandbox.path("app.pid")).unwrap();
+    live.sandbox
+        .upkeep(&["check", "production", "--deep"])
+        .code(0)
+        .stdout_has("fresh snapshot")
+        .stdout_has("3040");
+    assert_eq!(
+        std::fs::read_to_string(live.sandbox.path("app.pid")).unwrap(),
+        pid
+    );
+    let leftovers: Vec<_> = walk(&live.sandbox.path("backups"));
+    assert!(leftovers.is_empty(), "{leftovers:?}");
+
+    let live = Live::new(false);
+    live.sandbox
+        .upkeep(&["check", "production"])
+        .code(4)
+        .stderr_has("PID")
+        .stderr_has("snapshot");
+    assert!(live.health().is_some());
+}
