@@ -83,6 +83,16 @@ pub fn run(command: &Command, config: &Config, printer: &Printer) -> Result<i32>
             latest: _,
         } => {
             let env = config.env(env)?;
+            if let Some(status) = around_running_app(
+                config,
+                printer,
+                &env,
+                "restore",
+                "uses: restore\n    with: { backup: \"${BACKUP}\" }",
+                &[format!("BACKUP={}", backup.as_deref().unwrap_or("latest"))],
+            )? {
+                return Ok(status);
+            }
             let choice = backup.clone().map_or(Choice::Latest, Choice::Named);
             let _lock = lock::acquire(&config.state_dir, &format!("upkeep restore {}", env.name))?;
             let restored = restore::restore(&env, &config.backups_dir, &choice, schema, &progress)?;
@@ -95,6 +105,16 @@ pub fn run(command: &Command, config: &Config, printer: &Printer) -> Result<i32>
         }
         Command::Repair { env } => {
             let env = config.env(env)?;
+            if let Some(status) = around_running_app(
+                config,
+                printer,
+                &env,
+                "repair",
+                "uses: repair\n    with: { undo: previous }",
+                &[],
+            )? {
+                return Ok(status);
+            }
             let _lock = lock::acquire(&config.state_dir, &format!("upkeep repair {}", env.name))?;
             let sources = repair::Sources {
                 backups_dir: &config.backups_dir,
@@ -140,6 +160,54 @@ pub fn run(command: &Command, config: &Config, printer: &Printer) -> Result<i32>
             unreachable!("handled before upkeep.yaml is read")
         }
     }
+}
+
+/// Restore and repair on a running app: when the app holds the database,
+/// the work runs as a pipeline between `stop-app` and `start-app`, so that
+/// an app that does not come back healthy has the previous database put
+/// back and is started on it again (exit 1), and a kill -9 is finished by
+/// `upkeep recover`. `None` when the database is not held.
+fn around_running_app(
+    config: &Config,
+    printer: &Printer,
+    env: &Env,
+    what: &str,
+    step: &str,
+    vars: &[String],
+) -> Result<Option<i32>> {
+    use crate::db::open::{Access, lock_holder};
+    let Some(pid) = lock_holder(&env.db, Access::Exclusive) else {
+        return Ok(None);
+    };
+    if crate::app::App::of(config, env).is_none() {
+        return Err(crate::app::held(env, pid, crate::app::HINT));
+    }
+    let folder = config.state_dir.join("pipelines");
+    crate::fsx::create_private_dir(&folder)?;
+    let path = folder.join(format!("{what}-running-app.yaml"));
+    crate::fsx::write_atomic(
+        &path,
+        format!(
+            "name: {what} (running app)\n\
+             description: '{what} on a running app, written by upkeep (stop it, {what}, start it, wait until healthy)'\n\
+             env: {}\n\
+             steps:\n  - uses: stop-app\n  - {step}\n  - uses: start-app\n",
+            env.name
+        )
+        .as_bytes(),
+    )?;
+    let pipeline = path.to_string_lossy().into_owned();
+    let args = pipeline::RunArgs {
+        pipeline: &pipeline,
+        dry_run: false,
+        env: Some(&env.name),
+        vars,
+        lock_wait: None,
+        junit: None,
+        // Asked for by name on the command line: no second question.
+        yes: true,
+    };
+    pipeline::run_command(config, &args, *printer).map(Some)
 }
 
 fn each_env(

@@ -10,7 +10,8 @@
 //! upkeep-demo-app serve DB PORT VERSION
 //!                                   hold DB read-write and answer
 //!                                   `GET /health` on 127.0.0.1:PORT with
-//!                                   `200 VERSION users=N` (N read from DB);
+//!                                   `200 VERSION users=N` (N read from DB;
+//!                                   503 when it cannot be read);
 //!                                   run $APP_SQL first, if set, leaving
 //!                                   its rows in the .wal; `POST /snapshot`
 //!                                   (body: a path) writes a consistent
@@ -110,10 +111,11 @@ fn answer(mut stream: std::net::TcpStream, conn: &duckdb::Connection, version: &
             Err(error) => ("500 Internal Server Error", format!("{error}\n")),
         }
     } else {
-        let users: i64 = conn
-            .query_row("SELECT count(*) FROM users", [], |row| row.get(0))
-            .unwrap_or(-1);
-        ("200 OK", format!("{version} users={users}\n"))
+        // An app whose database lacks what it needs is not healthy.
+        match conn.query_row("SELECT count(*) FROM users", [], |row| row.get::<_, i64>(0)) {
+            Ok(users) => ("200 OK", format!("{version} users={users}\n")),
+            Err(error) => ("503 Service Unavailable", format!("{version} {error}\n")),
+        }
     };
     let _ = write!(
         stream,

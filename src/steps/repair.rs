@@ -1,6 +1,9 @@
 //! `uses: repair`: the repair of `upkeep repair`. Its rollback leaves the
 //! repaired database in place: putting a damaged file back would not give
-//! the app its old data, and the damaged file stays in quarantine.
+//! the app its old data, and the damaged file stays in quarantine. With
+//! `with: { undo: previous }` (a repair on a running app whose app then
+//! does not come back), the rollback puts the previous file back as it
+//! was, as restore's does.
 
 use anyhow::Result;
 
@@ -16,7 +19,16 @@ impl StepType for Repair {
     }
 
     fn keys(&self) -> &'static [&'static str] {
-        &[]
+        &["undo"]
+    }
+
+    fn check(&self, with: &super::With) -> Result<(), String> {
+        match with.get("undo").map(String::as_str) {
+            None | Some("keep" | "previous") => Ok(()),
+            Some(other) => Err(format!(
+                "`undo` is `keep` (the default: the repaired database stays) or `previous`, not `{other}`"
+            )),
+        }
     }
 
     fn plan(&self, ctx: &Ctx, _with: &With) -> Plan {
@@ -47,7 +59,7 @@ impl StepType for Repair {
         }
     }
 
-    fn run(&self, ctx: &Ctx, _with: &With) -> Result<(String, Undo)> {
+    fn run(&self, ctx: &Ctx, with: &With) -> Result<(String, Undo)> {
         let sources = repair::Sources {
             backups_dir: &ctx.config.backups_dir,
             schema: ctx.schema,
@@ -71,6 +83,14 @@ impl StepType for Repair {
             *ctx.restore_point.borrow_mut() = Some(backup.path.clone());
         }
         let (how, _) = crate::report::describe_outcome(&repaired.outcome);
-        Ok((format!("`{}`: {how}", ctx.env.name), Undo::nothing()))
+        let undo = match (&repaired.quarantine, with.get("undo").map(String::as_str)) {
+            (Some(folder), Some("previous")) => Undo(serde_json::json!({ "aside": folder })),
+            _ => Undo::nothing(),
+        };
+        Ok((format!("`{}`: {how}", ctx.env.name), undo))
+    }
+
+    fn undo(&self, ctx: &Ctx, undo: &Undo) -> Result<String> {
+        super::restore::Restore.undo(ctx, undo)
     }
 }

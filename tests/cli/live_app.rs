@@ -250,3 +250,100 @@ fn check_of_a_running_app_reads_a_fresh_snapshot_or_is_busy_and_never_stops_it()
         .stderr_has("snapshot");
     assert!(live.health().is_some());
 }
+
+impl Live {
+    fn stop(&self) {
+        let status = std::process::Command::new("/bin/sh")
+            .arg("stop.sh")
+            .current_dir(self.sandbox.dir.path())
+            .status()
+            .unwrap();
+        assert!(status.success());
+    }
+
+    fn users_table(&self) -> bool {
+        let conn = duckdb::Connection::open(self.sandbox.db("prod")).unwrap();
+        conn.query_row(
+            "SELECT count(*) FROM duckdb_tables() WHERE table_name = 'users'",
+            [],
+            |r| r.get::<_, i64>(0),
+        )
+        .unwrap()
+            == 1
+    }
+}
+
+#[test]
+fn restore_on_a_running_app_stops_it_restores_and_starts_it() {
+    let live = Live::new(false);
+    live.sandbox.upkeep(&["backup", "production"]).code(0);
+    let backup = live.sandbox.backups("production").pop().unwrap();
+    let name = backup.file_name().unwrap().to_str().unwrap().to_string();
+    // New rows after the backup, which the restore takes away.
+    live.stop();
+    sql(&live.sandbox.db("prod"), "DELETE FROM users WHERE id > 100");
+    live.start();
+    assert!(live.health().unwrap().contains("users=140"));
+    let run = live.sandbox.upkeep(&["restore", "production", &name]);
+    run.code(0);
+    let health = live.health().expect("the app serves after the restore");
+    // The backup's 3040 users, and the 40 the app writes on each start.
+    assert!(health.contains("users=3080"), "{health}\n{run}");
+}
+
+#[test]
+fn an_app_that_is_not_healthy_after_restore_gets_its_previous_database_back() {
+    let live = Live::new(false);
+    // A backup the app cannot run on: its `users` table is gone. (No
+    // schema.sql, so that upkeep verifies it as it is.)
+    let config = std::fs::read_to_string(live.sandbox.path("upkeep.yaml")).unwrap();
+    live.sandbox.write(
+        "upkeep.yaml",
+        &config
+            .replace("schema: schema.sql\n", "")
+            .replace("timeout: 20s", "timeout: 3s"),
+    );
+    live.stop();
+    let db = live.sandbox.db("prod");
+    sql(&db, "ALTER TABLE users RENAME TO people");
+    live.sandbox.upkeep(&["backup", "production"]).code(0);
+    sql(&db, "ALTER TABLE people RENAME TO users");
+    live.start();
+    let name = live.sandbox.backups("production")[0]
+        .file_name()
+        .unwrap()
+        .to_str()
+        .unwrap()
+        .to_string();
+    let run = live.sandbox.upkeep(&["restore", "production", &name]);
+    run.code(1);
+    let health = live
+        .health()
+        .expect("the app serves again on its previous database");
+    assert!(health.contains("users="), "{health}\n{run}");
+    live.stop();
+    assert!(live.users_table(), "the previous database is back\n{run}");
+}
+
+#[test]
+fn repair_on_a_running_app_stops_it_repairs_and_starts_it() {
+    let live = Live::new(false);
+    live.sandbox.upkeep(&["backup", "production"]).code(0);
+    live.stop();
+    // Rows whose key the table no longer enforces: a content problem that
+    // salvage mends while the app is down.
+    sql(
+        &live.sandbox.db("prod"),
+        "CREATE TABLE tmp AS SELECT * FROM orders; DROP TABLE orders; \
+         CREATE TABLE orders (id INTEGER, user_id INTEGER, note VARCHAR); \
+         INSERT INTO orders SELECT * FROM tmp; INSERT INTO orders SELECT * FROM tmp LIMIT 3; DROP TABLE tmp;",
+    );
+    live.start();
+    let run = live.sandbox.upkeep(&["repair", "production"]);
+    run.code(0);
+    assert!(live.health().is_some(), "{run}");
+    live.stop();
+    live.sandbox
+        .upkeep(&["check", "production", "--deep"])
+        .code(0);
+}
