@@ -24,6 +24,12 @@ pub const PARTIAL_PREFIX: &str = ".upkeep-partial-";
 /// `input` is opened by the caller: see `db::backup` on POSIX locks.
 pub fn copy_fast(input: &File, target: &mut File, progress: &dyn Fn(u64)) -> Result<u64> {
     const CHUNK: u64 = 64 << 20;
+    // Where the file system shares blocks (XFS with reflink, btrfs), the
+    // copy is a clone: instant whatever the size, and no block is written.
+    if let Some(size) = clone(input, target) {
+        progress(size);
+        return Ok(size);
+    }
     let mut copied = 0u64;
     loop {
         let n = std::io::copy(&mut input.take(CHUNK), target)
@@ -36,6 +42,26 @@ pub fn copy_fast(input: &File, target: &mut File, progress: &dyn Fn(u64)) -> Res
         progress(copied);
     }
     Ok(copied)
+}
+
+/// Clones `input` into the empty `target` (`FICLONE`), when the file
+/// system can; the size cloned, or `None` to copy instead.
+#[cfg(target_os = "linux")]
+fn clone(input: &File, target: &File) -> Option<u64> {
+    use std::os::fd::AsRawFd;
+    // _IOW(0x94, 9, int), from linux/fs.h.
+    const FICLONE: libc::c_ulong = 0x4004_9409;
+    // SAFETY: two valid descriptors; the call only reads its arguments.
+    let status = unsafe { libc::ioctl(target.as_raw_fd(), FICLONE, input.as_raw_fd()) };
+    if status != 0 {
+        return None;
+    }
+    input.metadata().ok().map(|meta| meta.len())
+}
+
+#[cfg(not(target_os = "linux"))]
+fn clone(_input: &File, _target: &File) -> Option<u64> {
+    None
 }
 
 /// Asks the kernel to start writing a range of `file` to disk, without

@@ -13,6 +13,7 @@ mod injection;
 mod live_app;
 mod migrate;
 mod pipeline;
+mod reflink;
 mod repair;
 mod reports;
 mod restore;

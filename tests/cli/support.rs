@@ -38,7 +38,17 @@ impl Sandbox {
     /// The standard sandbox: both databases made with the default (2.0)
     /// storage version and some rows.
     pub fn new() -> Sandbox {
-        let sandbox = Sandbox::empty();
+        Sandbox::new_in(&std::env::temp_dir())
+    }
+
+    /// The standard sandbox, in a folder of `parent` (another file system).
+    pub fn new_in(parent: &Path) -> Sandbox {
+        let sandbox = Sandbox {
+            dir: tempfile::Builder::new()
+                .prefix("upkeep-test-")
+                .tempdir_in(parent)
+                .expect("temp dir"),
+        };
         sandbox.write("upkeep.yaml", CONFIG);
         sandbox.write("schema.sql", SCHEMA);
         make_db(&sandbox.db("prod"), None, 3_000);
