@@ -299,6 +299,81 @@ pub fn backup(
     }
 }
 
+/// Which way a backup of `env` (of `size` bytes) would go now, and why,
+/// for a dry-run; the second value is why it would be refused.
+pub fn backup_way(
+    config: &Config,
+    env: &Env,
+    no_window: bool,
+    size: u64,
+) -> (String, Option<String>) {
+    let Some(pid) = open::lock_holder(&env.db, Access::Exclusive) else {
+        return ("directly: nothing holds the database now".to_string(), None);
+    };
+    let holder = format!(
+        "PID {pid}{} holds the database",
+        open::describe_process(pid)
+    );
+    match App::of(config, env) {
+        Some(app) if app.has_snapshot() => (
+            format!("through the app's snapshot hook, no downtime ({holder})"),
+            None,
+        ),
+        Some(_) if no_window => {
+            let why = format!(
+                "{holder}, --no-window forbids stopping the app, and `app:` has no snapshot hook"
+            );
+            (format!("refused: {why}"), Some(why))
+        }
+        Some(app) => (
+            format!(
+                "in a window ({holder}): the app stopped for the checkpoint and the copy, {}, then started and waited for",
+                window_estimate(config, size)
+            ),
+            match app.healthy_now() {
+                Some(Err(why)) => Some(format!(
+                    "the app is not healthy now ({why}): a window backup would not know when it is back"
+                )),
+                _ => None,
+            },
+        ),
+        None => {
+            let why = format!("{holder} and no `app:` is configured");
+            (format!("refused: {why}"), Some(format!("{why}: {HINT}")))
+        }
+    }
+}
+
+/// How long the copy of a window backup should take: a clone where the
+/// backups' file system shares blocks, else a copy at disk speed.
+fn window_estimate(config: &Config, size: u64) -> String {
+    const XFS: i64 = 0x5846_5342;
+    const BTRFS: i64 = 0x9123_683e;
+    let folder = config
+        .backups_dir
+        .ancestors()
+        .find(|path| path.exists())
+        .unwrap_or(&config.root);
+    let kind = std::ffi::CString::new(folder.as_os_str().as_encoded_bytes())
+        .ok()
+        .and_then(|path| {
+            // SAFETY: a valid C string and a zeroed out-parameter.
+            let mut stat: libc::statfs = unsafe { std::mem::zeroed() };
+            (unsafe { libc::statfs(path.as_ptr(), &mut stat) } == 0).then_some(stat.f_type as i64)
+        });
+    match kind {
+        Some(XFS | BTRFS) => {
+            "a clone (well under a second, whatever the size) where reflink is on".to_string()
+        }
+        // A conservative 200 MB/s, with its sync.
+        _ => format!(
+            "about {:.1}s to copy {} at disk speed",
+            size as f64 / 200e6,
+            crate::fsx::human_size(size)
+        ),
+    }
+}
+
 /// Checks `env`'s database; when the app holds it, checks a fresh
 /// snapshot from its hook instead (no downtime). Check never stops the app:
 /// without a hook, a held database is busy, with how to get a verdict.

@@ -65,9 +65,10 @@ impl StepType for Backup {
             )),
             _ => None,
         };
+        let (way, refused) = crate::app::backup_way(ctx.config, ctx.env, false, size);
         Plan {
-            summary: format!("{summary} ({})", fsx::human_size(size)),
-            blocker,
+            summary: format!("{summary} ({}); {way}", fsx::human_size(size)),
+            blocker: blocker.or(refused),
             ..Plan::default()
         }
     }

@@ -347,3 +347,21 @@ fn repair_on_a_running_app_stops_it_repairs_and_starts_it() {
         .upkeep(&["check", "production", "--deep"])
         .code(0);
 }
+
+#[test]
+fn dry_run_says_which_way_each_backup_would_go() {
+    for (snapshot, way) in [(false, "in a window"), (true, "snapshot hook")] {
+        let live = Live::new(snapshot);
+        live.sandbox.pipeline(
+            "b",
+            "env: production\nsteps:\n- uses: backup\n  with: { env: production }\n- uses: backup\n  with: { env: staging }\n",
+        );
+        live.sandbox
+            .upkeep(&["run", "b", "--dry-run"])
+            .code(0)
+            .stdout_has(way)
+            .stdout_has("PID")
+            .stdout_has("directly: nothing holds the database");
+        assert!(live.sandbox.backups("production").is_empty());
+    }
+}
