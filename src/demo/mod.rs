@@ -137,7 +137,7 @@ impl Demo<'_> {
         let app = &self.app;
         std::fs::create_dir_all(app.join("backend/migrations"))?;
         std::fs::create_dir_all(app.join("pipelines"))?;
-        std::fs::write(app.join("upkeep.yaml"), CONFIG)?;
+        std::fs::write(app.join("upkeep.yaml"), self.config(false))?;
         std::fs::write(app.join("backend/schema.sql"), SCHEMA)?;
         std::fs::write(app.join("backend/migrations/.keep"), "")?;
         std::fs::write(app.join(".gitignore"), GITIGNORE)?;
@@ -187,7 +187,44 @@ impl Demo<'_> {
         Ok(())
     }
 
+    /// upkeep.yaml: the databases, and the app's lifecycle (`app:`), with
+    /// its snapshot hook or without.
+    fn config(&self, snapshot: bool) -> String {
+        let app_bin = self.app_bin();
+        let mut text = format!(
+            "{CONFIG}app:\n  stop: ./stop.sh\n  start: APP_BIN={app_bin} APP_PORT={port} ./start.sh\n  \
+             health: {{ url: 'http://127.0.0.1:{port}/health', timeout: 20s }}\n",
+            port = self.port
+        );
+        if snapshot {
+            // The app writes a consistent copy itself, from its own process.
+            text.push_str(&format!(
+                "  snapshot: {app_bin} snapshot {} \"$UPKEEP_SNAPSHOT\"\n",
+                self.port
+            ));
+        }
+        text
+    }
+
+    fn app_bin(&self) -> String {
+        self.vars
+            .iter()
+            .find(|(name, _)| name == "APP_BIN")
+            .map(|(_, value)| value.clone())
+            .unwrap_or_default()
+    }
+
     fn scenarios(&self) -> Result<i32> {
+        self.printer.note(
+            "--- a backup of the running app, in a window (stopped for the copy only), then through its snapshot hook (no downtime)",
+        );
+        let window = self.upkeep(&["backup", "production"])?;
+        std::fs::write(self.app.join("upkeep.yaml"), self.config(true))?;
+        let hook = self.upkeep(&["backup", "production"])?;
+        std::fs::write(self.app.join("upkeep.yaml"), self.config(false))?;
+        if window != code::OK || hook != code::OK {
+            return Ok(code::FAILED);
+        }
         self.release(
             "v2",
             "0001_add_phone.sql",

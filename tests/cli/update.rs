@@ -34,9 +34,14 @@ impl App {
         let sandbox = Sandbox::new();
         let root = sandbox.dir.path().to_path_buf();
         std::fs::rename(root.join("data"), root.join("backend")).unwrap();
+        let port = free_port();
         sandbox.write(
             "upkeep.yaml",
-            "databases:\n  production: backend/prod.duckdb\n  staging: backend/staging.duckdb\nbackups:\n  dir: backups\nschema: schema.sql\n",
+            &format!(
+                "databases:\n  production: backend/prod.duckdb\n  staging: backend/staging.duckdb\nbackups:\n  dir: backups\nschema: schema.sql\n\
+                 app:\n  stop: ./stop.sh\n  start: APP_BIN={APP} APP_PORT={port} ./start.sh\n  \
+                 health: {{ url: 'http://127.0.0.1:{port}/health', timeout: 5s }}\n"
+            ),
         );
         sandbox.write(".gitignore", "backend/*.duckdb*\nbackend/aside/\nbackend/quarantine/\nbackups/\n.upkeep/\napp.pid\napp.log\n");
         sandbox.write("VERSION", "v1");
@@ -65,7 +70,7 @@ impl App {
         );
         let app = App {
             sandbox,
-            port: free_port(),
+            port,
             _origin: origin,
             dev,
         };
@@ -234,7 +239,7 @@ fn a_release_with_a_migration_goes_live() {
     app.update()
         .code(0)
         .stdout_has("applied 0001_phone.sql")
-        .stdout_has("healthy after");
+        .stdout_has("it is healthy");
     assert!(
         app.health().unwrap().starts_with("v2 users=3000"),
         "{:?}",
@@ -289,10 +294,9 @@ fn a_release_that_cannot_start_is_rolled_back() {
             ("start.sh", "#!/bin/sh\nexit 0\n"),
         ],
     );
-    // The later --var wins.
-    app.update_with(&[], &["HEALTH_TIMEOUT=2s"])
+    app.update_with(&[], &[])
         .code(1)
-        .stdout_has("not healthy after 2s")
+        .stdout_has("not healthy after 5s")
         .stdout_has("the migrated one is in");
     app.assert_as_before(&head, &before);
     // The new release had the database: that file is kept aside, migrated.
@@ -319,7 +323,7 @@ fn dry_run_while_the_app_runs_changes_nothing() {
     app.update_with(&["--dry-run"], &[])
         .code(0)
         .stdout_has("not fetched yet")
-        .stdout_has("healthy now");
+        .stdout_has("start the app of `production`");
     assert!(snapshot() == before, "the dry-run changed the tree");
 }
 
