@@ -77,6 +77,21 @@ impl StepType for Backup {
         let keep = Self::keep(ctx, with).map_err(anyhow::Error::msg)?;
         let env = target_env(ctx, with)?;
         let made = crate::app::backup(ctx.config, &env, keep, ctx.schema, &ctx.progress, false)?;
+        if let crate::db::backup::Taken::Window {
+            restart_error: Some(error),
+            ..
+        } = &made.taken
+        {
+            // The backup is good and published; the app is not: the run
+            // fails, loudly, and notifies.
+            return Err(anyhow::Error::new(crate::error::RollbackIncomplete(
+                format!(
+                    "THE APP OF `{}` IS DOWN: it was stopped for the backup ({} is published and verified) \
+                 and did not come back healthy: {error}; start it by hand",
+                    env.name, made.backup.name
+                ),
+            )));
+        }
         if env.name == ctx.env.name {
             *ctx.restore_point.borrow_mut() = Some(made.backup.path.clone());
         }

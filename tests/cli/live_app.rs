@@ -365,3 +365,33 @@ fn dry_run_says_which_way_each_backup_would_go() {
         assert!(live.sandbox.backups("production").is_empty());
     }
 }
+
+#[test]
+fn the_shipped_backup_pipeline_and_the_old_script_back_up_a_running_app() {
+    let live = Live::new(false);
+    let shipped = Path::new(env!("CARGO_MANIFEST_DIR")).join("pipelines/backup.yaml");
+    std::fs::create_dir_all(live.sandbox.path("pipelines")).unwrap();
+    std::fs::copy(shipped, live.sandbox.path("pipelines/backup.yaml")).unwrap();
+    let run = live.sandbox.upkeep(&["run", "backup"]);
+    run.code(0);
+    assert_eq!(live.sandbox.backups("production").len(), 1, "{run}");
+    assert_eq!(live.sandbox.backups("staging").len(), 1, "{run}");
+    assert!(live.health().is_some(), "{run}");
+
+    // The old entry point, as cron runs it: from another folder.
+    std::thread::sleep(Duration::from_millis(1100));
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/backup_db.sh");
+    let mut command = std::process::Command::new("bash");
+    command
+        .arg(&script)
+        .arg("production")
+        .current_dir("/")
+        .env("UPKEEP_CONFIG", live.sandbox.path("upkeep.yaml"))
+        .env("UPKEEP", UPKEEP);
+    let run = live
+        .sandbox
+        .capture(command, &["backup_db.sh", "production"]);
+    run.code(0);
+    assert_eq!(live.sandbox.backups("production").len(), 2, "{run}");
+    assert!(live.health().is_some(), "{run}");
+}
