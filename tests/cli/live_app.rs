@@ -395,3 +395,53 @@ fn the_shipped_backup_pipeline_and_the_old_script_back_up_a_running_app() {
     assert_eq!(live.sandbox.backups("production").len(), 2, "{run}");
     assert!(live.health().is_some(), "{run}");
 }
+
+#[test]
+fn production_and_staging_served_by_two_processes_are_each_backed_up_in_their_window() {
+    let live = Live::new(false);
+    let port = free_port();
+    let config = std::fs::read_to_string(live.sandbox.path("upkeep.yaml")).unwrap();
+    live.sandbox.write(
+        "upkeep.yaml",
+        &format!(
+            "{config}  environments:\n    staging:\n      stop: cd staging-app && ../stop.sh\n      \
+             start: cd staging-app && APP_BIN={APP} APP_PORT={port} ../start.sh\n      \
+             health: {{ url: 'http://127.0.0.1:{port}/health', timeout: 20s }}\n"
+        ),
+    );
+    live.sandbox.write("staging-app/VERSION", "staging");
+    let status = std::process::Command::new("/bin/sh")
+        .arg("-c")
+        .arg(format!(
+            "cd staging-app && APP_BIN={APP} APP_PORT={port} UPKEEP_DB={} ../start.sh",
+            live.sandbox.db("staging").display()
+        ))
+        .current_dir(live.sandbox.dir.path())
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let started = Instant::now();
+    while upkeep::demo::health(port).is_none() {
+        assert!(started.elapsed() < Duration::from_secs(20));
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let run = live.sandbox.upkeep(&["backup", "both"]);
+    let stop_staging = || {
+        std::process::Command::new("/bin/sh")
+            .arg("-c")
+            .arg("cd staging-app && ../stop.sh")
+            .current_dir(live.sandbox.dir.path())
+            .status()
+    };
+    let staging_health = upkeep::demo::health(port);
+    let _ = stop_staging();
+    run.code(0);
+    assert_eq!(run.stdout.matches("in a window").count(), 2, "{run}");
+    assert!(
+        staging_health.unwrap_or_default().starts_with("staging"),
+        "{run}"
+    );
+    assert!(live.health().unwrap().starts_with("v1"), "{run}");
+    assert_eq!(live.sandbox.backups("staging").len(), 1);
+    assert_eq!(live.sandbox.backups("production").len(), 1);
+}
