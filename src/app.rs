@@ -24,7 +24,10 @@ use crate::db::check;
 use crate::db::open::{self, Access};
 use crate::error::Busy;
 use crate::http;
+use crate::journal::{Entry, Journal, Undoing};
+use crate::pipeline::model::Outcome;
 use crate::progress::Progress;
+use crate::steps::Undo;
 
 /// How long the app may take to let go of its database after `stop`.
 const RELEASE_TIMEOUT: Duration = Duration::from_secs(30);
@@ -114,6 +117,13 @@ impl<'a> App<'a> {
             std::thread::sleep(pause);
             pause = (pause * 2).min(PROBE_INTERVAL);
         }
+    }
+
+    /// Whether the app runs now: it holds its database, and answers its
+    /// health probe (when it has one).
+    pub fn running(&self) -> bool {
+        open::lock_holder(&self.env.db, Access::Exclusive).is_some()
+            && self.healthy_now().is_none_or(|health| health.is_ok())
     }
 
     /// Whether the app answers its health probe now.
@@ -252,17 +262,55 @@ pub fn describe(health: &HealthSpec) -> String {
     }
 }
 
-impl crate::db::backup::Window for App<'_> {
+/// A window backup's stop and start, journaled: a kill -9 between them
+/// leaves a run whose undo starts the app again (`upkeep recover`), as
+/// `stop-app`'s does; an app that does not come back leaves it open too.
+struct Journaled<'a> {
+    app: &'a App<'a>,
+    state_dir: &'a Path,
+    config_path: &'a Path,
+    journal: std::cell::RefCell<Option<Journal>>,
+}
+
+impl crate::db::backup::Window for Journaled<'_> {
     fn stop(&self) -> Result<()> {
-        App::stop(self)
+        let run_id = crate::pipeline::run::new_run_id();
+        let mut journal = Journal::create(self.state_dir, &run_id)?;
+        journal.write(&Entry::RunStarted {
+            run_id,
+            pipeline: format!("backup {} (window)", self.app.env.name),
+            path: self.config_path.to_path_buf(),
+            env: self.app.env.name.clone(),
+            vars: Default::default(),
+            started_at: jiff::Timestamp::now().to_string(),
+        })?;
+        journal.write(&Entry::StepStarted {
+            step: 0,
+            name: "stop the app for the backup window".to_string(),
+            undo: Some(Undoing::Builtin {
+                uses: "stop-app".to_string(),
+                undo: Undo(serde_json::json!({ "start": true, "env": self.app.env.name })),
+            }),
+        })?;
+        *self.journal.borrow_mut() = Some(journal);
+        self.app.stop()
     }
 
     fn start(&self) -> Result<()> {
-        App::start(self)
+        self.app.start()?;
+        if let Some(mut journal) = self.journal.borrow_mut().take() {
+            journal.write_step_done(&Entry::StepDone {
+                step: 0,
+                outcome: Outcome::Ok,
+                undo: None,
+            })?;
+            journal.write(&Entry::RunFinished { exit_code: 0 })?;
+        }
+        Ok(())
     }
 
     fn released(&self) -> bool {
-        open::lock_holder(&self.env.db, Access::Exclusive).is_none()
+        open::lock_holder(&self.app.env.db, Access::Exclusive).is_none()
     }
 }
 
@@ -294,7 +342,15 @@ pub fn backup(
             "--no-window forbids stopping the app, and `app:` has no `snapshot` hook for it: \
              add one for backups without downtime, or leave out --no-window",
         )),
-        Some(app) => backup::backup(env, dir, keep, schema, progress, &Taking::Window(&app)),
+        Some(app) => {
+            let window = Journaled {
+                app: &app,
+                state_dir: &config.state_dir,
+                config_path: &config.path,
+                journal: Default::default(),
+            };
+            backup::backup(env, dir, keep, schema, progress, &Taking::Window(&window))
+        }
         None => Err(held(env, pid, HINT)),
     }
 }

@@ -218,7 +218,7 @@ impl Printer {
         if let Some(error) = &app_down {
             // First and loudest: a person has to act now.
             say_err!(
-                "{} THE APP OF {env} IS DOWN: it was stopped for the backup and did not come back healthy: {error}; start it by hand",
+                "{} THE APP OF {env} IS DOWN: it was stopped for the backup and did not come back healthy: {error}; `upkeep recover` starts it again (or start it by hand)",
                 style("error:").red().bold()
             );
         }

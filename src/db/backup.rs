@@ -178,7 +178,8 @@ fn app_down(env: &Env, restart: &anyhow::Error, before: Option<&anyhow::Error>) 
     if let Some(before) = before {
         message.push_str(&format!("; the backup itself failed too: {before:#}"));
     }
-    message.push_str("; start the app by hand and look at its log");
+    message
+        .push_str("; `upkeep recover` starts it again (or start it by hand), and look at its log");
     anyhow::Error::new(crate::error::RollbackIncomplete(message))
 }
 

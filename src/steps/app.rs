@@ -80,7 +80,12 @@ impl StepType for StopApp {
 
     fn undo(&self, ctx: &Ctx, undo: &Undo) -> Result<String> {
         let env = undo_env(ctx, undo)?;
-        app(ctx, &env)?.start()?;
+        let app = app(ctx, &env)?;
+        // After a crash, the app may have been started already: never twice.
+        if app.running() {
+            return Ok(format!("the app of `{}` runs already", env.name));
+        }
+        app.start()?;
         Ok(format!("started the app of `{}`; it is healthy", env.name))
     }
 }

@@ -445,3 +445,45 @@ fn production_and_staging_served_by_two_processes_are_each_backed_up_in_their_wi
     assert_eq!(live.sandbox.backups("staging").len(), 1);
     assert_eq!(live.sandbox.backups("production").len(), 1);
 }
+
+#[test]
+fn after_kill_9_during_a_window_backup_recover_starts_the_app_again() {
+    let live = Live::new(false);
+    let config = std::fs::read_to_string(live.sandbox.path("upkeep.yaml")).unwrap();
+    // A start that never brings the app up: upkeep waits for it, and is
+    // killed meanwhile, with the app down.
+    live.sandbox.write(
+        "upkeep.yaml",
+        &config.replace("start: '", "start: 'exit 0; "),
+    );
+    let mut child = std::process::Command::new(UPKEEP)
+        .args(["backup", "production"])
+        .current_dir(live.sandbox.dir.path())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let started = Instant::now();
+    while live.health().is_some() {
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "the app was never stopped"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert!(live.health().is_none());
+    live.sandbox.write("upkeep.yaml", &config);
+    let run = live.sandbox.upkeep(&["recover"]);
+    run.code(0);
+    assert!(
+        live.health().is_some(),
+        "recover did not start the app\n{run}"
+    );
+    live.sandbox
+        .upkeep(&["recover"])
+        .code(0)
+        .stdout_has("nothing to recover");
+}
