@@ -274,7 +274,11 @@ struct Journaled<'a> {
 
 impl crate::db::backup::Window for Journaled<'_> {
     fn stop(&self) -> Result<()> {
-        let run_id = format!("{}-window", crate::pipeline::run::new_run_id());
+        let run_id = format!(
+            "{}-window-{}",
+            crate::pipeline::run::new_run_id(),
+            self.app.env.name
+        );
         let mut journal = Journal::create(self.state_dir, &run_id)?;
         journal.write(&Entry::RunStarted {
             run_id,
