@@ -7,7 +7,7 @@
 
 use std::fs::File;
 use std::io::{Read, Write};
-use std::os::unix::fs::DirBuilderExt;
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
@@ -108,7 +108,7 @@ pub fn hash_file(path: &Path) -> Result<blake3::Hash> {
 pub fn partial_file(dir: &Path) -> Result<tempfile::NamedTempFile> {
     tempfile::Builder::new()
         .prefix(PARTIAL_PREFIX)
-        .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o600))
+        .permissions(std::fs::Permissions::from_mode(PRIVATE_FILE))
         .tempfile_in(dir)
         .with_context(|| format!("cannot create a temporary file in `{}`", dir.display()))
 }
@@ -166,7 +166,29 @@ pub fn rename_synced(from: &Path, to: &Path) -> Result<()> {
     Ok(())
 }
 
-/// Creates a folder (and its parents) readable by its owner only.
+/// Makes a file readable and writable by its owner only. Files upkeep
+/// moves into a folder of user data (quarantine, aside) keep the mode they
+/// had, and that folder's own mode is whatever it was before upkeep: each
+/// file there is made private itself.
+pub fn make_private(path: &Path) -> Result<()> {
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(PRIVATE_FILE))
+        .with_context(|| format!("cannot make `{}` private (mode 0600)", path.display()))
+}
+
+/// Options that create a file readable and writable by its owner only, for
+/// what upkeep keeps in `state_dir` (lock, journals, run logs): a folder
+/// that already exists may let others in.
+pub fn private_options() -> std::fs::OpenOptions {
+    let mut options = std::fs::OpenOptions::new();
+    options.mode(PRIVATE_FILE);
+    options
+}
+
+/// The mode of the files upkeep creates for itself or moves out of the way.
+pub const PRIVATE_FILE: u32 = 0o600;
+
+/// Creates a folder (and its parents) readable by its owner only. A folder
+/// that exists already is left as it is.
 pub fn create_private_dir(dir: &Path) -> Result<()> {
     std::fs::DirBuilder::new()
         .recursive(true)

@@ -92,7 +92,7 @@ impl Journal {
         let dir = runs_dir(state_dir);
         fsx::create_private_dir(&dir)?;
         let path = dir.join(format!("{run_id}.jsonl"));
-        let file = OpenOptions::new()
+        let file = fsx::private_options()
             .create_new(true)
             .append(true)
             .open(&path)

@@ -5,7 +5,9 @@
 //! `pipeline` (load, plan, run, roll back), `steps` (built-in step types),
 //! `journal` (crash journal), `lock` (one run at a time), `report` (output),
 //! `commands` (the CLI's verbs), `schedule` (cron / systemd
-//! entries for daily backups), `demo` (the README's ready-made sandbox).
+//! entries for daily backups), `demo` (the README's ready-made sandbox),
+//! `yaml` (the first pass every YAML file goes through, and the tree with
+//! positions that pipelines are checked on).
 
 pub mod cli;
 pub mod commands;
@@ -22,6 +24,7 @@ pub mod progress;
 pub mod report;
 pub mod schedule;
 pub mod steps;
+pub mod yaml;
 
 use clap::Parser;
 
