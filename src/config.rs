@@ -262,7 +262,10 @@ impl Config {
             // serde places a few errors nowhere: aliases that expand too far
             // (the first alias is where to look), or the whole file.
             let (pos, message) = located(&error);
-            at(pos.or(outline.first_alias).unwrap_or(yaml::Pos::START), &message)
+            at(
+                pos.or(outline.first_alias).unwrap_or(yaml::Pos::START),
+                &message,
+            )
         })?;
         let resolve = |relative: &Path| root.join(relative);
         let setting = |raw: Option<SettingPath>, default: &str| {

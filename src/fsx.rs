@@ -166,13 +166,14 @@ pub fn rename_synced(from: &Path, to: &Path) -> Result<()> {
     Ok(())
 }
 
-/// Makes a file readable and writable by its owner only. Files upkeep
-/// moves into a folder of user data (quarantine, aside) keep the mode they
-/// had, and that folder's own mode is whatever it was before upkeep: each
-/// file there is made private itself.
-pub fn make_private(path: &Path) -> Result<()> {
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(PRIVATE_FILE))
-        .with_context(|| format!("cannot make `{}` private (mode 0600)", path.display()))
+/// Makes a file that upkeep moved into a folder of user data (quarantine,
+/// aside) readable and writable by its owner only: a move keeps the mode
+/// the file had, and that folder's own mode is whatever it was before
+/// upkeep. Best effort, as the move is done by then: a file that another
+/// user owns cannot be changed, and stays in the new, private (0700)
+/// folder upkeep made for it.
+pub fn make_private(path: &Path) {
+    let _ = std::fs::set_permissions(path, std::fs::Permissions::from_mode(PRIVATE_FILE));
 }
 
 /// Options that create a file readable and writable by its owner only, for

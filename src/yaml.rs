@@ -106,7 +106,9 @@ pub fn decode(bytes: &[u8]) -> Result<&str, SyntaxError> {
     if bytes.starts_with(&[0xFF, 0xFE]) || bytes.starts_with(&[0xFE, 0xFF]) {
         return Err(SyntaxError {
             pos: Pos::START,
-            message: "the file is UTF-16 (it starts with a UTF-16 byte-order mark): save it as UTF-8".into(),
+            message:
+                "the file is UTF-16 (it starts with a UTF-16 byte-order mark): save it as UTF-8"
+                    .into(),
         });
     }
     let text = std::str::from_utf8(bytes).map_err(|error| {
@@ -116,7 +118,10 @@ pub fn decode(bytes: &[u8]) -> Result<&str, SyntaxError> {
             .rposition(|&b| b == b'\n')
             .map_or(0, |newline| newline + 1);
         // Everything before the error is valid UTF-8: count its characters.
-        let col = String::from_utf8_lossy(&valid[line_start..]).chars().count() + 1;
+        let col = String::from_utf8_lossy(&valid[line_start..])
+            .chars()
+            .count()
+            + 1;
         SyntaxError {
             pos: Pos {
                 line: valid.iter().filter(|&&b| b == b'\n').count() + 1,
@@ -293,7 +298,9 @@ impl Level {
     /// (`name` names it) or value, or a list item.
     fn node_done(levels: &mut [Level], name: String) {
         match levels.last_mut() {
-            Some(Level::Map { key: key @ None, .. }) => *key = Some(name),
+            Some(Level::Map {
+                key: key @ None, ..
+            }) => *key = Some(name),
             Some(Level::Map { key, .. }) => *key = None,
             Some(Level::Seq(index)) => *index += 1,
             None => {}

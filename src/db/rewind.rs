@@ -64,7 +64,7 @@ pub fn rewind(db: &Path, env: &str, source: &Path, expected: &blake3::Hash) -> R
         let folder = swap::new_shelf_folder(db, env, Shelf::Aside)?;
         let kept = folder.join(wal.file_name().unwrap_or_default());
         fsx::rename_synced(&wal, &kept)?;
-        fsx::make_private(&kept)?;
+        fsx::make_private(&kept);
         Some(folder)
     } else {
         None

@@ -99,13 +99,13 @@ pub fn put_in_place(db: &Path, env: &str, new: &Path, shelf: Shelf) -> Result<Op
         if wal.exists() {
             let kept_wal = folder.join(file_name(&wal)?);
             fsx::rename_synced(&wal, &kept_wal)?;
-            fsx::make_private(&kept_wal)?;
+            fsx::make_private(&kept_wal);
         }
         fsx::sync_parent(&folder.join("x"))?;
     }
     fsx::rename_synced(new, db)?;
     if let Some(kept) = &kept {
-        fsx::make_private(kept)?;
+        fsx::make_private(kept);
     }
     Ok(folder)
 }

@@ -12,8 +12,8 @@ use crate::config::Config;
 use crate::error::BadInput;
 use crate::pipeline::model::{Action, Outcome, Pipeline, Step, When};
 use crate::pipeline::notify::{self, Notify};
-use crate::yaml::{self, Node, Pos, Value};
 use crate::steps;
+use crate::yaml::{self, Node, Pos, Value};
 
 /// Every problem found in one pipeline file.
 #[derive(Debug)]

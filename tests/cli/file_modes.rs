@@ -34,7 +34,12 @@ fn kept_files_are_private_in_folders_that_let_others_in() {
     let wal = sandbox.path("data/prod.duckdb.wal");
     // Folders that exist already, open to all, and a lock file left by an
     // older upkeep.
-    for folder in ["data/quarantine", "data/aside", ".upkeep/runs", ".upkeep/logs"] {
+    for folder in [
+        "data/quarantine",
+        "data/aside",
+        ".upkeep/runs",
+        ".upkeep/logs",
+    ] {
         std::fs::create_dir_all(sandbox.path(folder)).unwrap();
     }
     for folder in [
@@ -54,7 +59,9 @@ fn kept_files_are_private_in_folders_that_let_others_in() {
     sandbox.upkeep(&["backup", "production"]).code(0);
     leave_a_wal(&sandbox, &db);
     set_mode(&wal, 0o640);
-    sandbox.upkeep(&["restore", "production", "--latest"]).code(0);
+    sandbox
+        .upkeep(&["restore", "production", "--latest"])
+        .code(0);
     assert_eq!(mode(&db), 0o640, "the restored database keeps the mode");
 
     // A pipeline restores, fails, and puts the previous database (and its
@@ -70,7 +77,11 @@ fn kept_files_are_private_in_folders_that_let_others_in() {
         .code(1)
         .stdout_has("put the previous database back");
     assert_eq!(mode(&db), 0o640, "the database put back keeps its mode");
-    assert_eq!(mode(&wal), 0o640, "the .wal put back takes the database's mode");
+    assert_eq!(
+        mode(&wal),
+        0o640,
+        "the .wal put back takes the database's mode"
+    );
 
     std::fs::write(&db, b"not a database at all").unwrap();
     let _ = std::fs::remove_file(&wal);
@@ -95,11 +106,21 @@ fn kept_files_are_private_in_folders_that_let_others_in() {
         }
     }
     // Every kind of file was there to look at.
-    for kind in ["quarantine/", "aside/", ".upkeep/lock", ".upkeep/runs/", ".upkeep/logs/"] {
-        assert!(seen.iter().any(|s| s.contains(kind)), "no {kind} in {seen:#?}");
+    for kind in [
+        "quarantine/",
+        "aside/",
+        ".upkeep/lock",
+        ".upkeep/runs/",
+        ".upkeep/logs/",
+    ] {
+        assert!(
+            seen.iter().any(|s| s.contains(kind)),
+            "no {kind} in {seen:#?}"
+        );
     }
     assert!(
-        seen.iter().any(|s| s.contains("aside/") && s.contains(".wal")),
+        seen.iter()
+            .any(|s| s.contains("aside/") && s.contains(".wal")),
         "no .wal aside in {seen:#?}"
     );
     // The folders that were there are left as they were.

@@ -11,7 +11,10 @@ fn deep_values() -> Vec<(&'static str, String)> {
     vec![
         ("block list", "- ".repeat(DEPTH)),
         ("flow list", "[".repeat(DEPTH)),
-        ("closed flow list", format!("{}{}", "[".repeat(DEPTH), "]".repeat(DEPTH))),
+        (
+            "closed flow list",
+            format!("{}{}", "[".repeat(DEPTH), "]".repeat(DEPTH)),
+        ),
         ("flow mapping", "{a: ".repeat(DEPTH)),
     ]
 }
@@ -148,7 +151,16 @@ fn a_path_left_empty_is_refused_with_its_key_and_position() {
         (7, "state_dir:", "state_dir"),
     ];
     for (line, key, dotted) in keys {
-        for value in ["~", "null", "", "''", "\"\"", "'   '", "~/data.duckdb", "'~'"] {
+        for value in [
+            "~",
+            "null",
+            "",
+            "''",
+            "\"\"",
+            "'   '",
+            "~/data.duckdb",
+            "'~'",
+        ] {
             let text: String = ALL_PATHS
                 .lines()
                 .enumerate()
@@ -179,7 +191,10 @@ fn a_path_left_empty_is_refused_with_its_key_and_position() {
         .stderr_has("upkeep.yaml:2:15: `databases.production`: no path given");
     // A folder is no database file.
     for folder in [".", "data/", "data/..", "data/."] {
-        sandbox.write("upkeep.yaml", &format!("databases:\n  production: '{folder}'\n"));
+        sandbox.write(
+            "upkeep.yaml",
+            &format!("databases:\n  production: '{folder}'\n"),
+        );
         sandbox
             .upkeep(&["check", "production"])
             .code(2)
@@ -210,7 +225,8 @@ fn an_empty_with_value_is_refused() {
     );
     let run = sandbox.upkeep(&["run", "p"]);
     assert!(
-        run.stdout.contains("`with: { dir }` is empty") || run.stderr.contains("`with: { dir }` is empty"),
+        run.stdout.contains("`with: { dir }` is empty")
+            || run.stderr.contains("`with: { dir }` is empty"),
         "{run}"
     );
     assert!(!counts(&sandbox.db("prod")).contains_key("x"), "{run}");
@@ -227,7 +243,10 @@ fn other_location_less_errors_get_a_place() {
             "upkeep.yaml:3:1: a second YAML document",
         ),
         ("databases: {}\n", "`databases` names no environment"),
-        ("databases:\n  production: data/prod.duckdb\nbackups:\n  keep: lots\n", "upkeep.yaml:4:9: `backups.keep`: keep must be"),
+        (
+            "databases:\n  production: data/prod.duckdb\nbackups:\n  keep: lots\n",
+            "upkeep.yaml:4:9: `backups.keep`: keep must be",
+        ),
     ] {
         sandbox.write("upkeep.yaml", text);
         sandbox
