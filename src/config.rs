@@ -50,9 +50,9 @@ struct RawConfig {
     #[serde(default)]
     backups: RawBackups,
     #[serde(default, deserialize_with = "given")]
-    schema: Option<SettingPath>,
+    schema: Option<SchemaPath>,
     #[serde(default, deserialize_with = "given")]
-    state_dir: Option<SettingPath>,
+    state_dir: Option<FolderPath>,
     storage_version: Option<StorageVersion>,
 }
 
@@ -60,7 +60,7 @@ struct RawConfig {
 #[serde(deny_unknown_fields)]
 struct RawBackups {
     #[serde(default, deserialize_with = "given")]
-    dir: Option<SettingPath>,
+    dir: Option<FolderPath>,
     keep: Option<Keep>,
 }
 
@@ -92,35 +92,33 @@ impl TryFrom<Option<String>> for DbPath {
     type Error = String;
 
     fn try_from(text: Option<String>) -> Result<Self, String> {
-        let path = checked_path(
-            text,
-            "write the database file's path, relative to the folder of upkeep.yaml",
-        )?;
-        let text = path.to_string_lossy();
-        // `data/`, `.`, `data/..`: a folder, never a database file.
-        if path.file_name().is_none() || text.ends_with('/') || text.ends_with("/.") {
-            return Err(format!(
-                "`{text}` names a folder: write the database file's path, e.g. `data/app.duckdb`"
-            ));
-        }
-        Ok(DbPath(path))
+        checked_path(text, PathKind::Database).map(DbPath)
     }
 }
 
-/// The path of an optional setting (`schema`, `state_dir`, `backups.dir`).
+/// The path of `schema.sql`.
 #[derive(Deserialize)]
 #[serde(try_from = "Option<String>")]
-struct SettingPath(PathBuf);
+struct SchemaPath(PathBuf);
 
-impl TryFrom<Option<String>> for SettingPath {
+impl TryFrom<Option<String>> for SchemaPath {
     type Error = String;
 
     fn try_from(text: Option<String>) -> Result<Self, String> {
-        checked_path(
-            text,
-            "write a path (relative to the folder of upkeep.yaml), or remove the key to use the default",
-        )
-        .map(SettingPath)
+        checked_path(text, PathKind::Schema).map(SchemaPath)
+    }
+}
+
+/// A folder's path (`backups.dir`, `state_dir`).
+#[derive(Deserialize)]
+#[serde(try_from = "Option<String>")]
+struct FolderPath(PathBuf);
+
+impl TryFrom<Option<String>> for FolderPath {
+    type Error = String;
+
+    fn try_from(text: Option<String>) -> Result<Self, String> {
+        checked_path(text, PathKind::Folder).map(FolderPath)
     }
 }
 
@@ -135,13 +133,41 @@ where
     T::deserialize(deserializer).map(Some)
 }
 
+/// What a path in upkeep.yaml names.
+#[derive(Clone, Copy)]
+enum PathKind {
+    Database,
+    Schema,
+    Folder,
+}
+
+impl PathKind {
+    fn what_to_do(self) -> &'static str {
+        match self {
+            PathKind::Database => {
+                "write the database file's path, relative to the folder of upkeep.yaml"
+            }
+            PathKind::Schema => {
+                "write the path of the schema file (relative to the folder of upkeep.yaml), or remove the key"
+            }
+            PathKind::Folder => {
+                "write a folder's path (relative to the folder of upkeep.yaml), or remove the key to use the default"
+            }
+        }
+    }
+}
+
 /// A path as written in upkeep.yaml. Nothing (null, empty, blank) would
 /// name the config's own folder, and `~` is not expanded (it would name a
-/// folder called `~`): both are refused, with `what_to_do`.
-fn checked_path(text: Option<String>, what_to_do: &str) -> Result<PathBuf, String> {
+/// folder called `~`): both are refused, and so is a file's path that can
+/// only name a folder (`data/`, `.`, `..`).
+fn checked_path(text: Option<String>, kind: PathKind) -> Result<PathBuf, String> {
     let text = text.unwrap_or_default();
     if text.trim().is_empty() {
-        return Err(format!("no path given (null or empty): {what_to_do}"));
+        return Err(format!(
+            "no path given (null or empty): {}",
+            kind.what_to_do()
+        ));
     }
     if text.starts_with('~') {
         return Err(format!(
@@ -151,7 +177,12 @@ fn checked_path(text: Option<String>, what_to_do: &str) -> Result<PathBuf, Strin
     if text.contains('\0') {
         return Err("a path cannot hold a NUL character".to_string());
     }
-    Ok(PathBuf::from(text))
+    let path = PathBuf::from(&text);
+    let folder = path.file_name().is_none() || text.ends_with('/') || text.ends_with("/.");
+    if folder && !matches!(kind, PathKind::Folder) {
+        return Err(format!("`{text}` names a folder: {}", kind.what_to_do()));
+    }
+    Ok(path)
 }
 
 /// An environment name: it becomes part of backup file names, so it is kept
@@ -268,7 +299,7 @@ impl Config {
             )
         })?;
         let resolve = |relative: &Path| root.join(relative);
-        let setting = |raw: Option<SettingPath>, default: &str| {
+        let folder = |raw: Option<FolderPath>, default: &str| {
             resolve(raw.as_ref().map_or(Path::new(default), |path| &path.0))
         };
         Ok(Config {
@@ -278,10 +309,10 @@ impl Config {
                 .into_iter()
                 .map(|(name, db)| (name.0, resolve(&db.0)))
                 .collect(),
-            backups_dir: setting(raw.backups.dir, "backups"),
+            backups_dir: folder(raw.backups.dir, "backups"),
             keep: raw.backups.keep.map_or(DEFAULT_KEEP, |keep| keep.0),
             schema: raw.schema.map(|schema| resolve(&schema.0)),
-            state_dir: setting(raw.state_dir, ".upkeep"),
+            state_dir: folder(raw.state_dir, ".upkeep"),
             storage_version: raw.storage_version,
             path,
             root,
@@ -338,9 +369,8 @@ fn check_scalar(scalar: &yaml::Scalar) -> Result<(), String> {
             EnvName::try_from(scalar.text.to_string()).map(drop)
         }
         (["databases", _], false) => DbPath::try_from(text).map(drop),
-        (["backups", "dir"] | ["schema"] | ["state_dir"], false) => {
-            SettingPath::try_from(text).map(drop)
-        }
+        (["schema"], false) => SchemaPath::try_from(text).map(drop),
+        (["backups", "dir"] | ["state_dir"], false) => FolderPath::try_from(text).map(drop),
         (["backups", "keep"], false) if scalar.plain => match scalar.text.parse::<i64>() {
             Ok(keep) => parse_keep(keep).map(drop),
             Err(_) => Err(format!(

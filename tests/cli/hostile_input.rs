@@ -201,6 +201,14 @@ fn a_path_left_empty_is_refused_with_its_key_and_position() {
             .stderr_has("upkeep.yaml:2:15: `databases.production`: ")
             .stderr_has("names a folder");
     }
+    sandbox.write(
+        "upkeep.yaml",
+        &format!("{CONFIG}schema: .\n").replace("schema: schema.sql\n", ""),
+    );
+    sandbox
+        .upkeep(&["check", "production"])
+        .code(2)
+        .stderr_has("upkeep.yaml:6:9: `schema`: `.` names a folder");
 }
 
 #[test]
