@@ -9,8 +9,8 @@
 //!
 //! `upkeep.yaml` is read with serde, but only after the same first pass
 //! ([`outline`]): the text must be UTF-8 (a leading byte-order mark, as
-//! Windows editors write, is dropped), hold one document, and nest at most
-//! [`MAX_DEPTH`] levels. The depth limit is what keeps a hostile file from
+//! Windows editors write, is dropped), hold one document, give no key twice,
+//! and nest at most [`MAX_DEPTH`] levels. The depth limit is what keeps a hostile file from
 //! overflowing the stack in any recursive walk (serde's, `Drop`'s, ours),
 //! and each refusal says where the file goes wrong.
 

@@ -8,9 +8,8 @@
 //! replayed into it), and the new file renamed over the path: the path
 //! always holds a database. Nothing is ever deleted.
 
-use std::path::{Path, PathBuf};
-
 use std::os::unix::fs::DirBuilderExt;
+use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
 

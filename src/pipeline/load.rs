@@ -304,6 +304,10 @@ impl Checker<'_> {
                 );
                 continue;
             }
+            if vars.iter().any(|(known, _)| known == name) {
+                self.problem(key.pos, format!("`{name}` is given twice in `vars`"));
+                continue;
+            }
             if let Some(text) = value.text().filter(|_| !value.is_null()) {
                 vars.push((name.to_string(), text.to_string()));
             } else {

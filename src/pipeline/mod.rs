@@ -2,7 +2,8 @@
 //! when one fails.
 //!
 //! - `load`: reading and checking a file (through the YAML tree with
-//!   positions of `crate::yaml`), every problem with its line and column; `model`: what a pipeline is;
+//!   positions of `crate::yaml`), every problem with its line and column;
+//!   `model`: what a pipeline is;
 //! - `run`: running it, and rolling back (`Runner::roll_back`), and
 //!   `upkeep recover`; `shell`: shell commands; `plan`: dry-run;
 //! - `events`: what a run prints and logs, kept in a `record` for the

@@ -263,3 +263,24 @@ fn other_location_less_errors_get_a_place() {
             .stderr_has(expected);
     }
 }
+
+#[test]
+fn a_key_given_twice_is_refused() {
+    let sandbox = Sandbox::new();
+    sandbox.write(
+        "upkeep.yaml",
+        "databases:\n  production: data/prod.duckdb\n  production: data/staging.duckdb\n",
+    );
+    sandbox.upkeep(&["check", "production"]).code(2).stderr_has(
+        "upkeep.yaml:3:3: `production` is given twice in `databases` (first at line 2)",
+    );
+    sandbox.write("upkeep.yaml", CONFIG);
+    sandbox.pipeline(
+        "p",
+        "vars:\n  A: one\n  A: two\nsteps:\n- run: echo \"$A\"\n",
+    );
+    sandbox
+        .upkeep(&["validate", "p"])
+        .code(2)
+        .stderr_has("p.yaml:3:3: `A` is given twice in `vars`");
+}
