@@ -166,12 +166,13 @@ pub fn rename_synced(from: &Path, to: &Path) -> Result<()> {
     Ok(())
 }
 
-/// Makes a file that upkeep moved into a folder of user data (quarantine,
-/// aside) readable and writable by its owner only: a move keeps the mode
-/// the file had, and that folder's own mode is whatever it was before
-/// upkeep. Best effort, as the move is done by then: a file that another
-/// user owns cannot be changed, and stays in the new, private (0700)
-/// folder upkeep made for it.
+/// Makes a file readable and writable by its owner only: one that upkeep
+/// moved into a folder of user data (quarantine, aside) keeps the mode it
+/// had, and that folder's own mode is whatever it was before upkeep; an
+/// older upkeep may have left a lock or journal readable by all. Best
+/// effort, as the move is done by then: a file that another user owns
+/// cannot be changed (a moved one stays in the new, private (0700) folder
+/// upkeep made for it).
 pub fn make_private(path: &Path) {
     let _ = std::fs::set_permissions(path, std::fs::Permissions::from_mode(PRIVATE_FILE));
 }

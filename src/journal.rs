@@ -106,6 +106,8 @@ impl Journal {
             .append(true)
             .open(path)
             .with_context(|| format!("cannot open journal `{}`", path.display()))?;
+        // A journal left by an older upkeep may be readable by all.
+        fsx::make_private(path);
         Ok(Journal {
             file,
             path: path.to_path_buf(),

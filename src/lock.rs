@@ -7,7 +7,6 @@
 
 use std::fs::{File, TryLockError};
 use std::io::{Read, Seek, Write};
-use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
@@ -73,9 +72,9 @@ pub fn acquire(state_dir: &Path, what: &str) -> Result<Lock> {
         what: what.to_string(),
         since: jiff::Timestamp::now().to_string(),
     };
-    // A lock file left by an older upkeep may be readable by all.
-    file.set_permissions(std::fs::Permissions::from_mode(fsx::PRIVATE_FILE))
-        .with_context(|| format!("cannot make `{}` private", path.display()))?;
+    // A lock file left by an older upkeep may be readable by all. Best
+    // effort: one that another user owns cannot be changed, and still locks.
+    fsx::make_private(&path);
     file.set_len(0)?;
     file.rewind()?;
     file.write_all(serde_json::to_string(&holder)?.as_bytes())?;

@@ -736,3 +736,42 @@ fn backup_manifests() {
         Ok(backups::parse_manifest(bytes).is_ok())
     });
 }
+
+/// A few mutated files through the real binary, as a user would hand them
+/// over: an exit code, never a signal; bad input names the file (a YAML
+/// error's line and column are checked in process, above; a file that
+/// loads may still name a schema file that is not there).
+#[test]
+fn the_binary_on_mutated_files() {
+    let settings = settings();
+    let sandbox = crate::support::Sandbox::new();
+    let configs = corpus_of(CONFIGS, None);
+    let pipelines = corpus_of(PIPELINES, Some("pipelines"));
+    for case in 0..40u64 {
+        let mut rng = Rng::new(settings.seed ^ case ^ 0xB1_0A_B1_0A);
+        let (file, args): (&str, &[&str]) = if case % 2 == 0 {
+            let start = rng.pick(&configs).clone();
+            let text = mutate_text(&mut rng, &start, &configs);
+            std::fs::write(sandbox.path("upkeep.yaml"), &text).unwrap();
+            ("upkeep.yaml", &["check", "production"])
+        } else {
+            sandbox.write("upkeep.yaml", crate::support::CONFIG);
+            let start = rng.pick(&pipelines).clone();
+            let text = mutate_text(&mut rng, &start, &pipelines);
+            std::fs::create_dir_all(sandbox.path("pipelines")).unwrap();
+            std::fs::write(sandbox.path("pipelines/p.yaml"), &text).unwrap();
+            ("p.yaml", &["validate", "p"])
+        };
+        let run = sandbox.upkeep(args);
+        assert!(
+            matches!(run.code, Some(0..=2)),
+            "case {case}: no exit code of upkeep's\n{run}"
+        );
+        if run.code == Some(2) {
+            assert!(
+                run.stderr.contains(file),
+                "case {case}: bad input without its place\n{run}"
+            );
+        }
+    }
+}
