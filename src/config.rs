@@ -14,6 +14,7 @@ use serde::Deserialize;
 
 use crate::db::StorageVersion;
 use crate::error::bad_input;
+use crate::yaml;
 
 /// The file name looked for in the current directory and its parents.
 pub const FILE_NAME: &str = "upkeep.yaml";
@@ -93,11 +94,13 @@ pub struct Env {
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawConfig {
-    databases: BTreeMap<EnvName, PathBuf>,
+    databases: Databases,
     #[serde(default)]
     backups: RawBackups,
-    schema: Option<PathBuf>,
-    state_dir: Option<PathBuf>,
+    #[serde(default, deserialize_with = "given")]
+    schema: Option<SchemaPath>,
+    #[serde(default, deserialize_with = "given")]
+    state_dir: Option<FolderPath>,
     storage_version: Option<StorageVersion>,
     app: Option<RawApp>,
 }
@@ -140,8 +143,130 @@ impl RawApp {
 #[derive(Deserialize, Default)]
 #[serde(deny_unknown_fields)]
 struct RawBackups {
-    dir: Option<PathBuf>,
+    #[serde(default, deserialize_with = "given")]
+    dir: Option<FolderPath>,
     keep: Option<Keep>,
+}
+
+/// `databases:`, environment name -> database file: at least one.
+#[derive(Deserialize)]
+#[serde(try_from = "BTreeMap<EnvName, DbPath>")]
+struct Databases(BTreeMap<EnvName, DbPath>);
+
+impl TryFrom<BTreeMap<EnvName, DbPath>> for Databases {
+    type Error = String;
+
+    fn try_from(databases: BTreeMap<EnvName, DbPath>) -> Result<Self, String> {
+        if databases.is_empty() {
+            return Err(
+                "`databases` names no environment: name at least one, e.g. `production: data.duckdb`"
+                    .to_string(),
+            );
+        }
+        Ok(Databases(databases))
+    }
+}
+
+/// A database file's path.
+#[derive(Deserialize)]
+#[serde(try_from = "Option<String>")]
+struct DbPath(PathBuf);
+
+impl TryFrom<Option<String>> for DbPath {
+    type Error = String;
+
+    fn try_from(text: Option<String>) -> Result<Self, String> {
+        checked_path(text, PathKind::Database).map(DbPath)
+    }
+}
+
+/// The path of `schema.sql`.
+#[derive(Deserialize)]
+#[serde(try_from = "Option<String>")]
+struct SchemaPath(PathBuf);
+
+impl TryFrom<Option<String>> for SchemaPath {
+    type Error = String;
+
+    fn try_from(text: Option<String>) -> Result<Self, String> {
+        checked_path(text, PathKind::Schema).map(SchemaPath)
+    }
+}
+
+/// A folder's path (`backups.dir`, `state_dir`).
+#[derive(Deserialize)]
+#[serde(try_from = "Option<String>")]
+struct FolderPath(PathBuf);
+
+impl TryFrom<Option<String>> for FolderPath {
+    type Error = String;
+
+    fn try_from(text: Option<String>) -> Result<Self, String> {
+        checked_path(text, PathKind::Folder).map(FolderPath)
+    }
+}
+
+/// serde gives `None` for a null value of an `Option` field before the
+/// value's own checks see it: an optional path goes through this instead,
+/// so that a key left empty is refused, not taken as "not set".
+fn given<'de, D, T>(deserializer: D) -> Result<Option<T>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: Deserialize<'de>,
+{
+    T::deserialize(deserializer).map(Some)
+}
+
+/// What a path in upkeep.yaml names.
+#[derive(Clone, Copy)]
+enum PathKind {
+    Database,
+    Schema,
+    Folder,
+}
+
+impl PathKind {
+    fn what_to_do(self) -> &'static str {
+        match self {
+            PathKind::Database => {
+                "write the database file's path, relative to the folder of upkeep.yaml"
+            }
+            PathKind::Schema => {
+                "write the path of the schema file (relative to the folder of upkeep.yaml), or remove the key"
+            }
+            PathKind::Folder => {
+                "write a folder's path (relative to the folder of upkeep.yaml), or remove the key to use the default"
+            }
+        }
+    }
+}
+
+/// A path as written in upkeep.yaml. Nothing (null, empty, blank) would
+/// name the config's own folder, and `~` is not expanded (it would name a
+/// folder called `~`): both are refused, and so is a file's path that can
+/// only name a folder (`data/`, `.`, `..`).
+fn checked_path(text: Option<String>, kind: PathKind) -> Result<PathBuf, String> {
+    let text = text.unwrap_or_default();
+    if text.trim().is_empty() {
+        return Err(format!(
+            "no path given (null or empty): {}",
+            kind.what_to_do()
+        ));
+    }
+    if text.starts_with('~') {
+        return Err(format!(
+            "`{text}`: `~` is not expanded in upkeep.yaml; write the full path, or one relative to the folder of upkeep.yaml"
+        ));
+    }
+    if text.contains('\0') {
+        return Err("a path cannot hold a NUL character".to_string());
+    }
+    let path = PathBuf::from(&text);
+    let folder = path.file_name().is_none() || text.ends_with('/') || text.ends_with("/.");
+    if folder && !matches!(kind, PathKind::Folder) {
+        return Err(format!("`{text}` names a folder: {}", kind.what_to_do()));
+    }
+    Ok(path)
 }
 
 /// An environment name: it becomes part of backup file names, so it is kept
@@ -225,42 +350,66 @@ impl Config {
 
     /// Loads and checks one config file.
     pub fn load(path: &Path) -> Result<Config> {
-        let text = std::fs::read_to_string(path).map_err(|error| {
+        let bytes = std::fs::read(path).map_err(|error| {
             bad_input(format!(
                 "cannot read config `{}`: {error}; check the path given by --config or UPKEEP_CONFIG",
                 path.display()
             ))
         })?;
+        Config::parse(path, &bytes)
+    }
+
+    /// Checks the bytes of a config file that is (or would be) at `path`:
+    /// messages name it, and relative paths start at its folder. Every
+    /// error is bad input, with the line and column it is at.
+    pub fn parse(path: &Path, bytes: &[u8]) -> Result<Config> {
         let path = std::path::absolute(path)
             .with_context(|| format!("cannot resolve config path `{}`", path.display()))?;
         let root = path
             .parent()
             .map(Path::to_path_buf)
             .unwrap_or_else(|| PathBuf::from("/"));
-        let raw: RawConfig =
-            serde_yaml::from_str(&text).map_err(|error| yaml_error(&path, &error))?;
-        if raw.databases.is_empty() {
-            return Err(bad_input(format!(
-                "{}: `databases` is empty: name at least one environment, e.g. `production: data.duckdb`",
-                path.display()
-            )));
+        let at = |pos: yaml::Pos, message: &str| {
+            bad_input(format!("{}:{pos}: {message}", path.display()))
+        };
+        let text = yaml::decode(bytes).map_err(|error| at(error.pos, &error.message))?;
+        let outline = yaml::outline(text, &mut check_scalar)
+            .map_err(|error| at(error.pos, &error.message))?;
+        if outline.empty {
+            return Err(at(
+                yaml::Pos::START,
+                "the file is empty: it needs at least `databases:`, e.g. `databases: { production: data.duckdb }`",
+            ));
         }
+        let raw: RawConfig = serde_yaml::from_str(text).map_err(|error| {
+            // serde places a few errors nowhere: aliases that expand too far
+            // (the first alias is where to look), or the whole file.
+            let (pos, message) = located(&error);
+            at(
+                pos.or(outline.first_alias).unwrap_or(yaml::Pos::START),
+                &message,
+            )
+        })?;
         let apps = match &raw.app {
-            Some(app) => apps(&path, app, raw.databases.keys().map(|name| name.0.as_str()))?,
+            Some(app) => apps(&path, app, raw.databases.0.keys().map(|name| name.0.as_str()))?,
             None => BTreeMap::new(),
         };
         let resolve = |relative: &Path| root.join(relative);
+        let folder = |raw: Option<FolderPath>, default: &str| {
+            resolve(raw.as_ref().map_or(Path::new(default), |path| &path.0))
+        };
         Ok(Config {
             apps,
             databases: raw
                 .databases
+                .0
                 .into_iter()
-                .map(|(name, db)| (name.0, resolve(&db)))
+                .map(|(name, db)| (name.0, resolve(&db.0)))
                 .collect(),
-            backups_dir: resolve(raw.backups.dir.as_deref().unwrap_or(Path::new("backups"))),
+            backups_dir: folder(raw.backups.dir, "backups"),
             keep: raw.backups.keep.map_or(DEFAULT_KEEP, |keep| keep.0),
-            schema: raw.schema.as_deref().map(resolve),
-            state_dir: resolve(raw.state_dir.as_deref().unwrap_or(Path::new(".upkeep"))),
+            schema: raw.schema.map(|schema| resolve(&schema.0)),
+            state_dir: folder(raw.state_dir, ".upkeep"),
             storage_version: raw.storage_version,
             path,
             root,
@@ -362,21 +511,54 @@ fn apps<'a>(
     Ok(apps)
 }
 
-/// A YAML error as `file:line:column: message`, the form editors jump to.
-pub fn yaml_error(path: &Path, error: &serde_yaml::Error) -> anyhow::Error {
+/// Checks a value of upkeep.yaml where it is, so that an error points at
+/// it: serde places the error of a value at the start of the mapping that
+/// holds it. The same checks run again as serde reads the file (through
+/// aliases, too).
+fn check_scalar(scalar: &yaml::Scalar) -> Result<(), String> {
+    let keys: Vec<&str> = scalar.keys.iter().map(String::as_str).collect();
+    let text = (!scalar.is_null()).then(|| scalar.text.to_string());
+    let checked = match (keys.as_slice(), scalar.is_key) {
+        // `<<` merges another mapping in: its keys are checked where they are.
+        (["databases"], true) if scalar.text != "<<" => {
+            EnvName::try_from(scalar.text.to_string()).map(drop)
+        }
+        (["databases", _], false) => DbPath::try_from(text).map(drop),
+        (["schema"], false) => SchemaPath::try_from(text).map(drop),
+        (["backups", "dir"] | ["state_dir"], false) => FolderPath::try_from(text).map(drop),
+        (["backups", "keep"], false) if scalar.plain => match scalar.text.parse::<i64>() {
+            Ok(keep) => parse_keep(keep).map(drop),
+            Err(_) => Err(format!(
+                "keep must be a whole number of at least 1 (got `{}`)",
+                scalar.text
+            )),
+        },
+        (["storage_version"], false) if text.is_some() => {
+            StorageVersion::try_from(scalar.text.to_string()).map(drop)
+        }
+        _ => Ok(()),
+    };
+    checked.map_err(|message| match scalar.is_key {
+        true => message,
+        false => format!("`{}`: {message}", scalar.dotted()),
+    })
+}
+
+/// A serde YAML error's position, if it has one, and its message without
+/// the " at line L column C" the library appends (the caller puts the
+/// position first, the form editors jump to).
+fn located(error: &serde_yaml::Error) -> (Option<yaml::Pos>, String) {
     let message = error.to_string();
     match error.location() {
         Some(location) => {
-            // The library appends " at line L column C"; the prefix says it.
             let suffix = format!(" at line {} column {}", location.line(), location.column());
             let message = message.strip_suffix(&suffix).unwrap_or(&message);
-            bad_input(format!(
-                "{}:{}:{}: {message}",
-                path.display(),
-                location.line(),
-                location.column()
-            ))
+            let pos = yaml::Pos {
+                line: location.line(),
+                col: location.column(),
+            };
+            (Some(pos), message.to_string())
         }
-        None => bad_input(format!("{}: {message}", path.display())),
+        None => (None, message),
     }
 }

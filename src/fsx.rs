@@ -7,7 +7,7 @@
 
 use std::fs::File;
 use std::io::{Read, Write};
-use std::os::unix::fs::DirBuilderExt;
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
@@ -134,7 +134,7 @@ pub fn hash_file(path: &Path) -> Result<blake3::Hash> {
 pub fn partial_file(dir: &Path) -> Result<tempfile::NamedTempFile> {
     tempfile::Builder::new()
         .prefix(PARTIAL_PREFIX)
-        .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o600))
+        .permissions(std::fs::Permissions::from_mode(PRIVATE_FILE))
         .tempfile_in(dir)
         .with_context(|| format!("cannot create a temporary file in `{}`", dir.display()))
 }
@@ -204,7 +204,31 @@ pub fn rename_synced(from: &Path, to: &Path) -> Result<()> {
     Ok(())
 }
 
-/// Creates a folder (and its parents) readable by its owner only.
+/// Makes a file readable and writable by its owner only: one that upkeep
+/// moved into a folder of user data (quarantine, aside) keeps the mode it
+/// had, and that folder's own mode is whatever it was before upkeep; an
+/// older upkeep may have left a lock or journal readable by all. Best
+/// effort, as the move is done by then: a file that another user owns
+/// cannot be changed (a moved one stays in the new, private (0700) folder
+/// upkeep made for it).
+pub fn make_private(path: &Path) {
+    let _ = std::fs::set_permissions(path, std::fs::Permissions::from_mode(PRIVATE_FILE));
+}
+
+/// Options that create a file readable and writable by its owner only, for
+/// what upkeep keeps in `state_dir` (lock, journals, run logs): a folder
+/// that already exists may let others in.
+pub fn private_options() -> std::fs::OpenOptions {
+    let mut options = std::fs::OpenOptions::new();
+    options.mode(PRIVATE_FILE);
+    options
+}
+
+/// The mode of the files upkeep creates for itself or moves out of the way.
+pub const PRIVATE_FILE: u32 = 0o600;
+
+/// Creates a folder (and its parents) readable by its owner only. A folder
+/// that exists already is left as it is.
 pub fn create_private_dir(dir: &Path) -> Result<()> {
     std::fs::DirBuilder::new()
         .recursive(true)

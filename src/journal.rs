@@ -92,7 +92,7 @@ impl Journal {
         let dir = runs_dir(state_dir);
         fsx::create_private_dir(&dir)?;
         let path = dir.join(format!("{run_id}.jsonl"));
-        let file = OpenOptions::new()
+        let file = fsx::private_options()
             .create_new(true)
             .append(true)
             .open(&path)
@@ -106,6 +106,8 @@ impl Journal {
             .append(true)
             .open(path)
             .with_context(|| format!("cannot open journal `{}`", path.display()))?;
+        // A journal left by an older upkeep may be readable by all.
+        fsx::make_private(path);
         Ok(Journal {
             file,
             path: path.to_path_buf(),

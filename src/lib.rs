@@ -6,7 +6,10 @@
 //! `journal` (crash journal), `lock` (one run at a time), `report` (output),
 //! `commands` (the CLI's verbs), `schedule` (cron / systemd
 //! entries for daily backups), `redact` (credentials in URLs, masked
-//! wherever one is shown), `demo` (the README's ready-made sandbox).
+//! wherever one is shown), `app` (the app's lifecycle: stop, start,
+//! health, snapshot), `demo` (the README's ready-made sandbox), `yaml`
+//! (the first pass every YAML file goes through, and the tree with
+//! positions that pipelines are checked on).
 
 pub mod app;
 pub mod cli;
@@ -25,6 +28,7 @@ pub mod redact;
 pub mod report;
 pub mod schedule;
 pub mod steps;
+pub mod yaml;
 
 use clap::Parser;
 

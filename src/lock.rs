@@ -5,7 +5,7 @@
 //! can't block the next run. The file also records who holds it, so that a
 //! second run can say whom it is waiting for.
 
-use std::fs::{File, OpenOptions, TryLockError};
+use std::fs::{File, TryLockError};
 use std::io::{Read, Seek, Write};
 use std::path::{Path, PathBuf};
 
@@ -36,7 +36,7 @@ pub struct Lock {
 pub fn acquire(state_dir: &Path, what: &str) -> Result<Lock> {
     fsx::create_private_dir(state_dir)?;
     let path = state_dir.join("lock");
-    let mut file = OpenOptions::new()
+    let mut file = fsx::private_options()
         .read(true)
         .write(true)
         .create(true)
@@ -72,6 +72,9 @@ pub fn acquire(state_dir: &Path, what: &str) -> Result<Lock> {
         what: what.to_string(),
         since: jiff::Timestamp::now().to_string(),
     };
+    // A lock file left by an older upkeep may be readable by all. Best
+    // effort: one that another user owns cannot be changed, and still locks.
+    fsx::make_private(&path);
     file.set_len(0)?;
     file.rewind()?;
     file.write_all(serde_json::to_string(&holder)?.as_bytes())?;

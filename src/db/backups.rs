@@ -77,6 +77,12 @@ pub fn manifest_path(backup: &Path) -> PathBuf {
     fsx::with_suffix(backup, ".manifest.json")
 }
 
+/// Reads a manifest file's bytes. Anything but a whole, well-typed manifest
+/// is an error: the backup then counts as unverified.
+pub fn parse_manifest(bytes: &[u8]) -> Result<Manifest, serde_json::Error> {
+    serde_json::from_slice(bytes)
+}
+
 /// The stamp in a backup name of `env`, if the name is one.
 fn stamp_of(env: &str, name: &str) -> Option<String> {
     let stamp = name
@@ -139,7 +145,7 @@ fn describe(path: PathBuf, name: String, stamp: String, size: u64) -> Backup {
     let (manifest, status) = match std::fs::read(&manifest_file) {
         Err(_) if !manifest_file.exists() => (None, Status::Legacy),
         Err(_) => (None, Status::Unverified),
-        Ok(bytes) => match serde_json::from_slice::<Manifest>(&bytes) {
+        Ok(bytes) => match parse_manifest(&bytes) {
             Ok(manifest) if manifest.verified && manifest.size == size => {
                 (Some(manifest), Status::Verified)
             }

@@ -62,7 +62,9 @@ pub fn rewind(db: &Path, env: &str, source: &Path, expected: &blake3::Hash) -> R
     let wal = swap::wal_of(db);
     let wal_aside = if wal.exists() {
         let folder = swap::new_shelf_folder(db, env, Shelf::Aside)?;
-        fsx::rename_synced(&wal, &folder.join(wal.file_name().unwrap_or_default()))?;
+        let kept = folder.join(wal.file_name().unwrap_or_default());
+        fsx::rename_synced(&wal, &kept)?;
+        fsx::make_private(&kept);
         Some(folder)
     } else {
         None

@@ -8,6 +8,7 @@
 //! replayed into it), and the new file renamed over the path: the path
 //! always holds a database. Nothing is ever deleted.
 
+use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
@@ -66,7 +67,10 @@ fn file_name(path: &Path) -> Result<&std::ffi::OsStr> {
 /// step. Meanwhile upkeep holds a write lock on the current database, so the
 /// app cannot open it halfway through (it would get DuckDB's lock error).
 /// The new file takes the current one's mode and owner, so an app running as
-/// another user can still open it.
+/// another user can still open it. What goes to the shelf is made private
+/// (0600) there, the database only once the path no longer links to it: the
+/// live file keeps its mode, and a file put back later takes the mode of
+/// the one it replaces.
 pub fn put_in_place(db: &Path, env: &str, new: &Path, shelf: Shelf) -> Result<Option<PathBuf>> {
     let _guard = hold(db)?;
     let wal = wal_of(db);
@@ -82,19 +86,26 @@ pub fn put_in_place(db: &Path, env: &str, new: &Path, shelf: Shelf) -> Result<Op
     } else {
         None
     };
+    let mut kept = None;
     if let Some(folder) = &folder {
         if db.exists() {
-            let kept = folder.join(file_name(db)?);
-            std::fs::hard_link(db, &kept).with_context(|| {
+            let path = folder.join(file_name(db)?);
+            std::fs::hard_link(db, &path).with_context(|| {
                 format!("cannot keep `{}` in `{}`", db.display(), folder.display())
             })?;
+            kept = Some(path);
         }
         if wal.exists() {
-            fsx::rename_synced(&wal, &folder.join(file_name(&wal)?))?;
+            let kept_wal = folder.join(file_name(&wal)?);
+            fsx::rename_synced(&wal, &kept_wal)?;
+            fsx::make_private(&kept_wal);
         }
         fsx::sync_parent(&folder.join("x"))?;
     }
     fsx::rename_synced(new, db)?;
+    if let Some(kept) = &kept {
+        fsx::make_private(kept);
+    }
     Ok(folder)
 }
 
@@ -138,7 +149,8 @@ pub(crate) fn new_shelf_folder(db: &Path, env: &str, shelf: Shelf) -> Result<Pat
             n => format!("{env}_{stamp}_{n}"),
         };
         let folder = base.join(name);
-        match std::fs::create_dir(&folder) {
+        // Private too: `base` may be a folder that let others in already.
+        match std::fs::DirBuilder::new().mode(0o700).create(&folder) {
             Ok(()) => return Ok(folder),
             Err(error) if error.kind() == std::io::ErrorKind::AlreadyExists => continue,
             Err(error) => {

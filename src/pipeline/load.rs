@@ -12,8 +12,8 @@ use crate::config::Config;
 use crate::error::BadInput;
 use crate::pipeline::model::{Action, Outcome, Pipeline, Step, When};
 use crate::pipeline::notify::{self, Notify};
-use crate::pipeline::yaml::{self, Node, Pos, Value};
 use crate::steps;
+use crate::yaml::{self, Node, Pos, Value};
 
 /// Every problem found in one pipeline file.
 #[derive(Debug)]
@@ -50,18 +50,31 @@ pub fn resolve(config: &Config, name: &str) -> PathBuf {
 /// Loads and checks a pipeline file. Errors are [`Problems`] (bad input) or
 /// the file cannot be read (also bad input).
 pub fn load(path: &Path, config: &Config) -> anyhow::Result<Pipeline> {
-    let text = std::fs::read_to_string(path).map_err(|error| {
+    let bytes = std::fs::read(path).map_err(|error| {
         anyhow::Error::new(BadInput(format!(
             "cannot read pipeline `{}`: {error}; pipelines are names in `{}` or paths",
             path.display(),
             config.root.join("pipelines").display()
         )))
     })?;
+    parse(path, &bytes, config)
+}
+
+/// Checks the bytes of a pipeline file that is (or would be) at `path`.
+/// Errors are [`Problems`], as bad input: each line is `path:line:col:`
+/// and what is wrong there.
+pub fn parse(path: &Path, bytes: &[u8], config: &Config) -> anyhow::Result<Pipeline> {
     let mut checker = Checker {
         problems: Vec::new(),
         config,
     };
-    let pipeline = checker.pipeline(path, &text);
+    let pipeline = match yaml::decode(bytes) {
+        Ok(text) => checker.pipeline(path, text),
+        Err(error) => {
+            checker.problem(error.pos, error.message);
+            None
+        }
+    };
     match pipeline {
         Some(pipeline) if checker.problems.is_empty() => Ok(pipeline),
         _ => {
@@ -112,7 +125,7 @@ impl Checker<'_> {
                 return None;
             }
             Err(error) => {
-                self.problem(error.pos, format!("YAML syntax error: {}", error.message));
+                self.problem(error.pos, error.message);
                 return None;
             }
         };
@@ -287,6 +300,10 @@ impl Checker<'_> {
                     key.pos,
                     format!("`{name}` is not a variable name: letters, digits and `_`, not starting with a digit"),
                 );
+                continue;
+            }
+            if vars.iter().any(|(known, _)| known == name) {
+                self.problem(key.pos, format!("`{name}` is given twice in `vars`"));
                 continue;
             }
             if let Some(text) = value.text().filter(|_| !value.is_null()) {
@@ -474,6 +491,10 @@ impl Checker<'_> {
         let mut with = BTreeMap::new();
         for (key, value) in entries {
             match value.text().filter(|_| !value.is_null()) {
+                Some(text) if text.trim().is_empty() => self.problem(
+                    value.pos,
+                    format!("`{key}` is empty: give a value, or remove the key"),
+                ),
                 Some(text) => {
                     if key == "env" && !steps::later(text) {
                         self.known_env(value.pos, text);

@@ -1,8 +1,9 @@
 //! Pipelines: YAML files of steps, run in order and undone in reverse order
 //! when one fails.
 //!
-//! - `yaml`: the YAML tree with positions; `load`: reading and checking a
-//!   file, every problem with its line and column; `model`: what a pipeline is;
+//! - `load`: reading and checking a file (through the YAML tree with
+//!   positions of `crate::yaml`), every problem with its line and column;
+//!   `model`: what a pipeline is;
 //! - `run`: running it, and rolling back (`Runner::roll_back`), and
 //!   `upkeep recover`; `shell`: shell commands; `plan`: dry-run;
 //! - `events`: what a run prints and logs, kept in a `record` for the
@@ -19,7 +20,6 @@ pub mod plan;
 pub mod record;
 pub mod run;
 pub mod shell;
-pub mod yaml;
 
 use std::path::Path;
 use std::time::Duration;

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use crate::pipeline::yaml::Pos;
+use crate::yaml::Pos;
 
 #[derive(Debug, Clone)]
 pub struct Pipeline {

@@ -226,7 +226,7 @@ impl RunLog {
         let logs = config.state_dir.join("logs");
         crate::fsx::create_private_dir(&logs)?;
         let path = logs.join(format!("{run_id}.log"));
-        let append = std::fs::OpenOptions::new()
+        let append = crate::fsx::private_options()
             .create(true)
             .append(true)
             .open(&path)

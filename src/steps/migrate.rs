@@ -127,6 +127,13 @@ fn folder(ctx: &Ctx, with: &With) -> Result<PathBuf> {
     let dir = with
         .get("dir")
         .ok_or_else(|| bad_input("`migrate` needs `with: { dir: FOLDER }`"))?;
+    // Empty once its variables are filled in: it would name the project
+    // folder, and find no migrations there.
+    if dir.trim().is_empty() {
+        return Err(bad_input(
+            "`migrate`'s `with: { dir }` is empty: give the folder of the NNNN_name.sql files (check the variable it uses)",
+        ));
+    }
     Ok(ctx.config.root.join(dir))
 }
 

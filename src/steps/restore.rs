@@ -108,7 +108,14 @@ impl StepType for Restore {
         let shelved = swap::put_in_place(db, &ctx.env.name, &previous, Shelf::Aside)?;
         let wal = swap::wal_of(&previous);
         if wal.exists() {
-            fsx::rename_synced(&wal, &swap::wal_of(db))?;
+            let back = swap::wal_of(db);
+            fsx::rename_synced(&wal, &back)?;
+            // It was made private aside; beside the database it takes the
+            // database's mode, as DuckDB gives both files the same. Best
+            // effort: the database is back, whatever this says.
+            if let Ok(meta) = std::fs::metadata(db) {
+                let _ = std::fs::set_permissions(&back, meta.permissions());
+            }
         }
         Ok(format!(
             "put the previous database back from {}{}",

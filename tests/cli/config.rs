@@ -81,7 +81,7 @@ fn bad_values_are_refused_with_their_position() {
             "databases:\n  production: data/prod.duckdb\nstorage_version: v9.9.9\n",
             "unknown storage version `v9.9.9`",
         ),
-        ("databases: {}\n", "`databases` is empty"),
+        ("databases: {}\n", "`databases` names no environment"),
     ] {
         sandbox.write("upkeep.yaml", text);
         sandbox
