@@ -360,47 +360,35 @@ pub fn backup(
 }
 
 /// Which way a backup of `env` (of `size` bytes) would go now, and why,
-/// for a dry-run; the second value is why it would be refused.
-pub fn backup_way(
-    config: &Config,
-    env: &Env,
-    no_window: bool,
-    size: u64,
-) -> (String, Option<String>) {
+/// for a dry-run. A backup refused now may go through in a real run, once
+/// a step before it has stopped the app.
+pub fn backup_way(config: &Config, env: &Env, size: u64) -> String {
     let Some(pid) = open::lock_holder(&env.db, Access::Exclusive) else {
-        return ("directly: nothing holds the database now".to_string(), None);
+        return "directly: nothing holds the database now".to_string();
     };
     let holder = format!(
         "PID {pid}{} holds the database",
         open::describe_process(pid)
     );
     match App::of(config, env) {
-        Some(app) if app.has_snapshot() => (
-            format!("through the app's snapshot hook, no downtime ({holder})"),
-            None,
-        ),
-        Some(_) if no_window => {
-            let why = format!(
-                "{holder}, --no-window forbids stopping the app, and `app:` has no snapshot hook"
-            );
-            (format!("refused: {why}"), Some(why))
+        Some(app) if app.has_snapshot() => {
+            format!("through the app's snapshot hook, no downtime ({holder})")
         }
-        Some(app) => (
+        Some(app) => {
+            let now = match app.healthy_now() {
+                Some(Err(why)) => format!(
+                    "; the app is not healthy now ({why}): the window would wait for it to come back"
+                ),
+                _ => String::new(),
+            };
             format!(
-                "in a window ({holder}): the app stopped for the checkpoint and the copy, {}, then started and waited for",
+                "in a window ({holder}): the app stopped for the checkpoint and the copy, {}, then started and waited for{now}",
                 window_estimate(config, size)
-            ),
-            match app.healthy_now() {
-                Some(Err(why)) => Some(format!(
-                    "the app is not healthy now ({why}): a window backup would not know when it is back"
-                )),
-                _ => None,
-            },
-        ),
-        None => {
-            let why = format!("{holder} and no `app:` is configured");
-            (format!("refused: {why}"), Some(format!("{why}: {HINT}")))
+            )
         }
+        None => format!(
+            "refused now ({holder} and no `app:` is configured), unless a step before it stops the app"
+        ),
     }
 }
 

@@ -391,7 +391,11 @@ impl Config {
             )
         })?;
         let apps = match &raw.app {
-            Some(app) => apps(&path, app, raw.databases.0.keys().map(|name| name.0.as_str()))?,
+            Some(app) => apps(
+                &path,
+                app,
+                raw.databases.0.keys().map(|name| name.0.as_str()),
+            )?,
             None => BTreeMap::new(),
         };
         let resolve = |relative: &Path| root.join(relative);

@@ -65,10 +65,11 @@ impl StepType for Backup {
             )),
             _ => None,
         };
-        let (way, refused) = crate::app::backup_way(ctx.config, ctx.env, false, size);
+        // A refusal now is no blocker: a step before it may stop the app.
+        let way = crate::app::backup_way(ctx.config, ctx.env, size);
         Plan {
             summary: format!("{summary} ({}); {way}", fsx::human_size(size)),
-            blocker: blocker.or(refused),
+            blocker,
             ..Plan::default()
         }
     }
