@@ -24,6 +24,7 @@ use saphyr_parser::{Event, Parser, ScalarStyle};
 pub const MAX_DEPTH: usize = 64;
 
 const BOM: char = '\u{FEFF}';
+const BOM_BYTES: &[u8] = "\u{FEFF}".as_bytes();
 
 /// A line and column, both counted from 1.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -117,8 +118,10 @@ pub fn decode(bytes: &[u8]) -> Result<&str, SyntaxError> {
             .iter()
             .rposition(|&b| b == b'\n')
             .map_or(0, |newline| newline + 1);
-        // Everything before the error is valid UTF-8: count its characters.
-        let col = String::from_utf8_lossy(&valid[line_start..])
+        // Everything before the error is valid UTF-8: count its characters
+        // (a byte-order mark is not one an editor shows).
+        let line = &valid[line_start..];
+        let col = String::from_utf8_lossy(line.strip_prefix(BOM_BYTES).unwrap_or(line))
             .chars()
             .count()
             + 1;

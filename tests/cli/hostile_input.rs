@@ -112,6 +112,15 @@ fn text_that_is_not_utf8_is_refused_where_it_is() {
         .upkeep(&["check", "production"])
         .code(2)
         .stderr_has("upkeep.yaml:2:20: not UTF-8 text");
+    std::fs::write(
+        sandbox.path("upkeep.yaml"),
+        b"\xef\xbb\xbfdatabases: \xc3(\n",
+    )
+    .unwrap();
+    sandbox
+        .upkeep(&["check", "production"])
+        .code(2)
+        .stderr_has("upkeep.yaml:1:12: not UTF-8 text");
     std::fs::write(sandbox.path("upkeep.yaml"), b"\xff\xfed\x00b\x00").unwrap();
     sandbox
         .upkeep(&["check", "production"])
