@@ -537,6 +537,17 @@ fn check_scalar(scalar: &yaml::Scalar) -> Result<(), String> {
                 scalar.text
             )),
         },
+        (
+            ["app", "stop" | "start" | "snapshot"]
+            | ["app", "environments", _, "stop" | "start" | "snapshot"],
+            false,
+        ) => match text.as_deref().map(str::trim) {
+            None | Some("") => Err(
+                "no command given (null or empty): write the shell command, or leave the key out"
+                    .to_string(),
+            ),
+            Some(_) => Ok(()),
+        },
         (["storage_version"], false) if text.is_some() => {
             StorageVersion::try_from(scalar.text.to_string()).map(drop)
         }

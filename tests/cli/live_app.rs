@@ -487,3 +487,36 @@ fn after_kill_9_during_a_window_backup_recover_starts_the_app_again() {
         .code(0)
         .stdout_has("nothing to recover");
 }
+
+#[test]
+fn app_config_errors_name_the_line_and_what_to_write() {
+    let sandbox = Sandbox::new();
+    for (app, expected) in [
+        (
+            "app:\n  stop: ~\n  start: ./start.sh\n",
+            "upkeep.yaml:8:9: `app.stop`: no command given",
+        ),
+        (
+            "app:\n  start: ./start.sh\n",
+            "needs both `stop` and `start`",
+        ),
+        (
+            "app:\n  stop: ./stop.sh\n  start: ./start.sh\n  health: { url: 'http://x', tcp: 'y:1' }\n",
+            "exactly one of `url`, `tcp` or `cmd`",
+        ),
+        (
+            "app:\n  stop: ./stop.sh\n  start: ./start.sh\n  environments:\n    nope: { start: ./s.sh }\n",
+            "`app.environments.nope` names no environment",
+        ),
+        (
+            "app:\n  stop: ./stop.sh\n  start: ./start.sh\n  health: { url: 'http://x', timeout: soon }\n",
+            "not a duration",
+        ),
+    ] {
+        sandbox.write("upkeep.yaml", &format!("{CONFIG}{app}"));
+        sandbox
+            .upkeep(&["check", "production"])
+            .code(2)
+            .stderr_has(expected);
+    }
+}
