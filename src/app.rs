@@ -23,9 +23,9 @@ use crate::db::catalog::Schema;
 use crate::db::check;
 use crate::db::open::{self, Access};
 use crate::error::Busy;
-use crate::http;
 use crate::journal::{Entry, Journal, Undoing};
 use crate::pipeline::model::Outcome;
+use crate::probe::Probe;
 use crate::progress::Progress;
 use crate::steps::Undo;
 
@@ -33,8 +33,6 @@ use crate::steps::Undo;
 const RELEASE_TIMEOUT: Duration = Duration::from_secs(30);
 /// How long one command (stop, start, snapshot) may run.
 const COMMAND_TIMEOUT: Duration = Duration::from_secs(600);
-/// How long one health probe may take.
-const PROBE_TIMEOUT: Duration = Duration::from_secs(5);
 /// The longest pause between two health probes.
 const PROBE_INTERVAL: Duration = Duration::from_millis(250);
 
@@ -144,28 +142,13 @@ impl<'a> App<'a> {
     }
 
     fn probe(&self, health: &HealthSpec) -> Result<(), String> {
-        if let Some(url) = &health.url {
-            let url = http::parse(url, "the app answers on this machine; use `cmd:` otherwise")?;
-            return match http::request(&url, "GET", None, PROBE_TIMEOUT)? {
-                200..=299 => Ok(()),
-                status => Err(format!("HTTP {status}")),
-            };
-        }
-        if let Some(address) = &health.tcp {
-            return http::connect(address, PROBE_TIMEOUT).map(drop);
-        }
-        let command = health.cmd.as_deref().unwrap_or("false");
-        let status = self
-            .shell(command, &[])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status()
-            .map_err(|error| format!("cannot run `{command}`: {error}"))?;
-        if status.success() {
-            Ok(())
-        } else {
-            Err(format!("`{command}` {status}"))
-        }
+        probe_of(health)?.check(
+            self.root,
+            [
+                ("UPKEEP_ENV", self.env.name.as_ref()),
+                ("UPKEEP_DB", self.env.db.as_os_str()),
+            ],
+        )
     }
 
     fn shell(&self, command: &str, extra: &[(&str, &std::ffi::OsStr)]) -> Command {
@@ -252,14 +235,23 @@ fn tail(log: &Path, from: u64) -> Option<String> {
     (!tail.is_empty()).then(|| crate::redact::urls(&tail))
 }
 
+/// The probe `health:` describes (config loading checked it has one
+/// form).
+fn probe_of(health: &HealthSpec) -> Result<Probe, String> {
+    match (&health.url, &health.tcp, &health.cmd) {
+        (Some(url), _, _) => Probe::url(url),
+        (_, Some(address), _) => Ok(Probe::Tcp(address.clone())),
+        (_, _, Some(command)) => Ok(Probe::Cmd(command.clone())),
+        _ => Err("`health:` gives none of `url`, `tcp` or `cmd`".to_string()),
+    }
+}
+
 /// What a health probe waits for, in words.
 pub fn describe(health: &HealthSpec) -> String {
-    match (&health.url, &health.tcp, &health.cmd) {
-        (Some(url), _, _) => format!("GET {} answers 2xx", crate::redact::urls(url)),
-        (_, Some(address), _) => format!("{address} accepts a connection"),
-        (_, _, Some(command)) => format!("`{command}` exits 0"),
-        _ => "nothing".to_string(),
-    }
+    probe_of(health).map_or_else(
+        |error| crate::redact::urls(&error),
+        |probe| probe.describe(),
+    )
 }
 
 /// A window backup's stop and start, journaled: a kill -9 between them

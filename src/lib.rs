@@ -23,6 +23,7 @@ pub mod http;
 pub mod journal;
 pub mod lock;
 pub mod pipeline;
+pub mod probe;
 pub mod progress;
 pub mod redact;
 pub mod report;

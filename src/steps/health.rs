@@ -11,79 +11,31 @@ use std::time::{Duration, Instant};
 use anyhow::{Result, anyhow, bail};
 
 use super::{Ctx, Plan, StepType, Undo, With, later};
-use crate::http;
+use crate::probe::Probe;
 
 pub struct Health;
 
 const DEFAULT_TIMEOUT: Duration = Duration::from_secs(60);
 const DEFAULT_INTERVAL: Duration = Duration::from_secs(1);
-/// How long one probe may take.
-const PROBE_TIMEOUT: Duration = Duration::from_secs(5);
-
-enum Probe {
-    Http(http::Url),
-    Tcp(String),
-    Cmd(String),
-}
-
-impl Probe {
-    fn from(with: &With) -> Result<Probe, String> {
-        match (with.get("url"), with.get("tcp"), with.get("cmd")) {
-            (Some(url), None, None) => parse_url(url),
-            (None, Some(address), None) => Ok(Probe::Tcp(address.clone())),
-            (None, None, Some(command)) => Ok(Probe::Cmd(command.clone())),
-            _ => Err("give exactly one of `url`, `tcp` or `cmd`".to_string()),
-        }
-    }
-
-    fn describe(&self) -> String {
-        match self {
-            Probe::Http(url) => format!("GET {url} answers 2xx"),
-            Probe::Tcp(address) => format!("{address} accepts a connection"),
-            Probe::Cmd(command) => format!("`{command}` exits 0"),
-        }
-    }
-
-    /// One look: healthy, or why not.
-    fn check(&self, ctx: &Ctx) -> Result<(), String> {
-        match self {
-            Probe::Http(url) => match http::request(url, "GET", None, PROBE_TIMEOUT)? {
-                200..=299 => Ok(()),
-                status => Err(format!("HTTP {status}")),
-            },
-            Probe::Tcp(address) => http::connect(address, PROBE_TIMEOUT).map(drop),
-            Probe::Cmd(command) => {
-                // The command is the pipeline's own text (`${NAME}` is refused
-                // in it): variables reach it as environment only.
-                let status = std::process::Command::new("/bin/sh")
-                    .args(["-c", "--", command])
-                    .envs(ctx.vars.iter().map(|(name, value)| (name, value)))
-                    .current_dir(&ctx.config.root)
-                    .stdin(std::process::Stdio::null())
-                    .stdout(std::process::Stdio::null())
-                    .stderr(std::process::Stdio::null())
-                    .status()
-                    .map_err(|error| format!("cannot run `{command}`: {error}"))?;
-                if status.success() {
-                    Ok(())
-                } else {
-                    Err(format!("`{command}` {status}"))
-                }
-            }
-        }
-    }
-}
-
-fn parse_url(url: &str) -> Result<Probe, String> {
-    if later(url) {
+fn probe(with: &With) -> Result<Probe, String> {
+    match (with.get("url"), with.get("tcp"), with.get("cmd")) {
         // Checked again once `${NAME}` is substituted, at run time.
-        return Ok(Probe::Tcp(String::new()));
+        (Some(url), None, None) if later(url) => Ok(Probe::Tcp(String::new())),
+        (Some(url), None, None) => Probe::url(url),
+        (None, Some(address), None) => Ok(Probe::Tcp(address.clone())),
+        // The command is the pipeline's own text (`${NAME}` is refused in
+        // it): variables reach it as environment only.
+        (None, None, Some(command)) => Ok(Probe::Cmd(command.clone())),
+        _ => Err("give exactly one of `url`, `tcp` or `cmd`".to_string()),
     }
-    http::parse(
-        url,
-        "the app answers on this machine; use `cmd:` for anything else",
+}
+
+/// One look, with the run's variables as a command's environment.
+fn look(probe: &Probe, ctx: &Ctx) -> Result<(), String> {
+    probe.check(
+        &ctx.config.root,
+        ctx.vars.iter().map(|(name, value)| (name, value)),
     )
-    .map(Probe::Http)
 }
 
 fn duration(with: &With, key: &str, default: Duration) -> Result<Duration, String> {
@@ -113,19 +65,19 @@ impl StepType for Health {
     }
 
     fn check(&self, with: &With) -> Result<(), String> {
-        Probe::from(with)?;
+        probe(with)?;
         duration(with, "timeout", DEFAULT_TIMEOUT)?;
         duration(with, "interval", DEFAULT_INTERVAL)?;
         Ok(())
     }
 
     fn plan(&self, ctx: &Ctx, with: &With) -> Plan {
-        let probe = match Probe::from(with) {
+        let probe = match probe(with) {
             Ok(probe) => probe,
             Err(error) => return Plan::blocked("wait until healthy", &anyhow!(error)),
         };
         let timeout = duration(with, "timeout", DEFAULT_TIMEOUT).unwrap_or(DEFAULT_TIMEOUT);
-        let now = match probe.check(ctx) {
+        let now = match look(&probe, ctx) {
             Ok(()) => "healthy now".to_string(),
             Err(why) => {
                 format!("not healthy now ({why}); earlier steps start the app in a real run")
@@ -142,7 +94,7 @@ impl StepType for Health {
     }
 
     fn run(&self, ctx: &Ctx, with: &With) -> Result<(String, Undo)> {
-        let probe = Probe::from(with).map_err(anyhow::Error::msg)?;
+        let probe = probe(with).map_err(anyhow::Error::msg)?;
         let timeout = duration(with, "timeout", DEFAULT_TIMEOUT).map_err(anyhow::Error::msg)?;
         let interval = duration(with, "interval", DEFAULT_INTERVAL).map_err(anyhow::Error::msg)?;
         let started = Instant::now();
@@ -150,7 +102,7 @@ impl StepType for Health {
         // less often, up to `interval`.
         let mut pause = Duration::from_millis(20).min(interval);
         loop {
-            let last = match probe.check(ctx) {
+            let last = match look(&probe, ctx) {
                 Ok(()) => {
                     return Ok((
                         format!("healthy after {:.1}s", started.elapsed().as_secs_f64()),
