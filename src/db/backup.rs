@@ -268,6 +268,7 @@ fn snapshot(env: &Env, dir: &Path, write: &dyn Fn(&Path) -> Result<()>) -> Resul
     })?;
     let wal = crate::db::wal::path_of(&target);
     if wal.exists() {
+        let _ = std::fs::remove_file(&wal);
         bail!(
             "the snapshot hook of `{}` left a .wal beside its copy ({}): the copy is not complete on its own; \
              have the hook detach (or checkpoint) the copy before it exits. Nothing was published",
