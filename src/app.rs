@@ -450,6 +450,30 @@ pub fn check(
     Ok(report)
 }
 
+/// Tells `app.notify` (when configured) that the app of `env` did not come
+/// back after a window backup: the same JSON as a pipeline's webhook.
+pub fn notify_down(config: &Config, env: &Env, made: &Made, error: &str) -> Result<(), String> {
+    let Some(url) = &config.app_notify else {
+        return Ok(());
+    };
+    crate::pipeline::notify::post(
+        url,
+        &serde_json::json!({
+            "pipeline": "backup",
+            "env": env.name,
+            "outcome": "failed",
+            "exit_code": crate::error::code::ROLLBACK_INCOMPLETE,
+            "failed_step": "start the app after the backup window",
+            "reason": crate::redact::urls(&format!(
+                "the app of `{}` is down: it was stopped for a backup ({} is published) and did not come back healthy: {error}",
+                env.name, made.backup.name
+            )),
+            "host": crate::pipeline::notify::host(),
+        }),
+    )
+    .map_err(|why| crate::redact::urls(&why))
+}
+
 /// How to let upkeep work on a running app.
 pub const HINT: &str = "configure `app:` in upkeep.yaml (`stop`, `start`, `health`, and `snapshot` for \
      no downtime; see README: the app's lifecycle) so that upkeep can work on a running app, or stop it first";

@@ -64,13 +64,20 @@ pub fn run(command: &Command, config: &Config, printer: &Printer) -> Result<i32>
             run_each(&envs, printer, |env| {
                 let made = app::backup(config, env, keep, schema, &progress, *no_window)?;
                 printer.backup(&env.name, &made);
-                Ok(match &made.taken {
+                match &made.taken {
                     backup::Taken::Window {
-                        restart_error: Some(_),
+                        restart_error: Some(error),
                         ..
-                    } => code::ROLLBACK_INCOMPLETE,
-                    _ => code::OK,
-                })
+                    } => {
+                        if let Err(why) = app::notify_down(config, env, &made, error) {
+                            printer.hint(&format!(
+                                "warning: the app.notify webhook was not told: {why}"
+                            ));
+                        }
+                        Ok(code::ROLLBACK_INCOMPLETE)
+                    }
+                    _ => Ok(code::OK),
+                }
             })
         }
         Command::Backups { env } => each_env(config, env, printer, |env| {

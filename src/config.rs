@@ -37,6 +37,9 @@ pub struct Config {
     /// How to stop, start, probe and snapshot the app of each environment
     /// (`app:`); environments without one are absent.
     pub apps: BTreeMap<String, AppSpec>,
+    /// `app.notify`: a webhook told when an app that upkeep stopped does
+    /// not come back (a window backup run as a command, e.g. from cron).
+    pub app_notify: Option<String>,
 }
 
 /// How to stop, start, probe and snapshot the app serving one environment.
@@ -114,6 +117,7 @@ struct RawApp {
     start: Option<String>,
     health: Option<HealthSpec>,
     snapshot: Option<String>,
+    notify: Option<String>,
     #[serde(default)]
     environments: BTreeMap<EnvName, RawAppKeys>,
 }
@@ -402,8 +406,15 @@ impl Config {
         let folder = |raw: Option<FolderPath>, default: &str| {
             resolve(raw.as_ref().map_or(Path::new(default), |path| &path.0))
         };
+        let app_notify = raw.app.as_ref().and_then(|app| app.notify.clone());
+        if let Some(url) = &app_notify {
+            crate::pipeline::notify::check_url(url).map_err(|message| {
+                bad_input(format!("{}: `app.notify`: {message}", path.display()))
+            })?;
+        }
         Ok(Config {
             apps,
+            app_notify,
             databases: raw
                 .databases
                 .0

@@ -82,20 +82,25 @@ impl Notify {
 
     /// POSTs the summary of `record`; the error says why it was not taken.
     pub fn send(&self, record: &Record) -> Result<(), String> {
-        let body = body(record).to_string();
-        if self.url.starts_with("https://") {
-            return curl(&self.url, &body);
-        }
-        let url = http::parse(&self.url, "https:// URLs are sent with curl")?;
-        match http::request(
-            &url,
-            "POST",
-            Some(("application/json", body.as_bytes())),
-            TIMEOUT,
-        )? {
-            200..=299 => Ok(()),
-            status => Err(format!("HTTP {status}")),
-        }
+        post(&self.url, &body(record))
+    }
+}
+
+/// POSTs `body` as JSON to `url`; the error says why it was not taken.
+pub fn post(url: &str, body: &Value) -> Result<(), String> {
+    let body = body.to_string();
+    if url.starts_with("https://") {
+        return curl(url, &body);
+    }
+    let url = http::parse(url, "https:// URLs are sent with curl")?;
+    match http::request(
+        &url,
+        "POST",
+        Some(("application/json", body.as_bytes())),
+        TIMEOUT,
+    )? {
+        200..=299 => Ok(()),
+        status => Err(format!("HTTP {status}")),
     }
 }
 
@@ -116,7 +121,7 @@ pub fn body(record: &Record) -> Value {
     })
 }
 
-fn host() -> String {
+pub fn host() -> String {
     std::fs::read_to_string("/proc/sys/kernel/hostname")
         .map(|name| name.trim().to_string())
         .or_else(|_| std::env::var("HOSTNAME"))

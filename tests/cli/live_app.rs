@@ -177,18 +177,36 @@ fn without_app_a_held_database_is_busy_with_a_hint() {
 }
 
 #[test]
-fn an_app_that_does_not_come_back_is_exit_3_and_the_verified_copy_is_published() {
+fn an_app_that_does_not_come_back_is_exit_3_notified_and_the_verified_copy_is_published() {
     let live = Live::new(false);
+    let (url, webhook) = webhook();
     // The release on disk can no longer start: health never answers.
     let config = std::fs::read_to_string(live.sandbox.path("upkeep.yaml")).unwrap();
     live.sandbox.write(
         "upkeep.yaml",
-        &config
-            .replace("timeout: 20s", "timeout: 2s")
-            .replace("start: '", "start: 'exit 0; "),
+        &format!(
+            "{}  notify: '{url}'\n",
+            config
+                .replace("timeout: 20s", "timeout: 2s")
+                .replace("start: '", "start: 'exit 0; ")
+        ),
     );
     let run = live.sandbox.upkeep(&["backup", "production"]);
     run.code(3).stderr_has("DOWN");
+    assert!(
+        run.stderr
+            .trim_start()
+            .starts_with("error: THE APP OF production IS DOWN"),
+        "said first\n{run}"
+    );
+    let (_, body) = webhook.join().unwrap().expect("the webhook was told");
+    let body: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(body["exit_code"], 3, "{body}");
+    assert_eq!(body["env"], "production");
+    assert!(
+        body["reason"].as_str().unwrap().contains("is down"),
+        "{body}"
+    );
     assert_eq!(live.sandbox.backups("production").len(), 1, "{run}");
     assert_eq!(live.rows_in_newest_backup(), 3040, "{run}");
     assert!(live.health().is_none());

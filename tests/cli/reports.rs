@@ -1,10 +1,9 @@
 //! CI reports of a run: `--junit`, GitHub Actions annotations and step
 //! summary, and the `notify:` webhook, against a real HTTP server.
 
-use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpListener;
 
-use crate::support::Sandbox;
+use crate::support::{Sandbox, accept_within, webhook};
 
 /// Four steps: one ok (with a rollback), one skipped by `when`, one
 /// failing with output, one never reached.
@@ -197,64 +196,6 @@ fn github_actions_gets_groups_an_error_and_a_step_summary() {
     // Outside GitHub Actions: none of it.
     let plain = sandbox.upkeep(&["run", "p"]);
     assert!(!plain.stdout.contains("::group::"), "{}", plain.stdout);
-}
-
-/// A real HTTP server on 127.0.0.1 that takes one request and answers 200;
-/// returns its URL and a handle giving the request's head and body, or
-/// `None` when no request came within 30 s (so a missing POST fails the
-/// test instead of hanging the suite).
-fn webhook() -> (String, std::thread::JoinHandle<Option<(String, String)>>) {
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let url = format!("http://{}/hooks/upkeep", listener.local_addr().unwrap());
-    let server = std::thread::spawn(move || {
-        let stream = accept_within(&listener, std::time::Duration::from_secs(30))?;
-        let mut reader = BufReader::new(stream);
-        let mut head = String::new();
-        loop {
-            let mut line = String::new();
-            reader.read_line(&mut line).unwrap();
-            if line == "\r\n" || line.is_empty() {
-                break;
-            }
-            head.push_str(&line);
-        }
-        let length: usize = head
-            .lines()
-            .find_map(|l| {
-                l.to_ascii_lowercase()
-                    .strip_prefix("content-length:")
-                    .map(|v| v.trim().parse().unwrap())
-            })
-            .unwrap_or(0);
-        let mut body = vec![0; length];
-        reader.read_exact(&mut body).unwrap();
-        let mut stream = reader.into_inner();
-        stream
-            .write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
-            .unwrap();
-        Some((head, String::from_utf8(body).unwrap()))
-    });
-    (url, server)
-}
-
-fn accept_within(listener: &TcpListener, wait: std::time::Duration) -> Option<std::net::TcpStream> {
-    listener.set_nonblocking(true).unwrap();
-    let deadline = std::time::Instant::now() + wait;
-    loop {
-        match listener.accept() {
-            Ok((stream, _)) => {
-                stream.set_nonblocking(false).unwrap();
-                return Some(stream);
-            }
-            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
-                if std::time::Instant::now() > deadline {
-                    return None;
-                }
-                std::thread::sleep(std::time::Duration::from_millis(10));
-            }
-            Err(e) => panic!("accept: {e}"),
-        }
-    }
 }
 
 #[test]

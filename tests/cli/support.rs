@@ -2,6 +2,7 @@
 //! the real `upkeep` binary, and failure output that shows everything.
 
 use std::collections::BTreeMap;
+use std::io::{BufRead, Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 
@@ -419,4 +420,65 @@ pub fn has_phone(db: &Path) -> bool {
         )
         .unwrap();
     count == 1
+}
+
+/// A real HTTP server on 127.0.0.1 that takes one request and answers 200;
+/// returns its URL and a handle giving the request's head and body, or
+/// `None` when no request came within 30 s (so a missing POST fails the
+/// test instead of hanging the suite).
+pub fn webhook() -> (String, std::thread::JoinHandle<Option<(String, String)>>) {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}/hooks/upkeep", listener.local_addr().unwrap());
+    let server = std::thread::spawn(move || {
+        let stream = accept_within(&listener, std::time::Duration::from_secs(30))?;
+        let mut reader = std::io::BufReader::new(stream);
+        let mut head = String::new();
+        loop {
+            let mut line = String::new();
+            reader.read_line(&mut line).unwrap();
+            if line == "\r\n" || line.is_empty() {
+                break;
+            }
+            head.push_str(&line);
+        }
+        let length: usize = head
+            .lines()
+            .find_map(|l| {
+                l.to_ascii_lowercase()
+                    .strip_prefix("content-length:")
+                    .map(|v| v.trim().parse().unwrap())
+            })
+            .unwrap_or(0);
+        let mut body = vec![0; length];
+        reader.read_exact(&mut body).unwrap();
+        let mut stream = reader.into_inner();
+        stream
+            .write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
+            .unwrap();
+        Some((head, String::from_utf8(body).unwrap()))
+    });
+    (url, server)
+}
+
+pub fn accept_within(
+    listener: &std::net::TcpListener,
+    wait: std::time::Duration,
+) -> Option<std::net::TcpStream> {
+    listener.set_nonblocking(true).unwrap();
+    let deadline = std::time::Instant::now() + wait;
+    loop {
+        match listener.accept() {
+            Ok((stream, _)) => {
+                stream.set_nonblocking(false).unwrap();
+                return Some(stream);
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                if std::time::Instant::now() > deadline {
+                    return None;
+                }
+                std::thread::sleep(std::time::Duration::from_millis(10));
+            }
+            Err(e) => panic!("accept: {e}"),
+        }
+    }
 }
