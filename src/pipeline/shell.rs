@@ -9,7 +9,8 @@
 //! of a closed pipe) and is followed from there to the terminal.
 
 use std::fs::File;
-use std::io::{Read, Seek, SeekFrom};
+use std::io::{Read, Seek, SeekFrom, Write};
+use std::os::fd::{AsRawFd, RawFd};
 use std::os::unix::process::CommandExt;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -75,7 +76,17 @@ impl Group {
     /// Stops the group if it is still the one that was started: SIGTERM,
     /// then SIGKILL. For `recover`, after upkeep itself was killed.
     pub fn stop_if_alive(self) -> bool {
-        if self.pgid <= 0 || start_time(self.pgid) != Some(self.started) {
+        if self.pgid <= 0 {
+            return false;
+        }
+        let ours = match start_time(self.pgid) {
+            Some(started) => started == self.started,
+            // The leader is gone, but members of its group may live on (a
+            // server a script started): while they do, the kernel gives
+            // the group's number to no new process, so they are ours.
+            None => group_alive(self.pgid),
+        };
+        if !ours {
             return false;
         }
         // SAFETY: kill(2) with a negative pid signals the process group.
@@ -113,6 +124,12 @@ pub fn run(
 ) -> Result<Ended> {
     let log = output.log.try_clone().context("cannot share the run log")?;
     output.follow.seek(SeekFrom::End(0))?;
+    // The command waits at a gate until its process group is journaled: a
+    // kill of upkeep at any moment leaves no command running that `recover`
+    // does not know of. If upkeep dies first, the gate closes unopened and
+    // the child exits without running anything.
+    let (gate, mut opener) = std::io::pipe().context("cannot create a pipe")?;
+    let (gate_fd, opener_fd) = (gate.as_raw_fd(), opener.as_raw_fd());
     // An absolute path: no PATH search on every step.
     let mut expression = duct::cmd("/bin/sh", ["-c", command])
         .dir(dir)
@@ -120,8 +137,11 @@ pub fn run(
         .stdout_file(log)
         .stderr_to_stdout()
         .unchecked()
-        .before_spawn(|command| {
+        .before_spawn(move |command| {
             command.process_group(0);
+            // SAFETY: the hook runs in the child between fork and exec, and
+            // only makes async-signal-safe calls (close, read, _exit).
+            unsafe { command.pre_exec(move || wait_at_gate(gate_fd, opener_fd)) };
             Ok(())
         });
     for (name, value) in vars {
@@ -130,11 +150,19 @@ pub fn run(
     let handle = expression
         .start()
         .with_context(|| format!("cannot start `sh -c {command}` in `{}`", dir.display()))?;
+    drop(gate);
     let group = handle.pids().first().copied().unwrap_or(0) as i32;
-    if let Err(error) = (output.spawned)(Group::of(group)) {
+    let journaled = (output.spawned)(Group::of(group));
+    if let Err(error) = journaled.and_then(|()| {
+        opener
+            .write_all(&[1])
+            .context("cannot let the command start")
+    }) {
+        drop(opener);
         stop_group(group, &handle);
         return Err(error);
     }
+    drop(opener);
     let started = Instant::now();
     let mut pending = String::new();
     let ended = loop {
@@ -163,6 +191,28 @@ pub fn run(
         (output.show)(&pending);
     }
     Ok(ended)
+}
+
+/// In the child, before exec: waits until upkeep opens the gate (one byte),
+/// or exits at once if upkeep died before (end of file). Both ends of the
+/// pipe are close-on-exec; the child's copy of the writing end is closed
+/// first, or the child would wait on itself.
+fn wait_at_gate(gate: RawFd, opener: RawFd) -> std::io::Result<()> {
+    // SAFETY: closing a descriptor this child owns a copy of.
+    unsafe { libc::close(opener) };
+    let mut byte = 0u8;
+    loop {
+        // SAFETY: reading one byte into a valid buffer.
+        let read = unsafe { libc::read(gate, (&raw mut byte).cast(), 1) };
+        if read == 1 {
+            return Ok(());
+        }
+        if read < 0 && std::io::Error::last_os_error().kind() == std::io::ErrorKind::Interrupted {
+            continue;
+        }
+        // SAFETY: ends the child without running anything of the parent's.
+        unsafe { libc::_exit(125) };
+    }
 }
 
 /// Shows the complete lines added to the log since the last call.
