@@ -56,6 +56,7 @@ pub fn run(command: &Command, config: &Config, printer: &Printer) -> Result<i32>
             };
             let envs = config.select(env)?;
             let _lock = lock::acquire(&config.state_dir, &format!("upkeep backup {env}"))?;
+            pipeline::run::put_back_interrupted_swaps(&envs, *printer)?;
             run_each(&envs, printer, |env| {
                 let made = backup::backup(env, &config.backups_dir, keep, schema, &progress)?;
                 printer.backup(&env.name, &made);
@@ -74,6 +75,7 @@ pub fn run(command: &Command, config: &Config, printer: &Printer) -> Result<i32>
             let env = config.env(env)?;
             let choice = backup.clone().map_or(Choice::Latest, Choice::Named);
             let _lock = lock::acquire(&config.state_dir, &format!("upkeep restore {}", env.name))?;
+            pipeline::run::put_back_interrupted_swaps(std::slice::from_ref(&env), *printer)?;
             let restored = restore::restore(&env, &config.backups_dir, &choice, schema, &progress)?;
             printer.restored(&env.name, &restored);
             Ok(if restored.after.ok() {
@@ -85,6 +87,7 @@ pub fn run(command: &Command, config: &Config, printer: &Printer) -> Result<i32>
         Command::Repair { env } => {
             let env = config.env(env)?;
             let _lock = lock::acquire(&config.state_dir, &format!("upkeep repair {}", env.name))?;
+            pipeline::run::put_back_interrupted_swaps(std::slice::from_ref(&env), *printer)?;
             let sources = repair::Sources {
                 backups_dir: &config.backups_dir,
                 schema,

@@ -11,6 +11,9 @@
 //!                                   hold DB read-write and answer
 //!                                   `GET /health` on 127.0.0.1:PORT with
 //!                                   `200 VERSION users=N` (N read from DB)
+//! upkeep-demo-app blake3 FILE       print the file's blake3 hash, as a
+//!                                   backup's manifest records it (for
+//!                                   `scripts/crash_soak.sh`)
 
 use std::io::Write;
 
@@ -44,7 +47,14 @@ fn run(args: &[String]) -> Result<(), Box<dyn std::error::Error>> {
             ready_then_wait()
         }
         ["serve", db, port, version] => serve(db, port.parse()?, version),
-        _ => Err("usage: upkeep-demo-app hold DB | write DB SQL | serve DB PORT VERSION".into()),
+        ["blake3", file] => {
+            println!("{}", crate::fsx::hash_file(std::path::Path::new(file))?.to_hex());
+            Ok(())
+        }
+        _ => Err(
+            "usage: upkeep-demo-app hold DB | write DB SQL | serve DB PORT VERSION | blake3 FILE"
+                .into(),
+        ),
     }
 }
 

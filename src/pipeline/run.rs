@@ -153,6 +153,25 @@ fn take_lock_from_the_dead(config: &Config) -> Result<lock::Lock> {
     }
 }
 
+/// Puts back the `.wal` of a database whose swap (restore, repair, a
+/// rollback) was interrupted before the new file took its place (see
+/// [`crate::db::swap::undo_interrupted`]), before anything opens it.
+/// Holders of the run lock only. Returns whether it put anything back.
+pub fn put_back_interrupted_swaps(envs: &[Env], printer: Printer) -> Result<bool> {
+    let mut any = false;
+    for env in envs {
+        for kept in crate::db::swap::undo_interrupted(&env.db)? {
+            any = true;
+            printer.note(&format!(
+                "`{}`: a swap was interrupted before the new file took its place; its `.wal` is back from `{}`",
+                env.name,
+                kept.display()
+            ));
+        }
+    }
+    Ok(any)
+}
+
 /// Refuses to start while an interrupted run has not been recovered.
 pub fn refuse_if_unfinished(config: &Config) -> Result<()> {
     if let Some(path) = journal::unfinished(&config.state_dir)?.first() {
@@ -179,6 +198,7 @@ pub fn run(
         lock_wait,
     )?;
     refuse_if_unfinished(config)?;
+    put_back_interrupted_swaps(&config.select("all")?, setup.printer)?;
     // Asked once the run is sure to start: not busy, nothing to recover.
     if ask && !crate::pipeline::confirm::confirmed(pipeline, setup)? {
         return Ok(code::FAILED);
@@ -689,9 +709,12 @@ fn builtin_undo(ctx: &Ctx, uses: &str, undo: &Undo) -> Result<String> {
 /// them finished, for after a person has put things right by hand.
 pub fn recover(config: &Config, printer: Printer, forget: bool) -> Result<i32> {
     let _lock = take_lock_from_the_dead(config)?;
+    let swaps = put_back_interrupted_swaps(&config.select("all")?, printer)?;
     let journals = journal::unfinished(&config.state_dir)?;
     if journals.is_empty() {
-        printer.note("nothing to recover: no interrupted run");
+        if !swaps {
+            printer.note("nothing to recover: no interrupted run");
+        }
         return Ok(code::OK);
     }
     let schema = config.schema.as_deref().map(Schema::load).transpose()?;

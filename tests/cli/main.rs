@@ -5,6 +5,7 @@
 mod backup;
 mod check;
 mod config;
+mod crash;
 mod demo;
 mod git_pull;
 mod health;
