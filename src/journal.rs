@@ -189,9 +189,15 @@ pub fn groups(entries: &[Entry]) -> Vec<Group> {
             Entry::RollbackDone { step, .. } => rolling_back.retain(|s| s != step),
             Entry::StepProcess { step, group } => {
                 let finished = if rolling_back.contains(step) {
-                    ends_after(at, &|e| matches!(e, Entry::RollbackDone { step: s, .. } if s == step))
+                    ends_after(
+                        at,
+                        &|e| matches!(e, Entry::RollbackDone { step: s, .. } if s == step),
+                    )
                 } else {
-                    ends_after(at, &|e| matches!(e, Entry::StepDone { step: s, .. } if s == step))
+                    ends_after(
+                        at,
+                        &|e| matches!(e, Entry::StepDone { step: s, .. } if s == step),
+                    )
                 };
                 if !finished {
                     found.push(*group);

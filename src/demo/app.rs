@@ -48,7 +48,10 @@ fn run(args: &[String]) -> Result<(), Box<dyn std::error::Error>> {
         }
         ["serve", db, port, version] => serve(db, port.parse()?, version),
         ["blake3", file] => {
-            println!("{}", crate::fsx::hash_file(std::path::Path::new(file))?.to_hex());
+            println!(
+                "{}",
+                crate::fsx::hash_file(std::path::Path::new(file))?.to_hex()
+            );
             Ok(())
         }
         _ => Err(

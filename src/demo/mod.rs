@@ -167,12 +167,19 @@ impl Demo<'_> {
                 "--bare",
                 "-b",
                 "main",
+                "--",
                 &origin.display().to_string(),
             ],
         )?;
         git(
             app,
-            &["remote", "add", "origin", &origin.display().to_string()],
+            &[
+                "remote",
+                "add",
+                "--",
+                "origin",
+                &origin.display().to_string(),
+            ],
         )?;
         git(app, &["push", "-q", "-u", "origin", "main"])?;
         git(
@@ -180,6 +187,7 @@ impl Demo<'_> {
             &[
                 "clone",
                 "-q",
+                "--",
                 &origin.display().to_string(),
                 &self.dev.display().to_string(),
             ],

@@ -600,13 +600,9 @@ impl Runner<'_> {
                 ),
             );
         }
-        match self
-            .journal
-            .borrow_mut()
-            .write(&Entry::RunFinished {
-                exit_code: run_code,
-            })
-        {
+        match self.journal.borrow_mut().write(&Entry::RunFinished {
+            exit_code: run_code,
+        }) {
             Ok(()) => (exit_code, summary),
             Err(error) => (
                 code::ROLLBACK_INCOMPLETE,
@@ -627,9 +623,7 @@ impl Runner<'_> {
         for item in done.into_iter().rev() {
             match self.undo_one(item.index, &item.name, &item.undo) {
                 Ok(()) => rolled.undone.push(item.name),
-                Err(error) => rolled
-                    .not_undone
-                    .push(format!("{} ({error:#})", item.name)),
+                Err(error) => rolled.not_undone.push(format!("{} ({error:#})", item.name)),
             }
         }
         rolled

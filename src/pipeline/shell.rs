@@ -3,7 +3,10 @@
 //! Commands run through `sh -c` (with duct), in the config's folder, with
 //! variables passed as environment variables and never pasted into the
 //! command text. Each command gets its own process group, so a timeout or a
-//! Ctrl-C stops the whole tree it started. Output goes straight into the
+//! Ctrl-C stops the whole tree it started. A command waits at a gate (a
+//! pipe, between fork and exec) until its group is journaled: whatever
+//! moment upkeep is killed at, `upkeep recover` knows every command that
+//! may still run. Output goes straight into the
 //! run log (a file, not a pipe: an app started in the background by
 //! `start.sh` may write to it long after the step is over, and must not die
 //! of a closed pipe) and is followed from there to the terminal.

@@ -269,10 +269,7 @@ impl StepType for GitPull {
                 ],
             )
             .unwrap_or_default();
-            format!(
-                "{count} incoming commit(s), up to {}",
-                short(&remote_head)
-            )
+            format!("{count} incoming commit(s), up to {}", short(&remote_head))
         } else {
             format!(
                 "`{remote}/{branch}` is at {}, which is not fetched yet: how many commits, only a fetch can tell (the real run fetches)",
@@ -381,7 +378,11 @@ fn back_to(dir: &Path, commit: &str, target: Option<&str>) -> Result<Vec<String>
                 .filter(|(path, blob)| old.get(*path) != Some(*blob))
                 .map(|(path, _)| path.clone()),
         );
-        paths.extend(old.keys().filter(|path| !files.contains_key(*path)).cloned());
+        paths.extend(
+            old.keys()
+                .filter(|path| !files.contains_key(*path))
+                .cloned(),
+        );
         pulled.push(files);
     }
     // HEAD (the branch) and the whole index back on the recorded commit;
@@ -427,7 +428,14 @@ fn back_to(dir: &Path, commit: &str, target: Option<&str>) -> Result<Vec<String>
 fn tree(dir: &Path, commit: &str) -> Result<BTreeMap<String, String>> {
     let listing = git(
         dir,
-        &["ls-tree", "-r", "-z", "--full-tree", "--end-of-options", commit],
+        &[
+            "ls-tree",
+            "-r",
+            "-z",
+            "--full-tree",
+            "--end-of-options",
+            commit,
+        ],
     )?;
     Ok(listing
         .split('\0')

@@ -74,7 +74,9 @@ fn a_kill_when_a_rollback_command_is_forked_is_recovered() {
         upkeep.wait().unwrap();
         sandbox.write("recovering", "");
         let run = sandbox.upkeep(&["recover"]);
-        run.code(0).stdout_has("recovered run").stdout_has("undone: first");
+        run.code(0)
+            .stdout_has("recovered run")
+            .stdout_has("undone: first");
         assert!(!run.stdout.contains("failed"), "round {round}\n{run}");
         let pids: Vec<u32> = std::fs::read_to_string(sandbox.path("rollbacks.txt"))
             .unwrap()
@@ -119,7 +121,9 @@ fn the_crash_soak_converges_in_its_short_mode() {
     );
     for scenario in ["backup", "restore", "repair", "update"] {
         assert!(
-            stdout.contains(&format!("crash soak: {scenario}: trials 1, converged 1, failures 0")),
+            stdout.contains(&format!(
+                "crash soak: {scenario}: trials 1, converged 1, failures 0"
+            )),
             "{stdout}\n{stderr}"
         );
     }

@@ -157,7 +157,9 @@ fn a_remote_or_branch_that_reads_as_an_option_is_refused() {
             args.push("--dry-run");
         }
         let run = sandbox.upkeep(&args);
-        run.code(2).stdout_has("`pull`").stdout_has("starts with `-`");
+        run.code(2)
+            .stdout_has("`pull`")
+            .stdout_has("starts with `-`");
         assert!(
             !root.join("MARKER").exists(),
             "git ran the value as a command\n{run}"
@@ -255,7 +257,10 @@ fn a_kill_after_the_fast_forward_is_undone_by_recover() {
         "the hook should kill upkeep after the merge"
     );
     std::fs::remove_file(root.join(".git/hooks/post-merge")).unwrap();
-    sandbox.upkeep(&["run", "pull"]).code(3).stderr_has("upkeep recover");
+    sandbox
+        .upkeep(&["run", "pull"])
+        .code(3)
+        .stderr_has("upkeep recover");
     sandbox
         .upkeep(&["recover"])
         .code(0)
@@ -288,8 +293,15 @@ fn a_merge_killed_halfway_is_undone_by_recover() {
     );
     assert!(!run_killed(&sandbox, "pull").success());
     std::fs::remove_file(root.join(".git/hooks/reference-transaction")).unwrap();
-    assert_eq!(git(root, &["rev-parse", "HEAD"]), head, "HEAD must not have moved yet");
-    assert!(root.join("lib/new.txt").exists(), "the merge should be halfway");
+    assert_eq!(
+        git(root, &["rev-parse", "HEAD"]),
+        head,
+        "HEAD must not have moved yet"
+    );
+    assert!(
+        root.join("lib/new.txt").exists(),
+        "the merge should be halfway"
+    );
     sandbox
         .upkeep(&["recover"])
         .code(0)
