@@ -130,9 +130,17 @@ pub fn run(
     // The command waits at a gate until its process group is journaled: a
     // kill of upkeep at any moment leaves no command running that `recover`
     // does not know of. If upkeep dies first, the gate closes unopened and
-    // the child exits without running anything.
+    // the child exits without running anything. The child tells its PID
+    // (its group) through a second pipe, from between fork and exec: the
+    // spawn itself returns only after exec, so it runs on another thread.
     let (gate, mut opener) = std::io::pipe().context("cannot create a pipe")?;
-    let (gate_fd, opener_fd) = (gate.as_raw_fd(), opener.as_raw_fd());
+    let (mut told, teller) = std::io::pipe().context("cannot create a pipe")?;
+    let fds = Gate {
+        gate: gate.as_raw_fd(),
+        opener: opener.as_raw_fd(),
+        told: told.as_raw_fd(),
+        teller: teller.as_raw_fd(),
+    };
     // An absolute path: no PATH search on every step.
     let mut expression = duct::cmd("/bin/sh", ["-c", command])
         .dir(dir)
@@ -143,29 +151,48 @@ pub fn run(
         .before_spawn(move |command| {
             command.process_group(0);
             // SAFETY: the hook runs in the child between fork and exec, and
-            // only makes async-signal-safe calls (close, read, _exit).
-            unsafe { command.pre_exec(move || wait_at_gate(gate_fd, opener_fd)) };
+            // only makes async-signal-safe calls (getpid, write, close,
+            // read, _exit).
+            unsafe { command.pre_exec(move || fds.wait()) };
             Ok(())
         });
     for (name, value) in vars {
         expression = expression.env(name, value);
     }
-    let handle = expression
-        .start()
-        .with_context(|| format!("cannot start `sh -c {command}` in `{}`", dir.display()))?;
-    drop(gate);
-    let group = handle.pids().first().copied().unwrap_or(0) as i32;
-    let journaled = (output.spawned)(Group::of(group));
-    if let Err(error) = journaled.and_then(|()| {
-        opener
-            .write_all(&[1])
-            .context("cannot let the command start")
-    }) {
+    let (handle, group) = std::thread::scope(|scope| -> Result<(duct::Handle, i32)> {
+        let spawning = scope.spawn(move || {
+            let started = expression.start();
+            // Past the fork (or it failed): the reader must not wait on us.
+            drop(teller);
+            started
+        });
+        let mut pid = [0u8; 4];
+        let group = told
+            .read_exact(&mut pid)
+            .ok()
+            .map(|()| i32::from_ne_bytes(pid));
+        let journaled = match group {
+            Some(group) => (output.spawned)(Group::of(group)).and_then(|()| {
+                opener
+                    .write_all(&[1])
+                    .context("cannot let the command start")
+            }),
+            None => Ok(()),
+        };
+        // Unopened (journal error), the gate makes the child exit.
         drop(opener);
-        stop_group(group, &handle);
-        return Err(error);
-    }
-    drop(opener);
+        let handle = spawning
+            .join()
+            .map_err(|_| anyhow::anyhow!("the thread starting `sh -c {command}` panicked"))?
+            .with_context(|| format!("cannot start `sh -c {command}` in `{}`", dir.display()))?;
+        let group = group.unwrap_or_else(|| handle.pids().first().copied().unwrap_or(0) as i32);
+        if let Err(error) = journaled {
+            stop_group(group, &handle);
+            return Err(error);
+        }
+        Ok((handle, group))
+    })?;
+    drop(gate);
     let started = Instant::now();
     let mut pending = String::new();
     let ended = loop {
@@ -196,25 +223,51 @@ pub fn run(
     Ok(ended)
 }
 
-/// In the child, before exec: waits until upkeep opens the gate (one byte),
-/// or exits at once if upkeep died before (end of file). Both ends of the
-/// pipe are close-on-exec; the child's copy of the writing end is closed
-/// first, or the child would wait on itself.
-fn wait_at_gate(gate: RawFd, opener: RawFd) -> std::io::Result<()> {
-    // SAFETY: closing a descriptor this child owns a copy of.
-    unsafe { libc::close(opener) };
-    let mut byte = 0u8;
-    loop {
-        // SAFETY: reading one byte into a valid buffer.
-        let read = unsafe { libc::read(gate, (&raw mut byte).cast(), 1) };
-        if read == 1 {
-            return Ok(());
+/// The pipes between upkeep and a command it starts, as descriptors: all
+/// are close-on-exec.
+#[derive(Clone, Copy)]
+struct Gate {
+    /// The command reads one byte here before it runs...
+    gate: RawFd,
+    /// ...which upkeep writes here once the command's group is journaled.
+    opener: RawFd,
+    /// upkeep reads the command's PID here...
+    told: RawFd,
+    /// ...which the command writes here.
+    teller: RawFd,
+}
+
+impl Gate {
+    /// In the child, before exec: tells its PID, then waits until upkeep
+    /// opens the gate, or exits at once if upkeep died before (end of
+    /// file). The child's copies of upkeep's ends are closed first, or it
+    /// would wait on itself.
+    fn wait(self) -> std::io::Result<()> {
+        // SAFETY: async-signal-safe calls on descriptors this child owns
+        // copies of, and buffers that live through each call.
+        unsafe {
+            libc::close(self.opener);
+            libc::close(self.told);
+            let pid = libc::getpid().to_ne_bytes();
+            if libc::write(self.teller, pid.as_ptr().cast(), pid.len()) != pid.len() as isize {
+                libc::_exit(125);
+            }
+            libc::close(self.teller);
+            let mut byte = 0u8;
+            loop {
+                let read = libc::read(self.gate, (&raw mut byte).cast(), 1);
+                if read == 1 {
+                    return Ok(());
+                }
+                if read < 0
+                    && std::io::Error::last_os_error().kind() == std::io::ErrorKind::Interrupted
+                {
+                    continue;
+                }
+                // Ends the child without running anything of the parent's.
+                libc::_exit(125);
+            }
         }
-        if read < 0 && std::io::Error::last_os_error().kind() == std::io::ErrorKind::Interrupted {
-            continue;
-        }
-        // SAFETY: ends the child without running anything of the parent's.
-        unsafe { libc::_exit(125) };
     }
 }
 
