@@ -128,3 +128,48 @@ fn the_crash_soak_converges_in_its_short_mode() {
         );
     }
 }
+
+/// A restore (or repair, or rollback) killed after it moved the .wal aside
+/// and before the new file took the database's place: the database would
+/// lack what was committed in its .wal. `recover` (and any command that
+/// swaps) puts the .wal back first.
+#[test]
+fn a_swap_killed_before_the_new_file_is_in_place_gets_its_wal_back() {
+    let sandbox = Sandbox::new();
+    let db = sandbox.db("prod");
+    let mut app = sandbox.app(&["write", db.to_str().unwrap(), WAL_ROWS]);
+    app.kill9();
+    let with_wal = counts(&db);
+    assert_eq!(with_wal["users"], 3_025);
+    // What `swap::put_in_place` has done at that moment: the database
+    // hard-linked into a new aside folder, its .wal moved there.
+    let shelf = sandbox.path("data/aside/production_20260101_000000");
+    std::fs::create_dir_all(&shelf).unwrap();
+    std::fs::hard_link(&db, shelf.join("prod.duckdb")).unwrap();
+    std::fs::rename(
+        sandbox.path("data/prod.duckdb.wal"),
+        shelf.join("prod.duckdb.wal"),
+    )
+    .unwrap();
+    sandbox
+        .upkeep(&["recover"])
+        .code(0)
+        .stdout_has("its `.wal` is back");
+    assert!(sandbox.path("data/prod.duckdb.wal").exists());
+    assert!(
+        !shelf.exists(),
+        "the shelf of the swap that never was stays"
+    );
+    assert_eq!(counts(&db), with_wal);
+    // A finished swap's shelf holds the previous file: never touched.
+    sandbox.upkeep(&["backup", "production"]).code(0);
+    sandbox
+        .upkeep(&["restore", "production", "--latest"])
+        .code(0);
+    let kept = walk(&sandbox.path("data/aside"));
+    sandbox
+        .upkeep(&["recover"])
+        .code(0)
+        .stdout_has("nothing to recover");
+    assert_eq!(walk(&sandbox.path("data/aside")), kept);
+}
