@@ -265,7 +265,8 @@ trial_update() {
   wal_rows 9
   start_app
   local bad=$((RANDOM % 2)) old_head before_users
-  before_users=$(curl -s "http://127.0.0.1:$port/health" | sed -n 's/.*users=\([0-9]*\).*/\1/p')
+  before_users=$(health_body | sed -n 's/.*users=\([0-9]*\).*/\1/p')
+  [ -n "$before_users" ] || { fail "the app did not start before the update"; return; }
   old_head=$(git -C "$app" rev-parse HEAD)
   (
     cd "$t/dev" || exit 1
@@ -295,6 +296,15 @@ trial_update() {
   converged_update "$old_head" "$new_head" "$before_users"
 }
 
+# The body of the app's /health, waiting up to 20 s for it to answer.
+health_body() {
+  local i body
+  for i in $(seq 1 200); do
+    body=$(curl -s --max-time 1 "http://127.0.0.1:$port/health") && [ -n "$body" ] && { echo "$body"; return; }
+    sleep 0.1
+  done
+}
+
 # Old code on old data, or new code on new data; clean tree; healthy; rows.
 converged_update() {
   local old_head=$1 new_head=$2 before_users=$3 head body=
@@ -303,11 +313,7 @@ converged_update() {
     fail "uncommitted changes in the work tree after recover: $(git -C "$app" status --porcelain | head -3 | tr '\n' ' ')"
     return 1
   fi
-  local i
-  for i in $(seq 1 200); do
-    body=$(curl -s --max-time 1 "http://127.0.0.1:$port/health") && [ -n "$body" ] && break
-    sleep 0.1
-  done
+  body=$(health_body)
   [ -n "$body" ] || { fail "the app is not healthy after recover"; return 1; }
   stop_app
   local applied rows
