@@ -21,7 +21,8 @@
 #     on the new release with the new one; the work tree is clean; a second
 #     `upkeep run update` is not refused and ends as the release says.
 #
-# Prints one figure line per scenario (trials, converged, failures) and exits
+# Prints one figure line per scenario (trials, converged, failures, and how
+# many kills landed before the command's end) and exits
 # non-zero on any failure, keeping the failed trials' folders for a look.
 #
 # Environment: UPKEEP_BIN (default: target/debug/upkeep, built by cargo),
@@ -140,7 +141,8 @@ killed_run() {
   $when "$pid"
   if [ "$group" = 1 ]; then kill -9 -- "-$pid" 2> /dev/null; else kill -9 "$pid" 2> /dev/null; fi
   wait "$pid" 2> /dev/null
-  echo "$pid" > "$t/killed.pid"
+  # 137: killed before it ended (else it had ended before the kill).
+  [ $? = 137 ] && midway=$((midway + 1))
 }
 
 after_random_ms() { sleep_ms "$(random_ms "$limit_ms")"; }
@@ -339,7 +341,7 @@ measure() {
 
 status=0
 for scenario in $scenarios; do
-  converged=0 failures=0
+  converged=0 failures=0 midway=0
   case $scenario in
     update) limit_ms=400 ;;
     *)
@@ -373,7 +375,7 @@ for scenario in $scenarios; do
       log "$scenario trial $i: $problem (kept in $t)"
     fi
   done
-  echo "crash soak: $scenario: trials $trials, converged $converged, failures $failures"
+  echo "crash soak: $scenario: trials $trials, converged $converged, failures $failures (killed before the end: $midway)"
   [ $failures = 0 ] || status=1
 done
 [ -n "${CRASH_SOAK_DIR:-}" ] || [ $status != 0 ] || rm -rf "$work"
