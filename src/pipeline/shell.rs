@@ -4,16 +4,15 @@
 //! variables passed as environment variables and never pasted into the
 //! command text. Each command gets its own process group, so a timeout or a
 //! Ctrl-C stops the whole tree it started. A command waits at a gate (a
-//! pipe, between fork and exec) until its group is journaled: whatever
-//! moment upkeep is killed at, `upkeep recover` knows every command that
-//! may still run. Output goes straight into the
+//! line on its shell's stdin) until its group is journaled: whatever moment
+//! upkeep is killed at, `upkeep recover` knows every command that may
+//! still run. Output goes straight into the
 //! run log (a file, not a pipe: an app started in the background by
 //! `start.sh` may write to it long after the step is over, and must not die
 //! of a closed pipe) and is followed from there to the terminal.
 
 use std::fs::File;
 use std::io::{Read, Seek, SeekFrom, Write};
-use std::os::fd::{AsRawFd, RawFd};
 use std::os::unix::process::CommandExt;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -129,70 +128,43 @@ pub fn run(
     output.follow.seek(SeekFrom::End(0))?;
     // The command waits at a gate until its process group is journaled: a
     // kill of upkeep at any moment leaves no command running that `recover`
-    // does not know of. If upkeep dies first, the gate closes unopened and
-    // the child exits without running anything. The child tells its PID
-    // (its group) through a second pipe, from between fork and exec: the
-    // spawn itself returns only after exec, so it runs on another thread.
+    // does not know of. The gate is the shell's stdin: it reads one line
+    // (written once the journal is synced), then takes /dev/null as stdin
+    // and runs the command. If upkeep dies first, the pipe ends unwritten
+    // and the shell exits without running anything. (A gate between fork
+    // and exec would cost a full fork per step: std spawns with vfork-like
+    // `posix_spawn` only without `pre_exec` hooks.)
     let (gate, mut opener) = std::io::pipe().context("cannot create a pipe")?;
-    let (mut told, teller) = std::io::pipe().context("cannot create a pipe")?;
-    let fds = Gate {
-        gate: gate.as_raw_fd(),
-        opener: opener.as_raw_fd(),
-        told: told.as_raw_fd(),
-        teller: teller.as_raw_fd(),
-    };
     // An absolute path: no PATH search on every step.
-    let mut expression = duct::cmd("/bin/sh", ["-c", command])
+    let mut expression = duct::cmd("/bin/sh", ["-c", GATED, "sh", command])
         .dir(dir)
-        .stdin_null()
+        .stdin_file(gate)
         .stdout_file(log)
         .stderr_to_stdout()
         .unchecked()
-        .before_spawn(move |command| {
+        .before_spawn(|command| {
             command.process_group(0);
-            // SAFETY: the hook runs in the child between fork and exec, and
-            // only makes async-signal-safe calls (getpid, write, close,
-            // read, _exit).
-            unsafe { command.pre_exec(move || fds.wait()) };
             Ok(())
         });
     for (name, value) in vars {
         expression = expression.env(name, value);
     }
-    let (handle, group) = std::thread::scope(|scope| -> Result<(duct::Handle, i32)> {
-        let spawning = scope.spawn(move || {
-            let started = expression.start();
-            // Past the fork (or it failed): the reader must not wait on us.
-            drop(teller);
-            started
-        });
-        let mut pid = [0u8; 4];
-        let group = told
-            .read_exact(&mut pid)
-            .ok()
-            .map(|()| i32::from_ne_bytes(pid));
-        let journaled = match group {
-            Some(group) => (output.spawned)(Group::of(group)).and_then(|()| {
-                opener
-                    .write_all(&[1])
-                    .context("cannot let the command start")
-            }),
-            None => Ok(()),
-        };
-        // Unopened (journal error), the gate makes the child exit.
-        drop(opener);
-        let handle = spawning
-            .join()
-            .map_err(|_| anyhow::anyhow!("the thread starting `sh -c {command}` panicked"))?
-            .with_context(|| format!("cannot start `sh -c {command}` in `{}`", dir.display()))?;
-        let group = group.unwrap_or_else(|| handle.pids().first().copied().unwrap_or(0) as i32);
-        if let Err(error) = journaled {
-            stop_group(group, &handle);
-            return Err(error);
-        }
-        Ok((handle, group))
-    })?;
-    drop(gate);
+    let handle = expression
+        .start()
+        .with_context(|| format!("cannot start `sh -c {command}` in `{}`", dir.display()))?;
+    drop(expression);
+    let group = handle.pids().first().copied().unwrap_or(0) as i32;
+    let journaled = (output.spawned)(Group::of(group)).and_then(|()| {
+        opener
+            .write_all(b"\n")
+            .context("cannot let the command start")
+    });
+    // Unopened (journal error), the gate makes the shell exit.
+    drop(opener);
+    if let Err(error) = journaled {
+        stop_group(group, &handle);
+        return Err(error);
+    }
     let started = Instant::now();
     let mut pending = String::new();
     let ended = loop {
@@ -223,53 +195,11 @@ pub fn run(
     Ok(ended)
 }
 
-/// The pipes between upkeep and a command it starts, as descriptors: all
-/// are close-on-exec.
-#[derive(Clone, Copy)]
-struct Gate {
-    /// The command reads one byte here before it runs...
-    gate: RawFd,
-    /// ...which upkeep writes here once the command's group is journaled.
-    opener: RawFd,
-    /// upkeep reads the command's PID here...
-    told: RawFd,
-    /// ...which the command writes here.
-    teller: RawFd,
-}
-
-impl Gate {
-    /// In the child, before exec: tells its PID, then waits until upkeep
-    /// opens the gate, or exits at once if upkeep died before (end of
-    /// file). The child's copies of upkeep's ends are closed first, or it
-    /// would wait on itself.
-    fn wait(self) -> std::io::Result<()> {
-        // SAFETY: async-signal-safe calls on descriptors this child owns
-        // copies of, and buffers that live through each call.
-        unsafe {
-            libc::close(self.opener);
-            libc::close(self.told);
-            let pid = libc::getpid().to_ne_bytes();
-            if libc::write(self.teller, pid.as_ptr().cast(), pid.len()) != pid.len() as isize {
-                libc::_exit(125);
-            }
-            libc::close(self.teller);
-            let mut byte = 0u8;
-            loop {
-                let read = libc::read(self.gate, (&raw mut byte).cast(), 1);
-                if read == 1 {
-                    return Ok(());
-                }
-                if read < 0
-                    && std::io::Error::last_os_error().kind() == std::io::ErrorKind::Interrupted
-                {
-                    continue;
-                }
-                // Ends the child without running anything of the parent's.
-                libc::_exit(125);
-            }
-        }
-    }
-}
+/// What `sh -c` runs: the gate (one line on stdin), then the command (`$1`)
+/// with /dev/null as stdin and no positional parameters, as `sh -c COMMAND`
+/// would run it.
+const GATED: &str = "IFS= read -r _ || exit 125; exec </dev/null; \
+                     __upkeep_command=$1; shift; eval \"$__upkeep_command\"";
 
 /// Shows the complete lines added to the log since the last call.
 fn follow_output(follow: &mut File, pending: &mut String, show: &mut dyn FnMut(&str)) {
