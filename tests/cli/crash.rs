@@ -173,3 +173,37 @@ fn a_swap_killed_before_the_new_file_is_in_place_gets_its_wal_back() {
         .stdout_has("nothing to recover");
     assert_eq!(walk(&sandbox.path("data/aside")), kept);
 }
+
+/// A restore step killed after its swap, before its end is journaled: it
+/// journaled the file it replaced (by inode) before it acted, so `recover`
+/// finds that file aside and puts it back, with its .wal.
+#[test]
+fn a_restore_step_killed_after_its_swap_is_undone_by_recover() {
+    let sandbox = Sandbox::new();
+    let db = sandbox.db("prod");
+    sandbox.upkeep(&["backup", "production"]).code(0);
+    let mut app = sandbox.app(&["write", db.to_str().unwrap(), WAL_ROWS]);
+    app.kill9();
+    let before = counts(&db);
+    assert_eq!(before["users"], 3_025);
+    sandbox.pipeline(
+        "restore",
+        "env: production\nsteps:\n- name: restore\n  uses: restore\n\
+         - name: die\n  run: \"kill -9 $PPID\"\n",
+    );
+    let run = sandbox.upkeep(&["run", "restore"]);
+    assert_eq!(run.code, None, "upkeep should be killed\n{run}");
+    // The kill lands between the swap and the step's end: the journal as
+    // it is then (the lines from the step's end on are not written yet).
+    let journal = walk(&sandbox.path(".upkeep/runs")).pop().unwrap();
+    let text = std::fs::read_to_string(&journal).unwrap();
+    let cut = text.find("{\"event\":\"step_done\",\"step\":0").unwrap();
+    std::fs::write(&journal, &text[..cut]).unwrap();
+    assert_eq!(counts(&db)["users"], 3_000, "the backup should be in place");
+    sandbox
+        .upkeep(&["recover"])
+        .code(0)
+        .stdout_has("recovered run")
+        .stdout_has("put the previous database back");
+    assert_eq!(counts(&db), before);
+}
