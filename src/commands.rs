@@ -61,6 +61,7 @@ pub fn run(command: &Command, config: &Config, printer: &Printer) -> Result<i32>
             };
             let envs = config.select(env)?;
             let _lock = lock::acquire(&config.state_dir, &format!("upkeep backup {env}"))?;
+            pipeline::run::put_back_interrupted_swaps(&envs, *printer)?;
             run_each(&envs, printer, |env| {
                 let made = app::backup(config, env, keep, schema, &progress, *no_window)?;
                 printer.backup(&env.name, &made);
@@ -102,6 +103,7 @@ pub fn run(command: &Command, config: &Config, printer: &Printer) -> Result<i32>
             }
             let choice = backup.clone().map_or(Choice::Latest, Choice::Named);
             let _lock = lock::acquire(&config.state_dir, &format!("upkeep restore {}", env.name))?;
+            pipeline::run::put_back_interrupted_swaps(std::slice::from_ref(&env), *printer)?;
             let restored = restore::restore(&env, &config.backups_dir, &choice, schema, &progress)?;
             printer.restored(&env.name, &restored);
             Ok(if restored.after.ok() {
@@ -123,6 +125,7 @@ pub fn run(command: &Command, config: &Config, printer: &Printer) -> Result<i32>
                 return Ok(status);
             }
             let _lock = lock::acquire(&config.state_dir, &format!("upkeep repair {}", env.name))?;
+            pipeline::run::put_back_interrupted_swaps(std::slice::from_ref(&env), *printer)?;
             let sources = repair::Sources {
                 backups_dir: &config.backups_dir,
                 schema,

@@ -176,25 +176,40 @@ pub fn unfinished(state_dir: &Path) -> Result<Vec<PathBuf>> {
     Ok(found)
 }
 
-/// The process groups of steps the run started and did not finish, newest
-/// first: what an interrupted step left running. (What a finished step
-/// started on purpose, an app in the background, is for rollbacks to stop.)
+/// The process groups of steps and rollbacks the run started and did not
+/// finish, newest first: what an interrupted step or rollback left running.
+/// (What a finished step or rollback started on purpose, an app in the
+/// background, is for rollbacks to stop.)
 pub fn groups(entries: &[Entry]) -> Vec<Group> {
-    let finished: Vec<usize> = entries
-        .iter()
-        .filter_map(|entry| match entry {
-            Entry::StepDone { step, .. } => Some(*step),
-            _ => None,
-        })
-        .collect();
-    entries
-        .iter()
-        .rev()
-        .filter_map(|entry| match entry {
-            Entry::StepProcess { step, group } if !finished.contains(step) => Some(*group),
-            _ => None,
-        })
-        .collect()
+    let ends_after = |from: usize, done: &dyn Fn(&Entry) -> bool| entries[from..].iter().any(done);
+    let mut found = Vec::new();
+    // Whether each step's rollback is under way, as the journal goes.
+    let mut rolling_back: Vec<usize> = Vec::new();
+    for (at, entry) in entries.iter().enumerate() {
+        match entry {
+            Entry::RollbackStarted { step } => rolling_back.push(*step),
+            Entry::RollbackDone { step, .. } => rolling_back.retain(|s| s != step),
+            Entry::StepProcess { step, group } => {
+                let finished = if rolling_back.contains(step) {
+                    ends_after(
+                        at,
+                        &|e| matches!(e, Entry::RollbackDone { step: s, .. } if s == step),
+                    )
+                } else {
+                    ends_after(
+                        at,
+                        &|e| matches!(e, Entry::StepDone { step: s, .. } if s == step),
+                    )
+                };
+                if !finished {
+                    found.push(*group);
+                }
+            }
+            _ => {}
+        }
+    }
+    found.reverse();
+    found
 }
 
 /// What is still to undo after an interruption, newest first: steps that
@@ -209,8 +224,15 @@ pub fn pending_undos(entries: &[Entry]) -> Vec<(usize, String, Undoing)> {
             }
             Entry::StepUndo { step, undo } => {
                 if let Some(last) = started.iter_mut().rev().find(|(s, _, _)| s == step) {
-                    // The step's own `rollback:` comes first.
-                    last.2.get_or_insert_with(|| undo.clone());
+                    // The step's own `rollback:` comes first; a first
+                    // attempt's undo before a retry's. A step may add to
+                    // what it recorded as it goes (git-pull: the commit it
+                    // leaves, then the one it moves to).
+                    match &last.2 {
+                        None => last.2 = Some(undo.clone()),
+                        Some(earlier) if extends(undo, earlier) => last.2 = Some(undo.clone()),
+                        Some(_) => {}
+                    }
                 }
             }
             Entry::StepDone { step, undo, .. } => {
@@ -232,4 +254,22 @@ pub fn pending_undos(entries: &[Entry]) -> Vec<(usize, String, Undoing)> {
         .filter(|(step, _, _)| !rolled_back.contains(step))
         .filter_map(|(step, name, undo)| Some((step, name, undo?)))
         .collect()
+}
+
+/// Whether `newer` is `earlier` with more said: the same built-in type, and
+/// every field of `earlier` in `newer` with the same value.
+fn extends(newer: &Undoing, earlier: &Undoing) -> bool {
+    match (newer, earlier) {
+        (
+            Undoing::Builtin { uses, undo: new },
+            Undoing::Builtin {
+                uses: old_uses,
+                undo: old,
+            },
+        ) if uses == old_uses => match (new.0.as_object(), old.0.as_object()) {
+            (Some(new), Some(old)) => old.iter().all(|(key, value)| new.get(key) == Some(value)),
+            _ => false,
+        },
+        _ => false,
+    }
 }

@@ -1,15 +1,26 @@
 //! One upkeep at a time: a lock file in `state_dir`.
 //!
-//! The lock is an OS file lock (`flock` through `File::try_lock`), so the
-//! kernel releases it when the process dies, even by `kill -9`: a stale lock
-//! can't block the next run. The file also records who holds it, so that a
-//! second run can say whom it is waiting for.
+//! The lock is a POSIX record lock (`fcntl(F_SETLK)`) on the whole file, not
+//! a `flock`: the kernel releases it when the process dies, even by `kill
+//! -9`, and, unlike a `flock`, it belongs to the process and is never
+//! inherited. A `flock` is shared by every process holding the open file
+//! description, so a child between `fork` and `exec` (or a `pre_exec` hook,
+//! or a fork that never execs) would keep the lock of a killed upkeep alive,
+//! and `upkeep recover` would be refused. With a record lock, what upkeep
+//! starts never holds it. The price: a record lock is dropped as soon as
+//! the process closes *any* descriptor of the file, so this module is the
+//! only one to open it, once per process.
+//!
+//! The file also records who holds it, so that a second run can say whom it
+//! is waiting for; the kernel says which process actually holds it.
 
-use std::fs::{File, TryLockError};
+use std::fs::File;
 use std::io::{Read, Seek, Write};
+use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 
-use anyhow::{Context, Result};
+use anyhow::{Context, Result, bail};
 use serde::{Deserialize, Serialize};
 
 use crate::error::Busy;
@@ -27,15 +38,28 @@ pub struct Holder {
 /// The held lock; released when dropped (or when the process ends).
 #[derive(Debug)]
 pub struct Lock {
-    _file: File,
+    file: File,
     pub path: PathBuf,
+}
+
+/// Whether this process holds the lock: opening the file a second time and
+/// closing it would silently release it (record-lock semantics).
+static HELD: AtomicBool = AtomicBool::new(false);
+
+impl Drop for Lock {
+    fn drop(&mut self) {
+        HELD.store(false, Ordering::SeqCst);
+    }
 }
 
 /// Takes the lock in `state_dir` for `what` (e.g. `backup production`), or
 /// fails at once with [`Busy`] naming the holder.
 pub fn acquire(state_dir: &Path, what: &str) -> Result<Lock> {
+    if HELD.load(Ordering::SeqCst) {
+        bail!("internal error: this upkeep already holds its lock (for `{what}`)");
+    }
     fsx::create_private_dir(state_dir)?;
-    let path = state_dir.join("lock");
+    let path = lock_path(state_dir);
     let mut file = fsx::private_options()
         .read(true)
         .write(true)
@@ -43,29 +67,15 @@ pub fn acquire(state_dir: &Path, what: &str) -> Result<Lock> {
         .truncate(false)
         .open(&path)
         .with_context(|| format!("cannot open lock file `{}`", path.display()))?;
-    match file.try_lock() {
-        Ok(()) => {}
-        Err(TryLockError::WouldBlock) => {
-            let mut text = String::new();
-            let _ = file.read_to_string(&mut text);
-            let holder = serde_json::from_str::<Holder>(&text).map_or_else(
-                |_| "another upkeep".to_string(),
-                |holder| {
-                    format!(
-                        "`{}` (PID {} on {}, since {})",
-                        holder.what, holder.pid, holder.host, holder.since
-                    )
-                },
-            );
-            return Err(anyhow::Error::new(Busy(format!(
-                "{holder} holds the lock `{}`: wait for it to finish, then try again",
-                path.display()
-            ))));
+    if let Err(error) = set_lock(&file, libc::F_SETLK) {
+        if matches!(error.raw_os_error(), Some(libc::EAGAIN | libc::EACCES)) {
+            return Err(busy(&mut file, &path));
         }
-        Err(TryLockError::Error(error)) => {
-            return Err(error).with_context(|| format!("cannot lock `{}`", path.display()));
-        }
+        return Err(error).with_context(|| format!("cannot lock `{}`", path.display()));
     }
+    HELD.store(true, Ordering::SeqCst);
+    // From here on, dropping `lock` clears HELD, whatever fails below.
+    let mut lock = Lock { file, path };
     let holder = Holder {
         pid: std::process::id(),
         host: hostname(),
@@ -74,12 +84,97 @@ pub fn acquire(state_dir: &Path, what: &str) -> Result<Lock> {
     };
     // A lock file left by an older upkeep may be readable by all. Best
     // effort: one that another user owns cannot be changed, and still locks.
-    fsx::make_private(&path);
-    file.set_len(0)?;
-    file.rewind()?;
-    file.write_all(serde_json::to_string(&holder)?.as_bytes())?;
-    file.sync_all()?;
-    Ok(Lock { _file: file, path })
+    fsx::make_private(&lock.path);
+    lock.file.set_len(0)?;
+    lock.file.rewind()?;
+    lock.file
+        .write_all(serde_json::to_string(&holder)?.as_bytes())?;
+    lock.file.sync_all()?;
+    Ok(lock)
+}
+
+fn lock_path(state_dir: &Path) -> PathBuf {
+    state_dir.join("lock")
+}
+
+/// A write lock on the whole file (`F_SETLK`), or asks who has one
+/// (`F_GETLK`, which fills in the holder's PID).
+fn set_lock(file: &File, command: libc::c_int) -> std::io::Result<libc::flock> {
+    // SAFETY: `flock` is plain data, filled in below.
+    let mut lock: libc::flock = unsafe { std::mem::zeroed() };
+    lock.l_type = libc::F_WRLCK as libc::c_short;
+    lock.l_whence = libc::SEEK_SET as libc::c_short;
+    // SAFETY: a valid descriptor and a valid pointer to a `flock`.
+    if unsafe { libc::fcntl(file.as_raw_fd(), command, &mut lock) } != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(lock)
+}
+
+/// The PID of the process that holds the lock on `file`, as the kernel sees it.
+fn holder_pid(file: &File) -> Option<u32> {
+    let lock = set_lock(file, libc::F_GETLK).ok()?;
+    (lock.l_type != libc::F_UNLCK as libc::c_short && lock.l_pid > 0).then_some(lock.l_pid as u32)
+}
+
+fn busy(file: &mut File, path: &Path) -> anyhow::Error {
+    let mut text = String::new();
+    let _ = file.read_to_string(&mut text);
+    let recorded = serde_json::from_str::<Holder>(&text).ok();
+    let pid = holder_pid(file);
+    let holder = match (recorded, pid) {
+        (Some(holder), Some(pid)) if holder.pid == pid => format!(
+            "`{}` (PID {pid} on {}, since {})",
+            holder.what, holder.host, holder.since
+        ),
+        (_, Some(pid)) => format!("process {pid}{}", crate::db::open::describe_process(pid)),
+        (Some(holder), None) => format!(
+            "`{}` (PID {} on {}, since {})",
+            holder.what, holder.pid, holder.host, holder.since
+        ),
+        (None, None) => "another upkeep".to_string(),
+    };
+    anyhow::Error::new(Busy(format!(
+        "{holder} holds the lock `{}`: wait for it to finish, then try again",
+        path.display()
+    )))
+}
+
+/// Whether the process holding the lock in `state_dir` is dying: killed
+/// (a SIGKILL pending) or already a zombie. The kernel releases its lock in
+/// a moment; `recover` waits for that rather than report busy.
+pub fn holder_dying(state_dir: &Path) -> bool {
+    // Closing a descriptor of the file would drop our own lock.
+    if HELD.load(Ordering::SeqCst) {
+        return false;
+    }
+    let Ok(file) = File::open(lock_path(state_dir)) else {
+        return false;
+    };
+    let pid = holder_pid(&file);
+    // Opened read-only only to ask: this process holds no lock on it.
+    drop(file);
+    let Some(pid) = pid else {
+        // Released meanwhile: as good as dead.
+        return true;
+    };
+    let Ok(status) = std::fs::read_to_string(format!("/proc/{pid}/status")) else {
+        return true;
+    };
+    const SIGKILL_BIT: u64 = 1 << (libc::SIGKILL - 1);
+    status.lines().any(|line| {
+        let Some((key, value)) = line.split_once(':') else {
+            return false;
+        };
+        let value = value.trim();
+        match key {
+            "State" => value.starts_with('Z') || value.starts_with('X'),
+            "SigPnd" | "ShdPnd" => {
+                u64::from_str_radix(value, 16).is_ok_and(|mask| mask & SIGKILL_BIT != 0)
+            }
+            _ => false,
+        }
+    })
 }
 
 /// This machine's name, for messages.

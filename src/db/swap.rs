@@ -73,6 +73,7 @@ fn file_name(path: &Path) -> Result<&std::ffi::OsStr> {
 /// the one it replaces.
 pub fn put_in_place(db: &Path, env: &str, new: &Path, shelf: Shelf) -> Result<Option<PathBuf>> {
     let _guard = hold(db)?;
+    undo_interrupted(db)?;
     let wal = wal_of(db);
     if let Ok(meta) = std::fs::metadata(db) {
         use std::os::unix::fs::{MetadataExt, PermissionsExt};
@@ -254,4 +255,59 @@ pub fn replace_with_copy(
     // Renamed into place: nothing is left for the temporary path to delete.
     let _ = partial.keep();
     Ok(Replaced { shelved, report })
+}
+
+/// Undoes the start of a swap that was interrupted (crash, `kill -9`)
+/// before the new file took the database's place: the shelf then holds a
+/// hard link to the database itself, and maybe its `.wal`, moved away
+/// while the database stayed. Without its `.wal`, the database would lack
+/// what was committed in it. Puts the `.wal` back, removes the link (and
+/// the shelf folder, when empty), and returns what it put back.
+///
+/// Only a shelf entry that *is* the current file (same device and inode)
+/// is touched: a finished swap left the previous file there, never the
+/// current one.
+pub fn undo_interrupted(db: &Path) -> Result<Vec<PathBuf>> {
+    use std::os::unix::fs::MetadataExt;
+    let mut put_back = Vec::new();
+    let Ok(current) = std::fs::metadata(db) else {
+        return Ok(put_back);
+    };
+    let (Some(folder), Some(name)) = (db.parent(), db.file_name()) else {
+        return Ok(put_back);
+    };
+    let wal = wal_of(db);
+    let wal_name = file_name(&wal)?;
+    for shelf in [Shelf::Aside, Shelf::Quarantine] {
+        let base = folder.join(shelf.folder());
+        for entry in std::fs::read_dir(&base).into_iter().flatten().flatten() {
+            let kept = entry.path().join(name);
+            let same = std::fs::metadata(&kept)
+                .is_ok_and(|meta| meta.dev() == current.dev() && meta.ino() == current.ino());
+            if !same {
+                continue;
+            }
+            let kept_wal = entry.path().join(wal_name);
+            if kept_wal.exists() {
+                if wal.exists() {
+                    bail!(
+                        "`{}` was moved aside by a swap that did not finish, and `{}` exists too: \
+                         look at both, keep the one that belongs to `{}`",
+                        kept_wal.display(),
+                        wal.display(),
+                        db.display()
+                    );
+                }
+                fsx::rename_synced(&kept_wal, &wal)?;
+                put_back.push(kept_wal);
+            }
+            std::fs::remove_file(&kept)
+                .with_context(|| format!("cannot remove `{}`", kept.display()))?;
+            fsx::sync_parent(&kept)?;
+            if std::fs::remove_dir(entry.path()).is_ok() {
+                fsx::sync_parent(&entry.path())?;
+            }
+        }
+    }
+    Ok(put_back)
 }

@@ -19,6 +19,9 @@
 //! upkeep-demo-app snapshot PORT PATH
 //!                                   the snapshot hook: ask the app on
 //!                                   PORT for a copy at PATH
+//! upkeep-demo-app blake3 FILE       print the file's blake3 hash, as a
+//!                                   backup's manifest records it (for
+//!                                   `scripts/crash_soak.sh`)
 
 use std::io::Write;
 
@@ -53,8 +56,15 @@ fn run(args: &[String]) -> Result<(), Box<dyn std::error::Error>> {
         }
         ["serve", db, port, version] => serve(db, port.parse()?, version),
         ["snapshot", port, target] => request_snapshot(port.parse()?, target),
+        ["blake3", file] => {
+            println!(
+                "{}",
+                crate::fsx::hash_file(std::path::Path::new(file))?.to_hex()
+            );
+            Ok(())
+        }
         _ => Err(
-            "usage: upkeep-demo-app hold DB | write DB SQL | serve DB PORT VERSION | snapshot PORT PATH"
+            "usage: upkeep-demo-app hold DB | write DB SQL | serve DB PORT VERSION | snapshot PORT PATH | blake3 FILE"
                 .into(),
         ),
     }

@@ -48,9 +48,16 @@ const GITIGNORE: &str = "backend/*.duckdb*\nbackend/backups/\nbackend/aside/\nba
 
 /// The demo app's start script (the end-to-end tests use it too).
 pub const START: &str = r#"#!/bin/sh
-# Starts the app in the background, in its own session.
-setsid "$APP_BIN" serve "$UPKEEP_DB" "$APP_PORT" "$(cat VERSION)" > app.log 2>&1 < /dev/null &
-echo $! > app.pid
+# Starts the app in the background, in its own session. Does nothing when it
+# runs already: after a crash, `upkeep recover` may run a rollback that had
+# begun. The app's own process writes app.pid before it serves, so a start
+# script killed halfway leaves no app that stop.sh cannot find.
+if [ -f app.pid ] && grep -q serve "/proc/$(cat app.pid)/cmdline" 2>/dev/null; then exit 0; fi
+rm -f app.pid
+setsid sh -c 'echo $$ > app.pid.new && mv app.pid.new app.pid && exec "$0" serve "$1" "$2" "$3"' \
+  "$APP_BIN" "$UPKEEP_DB" "$APP_PORT" "$(cat VERSION)" > app.log 2>&1 < /dev/null &
+i=0
+while [ ! -s app.pid ] && [ $i -lt 250 ]; do sleep 0.02; i=$((i+1)); done
 "#;
 
 /// The demo app's stop script (the end-to-end tests use it too).
@@ -160,12 +167,19 @@ impl Demo<'_> {
                 "--bare",
                 "-b",
                 "main",
+                "--",
                 &origin.display().to_string(),
             ],
         )?;
         git(
             app,
-            &["remote", "add", "origin", &origin.display().to_string()],
+            &[
+                "remote",
+                "add",
+                "--",
+                "origin",
+                &origin.display().to_string(),
+            ],
         )?;
         git(app, &["push", "-q", "-u", "origin", "main"])?;
         git(
@@ -173,6 +187,7 @@ impl Demo<'_> {
             &[
                 "clone",
                 "-q",
+                "--",
                 &origin.display().to_string(),
                 &self.dev.display().to_string(),
             ],

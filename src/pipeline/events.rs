@@ -139,6 +139,22 @@ impl Events {
         );
     }
 
+    /// `upkeep recover` takes over an interrupted run: its events follow,
+    /// as the run's (rollbacks, then how the recovery ended).
+    pub fn recovery_started(&mut self, pipeline: &str, env: &str, run_id: &str) {
+        self.record.pipeline = pipeline.to_string();
+        self.record.env = env.to_string();
+        self.record.run_id = run_id.to_string();
+        self.emit(
+            json!({"type": "run_started", "pipeline": pipeline, "env": env, "run_id": run_id,
+                   "dry_run": false, "recover": true}),
+            Some(format!(
+                "{} recovering run {run_id} of `{pipeline}` on `{env}`",
+                style("upkeep").bold()
+            )),
+        );
+    }
+
     /// A step (or a retry of it) starts; `what` is what it does, shown
     /// with `--verbose`.
     pub fn step_started(&mut self, index: usize, name: &str, what: &str, attempt: u32) {

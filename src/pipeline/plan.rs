@@ -129,7 +129,9 @@ pub fn dry_run(pipeline: &Pipeline, setup: &Setup, reports: Reports) -> Result<i
             blocker.as_deref(),
         );
     }
-    let code = if blockers.is_empty() {
+    let code = if ctx.bad_input.get() {
+        code::BAD_INPUT
+    } else if blockers.is_empty() {
         code::OK
     } else {
         code::FAILED
@@ -153,6 +155,8 @@ pub fn dry_run(pipeline: &Pipeline, setup: &Setup, reports: Reports) -> Result<i
 struct Ctx<'a> {
     setup: &'a Setup<'a>,
     vars: Vec<(String, String)>,
+    /// A value was refused: the dry-run's exit code is bad input.
+    bad_input: std::cell::Cell<bool>,
 }
 
 impl<'a> Ctx<'a> {
@@ -160,6 +164,7 @@ impl<'a> Ctx<'a> {
         Ctx {
             setup,
             vars: setup.environment("dry-run", true),
+            bad_input: std::cell::Cell::new(false),
         }
     }
 
@@ -189,6 +194,18 @@ impl<'a> Ctx<'a> {
                         return (format!("uses {uses}"), Some(format!("{error:#}")), None);
                     }
                 };
+                // What load time let pass as `${NAME}` is checked now, and
+                // the probes never see a refused value.
+                if let Err(message) = step.check(&with) {
+                    self.bad_input.set(true);
+                    return (
+                        format!("uses {uses}"),
+                        Some(format!(
+                            "`with:` once its variables are substituted: {message}; fix the variable's value"
+                        )),
+                        None,
+                    );
+                }
                 let restore_point = std::cell::RefCell::new(None);
                 let ctx = steps::Ctx {
                     config: self.setup.config,

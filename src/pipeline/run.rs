@@ -136,6 +136,45 @@ pub fn take_lock(config: &Config, what: &str, wait: Option<Duration>) -> Result<
     }
 }
 
+/// The lock for `recover`. Right after a `kill -9`, the killed upkeep may
+/// hold it for a moment more (the kernel releases it once the process is
+/// gone, which waits for a disk write under way): `recover` waits for that,
+/// and reports busy only when a live upkeep holds the lock.
+fn take_lock_from_the_dead(config: &Config) -> Result<lock::Lock> {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        match lock::acquire(&config.state_dir, "upkeep recover") {
+            Err(error)
+                if crate::error::exit_code(&error) == code::BUSY
+                    && Instant::now() < deadline
+                    && lock::holder_dying(&config.state_dir) =>
+            {
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            other => return other,
+        }
+    }
+}
+
+/// Puts back the `.wal` of a database whose swap (restore, repair, a
+/// rollback) was interrupted before the new file took its place (see
+/// [`crate::db::swap::undo_interrupted`]), before anything opens it.
+/// Holders of the run lock only. Returns whether it put anything back.
+pub fn put_back_interrupted_swaps(envs: &[Env], printer: Printer) -> Result<bool> {
+    let mut any = false;
+    for env in envs {
+        for kept in crate::db::swap::undo_interrupted(&env.db)? {
+            any = true;
+            printer.note(&format!(
+                "`{}`: a swap was interrupted before the new file took its place; its `.wal` is back from `{}`",
+                env.name,
+                kept.display()
+            ));
+        }
+    }
+    Ok(any)
+}
+
 /// Refuses to start while an interrupted run has not been recovered.
 pub fn refuse_if_unfinished(config: &Config) -> Result<()> {
     if let Some(path) = journal::unfinished(&config.state_dir)?.first() {
@@ -162,6 +201,7 @@ pub fn run(
         lock_wait,
     )?;
     refuse_if_unfinished(config)?;
+    put_back_interrupted_swaps(&config.select("all")?, setup.printer)?;
     // Asked once the run is sure to start: not busy, nothing to recover.
     if ask && !crate::pipeline::confirm::confirmed(pipeline, setup)? {
         return Ok(code::FAILED);
@@ -255,6 +295,31 @@ enum Flow {
     Failed(String, bool),
 }
 
+/// What a rollback undid, and what it could not undo (with why).
+#[derive(Default)]
+struct RolledBack {
+    undone: Vec<String>,
+    not_undone: Vec<String>,
+}
+
+impl RolledBack {
+    fn undone_text(&self) -> String {
+        if self.undone.is_empty() {
+            "nothing to undo".to_string()
+        } else {
+            format!("undone: {}", self.undone.join(", "))
+        }
+    }
+
+    fn incomplete_text(&self) -> String {
+        format!(
+            "not undone: {}; {}",
+            self.not_undone.join(", "),
+            self.undone_text()
+        )
+    }
+}
+
 /// A rollback runs to its end: signals stop steps, never rollbacks.
 static NEVER: AtomicBool = AtomicBool::new(false);
 
@@ -267,7 +332,8 @@ impl Runner<'_> {
         match self.each_step(pipeline, &mut done) {
             Ok(Flow::Finished(summary)) => (code::OK, summary),
             Ok(Flow::Failed(reason, bad_input)) => {
-                let (status, summary) = self.roll_back(done, &reason);
+                let rolled = self.roll_back(done);
+                let (status, summary) = self.failed(&reason, &rolled);
                 // Bad input found by a step (a changed migration file): what
                 // ran was undone, and the input is what must change.
                 if bad_input && status == code::FAILED {
@@ -278,7 +344,8 @@ impl Runner<'_> {
             }
             Err(error) => {
                 let reason = format!("cannot write the journal ({error:#})");
-                let (_, summary) = self.roll_back(done, &reason);
+                let rolled = self.roll_back(done);
+                let (_, summary) = self.failed(&reason, &rolled);
                 (
                     code::ROLLBACK_INCOMPLETE,
                     format!("{summary}; the journal may be incomplete: look at the app"),
@@ -452,6 +519,16 @@ impl Runner<'_> {
                     Ok(with) => with,
                     Err(error) => return (Err(error), None),
                 };
+                // What load time let pass as `${NAME}` is checked now.
+                if let Err(message) = step.check(&with) {
+                    return (
+                        Err(crate::error::bad_input(format!(
+                            "`with:` of `{uses}`, once its variables are substituted: {message}; \
+                             nothing was done: fix the variable's value"
+                        ))),
+                        None,
+                    );
+                }
                 let as_undoing = |undo: Undo| {
                     (!undo.is_nothing()).then(|| Undoing::Builtin {
                         uses: uses.clone(),
@@ -512,6 +589,12 @@ impl Runner<'_> {
     /// Ends the journal. A run whose rollback did not complete stays open,
     /// so that `upkeep run` refuses and `upkeep recover` retries.
     fn close(&mut self, exit_code: i32, summary: String) -> (i32, String) {
+        self.close_as(exit_code, exit_code, summary)
+    }
+
+    /// [`Runner::close`], recording `run_code` in the journal as the run's
+    /// outcome (for `recover`: the run failed, its recovery worked).
+    fn close_as(&mut self, exit_code: i32, run_code: i32, summary: String) -> (i32, String) {
         if exit_code == code::ROLLBACK_INCOMPLETE {
             return (
                 exit_code,
@@ -521,11 +604,9 @@ impl Runner<'_> {
                 ),
             );
         }
-        match self
-            .journal
-            .borrow_mut()
-            .write(&Entry::RunFinished { exit_code })
-        {
+        match self.journal.borrow_mut().write(&Entry::RunFinished {
+            exit_code: run_code,
+        }) {
             Ok(()) => (exit_code, summary),
             Err(error) => (
                 code::ROLLBACK_INCOMPLETE,
@@ -538,34 +619,34 @@ impl Runner<'_> {
     }
 
     /// Undoes `done`, newest first (the failed step, if it has a rollback,
-    /// is the newest). Returns the exit code and a summary.
-    fn roll_back(&mut self, done: Vec<Done>, failed_at: &str) -> (i32, String) {
+    /// is the newest). Returns what was undone and what was not (and why).
+    fn roll_back(&mut self, done: Vec<Done>) -> RolledBack {
         // Rollbacks run to their end, whatever signals come now.
         self.rolling_back = true;
-        let mut undone = Vec::new();
-        let mut not_undone = Vec::new();
+        let mut rolled = RolledBack::default();
         for item in done.into_iter().rev() {
             match self.undo_one(item.index, &item.name, &item.undo) {
-                Ok(()) => undone.push(item.name),
-                Err(error) => not_undone.push(format!("{} ({error:#})", item.name)),
+                Ok(()) => rolled.undone.push(item.name),
+                Err(error) => rolled.not_undone.push(format!("{} ({error:#})", item.name)),
             }
         }
-        let undone_text = if undone.is_empty() {
-            "nothing to undo".to_string()
-        } else {
-            format!("undone: {}", undone.join(", "))
-        };
-        if not_undone.is_empty() {
+        rolled
+    }
+
+    /// The exit code and summary of a run that failed for `reason`, after
+    /// its rollback.
+    fn failed(&self, reason: &str, rolled: &RolledBack) -> (i32, String) {
+        if rolled.not_undone.is_empty() {
             (
                 code::FAILED,
-                format!("{failed_at}; rolled back ({undone_text})"),
+                format!("{reason}; rolled back ({})", rolled.undone_text()),
             )
         } else {
             (
                 code::ROLLBACK_INCOMPLETE,
                 format!(
-                    "{failed_at}; ROLLBACK INCOMPLETE: not undone: {}; {undone_text}. A person must look: see the log in {}",
-                    not_undone.join(", "),
+                    "{reason}; ROLLBACK INCOMPLETE: {}. A person must look: see the log in {}",
+                    rolled.incomplete_text(),
                     self.log.path.display()
                 ),
             )
@@ -627,10 +708,13 @@ fn builtin_undo(ctx: &Ctx, uses: &str, undo: &Undo) -> Result<String> {
 /// what it did and did not undo, newest first. With `forget`, only marks
 /// them finished, for after a person has put things right by hand.
 pub fn recover(config: &Config, printer: Printer, forget: bool) -> Result<i32> {
-    let _lock = take_lock(config, "upkeep recover", None)?;
+    let _lock = take_lock_from_the_dead(config)?;
+    let swaps = put_back_interrupted_swaps(&config.select("all")?, printer)?;
     let journals = journal::unfinished(&config.state_dir)?;
     if journals.is_empty() {
-        printer.note("nothing to recover: no interrupted run");
+        if !swaps {
+            printer.note("nothing to recover: no interrupted run");
+        }
         return Ok(code::OK);
     }
     let schema = config.schema.as_deref().map(Schema::load).transpose()?;
@@ -639,7 +723,7 @@ pub fn recover(config: &Config, printer: Printer, forget: bool) -> Result<i32> {
         let entries = journal::read(&path)?;
         let status = match entries.first().cloned() {
             // Killed before it wrote its first line: nothing ran.
-            None => close_empty(&path)?,
+            None => close_empty(&path, printer)?,
             Some(_) if forget => forget_run(&path, &entries, printer)?,
             Some(Entry::RunStarted {
                 run_id,
@@ -688,7 +772,7 @@ impl Runner<'_> {
     fn recover(&mut self, run_id: &str, pipeline: &str, entries: &[Entry]) -> i32 {
         let started = Instant::now();
         self.events
-            .run_started(pipeline, &self.setup.env.name, run_id, false);
+            .recovery_started(pipeline, &self.setup.env.name, run_id);
         // What the interrupted run started may still be running: stop it
         // before undoing anything.
         for group in journal::groups(entries) {
@@ -704,23 +788,75 @@ impl Runner<'_> {
             .rev()
             .map(|(index, name, undo)| Done { index, name, undo })
             .collect();
-        let (exit_code, summary) = self.roll_back(done, &format!("recovering run {run_id}"));
-        let (exit_code, summary) = self.close(exit_code, summary);
+        let rolled = self.roll_back(done);
+        let (exit_code, summary) = if rolled.not_undone.is_empty() {
+            (
+                code::OK,
+                format!(
+                    "recovered run {run_id}{}: rolled back ({})",
+                    interrupted_in(entries),
+                    rolled.undone_text()
+                ),
+            )
+        } else {
+            (
+                code::ROLLBACK_INCOMPLETE,
+                format!(
+                    "recovery of run {run_id}{} is incomplete: {}. A person must look: see the log in {}",
+                    interrupted_in(entries),
+                    rolled.incomplete_text(),
+                    self.log.path.display()
+                ),
+            )
+        };
+        // In the journal, the run itself failed (it was rolled back).
+        let (exit_code, summary) = self.close_as(exit_code, code::FAILED, summary);
         self.events
             .run_finished(exit_code, &summary, started.elapsed());
-        // The run failed (1), but recovering it worked: success here.
-        if exit_code == code::FAILED {
-            code::OK
-        } else {
-            exit_code
-        }
+        exit_code
     }
 }
 
-fn close_empty(path: &std::path::Path) -> Result<i32> {
+/// ` (interrupted during step N `name`)`, or during its rollback, from the
+/// journal; empty when the run ended on its own (a rollback left undone).
+fn interrupted_in(entries: &[Entry]) -> String {
+    let mut last = None;
+    for entry in entries {
+        match entry {
+            Entry::StepStarted { step, name, .. } => last = Some((*step, name.clone(), false)),
+            Entry::StepDone { .. } => last = None,
+            Entry::RollbackStarted { step } => {
+                let name = entries
+                    .iter()
+                    .find_map(|e| match e {
+                        Entry::StepStarted { step: s, name, .. } if s == step => Some(name.clone()),
+                        _ => None,
+                    })
+                    .unwrap_or_default();
+                last = Some((*step, name, true));
+            }
+            Entry::RollbackDone { .. } => last = None,
+            _ => {}
+        }
+    }
+    match last {
+        Some((step, name, false)) => format!(" (interrupted during step {} `{name}`)", step + 1),
+        Some((step, name, true)) => format!(
+            " (interrupted while rolling back step {} `{name}`)",
+            step + 1
+        ),
+        None => String::new(),
+    }
+}
+
+fn close_empty(path: &std::path::Path, printer: Printer) -> Result<i32> {
     Journal::open(path)?.write(&Entry::RunFinished {
         exit_code: code::FAILED,
     })?;
+    printer.note(&format!(
+        "recovered run `{}`: it was interrupted before its first step, nothing to undo",
+        path.display()
+    ));
     Ok(code::OK)
 }
 

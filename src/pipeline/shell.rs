@@ -3,13 +3,16 @@
 //! Commands run through `sh -c` (with duct), in the config's folder, with
 //! variables passed as environment variables and never pasted into the
 //! command text. Each command gets its own process group, so a timeout or a
-//! Ctrl-C stops the whole tree it started. Output goes straight into the
+//! Ctrl-C stops the whole tree it started. A command waits at a gate (a
+//! line on its shell's stdin) until its group is journaled: whatever moment
+//! upkeep is killed at, `upkeep recover` knows every command that may
+//! still run. Output goes straight into the
 //! run log (a file, not a pipe: an app started in the background by
 //! `start.sh` may write to it long after the step is over, and must not die
 //! of a closed pipe) and is followed from there to the terminal.
 
 use std::fs::File;
-use std::io::{Read, Seek, SeekFrom};
+use std::io::{Read, Seek, SeekFrom, Write};
 use std::os::unix::process::CommandExt;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -75,7 +78,17 @@ impl Group {
     /// Stops the group if it is still the one that was started: SIGTERM,
     /// then SIGKILL. For `recover`, after upkeep itself was killed.
     pub fn stop_if_alive(self) -> bool {
-        if self.pgid <= 0 || start_time(self.pgid) != Some(self.started) {
+        if self.pgid <= 0 {
+            return false;
+        }
+        let ours = match start_time(self.pgid) {
+            Some(started) => started == self.started,
+            // The leader is gone, but members of its group may live on (a
+            // server a script started): while they do, the kernel gives
+            // the group's number to no new process, so they are ours.
+            None => group_alive(self.pgid),
+        };
+        if !ours {
             return false;
         }
         // SAFETY: kill(2) with a negative pid signals the process group.
@@ -113,11 +126,19 @@ pub fn run(
 ) -> Result<Ended> {
     let log = output.log.try_clone().context("cannot share the run log")?;
     output.follow.seek(SeekFrom::End(0))?;
-    // An absolute path: no PATH search on every step. `--`: a command that
-    // starts with `-` is a command, not options of sh.
-    let mut expression = duct::cmd("/bin/sh", ["-c", "--", command])
+    // The command waits at a gate until its process group is journaled: a
+    // kill of upkeep at any moment leaves no command running that `recover`
+    // does not know of. The gate is the shell's stdin: it reads one line
+    // (written once the journal is synced), then takes /dev/null as stdin
+    // and runs the command. If upkeep dies first, the pipe ends unwritten
+    // and the shell exits without running anything. (A gate between fork
+    // and exec would cost a full fork per step: std spawns with vfork-like
+    // `posix_spawn` only without `pre_exec` hooks.)
+    let (gate, mut opener) = std::io::pipe().context("cannot create a pipe")?;
+    // An absolute path: no PATH search on every step.
+    let mut expression = duct::cmd("/bin/sh", ["-c", GATED, "sh", command])
         .dir(dir)
-        .stdin_null()
+        .stdin_file(gate)
         .stdout_file(log)
         .stderr_to_stdout()
         .unchecked()
@@ -131,8 +152,16 @@ pub fn run(
     let handle = expression
         .start()
         .with_context(|| format!("cannot start `sh -c {command}` in `{}`", dir.display()))?;
+    drop(expression);
     let group = handle.pids().first().copied().unwrap_or(0) as i32;
-    if let Err(error) = (output.spawned)(Group::of(group)) {
+    let journaled = (output.spawned)(Group::of(group)).and_then(|()| {
+        opener
+            .write_all(b"\n")
+            .context("cannot let the command start")
+    });
+    // Unopened (journal error), the gate makes the shell exit.
+    drop(opener);
+    if let Err(error) = journaled {
         stop_group(group, &handle);
         return Err(error);
     }
@@ -165,6 +194,12 @@ pub fn run(
     }
     Ok(ended)
 }
+
+/// What `sh -c` runs: the gate (one line on stdin), then the command (`$1`)
+/// with /dev/null as stdin and no positional parameters, as `sh -c COMMAND`
+/// would run it.
+const GATED: &str = "IFS= read -r _ || exit 125; exec </dev/null; \
+                     __upkeep_command=$1; shift; eval \"$__upkeep_command\"";
 
 /// Shows the complete lines added to the log since the last call.
 fn follow_output(follow: &mut File, pending: &mut String, show: &mut dyn FnMut(&str)) {

@@ -2,7 +2,7 @@
 //! `upkeep restore`, as a step or as a rollback action. Undoing it puts the
 //! database that was set aside back in place.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
 
@@ -61,6 +61,13 @@ impl StepType for Restore {
     }
 
     fn run(&self, ctx: &Ctx, with: &With) -> Result<(String, Undo)> {
+        // Journaled before the swap: the file now in place, by its inode.
+        // The swap keeps it aside under that inode (a hard link), so an
+        // undo after a crash finds it even before the step could say where.
+        let inode = file_id(&ctx.env.db);
+        if let Some((dev, ino)) = inode {
+            (ctx.record)(&Undo(serde_json::json!({ "dev": dev, "ino": ino })))?;
+        }
         let restored = restore::restore(
             ctx.env,
             &ctx.config.backups_dir,
@@ -68,22 +75,42 @@ impl StepType for Restore {
             ctx.schema,
             &ctx.progress,
         )?;
-        let undo = restored.aside.as_ref().map_or_else(Undo::nothing, |aside| {
-            Undo(serde_json::json!({ "aside": aside }))
-        });
+        let undo = match (&restored.aside, inode) {
+            (Some(aside), Some((dev, ino))) => {
+                Undo(serde_json::json!({ "aside": aside, "dev": dev, "ino": ino }))
+            }
+            (Some(aside), None) => Undo(serde_json::json!({ "aside": aside })),
+            (None, _) => Undo::nothing(),
+        };
         Ok((format!("restored from {}", restored.backup.name), undo))
     }
 
     fn undo(&self, ctx: &Ctx, undo: &Undo) -> Result<String> {
-        let Some(aside) = undo
-            .0
-            .get("aside")
-            .and_then(|v| v.as_str())
-            .map(PathBuf::from)
-        else {
-            return Ok("nothing was set aside".to_string());
-        };
         let db = &ctx.env.db;
+        let recorded = match (
+            undo.0.get("dev").and_then(|v| v.as_u64()),
+            undo.0.get("ino").and_then(|v| v.as_u64()),
+        ) {
+            (Some(dev), Some(ino)) => Some((dev, ino)),
+            _ => None,
+        };
+        let aside = match undo.0.get("aside").and_then(|v| v.as_str()) {
+            Some(aside) => PathBuf::from(aside),
+            // Interrupted before it said where: the file that was in place
+            // is wherever its inode is.
+            None => match recorded {
+                Some(id) if file_id(db) == Some(id) => {
+                    return Ok("nothing was restored: the database is the one it was".to_string());
+                }
+                Some(id) => kept_aside(db, id)?.with_context(|| {
+                    format!(
+                        "the database that was in place is neither at `{}` nor in its `aside/` folder: look at them by hand",
+                        db.display()
+                    )
+                })?,
+                None => return Ok("nothing was set aside".to_string()),
+            },
+        };
         let name = db.file_name().context("database path has no file name")?;
         let previous = aside.join(name);
         if !previous.exists() {
@@ -91,6 +118,12 @@ impl StepType for Restore {
             // put back already, by an undo interrupted before it was
             // journaled.
             if db.exists() {
+                // Its .wal follows it last: an undo killed in between left
+                // it in the aside folder.
+                let wal = swap::wal_of(&previous);
+                if wal.exists() && !swap::wal_of(db).exists() {
+                    fsx::rename_synced(&wal, &swap::wal_of(db))?;
+                }
                 return Ok(format!(
                     "the previous database was put back from {} already",
                     aside.display()
@@ -126,4 +159,24 @@ impl StepType for Restore {
             ))
         ))
     }
+}
+
+/// A file's device and inode: what a hard link keeps.
+fn file_id(path: &Path) -> Option<(u64, u64)> {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata(path)
+        .ok()
+        .map(|meta| (meta.dev(), meta.ino()))
+}
+
+/// The `aside/` folder holding the file `id` under the database's name.
+fn kept_aside(db: &Path, id: (u64, u64)) -> Result<Option<PathBuf>> {
+    let name = db.file_name().context("database path has no file name")?;
+    let base = swap::folder_of(db)?.join("aside");
+    Ok(std::fs::read_dir(&base)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|entry| entry.path())
+        .find(|folder| file_id(&folder.join(name)) == Some(id)))
 }

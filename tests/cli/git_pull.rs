@@ -127,3 +127,207 @@ fn dry_run_asks_the_remote_without_writing_into_git() {
         .code(0)
         .stdout_has("up to date");
 }
+
+/// A value given to git-pull never reaches git as an option: refused with
+/// exit 2 and the step named, in a real run and in a dry-run, before any
+/// git command sees it.
+#[test]
+fn a_remote_or_branch_that_reads_as_an_option_is_refused() {
+    let sandbox = Sandbox::new();
+    let (_origin, _dev) = repos(&sandbox);
+    let root = sandbox.dir.path();
+    let head = git(root, &["rev-parse", "HEAD"]);
+    let evil = "V=--upload-pack=touch MARKER;git-upload-pack";
+    sandbox.pipeline(
+        "branch",
+        "env: production\nsteps:\n- name: pull\n  uses: git-pull\n  with: { remote: origin, branch: \"${V}\" }\n",
+    );
+    sandbox.pipeline(
+        "remote",
+        "env: production\nsteps:\n- name: pull\n  uses: git-pull\n  with: { remote: \"${V}\", branch: main }\n",
+    );
+    for (pipeline, dry_run) in [
+        ("branch", false),
+        ("branch", true),
+        ("remote", false),
+        ("remote", true),
+    ] {
+        let mut args = vec!["run", pipeline, "--var", evil];
+        if dry_run {
+            args.push("--dry-run");
+        }
+        let run = sandbox.upkeep(&args);
+        run.code(2)
+            .stdout_has("`pull`")
+            .stdout_has("starts with `-`");
+        assert!(
+            !root.join("MARKER").exists(),
+            "git ran the value as a command\n{run}"
+        );
+    }
+    // Literal values are refused when the file is loaded.
+    sandbox.pipeline(
+        "literal",
+        "env: production\nsteps:\n- name: pull\n  uses: git-pull\n  with: { remote: origin, branch: \"main..x\" }\n",
+    );
+    sandbox
+        .upkeep(&["validate", "literal"])
+        .code(2)
+        .stderr_has("literal.yaml:");
+    assert_eq!(git(root, &["rev-parse", "HEAD"]), head);
+}
+
+/// Spawns `upkeep run NAME` in its own process group (a hook kills that
+/// group) and waits for it.
+fn run_killed(sandbox: &Sandbox, pipeline: &str) -> std::process::ExitStatus {
+    use std::os::unix::process::CommandExt;
+    std::process::Command::new(UPKEEP)
+        .args(["run", pipeline])
+        .current_dir(sandbox.dir.path())
+        .env("NO_COLOR", "1")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .process_group(0)
+        .status()
+        .unwrap()
+}
+
+fn hook(root: &std::path::Path, name: &str, body: &str) {
+    use std::os::unix::fs::PermissionsExt;
+    let path = root.join(".git/hooks").join(name);
+    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+    std::fs::write(&path, format!("#!/bin/sh\n{body}\n")).unwrap();
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+}
+
+/// The release adds a file too: a killed merge may leave it behind.
+fn release_with_new_file(dev: &std::path::Path) {
+    std::fs::write(dev.join("app.txt"), "v3\n").unwrap();
+    std::fs::create_dir_all(dev.join("lib")).unwrap();
+    std::fs::write(dev.join("lib/new.txt"), "new in v3\n").unwrap();
+    git(dev, &["add", "-A"]);
+    git(dev, &["commit", "-q", "-m", "v3"]);
+    git(dev, &["push", "-q"]);
+}
+
+/// After `recover`: the old commit, its files, nothing staged, no file of
+/// the new release, no lock left; and the next run pulls.
+fn assert_back_on(sandbox: &Sandbox, head: &str) {
+    let root = sandbox.dir.path();
+    assert_eq!(git(root, &["rev-parse", "HEAD"]), head);
+    assert_eq!(git(root, &["status", "--porcelain"]), "");
+    assert_eq!(
+        std::fs::read_to_string(root.join("app.txt")).unwrap(),
+        "v1\n"
+    );
+    assert!(!root.join("lib/new.txt").exists());
+    for lock in ["index.lock", "HEAD.lock", "refs/heads/main.lock"] {
+        assert!(!root.join(".git").join(lock).exists(), "{lock} is left");
+    }
+    sandbox
+        .upkeep(&["run", "pull"])
+        .code(0)
+        .stdout_has("from `origin/main`");
+    assert_eq!(
+        std::fs::read_to_string(root.join("app.txt")).unwrap(),
+        "v3\n"
+    );
+}
+
+/// Killed once the fast-forward is complete, before the step's end is
+/// journaled: `recover` puts the code back on the commit it left.
+#[test]
+fn a_kill_after_the_fast_forward_is_undone_by_recover() {
+    let sandbox = Sandbox::new();
+    let (_origin, dev) = repos(&sandbox);
+    release_with_new_file(dev.path());
+    let root = sandbox.dir.path();
+    let head = git(root, &["rev-parse", "HEAD"]);
+    sandbox.pipeline("pull", "env: production\nsteps:\n- uses: git-pull\n");
+    // git's parent is upkeep: the hook kills it, once the merge is done.
+    hook(
+        root,
+        "post-merge",
+        "kill -9 \"$(awk '{print $4}' /proc/$PPID/stat)\"",
+    );
+    assert!(!run_killed(&sandbox, "pull").success());
+    assert_eq!(
+        std::fs::read_to_string(root.join("app.txt")).unwrap(),
+        "v3\n",
+        "the hook should kill upkeep after the merge"
+    );
+    std::fs::remove_file(root.join(".git/hooks/post-merge")).unwrap();
+    sandbox
+        .upkeep(&["run", "pull"])
+        .code(3)
+        .stderr_has("upkeep recover");
+    sandbox
+        .upkeep(&["recover"])
+        .code(0)
+        .stdout_has("recovered run")
+        .stdout_has("the code is back on");
+    assert_back_on(&sandbox, &head);
+}
+
+/// git itself killed halfway through the merge (with upkeep: it runs in
+/// upkeep's process group): the index and files are the new release's,
+/// HEAD is not, and git's lock files are left. `recover` undoes all of it.
+#[test]
+fn a_merge_killed_halfway_is_undone_by_recover() {
+    let sandbox = Sandbox::new();
+    let (_origin, dev) = repos(&sandbox);
+    release_with_new_file(dev.path());
+    let root = sandbox.dir.path();
+    let head = git(root, &["rev-parse", "HEAD"]);
+    sandbox.pipeline("pull", "env: production\nsteps:\n- uses: git-pull\n");
+    // When HEAD is about to move (index and work tree written already),
+    // leave an index.lock as a git killed while writing would, and kill
+    // the whole group: upkeep, git, the hook.
+    hook(
+        root,
+        "reference-transaction",
+        "[ \"$1\" = prepared ] || exit 0\n\
+         grep -qE ' (HEAD|refs/heads/main)$' || exit 0\n\
+         : > .git/index.lock\n\
+         kill -9 -- -\"$(awk '{print $5}' /proc/$$/stat)\"",
+    );
+    assert!(!run_killed(&sandbox, "pull").success());
+    std::fs::remove_file(root.join(".git/hooks/reference-transaction")).unwrap();
+    assert_eq!(
+        git(root, &["rev-parse", "HEAD"]),
+        head,
+        "HEAD must not have moved yet"
+    );
+    assert!(
+        root.join("lib/new.txt").exists(),
+        "the merge should be halfway"
+    );
+    sandbox
+        .upkeep(&["recover"])
+        .code(0)
+        .stdout_has("recovered run")
+        .stdout_has("lock file");
+    assert_back_on(&sandbox, &head);
+}
+
+/// A file changed by hand after the pull is neither release's: the undo
+/// keeps it, names it, and says a person must look (exit 3).
+#[test]
+fn a_file_changed_after_the_pull_is_kept_and_named() {
+    let sandbox = Sandbox::new();
+    let (_origin, _dev) = repos(&sandbox);
+    let root = sandbox.dir.path();
+    sandbox.pipeline(
+        "fails",
+        "env: production\nsteps:\n- uses: git-pull\n- run: \"echo by hand > app.txt; exit 1\"\n",
+    );
+    sandbox
+        .upkeep(&["run", "fails"])
+        .code(3)
+        .stdout_has("`app.txt`")
+        .stdout_has("left as they are");
+    assert_eq!(
+        std::fs::read_to_string(root.join("app.txt")).unwrap(),
+        "by hand\n"
+    );
+}

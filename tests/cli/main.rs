@@ -6,6 +6,7 @@ mod backup;
 mod check;
 mod config;
 mod corruption;
+mod crash;
 mod demo;
 mod file_modes;
 mod fuzz;
