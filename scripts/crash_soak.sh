@@ -79,6 +79,11 @@ new_trial() {
   port=$(free_port)
   vars=(--var "APP_URL=http://127.0.0.1:$port" --var "APP_PORT=$port"
     --var "APP_BIN=$t/app-bin" --var "HEALTH_TIMEOUT=20s")
+  # The app's lifecycle (`app:` in upkeep.yaml) on this trial's port and
+  # binary: a local change of the soak's own, not one for git-pull to refuse.
+  sed -i -e "s|APP_BIN=[^ ]* APP_PORT=[0-9]*|APP_BIN=$t/app-bin APP_PORT=$port|" \
+    -e "s|127\.0\.0\.1:[0-9]*/health|127.0.0.1:$port/health|" "$app/upkeep.yaml"
+  git -C "$app" update-index --assume-unchanged upkeep.yaml
 }
 
 in_app() { (cd "$app" && env APP_PORT="$port" APP_BIN="$t/app-bin" UPKEEP_DB="$db" "$@"); }
@@ -249,13 +254,14 @@ trial_repair() {
 }
 
 # The steps of pipelines/update.yaml, by index; a rollback runs for those
-# with one (stop app, migrate, pull, start app).
+# with one (stop-app, pull, migrate, start-app).
 update_aims=(
   '"event":"step_started","step":0,' '"event":"step_started","step":1,'
   '"event":"step_started","step":2,' '"event":"step_started","step":4,'
   '"event":"step_started","step":5,' '"event":"step_started","step":6,'
-  '"event":"step_started","step":7,' '"event":"step_started","step":8,'
+  '"event":"step_started","step":7,' '"event":"step_undo","step":0,'
   '"event":"step_undo","step":5,' '"event":"step_undo","step":6,'
+  '"event":"step_undo","step":7,'
   '"event":"rollback_started","step":6}'
   '"event":"rollback_started","step":5}' '"event":"rollback_started","step":0}'
 )

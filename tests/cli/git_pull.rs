@@ -157,9 +157,10 @@ fn a_remote_or_branch_that_reads_as_an_option_is_refused() {
             args.push("--dry-run");
         }
         let run = sandbox.upkeep(&args);
+        // Refused once the variables are in, before anything runs.
         run.code(2)
-            .stdout_has("`pull`")
-            .stdout_has("starts with `-`");
+            .stderr_has("step `pull`")
+            .stderr_has("starts with `-`");
         assert!(
             !root.join("MARKER").exists(),
             "git ran the value as a command\n{run}"
