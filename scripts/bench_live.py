@@ -53,7 +53,10 @@ class Prober:
         try:
             with socket.create_connection(("127.0.0.1", self.port), timeout=2) as s:
                 s.sendall(b"GET /health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
-                return b" 200 " in s.recv(64)
+                answer = b""
+                while chunk := s.recv(4096):
+                    answer += chunk
+                return answer.startswith(b"HTTP/1.1 200 ")
         except OSError:
             return False
 

@@ -18,11 +18,16 @@ pub const PARTIAL_PREFIX: &str = ".upkeep-partial-";
 
 /// Copies `source` into `target` (already open, empty) the way `cp` does:
 /// in the kernel (`copy_file_range`), in chunks so `progress` can follow.
-/// Each chunk is handed to the disk as soon as it is copied, so that the
-/// caller's final sync has little left to write (`cp` + `sync` writes
-/// everything only at the end). Does not sync.
+/// With `writeback`, each chunk is handed to the disk as soon as it is
+/// copied, so that the caller's final sync has little left to write (`cp`
+/// then `sync` writes everything only at the end). Does not sync.
 /// `input` is opened by the caller: see `db::backup` on POSIX locks.
-pub fn copy_fast(input: &File, target: &mut File, progress: &dyn Fn(u64)) -> Result<u64> {
+pub fn copy_fast(
+    input: &File,
+    target: &mut File,
+    writeback: bool,
+    progress: &dyn Fn(u64),
+) -> Result<u64> {
     const CHUNK: u64 = 64 << 20;
     // Where the file system shares blocks (XFS with reflink, btrfs), the
     // copy is a clone: instant whatever the size, and no block is written.
@@ -37,7 +42,9 @@ pub fn copy_fast(input: &File, target: &mut File, progress: &dyn Fn(u64)) -> Res
         if n == 0 {
             break;
         }
-        start_writeback(target, copied, n);
+        if writeback {
+            start_writeback(target, copied, n);
+        }
         copied += n;
         progress(copied);
     }

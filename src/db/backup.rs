@@ -133,7 +133,10 @@ pub fn backup(
         )
     };
     let (copy, taken) = match taking {
-        Taking::Direct => (copy_source(env, dir, progress, &mut || {})?, Taken::Direct),
+        Taking::Direct => (
+            copy_source(env, dir, progress, true, &mut || {})?,
+            Taken::Direct,
+        ),
         Taking::Window(window) => {
             if let Err(error) = window.stop() {
                 // Bring back an app that went down all the same.
@@ -146,7 +149,7 @@ pub fn backup(
             }
             let stopped = std::time::Instant::now();
             let mut restarted = None;
-            let copy = copy_source(env, dir, progress, &mut || {
+            let copy = copy_source(env, dir, progress, false, &mut || {
                 restarted = Some((window.start(), stopped.elapsed()));
             });
             // A copy that failed before it let go of the database.
@@ -187,11 +190,15 @@ fn app_down(env: &Env, restart: &anyhow::Error, before: Option<&anyhow::Error>) 
 /// committed only in the `.wal` are in the file, and copies it to a
 /// temporary file in `dir`, reading the copy back in step with it.
 /// `released` runs as soon as the database is let go, before the
-/// read-back ends (a window backup starts the app there).
+/// read-back ends (a window backup starts the app there). `writeback`
+/// hands each chunk to the disk as it is copied (see `fsx::copy_fast`); a
+/// window backup copies into the page cache only, and syncs once the app
+/// runs again.
 fn copy_source(
     env: &Env,
     dir: &Path,
     progress: &Progress,
+    writeback: bool,
     released: &mut dyn FnMut(),
 ) -> Result<Copy> {
     let source = &env.db;
@@ -202,12 +209,29 @@ fn copy_source(
     // closed after it, so it cannot drop DuckDB's lock early.
     let input = std::fs::File::open(source)
         .with_context(|| format!("cannot open `{}`", source.display()))?;
-    let (conn, wal_kept) = open::open_writable(source, &env.name)?;
-    conn.execute_batch("CHECKPOINT")
-        .with_context(|| format!("cannot checkpoint `{}`", source.display()))?;
-    let database: String = conn.query_row("SELECT current_database()", [], |row| row.get(0))?;
-    let source_rows = row_counts(&conn, &database)
-        .with_context(|| format!("cannot count the rows of `{}`", source.display()))?;
+    // With a `.wal` that holds anything, DuckDB takes the database and
+    // checkpoints it, so that rows committed only there are in the file;
+    // it counts the rows too, to compare with the copy's. Without one, the
+    // file is the whole database: a write lock on it is enough, and the
+    // copy starts at once (a window backup's downtime is then the copy).
+    let wal_pending = crate::db::wal::path_of(source)
+        .metadata()
+        .is_ok_and(|meta| meta.len() > 0);
+    // What keeps others off the database while it is copied: DuckDB's
+    // exclusive lock, or a write lock of upkeep's own.
+    let (held, source_rows, wal_kept): ((Option<duckdb::Connection>, Option<std::fs::File>), _, _) =
+        if wal_pending {
+            let (conn, wal_kept) = open::open_writable(source, &env.name)?;
+            conn.execute_batch("CHECKPOINT")
+                .with_context(|| format!("cannot checkpoint `{}`", source.display()))?;
+            let database: String =
+                conn.query_row("SELECT current_database()", [], |row| row.get(0))?;
+            let rows = row_counts(&conn, &database)
+                .with_context(|| format!("cannot count the rows of `{}`", source.display()))?;
+            ((Some(conn), None), Some(rows), wal_kept)
+        } else {
+            ((None, crate::db::swap::hold(source)?), None, None)
+        };
     let size = std::fs::metadata(source)?.len();
     let free = fsx::free_space(dir)?;
     if free < size + SPACE_MARGIN {
@@ -229,12 +253,12 @@ fn copy_source(
         let (written, follow) = std::sync::mpsc::channel();
         let read_back = scope
             .spawn(move || blocks::read_back(&path, fsx::Following::open(&path, follow)?, size));
-        let copied = fsx::copy_fast(&input, partial.as_file_mut(), &|n| {
+        let copied = fsx::copy_fast(&input, partial.as_file_mut(), writeback, &|n| {
             bar.set_position(n);
             let _ = written.send(n);
         });
         drop(written);
-        drop(conn);
+        drop(held);
         drop(input);
         released();
         (copied, read_back.join())
@@ -246,7 +270,7 @@ fn copy_source(
         partial,
         copied,
         read_back,
-        source_rows: Some(source_rows),
+        source_rows,
         wal_kept,
     })
 }

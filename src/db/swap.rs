@@ -216,7 +216,7 @@ pub fn replace_with_copy(
             hasher.update_reader(fsx::Following::open(&path, follow)?)?;
             Ok(hasher.finalize())
         });
-        let copied = fsx::copy_fast(&input, partial.as_file_mut(), &|n| {
+        let copied = fsx::copy_fast(&input, partial.as_file_mut(), true, &|n| {
             bar.set_position(n);
             let _ = written.send(n);
         });

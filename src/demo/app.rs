@@ -127,11 +127,12 @@ fn answer(mut stream: std::net::TcpStream, conn: &duckdb::Connection, version: &
             Err(error) => ("503 Service Unavailable", format!("{version} {error}\n")),
         }
     };
-    let _ = write!(
-        stream,
+    // One write: a client that reads the first packet sees the status line.
+    let response = format!(
         "HTTP/1.1 {status}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
         body.len()
     );
+    let _ = stream.write_all(response.as_bytes());
 }
 
 /// The snapshot hook, as an app would do it: from inside the process that
