@@ -19,7 +19,6 @@ first: it makes the 1 GiB database; the 4 GiB one is made here)
 """
 import os
 import re
-import resource
 import shutil
 import socket
 import subprocess
@@ -80,14 +79,17 @@ class Prober:
         return downtime, failures, len(self.results)
 
 
-def run(args, cwd, **kw):
-    """Runs a command; for upkeep, records its peak memory."""
-    before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
-    done = subprocess.run(args, cwd=cwd, capture_output=True, text=True, **kw)
-    after = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
-    if args[0] == upkeep and after > before:
-        peak_rss.append((after / 1024, " ".join(args[1:3])))
-    return done
+def run(args, cwd):
+    """Runs a command to its end; for upkeep, records its peak memory."""
+    with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
+        child = subprocess.Popen(args, cwd=cwd, stdout=out, stderr=err, text=True)
+        _, status, usage = os.wait4(child.pid, 0)
+        child.returncode = os.waitstatus_to_exitcode(status)
+        if args[0] == upkeep:
+            peak_rss.append((usage.ru_maxrss / 1024, " ".join(args[1:3])))
+        out.seek(0)
+        err.seek(0)
+        return subprocess.CompletedProcess(args, child.returncode, out.read(), err.read())
 
 
 class Site:

@@ -134,7 +134,7 @@ pub fn backup(
     };
     let (copy, taken) = match taking {
         Taking::Direct => (
-            copy_source(env, dir, progress, true, &mut || {})?,
+            copy_source(env, dir, progress, false, &mut || {})?,
             Taken::Direct,
         ),
         Taking::Window(window) => {
@@ -149,7 +149,7 @@ pub fn backup(
             }
             let stopped = std::time::Instant::now();
             let mut restarted = None;
-            let copy = copy_source(env, dir, progress, false, &mut || {
+            let copy = copy_source(env, dir, progress, true, &mut || {
                 restarted = Some((window.start(), stopped.elapsed()));
             });
             // A copy that failed before it let go of the database.
@@ -190,15 +190,15 @@ fn app_down(env: &Env, restart: &anyhow::Error, before: Option<&anyhow::Error>) 
 /// committed only in the `.wal` are in the file, and copies it to a
 /// temporary file in `dir`, reading the copy back in step with it.
 /// `released` runs as soon as the database is let go, before the
-/// read-back ends (a window backup starts the app there). `writeback`
-/// hands each chunk to the disk as it is copied (see `fsx::copy_fast`); a
-/// window backup copies into the page cache only, and syncs once the app
-/// runs again.
+/// read-back ends (a window backup starts the app there). A `window`
+/// copy goes into the page cache only, and is read back and synced once
+/// the app runs again; otherwise each chunk is handed to the disk as it is
+/// copied, and read back in step with the copy.
 fn copy_source(
     env: &Env,
     dir: &Path,
     progress: &Progress,
-    writeback: bool,
+    window: bool,
     released: &mut dyn FnMut(),
 ) -> Result<Copy> {
     let source = &env.db;
@@ -246,26 +246,44 @@ fn copy_source(
     let mut partial = fsx::partial_file(dir)?;
     let bar = progress.bytes("backup", size);
     let path = partial.path().to_path_buf();
-    // The copy is read back in step with it (from the page cache), while
-    // the kernel writes it to disk; then the sync, and DuckDB's look at the
-    // copy, run at once.
-    let (copied, read_back) = std::thread::scope(|scope| {
-        let (written, follow) = std::sync::mpsc::channel();
-        let read_back = scope
-            .spawn(move || blocks::read_back(&path, fsx::Following::open(&path, follow)?, size));
-        let copied = fsx::copy_fast(&input, partial.as_file_mut(), writeback, &|n| {
-            bar.set_position(n);
-            let _ = written.send(n);
+    let (copied, read_back) = if window {
+        // The app is down: copy only (into the page cache), let go, and
+        // start it (`released`); the copy is read back once it runs, so
+        // that nothing competes with its start for the two cores.
+        let copied = fsx::copy_fast(&input, partial.as_file_mut(), false, &|n| {
+            bar.set_position(n)
         });
-        drop(written);
         drop(held);
         drop(input);
         released();
-        (copied, read_back.join())
-    });
+        let read_back = std::fs::File::open(&path)
+            .with_context(|| format!("cannot read `{}`", path.display()))
+            .and_then(|file| blocks::read_back(&path, file, size));
+        (copied, read_back)
+    } else {
+        // The copy is read back in step with it (from the page cache),
+        // while the kernel writes it to disk; then the sync, and DuckDB's
+        // look at the copy, run at once.
+        let (copied, read_back) = std::thread::scope(|scope| {
+            let (written, follow) = std::sync::mpsc::channel();
+            let read_back = scope.spawn(move || {
+                blocks::read_back(&path, fsx::Following::open(&path, follow)?, size)
+            });
+            let copied = fsx::copy_fast(&input, partial.as_file_mut(), true, &|n| {
+                bar.set_position(n);
+                let _ = written.send(n);
+            });
+            drop(written);
+            drop(held);
+            drop(input);
+            released();
+            (copied, read_back.join())
+        });
+        let read_back = read_back.map_err(|_| anyhow::anyhow!("the read-back thread panicked"))?;
+        (copied, read_back)
+    };
     bar.finish_and_clear();
     let copied = copied?;
-    let read_back = read_back.map_err(|_| anyhow::anyhow!("the read-back thread panicked"))?;
     Ok(Copy {
         partial,
         copied,
