@@ -203,7 +203,7 @@ rows = []
 rounds = 3
 site = Site(os.path.join(work, "ext4"), big)
 size = os.path.getsize(site.db) / (1 << 30)
-kind = subprocess.run(["stat", "-f", "-c", "%T", work], capture_output=True, text=True).stdout.strip()
+kind = subprocess.run(["df", "--output=fstype", work], capture_output=True, text=True).stdout.split()[-1]
 base = [site.baseline() for _ in range(rounds)]
 window = [site.backup() for _ in range(rounds)]
 rows.append((f"window backup downtime, {size:.2f} GiB on {kind}, vs stop; cp DB /tmp/x; start until healthy",
