@@ -538,3 +538,32 @@ fn app_config_errors_name_the_line_and_what_to_write() {
             .stderr_has(expected);
     }
 }
+
+#[test]
+fn an_app_that_is_not_healthy_after_repair_gets_its_previous_database_back() {
+    let live = Live::new(false);
+    let config = std::fs::read_to_string(live.sandbox.path("upkeep.yaml")).unwrap();
+    live.sandbox.write(
+        "upkeep.yaml",
+        &config
+            .replace("schema: schema.sql\n", "")
+            .replace("timeout: 20s", "timeout: 3s"),
+    );
+    // The only backup is one the app cannot run on (no `users`).
+    live.stop();
+    let db = live.sandbox.db("prod");
+    sql(&db, "ALTER TABLE users RENAME TO people");
+    live.sandbox.upkeep(&["backup", "production"]).code(0);
+    sql(&db, "ALTER TABLE people RENAME TO users");
+    corrupt_block_of(&db, "orders");
+    let damaged = bytes(&db);
+    live.start();
+    let run = live.sandbox.upkeep(&["repair", "production"]);
+    run.code(1);
+    assert!(live.health().is_some(), "the app serves again\n{run}");
+    live.stop();
+    assert!(
+        bytes(&db) == damaged,
+        "the previous (damaged) file is back as it was\n{run}"
+    );
+}
