@@ -21,14 +21,6 @@ struct Live {
     port: u16,
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 impl Live {
     fn new(snapshot: bool) -> Live {
         let sandbox = Sandbox::new();
@@ -38,7 +30,7 @@ impl Live {
         sandbox.write("stop.sh", STOP);
         sandbox.write("VERSION", "v1");
         for script in ["start.sh", "stop.sh"] {
-            make_executable(&sandbox.path(script));
+            executable(&sandbox.path(script));
         }
         let hook = if snapshot {
             format!("  snapshot: {APP} snapshot {port} \"$UPKEEP_SNAPSHOT\"\n")
@@ -97,11 +89,6 @@ impl Drop for Live {
             .current_dir(self.sandbox.dir.path())
             .status();
     }
-}
-
-fn make_executable(path: &Path) {
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o755)).unwrap();
 }
 
 #[test]
@@ -279,6 +266,24 @@ impl Live {
         assert!(status.success());
     }
 
+    /// Leaves the app stopped, with a backup it cannot run on: its `users`
+    /// table is gone. (No schema.sql, so that upkeep verifies the backup
+    /// as it is; a short health timeout.)
+    fn backup_the_app_cannot_run_on(&self) {
+        let config = std::fs::read_to_string(self.sandbox.path("upkeep.yaml")).unwrap();
+        self.sandbox.write(
+            "upkeep.yaml",
+            &config
+                .replace("schema: schema.sql\n", "")
+                .replace("timeout: 20s", "timeout: 3s"),
+        );
+        self.stop();
+        let db = self.sandbox.db("prod");
+        sql(&db, "ALTER TABLE users RENAME TO people");
+        self.sandbox.upkeep(&["backup", "production"]).code(0);
+        sql(&db, "ALTER TABLE people RENAME TO users");
+    }
+
     fn users_table(&self) -> bool {
         let conn = duckdb::Connection::open(self.sandbox.db("prod")).unwrap();
         conn.query_row(
@@ -312,20 +317,7 @@ fn restore_on_a_running_app_stops_it_restores_and_starts_it() {
 #[test]
 fn an_app_that_is_not_healthy_after_restore_gets_its_previous_database_back() {
     let live = Live::new(false);
-    // A backup the app cannot run on: its `users` table is gone. (No
-    // schema.sql, so that upkeep verifies it as it is.)
-    let config = std::fs::read_to_string(live.sandbox.path("upkeep.yaml")).unwrap();
-    live.sandbox.write(
-        "upkeep.yaml",
-        &config
-            .replace("schema: schema.sql\n", "")
-            .replace("timeout: 20s", "timeout: 3s"),
-    );
-    live.stop();
-    let db = live.sandbox.db("prod");
-    sql(&db, "ALTER TABLE users RENAME TO people");
-    live.sandbox.upkeep(&["backup", "production"]).code(0);
-    sql(&db, "ALTER TABLE people RENAME TO users");
+    live.backup_the_app_cannot_run_on();
     live.start();
     let name = live.sandbox.backups("production")[0]
         .file_name()
@@ -542,19 +534,8 @@ fn app_config_errors_name_the_line_and_what_to_write() {
 #[test]
 fn an_app_that_is_not_healthy_after_repair_gets_its_previous_database_back() {
     let live = Live::new(false);
-    let config = std::fs::read_to_string(live.sandbox.path("upkeep.yaml")).unwrap();
-    live.sandbox.write(
-        "upkeep.yaml",
-        &config
-            .replace("schema: schema.sql\n", "")
-            .replace("timeout: 20s", "timeout: 3s"),
-    );
-    // The only backup is one the app cannot run on (no `users`).
-    live.stop();
+    live.backup_the_app_cannot_run_on();
     let db = live.sandbox.db("prod");
-    sql(&db, "ALTER TABLE users RENAME TO people");
-    live.sandbox.upkeep(&["backup", "production"]).code(0);
-    sql(&db, "ALTER TABLE people RENAME TO users");
     corrupt_block_of(&db, "orders");
     let damaged = bytes(&db);
     live.start();

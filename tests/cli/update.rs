@@ -15,19 +15,6 @@ struct App {
     dev: tempfile::TempDir,
 }
 
-fn executable(path: &Path) {
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o755)).unwrap();
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 impl App {
     /// The app at v1, running; its origin; a developer clone.
     fn new() -> App {

@@ -28,6 +28,14 @@ fn wal(sandbox: &Sandbox) -> std::path::PathBuf {
     sandbox.path("data/prod.duckdb.wal")
 }
 
+/// The `.wal` files kept in quarantine.
+fn kept_wals(sandbox: &Sandbox) -> Vec<std::path::PathBuf> {
+    walk(&sandbox.path("data/quarantine"))
+        .into_iter()
+        .filter(|p| p.to_string_lossy().ends_with(".wal"))
+        .collect()
+}
+
 /// Offsets of the framed entries after the version entry.
 fn entries(bytes: &[u8], start: usize) -> Vec<(usize, usize)> {
     let mut found = Vec::new();
@@ -108,10 +116,7 @@ fn backup_keeps_a_copy_of_an_unreplayable_wal_before_the_checkpoint_deletes_it()
     std::fs::write(wal(&sandbox), &garbage).unwrap();
     let run = sandbox.upkeep(&["backup", "production"]);
     run.code(0).stderr_has("could not be replayed");
-    let kept: Vec<_> = walk(&sandbox.path("data/quarantine"))
-        .into_iter()
-        .filter(|p| p.to_string_lossy().ends_with(".wal"))
-        .collect();
+    let kept = kept_wals(&sandbox);
     assert_eq!(kept.len(), 1, "{run}");
     assert_eq!(bytes(&kept[0]), garbage, "{run}");
     use std::os::unix::fs::PermissionsExt;
@@ -131,10 +136,7 @@ fn repair_moves_an_unreplayable_wal_to_quarantine_and_keeps_every_row_of_the_fil
     let run = sandbox.upkeep(&["repair", "production"]);
     run.code(0);
     assert!(!wal(&sandbox).exists(), "{run}");
-    let kept: Vec<_> = walk(&sandbox.path("data/quarantine"))
-        .into_iter()
-        .filter(|p| p.to_string_lossy().ends_with(".wal"))
-        .collect();
+    let kept = kept_wals(&sandbox);
     assert_eq!(kept.len(), 1, "{run}");
     assert_eq!(bytes(&kept[0]), garbage);
     sandbox
@@ -158,10 +160,7 @@ fn migrate_keeps_a_copy_of_an_unreplayable_wal_before_it_opens_the_database() {
     std::fs::write(wal(&sandbox), &garbage).unwrap();
     let run = sandbox.upkeep(&["run", "m"]);
     run.code(0).stdout_has("could not be replayed");
-    let kept: Vec<_> = walk(&sandbox.path("data/quarantine"))
-        .into_iter()
-        .filter(|p| p.to_string_lossy().ends_with(".wal"))
-        .collect();
+    let kept = kept_wals(&sandbox);
     assert_eq!(kept.len(), 1, "{run}");
     assert_eq!(bytes(&kept[0]), garbage, "{run}");
     assert!(has_phone(&sandbox.db("prod")), "{run}");
