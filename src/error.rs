@@ -67,3 +67,20 @@ pub fn exit_code(error: &anyhow::Error) -> i32 {
     }
     code::FAILED
 }
+
+/// An error as one line, for people: each cause of its chain said once,
+/// without the DuckDB driver's own "Error code 1: Unknown error code"
+/// under DuckDB's message.
+pub fn describe(error: &anyhow::Error) -> String {
+    let mut parts: Vec<String> = Vec::new();
+    for cause in error.chain() {
+        if cause.is::<duckdb::ffi::Error>() {
+            continue;
+        }
+        let text = cause.to_string();
+        if !parts.iter().any(|part| part.contains(&text)) {
+            parts.push(text);
+        }
+    }
+    parts.join(": ")
+}

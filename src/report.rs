@@ -118,7 +118,7 @@ impl Printer {
     }
 
     pub fn error(&self, error: &anyhow::Error, code: i32) {
-        let message = format!("{error:#}");
+        let message = crate::error::describe(error);
         if self.format == Format::Json {
             say!(
                 "{}",

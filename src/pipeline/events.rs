@@ -282,7 +282,12 @@ impl Events {
         self.record.rolling_back = true;
         self.emit(
             json!({"type": "rollback_started", "step": index + 1, "name": name, "rollback": what}),
-            Some(format!("{} {name}: {what}", style("undo").yellow())),
+            Some(if what.ends_with("'s own rollback") {
+                // A step type's own rollback: the step's name says enough.
+                format!("{} {name}", style("undo").yellow())
+            } else {
+                format!("{} {name}: {what}", style("undo").yellow())
+            }),
         );
     }
 

@@ -429,8 +429,10 @@ impl Runner<'_> {
             }
             if let Some(error) = failure {
                 let bad_input = crate::error::exit_code(&error) == code::BAD_INPUT;
+                // The step's own line says why; the run's last line says
+                // where, and what was undone.
                 return Ok(Flow::Failed(
-                    format!("step {} `{}` failed: {error:#}", index + 1, step.name),
+                    format!("at step {} `{}`", index + 1, step.name),
                     bad_input,
                 ));
             }
@@ -476,7 +478,7 @@ impl Runner<'_> {
                         &step.name,
                         status,
                         started.elapsed(),
-                        &format!("{error:#}{retrying}"),
+                        &format!("{}{retrying}", crate::error::describe(&error)),
                     );
                     if last {
                         return (Err(error), first_undo);
@@ -627,7 +629,11 @@ impl Runner<'_> {
         for item in done.into_iter().rev() {
             match self.undo_one(item.index, &item.name, &item.undo) {
                 Ok(()) => rolled.undone.push(item.name),
-                Err(error) => rolled.not_undone.push(format!("{} ({error:#})", item.name)),
+                Err(error) => rolled.not_undone.push(format!(
+                    "{} ({})",
+                    item.name,
+                    crate::error::describe(&error)
+                )),
             }
         }
         rolled
@@ -671,7 +677,7 @@ impl Runner<'_> {
         };
         let (ok, message) = match &result {
             Ok(detail) => (true, detail.clone()),
-            Err(error) => (false, format!("{error:#}")),
+            Err(error) => (false, crate::error::describe(error)),
         };
         self.journal.borrow_mut().write(&Entry::RollbackDone {
             step: index,
@@ -693,7 +699,7 @@ fn record(outcomes: &mut HashMap<String, Outcome>, step: &Step, outcome: Outcome
 fn describe_undo(undo: &Undoing) -> String {
     match undo {
         Undoing::Action { action } => action.describe(),
-        Undoing::Builtin { uses, .. } => format!("undo {uses}"),
+        Undoing::Builtin { uses, .. } => format!("{uses}'s own rollback"),
     }
 }
 

@@ -66,7 +66,7 @@ fn a_failure_at_each_position_undoes_exactly_what_ran_newest_first() {
             run.code(0);
         } else {
             run.code(1)
-                .stdout_has(&format!("step {fail} `step {fail}` failed"));
+                .stdout_has(&format!("failed at step {fail} `step {fail}`"));
             // The failed step's own rollback first, then the others newest first.
             expected.extend((1..=fail).rev().map(|step| format!("undo{step}")));
         }
