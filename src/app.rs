@@ -73,7 +73,7 @@ impl<'a> App<'a> {
                     "the app of `{}` was stopped (`{}`), but PID {pid}{} still holds `{}` after {}s: \
                      fix the stop command so that it waits until the app has exited",
                     self.env.name,
-                    self.spec.stop,
+                    crate::redact::urls(&self.spec.stop),
                     open::describe_process(pid),
                     self.env.db.display(),
                     RELEASE_TIMEOUT.as_secs()
@@ -168,6 +168,8 @@ impl<'a> App<'a> {
 
     /// Runs one of the app's commands to its end, its output in the log.
     fn command(&self, what: &str, command: &str, extra: &[(&str, &std::ffi::OsStr)]) -> Result<()> {
+        // Shown in messages without the credentials a URL in it may hold.
+        let shown = crate::redact::urls(command);
         if let Some(folder) = self.log.parent() {
             crate::fsx::create_private_dir(folder)?;
         }
@@ -185,7 +187,7 @@ impl<'a> App<'a> {
                 .stderr(log)
                 .process_group(0)
                 .spawn()
-                .with_context(|| format!("cannot run the app's {what} command `{command}`"))?
+                .with_context(|| format!("cannot run the app's {what} command `{shown}`"))?
         };
         let started = Instant::now();
         let mut pause = Duration::from_millis(1);
@@ -198,7 +200,7 @@ impl<'a> App<'a> {
                 unsafe { libc::kill(-(child.id() as i32), libc::SIGKILL) };
                 let _ = child.wait();
                 bail!(
-                    "the app's {what} command `{command}` for `{}` did not end within {}s; it was killed",
+                    "the app's {what} command `{shown}` for `{}` did not end within {}s; it was killed",
                     self.env.name,
                     COMMAND_TIMEOUT.as_secs()
                 );
@@ -208,7 +210,7 @@ impl<'a> App<'a> {
         };
         if !status.success() {
             bail!(
-                "the app's {what} command `{command}` for `{}` failed ({status}){}; its output is in {}",
+                "the app's {what} command `{shown}` for `{}` failed ({status}){}; its output is in {}",
                 self.env.name,
                 tail(&self.log, logged_before).map_or_else(String::new, |tail| format!(": {tail}")),
                 self.log.display()

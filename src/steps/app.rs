@@ -60,7 +60,7 @@ impl StepType for StopApp {
                 summary: format!(
                     "stop the app of `{}` (`{}`) and wait until it lets go of the database: {}",
                     env.name,
-                    ctx.config.apps[&env.name].stop,
+                    crate::redact::urls(&ctx.config.apps[&env.name].stop),
                     held_by(&env)
                 ),
                 ..Plan::default()
@@ -121,7 +121,7 @@ impl StepType for StartApp {
                     summary: format!(
                         "start the app of `{}` (`{}`){wait}: {}",
                         env.name,
-                        spec.start,
+                        crate::redact::urls(&spec.start),
                         held_by(&env)
                     ),
                     ..Plan::default()
