@@ -453,8 +453,9 @@ pub fn check(
 }
 
 /// Tells `app.notify` (when configured) that the app of `env` did not come
-/// back after a window backup: the same JSON as a pipeline's webhook.
-pub fn notify_down(config: &Config, env: &Env, made: &Made, error: &str) -> Result<(), String> {
+/// back after a window backup (`reason` says so, and what became of the
+/// backup): the same JSON as a pipeline's webhook.
+pub fn notify_down(config: &Config, env: &Env, reason: &str) -> Result<(), String> {
     let Some(url) = &config.app_notify else {
         return Ok(());
     };
@@ -466,10 +467,7 @@ pub fn notify_down(config: &Config, env: &Env, made: &Made, error: &str) -> Resu
             "outcome": "failed",
             "exit_code": crate::error::code::ROLLBACK_INCOMPLETE,
             "failed_step": "start the app after the backup window",
-            "reason": crate::redact::urls(&format!(
-                "the app of `{}` is down: it was stopped for a backup ({} is published) and did not come back healthy: {error}",
-                env.name, made.backup.name
-            )),
+            "reason": crate::redact::urls(reason),
             "host": crate::pipeline::notify::host(),
         }),
     )

@@ -63,18 +63,33 @@ pub fn run(command: &Command, config: &Config, printer: &Printer) -> Result<i32>
             let _lock = lock::acquire(&config.state_dir, &format!("upkeep backup {env}"))?;
             pipeline::run::put_back_interrupted_swaps(&envs, *printer)?;
             run_each(&envs, printer, |env| {
-                let made = app::backup(config, env, keep, schema, &progress, *no_window)?;
+                let notify = |reason: &str| {
+                    if let Err(why) = app::notify_down(config, env, reason) {
+                        printer.hint(&format!(
+                            "warning: the app.notify webhook was not told: {why}"
+                        ));
+                    }
+                };
+                let made = match app::backup(config, env, keep, schema, &progress, *no_window) {
+                    Ok(made) => made,
+                    Err(error) => {
+                        // The app stopped for the window stays down.
+                        if exit_code(&error) == code::ROLLBACK_INCOMPLETE {
+                            notify(&crate::error::describe(&error));
+                        }
+                        return Err(error);
+                    }
+                };
                 printer.backup(&env.name, &made);
                 match &made.taken {
                     backup::Taken::Window {
                         restart_error: Some(error),
                         ..
                     } => {
-                        if let Err(why) = app::notify_down(config, env, &made, error) {
-                            printer.hint(&format!(
-                                "warning: the app.notify webhook was not told: {why}"
-                            ));
-                        }
+                        notify(&format!(
+                            "the app of `{}` is down: it was stopped for a backup ({} is published) and did not come back healthy: {error}",
+                            env.name, made.backup.name
+                        ));
                         Ok(code::ROLLBACK_INCOMPLETE)
                     }
                     _ => Ok(code::OK),

@@ -143,7 +143,7 @@ pub fn backup(
                 if window.released()
                     && let Err(restart) = window.start()
                 {
-                    return Err(app_down(env, &restart, Some(&error)));
+                    return Err(app_down(env, &format!("{restart:#}"), Some(&error)));
                 }
                 return Err(error.context(failed()));
             }
@@ -164,18 +164,34 @@ pub fn backup(
                     },
                 ),
                 (Err(error), Ok(())) => return Err(error.context(failed())),
-                (Err(error), Err(restart)) => return Err(app_down(env, &restart, Some(&error))),
+                (Err(error), Err(restart)) => {
+                    return Err(app_down(env, &format!("{restart:#}"), Some(&error)));
+                }
             }
         }
         Taking::Snapshot(write) => (snapshot(env, dir, write)?, Taken::Snapshot),
     };
-    verify_and_publish(env, dir, keep, schema, copy, taken)
+    let app_down_already = match &taken {
+        Taken::Window {
+            restart_error: Some(restart),
+            ..
+        } => Some(restart.clone()),
+        _ => None,
+    };
+    match (
+        verify_and_publish(env, dir, keep, schema, copy, taken),
+        app_down_already,
+    ) {
+        // A copy that fails its check must not hide an app that is down.
+        (Err(error), Some(restart)) => Err(app_down(env, &restart, Some(&error))),
+        (made, _) => made,
+    }
 }
 
 /// The error of a backup after which the app did not come back.
-fn app_down(env: &Env, restart: &anyhow::Error, before: Option<&anyhow::Error>) -> anyhow::Error {
+fn app_down(env: &Env, restart: &str, before: Option<&anyhow::Error>) -> anyhow::Error {
     let mut message = format!(
-        "THE APP OF `{}` IS DOWN: it was stopped for the backup and did not come back healthy: {restart:#}",
+        "THE APP OF `{}` IS DOWN: it was stopped for the backup and did not come back healthy: {restart}",
         env.name
     );
     if let Some(before) = before {
@@ -186,10 +202,8 @@ fn app_down(env: &Env, restart: &anyhow::Error, before: Option<&anyhow::Error>) 
     anyhow::Error::new(crate::error::RollbackIncomplete(message))
 }
 
-/// Takes the database (its exclusive lock), checkpoints it so that rows
-/// committed only in the `.wal` are in the file, and copies it to a
-/// temporary file in `dir`, reading the copy back in step with it.
-/// `released` runs as soon as the database is let go, before the
+/// Takes the database (see below how) and copies it to a temporary file
+/// in `dir`, reading the copy back. `released` runs as soon as the database is let go, before the
 /// read-back ends (a window backup starts the app there). A `window`
 /// copy goes into the page cache only, and is read back and synced once
 /// the app runs again; otherwise each chunk is handed to the disk as it is
