@@ -73,12 +73,14 @@ fn judge(
         at: 0,
     };
     let version = match reader.version_entry() {
-        Some(version) => version,
-        None if head.iter().all(|&byte| byte == 0) && len <= head.len() as u64 => {
+        Ok(Some(version)) => version,
+        // A version entry upkeep cannot read to its end: DuckDB judges.
+        Ok(None) => return Ok(None),
+        Err(()) if head.iter().all(|&byte| byte == 0) && len <= head.len() as u64 => {
             // Zeros only: a file created and never written.
             return Ok(None);
         }
-        None => {
+        Err(()) => {
             return Ok(Some(
                 "it does not start with a DuckDB .wal header".to_string(),
             ));
@@ -189,13 +191,20 @@ struct Fields<'a> {
 }
 
 impl Fields<'_> {
-    fn version_entry(&mut self) -> Option<VersionEntry> {
-        if self.field()? != FIELD_TYPE || self.varint()? != WAL_VERSION_ENTRY {
-            return None;
+    /// The version entry: `Err` when the file does not start like one (not
+    /// a `.wal`); `Ok(None)` when it does but holds what upkeep does not
+    /// know (a newer DuckDB's fields: DuckDB judges it).
+    fn version_entry(&mut self) -> Result<Option<VersionEntry>, ()> {
+        let starts_like_one = self.field() == Some(FIELD_TYPE)
+            && self.varint() == Some(WAL_VERSION_ENTRY)
+            && self.field() == Some(FIELD_VERSION);
+        if !starts_like_one {
+            return Err(());
         }
-        if self.field()? != FIELD_VERSION {
-            return None;
-        }
+        Ok(self.version_fields())
+    }
+
+    fn version_fields(&mut self) -> Option<VersionEntry> {
         let mut entry = VersionEntry {
             number: self.varint()?,
             db_identifier: None,
@@ -384,5 +393,9 @@ mod tests {
         let garbage: Vec<u8> = (0..999u32).map(|i| (i * 7 % 256) as u8).collect();
         assert!(verdict(&garbage, &header(3, 7)).unwrap().contains("header"));
         assert_eq!(verdict(&[0u8; 64], &header(3, 7)), None);
+        // A newer DuckDB's field in the version entry: left to DuckDB.
+        let mut newer = vec![0x64, 0, 98, 0x65, 0, 2, 0x70, 0, 1, 0xFF, 0xFF];
+        newer.extend(&bytes[30..]);
+        assert_eq!(verdict(&newer, &header(3, 7)), None);
     }
 }
