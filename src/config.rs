@@ -94,6 +94,20 @@ pub struct Env {
     pub db: PathBuf,
 }
 
+impl Env {
+    /// No environment: for a pipeline none of whose steps works on one.
+    pub fn none() -> Env {
+        Env {
+            name: String::new(),
+            db: PathBuf::new(),
+        }
+    }
+
+    pub fn is_none(&self) -> bool {
+        self.name.is_empty()
+    }
+}
+
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawConfig {

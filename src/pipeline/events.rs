@@ -135,7 +135,7 @@ impl Events {
         let what = if dry_run { "dry-run of" } else { "running" };
         self.emit(
             json!({"type": "run_started", "pipeline": pipeline, "env": env, "run_id": run_id, "dry_run": dry_run}),
-            Some(format!("{} {what} `{pipeline}` on `{env}` (run {run_id})", style("upkeep").bold())),
+            Some(format!("{} {what} `{pipeline}`{} (run {run_id})", style("upkeep").bold(), on(env))),
         );
     }
 
@@ -149,8 +149,9 @@ impl Events {
             json!({"type": "run_started", "pipeline": pipeline, "env": env, "run_id": run_id,
                    "dry_run": false, "recover": true}),
             Some(format!(
-                "{} recovering run {run_id} of `{pipeline}` on `{env}`",
-                style("upkeep").bold()
+                "{} recovering run {run_id} of `{pipeline}`{}",
+                style("upkeep").bold(),
+                on(env)
             )),
         );
     }
@@ -427,4 +428,13 @@ impl Events {
 
 fn seconds(took: Duration) -> String {
     format!("{:.1}s", took.as_secs_f64())
+}
+
+/// ` on `ENV``, or nothing for a run without an environment.
+fn on(env: &str) -> String {
+    if env.is_empty() {
+        String::new()
+    } else {
+        format!(" on `{env}`")
+    }
 }

@@ -50,17 +50,14 @@ pub struct RunArgs<'a> {
 pub fn run_command(config: &Config, args: &RunArgs, printer: Printer) -> Result<i32> {
     let path = load::resolve(config, args.pipeline);
     let pipeline = load::load(&path, config)?;
-    let env_name = args
+    let env = match args
         .env
         .map(str::to_string)
         .or_else(|| pipeline.env.clone())
-        .ok_or_else(|| {
-            bad_input(format!(
-                "{}: the pipeline names no `env:`: pass --env ENV",
-                path.display()
-            ))
-        })?;
-    let env = config.env(&env_name)?;
+    {
+        Some(name) => config.env(&name)?,
+        None => default_env(config, &pipeline, &path)?,
+    };
     let mut vars = pipeline.vars.clone();
     for assignment in args.vars {
         let Some((name, value)) = assignment.split_once('=') else {
@@ -132,6 +129,48 @@ pub fn run_command(config: &Config, args: &RunArgs, printer: Printer) -> Result<
         let reason = format!("{error:#}");
         events.refused(&pipeline.name, &setup.env.name, exit_code(error), &reason);
     })
+}
+
+/// The environment of a pipeline that names none: the only one of
+/// upkeep.yaml, or none at all when no step works on one; else the first
+/// step that needs one says so.
+fn default_env(
+    config: &Config,
+    pipeline: &model::Pipeline,
+    path: &Path,
+) -> Result<crate::config::Env> {
+    if config.databases.len() == 1
+        && let Some(name) = config.databases.keys().next()
+    {
+        return config.env(name);
+    }
+    let needs = |action: &model::Action| match action {
+        model::Action::Builtin { uses, with } => {
+            !with.contains_key("env")
+                && crate::steps::find(uses).is_some_and(|step| step.needs_env())
+        }
+        model::Action::Shell { .. } => false,
+    };
+    match pipeline
+        .steps
+        .iter()
+        .find(|step| needs(&step.action) || step.rollback.as_ref().is_some_and(needs))
+    {
+        None => Ok(crate::config::Env::none()),
+        Some(step) => Err(bad_input(format!(
+            "{}:{}: step `{}` works on an environment, and the pipeline names no `env:`: \
+             add `env: NAME` to the pipeline, or pass --env ENV (upkeep.yaml has {})",
+            path.display(),
+            step.pos,
+            step.name,
+            config
+                .databases
+                .keys()
+                .map(|name| format!("`{name}`"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        ))),
+    }
 }
 
 /// `${NAME}` in `with:` must name a variable, and the values it gives must

@@ -738,12 +738,17 @@ pub fn recover(config: &Config, printer: Printer, forget: bool) -> Result<i32> {
                 vars,
                 ..
             }) => {
-                let env = config.env(&env).with_context(|| {
-                    format!(
-                        "journal `{}` names environment `{env}`, which upkeep.yaml no longer has",
-                        path.display()
-                    )
-                })?;
+                let env = if env.is_empty() {
+                    // A run without an environment.
+                    crate::config::Env::none()
+                } else {
+                    config.env(&env).with_context(|| {
+                        format!(
+                            "journal `{}` names environment `{env}`, which upkeep.yaml no longer has",
+                            path.display()
+                        )
+                    })?
+                };
                 let setup = Setup {
                     config,
                     env,

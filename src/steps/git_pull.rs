@@ -220,6 +220,10 @@ fn short(commit: &str) -> &str {
 }
 
 impl StepType for GitPull {
+    fn needs_env(&self) -> bool {
+        false
+    }
+
     fn name(&self) -> &'static str {
         "git-pull"
     }

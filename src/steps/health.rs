@@ -52,6 +52,10 @@ fn duration(with: &With, key: &str, default: Duration) -> Result<Duration, Strin
 }
 
 impl StepType for Health {
+    fn needs_env(&self) -> bool {
+        false
+    }
+
     fn name(&self) -> &'static str {
         "health"
     }

@@ -122,6 +122,12 @@ pub trait StepType: Sync {
     fn check(&self, _with: &With) -> Result<(), String> {
         Ok(())
     }
+    /// Whether the step works on the run's environment (its database or
+    /// its app) when `with:` names none: a pipeline of steps that do not
+    /// runs without one.
+    fn needs_env(&self) -> bool {
+        true
+    }
     /// A dry-run: read-only probes and what the step would do.
     fn plan(&self, ctx: &Ctx, with: &With) -> Plan;
     /// Does the step; the result says how to undo it.

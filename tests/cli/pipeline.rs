@@ -665,3 +665,64 @@ fn dry_run_finds_a_rollback_that_cannot_run() {
         .stdout_has("which is allowed")
         .stdout_has("1 blocker(s)");
 }
+
+#[test]
+fn a_pipeline_without_env_runs_when_no_step_needs_one_or_upkeep_yaml_has_one() {
+    let sandbox = Sandbox::new();
+    // Only shell steps and a health probe: no environment needed.
+    sandbox.pipeline(
+        "deploy",
+        "steps:\n- run: echo \"deploying [$UPKEEP_ENV]\" > deployed\n- uses: health\n  with: { cmd: 'test -f deployed' }\n",
+    );
+    let run = sandbox.upkeep(&["run", "deploy"]);
+    run.code(0).stdout_has("running `deploy` (run");
+    assert_eq!(sandbox.lines("deployed"), vec!["deploying []"], "{run}");
+    sandbox.upkeep(&["run", "deploy", "--dry-run"]).code(0);
+
+    // A step that works on a database, and two environments: which one?
+    sandbox.pipeline(
+        "nightly",
+        "steps:\n- run: 'true'\n- name: back up\n  uses: backup\n",
+    );
+    sandbox
+        .upkeep(&["run", "nightly"])
+        .code(2)
+        .stderr_has("nightly.yaml:3:3: step `back up` works on an environment")
+        .stderr_has("--env");
+    assert!(sandbox.backups("production").is_empty());
+    // `with: { env: }` is enough.
+    sandbox.pipeline(
+        "nightly",
+        "steps:\n- name: back up\n  uses: backup\n  with: { env: staging }\n",
+    );
+    sandbox.upkeep(&["run", "nightly"]).code(0);
+    assert_eq!(sandbox.backups("staging").len(), 1);
+
+    // With one environment in upkeep.yaml, it is the default.
+    sandbox.write(
+        "upkeep.yaml",
+        "databases:\n  production: data/prod.duckdb\nbackups:\n  dir: backups\nschema: schema.sql\n",
+    );
+    sandbox.pipeline("nightly", "steps:\n- name: back up\n  uses: backup\n");
+    sandbox
+        .upkeep(&["run", "nightly"])
+        .code(0)
+        .stdout_has("on `production`");
+    assert_eq!(sandbox.backups("production").len(), 1);
+}
+
+#[test]
+fn after_kill_9_a_run_without_env_is_recovered() {
+    let sandbox = Sandbox::new();
+    sandbox.pipeline(
+        "deploy",
+        "steps:\n\
+         - run: echo a >> trace\n  rollback: echo undo-a >> trace\n\
+         - run: \"touch in-b; sleep 60\"\n",
+    );
+    let mut upkeep = sandbox.spawn_upkeep(&["run", "deploy"], "in-b");
+    upkeep.kill().unwrap();
+    upkeep.wait().unwrap();
+    sandbox.upkeep(&["recover"]).code(0).stdout_has("undone");
+    assert_eq!(sandbox.lines("trace"), ["a", "undo-a"]);
+}
