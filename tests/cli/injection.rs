@@ -79,17 +79,7 @@ fn a_health_command_gets_variables_as_environment() {
 #[test]
 fn a_command_starting_with_a_dash_is_not_options_of_sh() {
     let sandbox = Sandbox::new();
-    sandbox.write("bin/-probe", "#!/bin/sh\ntouch ran\n");
-    std::fs::set_permissions(
-        sandbox.path("bin/-probe"),
-        std::os::unix::fs::PermissionsExt::from_mode(0o755),
-    )
-    .unwrap();
-    let path = format!(
-        "{}:{}",
-        sandbox.path("bin").display(),
-        std::env::var("PATH").unwrap_or_default()
-    );
+    let path = sandbox.bin("-probe", "#!/bin/sh\ntouch ran\n");
     sandbox.pipeline(
         "p",
         "env: production\nsteps:\n- run: -probe\n- uses: health\n  with: { cmd: -probe, timeout: 2s }\n",

@@ -425,20 +425,10 @@ fn an_https_webhook_gets_its_url_from_stdin_never_the_command_line() {
     let sandbox = Sandbox::new();
     // A stand-in for curl that keeps what it was given, and fails like
     // curl does, naming the URL.
-    sandbox.write(
-        "bin/curl",
+    let path = sandbox.bin(
+        "curl",
         "#!/bin/sh\nprintf '%s\\n' \"$@\" > curl.args\ncat > curl.stdin\n\
          echo 'curl: (7) Failed to connect to https://user:secret@example.invalid/h?token=secret' >&2\nexit 7\n",
-    );
-    std::fs::set_permissions(
-        sandbox.path("bin/curl"),
-        std::os::unix::fs::PermissionsExt::from_mode(0o755),
-    )
-    .unwrap();
-    let path = format!(
-        "{}:{}",
-        sandbox.path("bin").display(),
-        std::env::var("PATH").unwrap_or_default()
     );
     sandbox.pipeline(
         "p",

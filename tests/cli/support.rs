@@ -82,6 +82,19 @@ impl Sandbox {
         std::fs::write(path, text).unwrap();
     }
 
+    /// Writes an executable `bin/NAME` in the sandbox; returns a PATH that
+    /// finds it first.
+    pub fn bin(&self, name: &str, script: &str) -> String {
+        let relative = format!("bin/{name}");
+        self.write(&relative, script);
+        executable(&self.path(&relative));
+        format!(
+            "{}:{}",
+            self.path("bin").display(),
+            std::env::var("PATH").unwrap_or_default()
+        )
+    }
+
     /// Runs upkeep in the sandbox with `args`.
     pub fn upkeep(&self, args: &[&str]) -> Run {
         self.upkeep_with(args, &[])
