@@ -510,3 +510,23 @@ pub fn executable(path: &Path) {
     use std::os::unix::fs::PermissionsExt;
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o755)).unwrap();
 }
+
+/// A tool the tests drive besides upkeep (`age`, `ansible-playbook`,
+/// `actionlint`, `s3s-fs`): from PATH, else from the folder that
+/// `scripts/test_tools.sh` installs into. A missing tool fails the test with
+/// the command that installs it, never skips it.
+pub fn tool(name: &str) -> PathBuf {
+    let cache = std::env::var_os("UPKEEP_TOOLS")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            PathBuf::from(std::env::var_os("HOME").unwrap()).join(".cache/upkeep-tools")
+        });
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    std::env::split_paths(&path)
+        .chain([cache.join("bin"), cache.join("venv/bin")])
+        .map(|dir| dir.join(name))
+        .find(|candidate| candidate.is_file())
+        .unwrap_or_else(|| {
+            panic!("`{name}` is not installed: run `eval \"$(bash scripts/test_tools.sh)\"` first")
+        })
+}
