@@ -22,6 +22,7 @@ use crate::db::backup::{self, Made, Taking};
 use crate::db::catalog::Schema;
 use crate::db::check;
 use crate::db::open::{self, Access};
+use crate::db::retention::Rotation;
 use crate::error::Busy;
 use crate::journal::{Entry, Journal, Undoing};
 use crate::pipeline::model::Outcome;
@@ -319,20 +320,27 @@ impl crate::db::backup::Window for Journaled<'_> {
 pub fn backup(
     config: &Config,
     env: &Env,
-    keep: u32,
+    rotation: &Rotation,
     schema: Option<&Schema>,
     progress: &Progress,
     no_window: bool,
 ) -> Result<Made> {
     let dir = &config.backups_dir;
     let Some(pid) = open::lock_holder(&env.db, Access::Exclusive) else {
-        return backup::backup(env, dir, keep, schema, progress, &Taking::Direct);
+        return backup::backup(env, dir, rotation, schema, progress, &Taking::Direct);
     };
     let app = App::of(config, env);
     match app {
         Some(app) if app.has_snapshot() => {
             let write = |target: &Path| app.snapshot(target);
-            backup::backup(env, dir, keep, schema, progress, &Taking::Snapshot(&write))
+            backup::backup(
+                env,
+                dir,
+                rotation,
+                schema,
+                progress,
+                &Taking::Snapshot(&write),
+            )
         }
         Some(_) if no_window => Err(held(
             env,
@@ -347,7 +355,14 @@ pub fn backup(
                 config_path: &config.path,
                 journal: Default::default(),
             };
-            backup::backup(env, dir, keep, schema, progress, &Taking::Window(&window))
+            backup::backup(
+                env,
+                dir,
+                rotation,
+                schema,
+                progress,
+                &Taking::Window(&window),
+            )
         }
         None => Err(held(env, pid, HINT)),
     }

@@ -69,7 +69,9 @@ pub enum Command {
         deep: bool,
     },
     /// Verified, rotated backup of a database
-    #[command(after_help = "Example:\n  upkeep backup both --keep=50")]
+    #[command(
+        after_help = "Examples:\n  upkeep backup both --keep=50\n  upkeep backup production --push   # then copy it off-site (backups.offsite)"
+    )]
     Backup {
         /// An environment from upkeep.yaml, `both` or `all`
         env: String,
@@ -80,16 +82,52 @@ pub enum Command {
         /// held and `app:` has no snapshot hook
         #[arg(long)]
         no_window: bool,
+        /// Then copy the new backup off-site (`backups.offsite` in upkeep.yaml)
+        #[arg(long)]
+        push: bool,
     },
     /// List the backups of an environment
-    #[command(after_help = "Example:\n  upkeep backups production")]
+    #[command(
+        after_help = "Examples:\n  upkeep backups production\n  upkeep backups production --offsite"
+    )]
     Backups {
         /// An environment from upkeep.yaml, `both` or `all`
         env: String,
+        /// List the copies in the off-site store instead
+        #[arg(long)]
+        offsite: bool,
+    },
+    /// Copy verified backups off-site (`backups.offsite` in upkeep.yaml)
+    #[command(
+        after_help = "Examples:\n  upkeep push production            # the newest verified backup\n  upkeep push both --all\n  upkeep push production production_data_20240115_020000.duckdb\n\nA backup already off-site is not sent again. Credentials come from the environment\n(AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_SESSION_TOKEN, or AWS_PROFILE).\nSee docs/offsite.md."
+    )]
+    Push {
+        /// An environment from upkeep.yaml, `both` or `all`
+        env: String,
+        /// A backup name, as `upkeep backups ENV` lists it (default: the newest verified)
+        #[arg(conflicts_with = "all")]
+        backup: Option<String>,
+        /// Every verified local backup not off-site yet
+        #[arg(long)]
+        all: bool,
+    },
+    /// Check backups against their manifests: local ones, or the off-site copies
+    #[command(
+        after_help = "Examples:\n  upkeep verify production            # every local backup: hash, then DuckDB\n  upkeep verify production --offsite  # every off-site manifest has its object, of the right size\n  upkeep verify production --offsite --read-data   # and download each to check its hash\n\nExit 0: all verify; 1: a problem was found."
+    )]
+    Verify {
+        /// An environment from upkeep.yaml, `both` or `all`
+        env: String,
+        /// Check the off-site store
+        #[arg(long)]
+        offsite: bool,
+        /// With --offsite: download every object and check its hash
+        #[arg(long, requires = "offsite")]
+        read_data: bool,
     },
     /// Put a backup in place; the current database is kept aside
     #[command(
-        after_help = "Examples:\n  upkeep restore production --latest\n  upkeep restore production production_data_20240115_020000.duckdb"
+        after_help = "Examples:\n  upkeep restore production --latest\n  upkeep restore production production_data_20240115_020000.duckdb\n  upkeep restore production --offsite --latest --identity backup-key.txt   # on a new machine"
     )]
     Restore {
         /// An environment from upkeep.yaml
@@ -100,6 +138,17 @@ pub enum Command {
         /// The newest backup that verifies
         #[arg(long, conflicts_with = "backup")]
         latest: bool,
+        /// Take the backup from the off-site store (downloaded, checked, kept as a local backup)
+        #[arg(long)]
+        offsite: bool,
+        /// The age identity that decrypts an encrypted off-site backup
+        #[arg(
+            long,
+            env = "UPKEEP_AGE_IDENTITY",
+            value_name = "FILE",
+            requires = "offsite"
+        )]
+        identity: Option<PathBuf>,
     },
     /// Quarantine a damaged database and bring back a sound one
     #[command(

@@ -11,9 +11,11 @@ use crate::cli::Command;
 use crate::config::{Config, Env, parse_keep};
 use crate::db::catalog::Schema;
 use crate::db::restore::Choice;
+use crate::db::retention::Rotation;
 use crate::db::{backup, backups, repair, restore};
 use crate::error::{bad_input, code, exit_code};
 use crate::lock;
+use crate::offsite;
 use crate::pipeline;
 use crate::report::Printer;
 use crate::schedule;
@@ -54,10 +56,13 @@ pub fn run(command: &Command, config: &Config, printer: &Printer) -> Result<i32>
             env,
             keep,
             no_window,
+            push,
         } => {
-            let keep = match keep {
-                Some(keep) => parse_keep(*keep).map_err(|e| bad_input(format!("--keep: {e}")))?,
-                None => config.keep,
+            let rotation = match keep {
+                Some(keep) => Rotation::Newest(
+                    parse_keep(*keep).map_err(|e| bad_input(format!("--keep: {e}")))?,
+                ),
+                None => config.rotation.clone(),
             };
             let envs = config.select(env)?;
             let _lock = lock::acquire(&config.state_dir, &format!("upkeep backup {env}"))?;
@@ -70,7 +75,8 @@ pub fn run(command: &Command, config: &Config, printer: &Printer) -> Result<i32>
                         ));
                     }
                 };
-                let made = match app::backup(config, env, keep, schema, &progress, *no_window) {
+                let made = match app::backup(config, env, &rotation, schema, &progress, *no_window)
+                {
                     Ok(made) => made,
                     Err(error) => {
                         // The app stopped for the window stays down.
@@ -81,6 +87,16 @@ pub fn run(command: &Command, config: &Config, printer: &Printer) -> Result<i32>
                     }
                 };
                 printer.backup(&env.name, &made);
+                if *push {
+                    let which = offsite::Which::Named(made.backup.name.clone());
+                    let pushed = offsite::push(config, env, &which, &progress).with_context(|| {
+                        format!(
+                            "backup {} of `{}` is made and kept here, but was not copied off-site",
+                            made.backup.name, env.name
+                        )
+                    })?;
+                    printer.pushed(&env.name, &pushed);
+                }
                 match &made.taken {
                     backup::Taken::Window {
                         restart_error: Some(error),
@@ -96,16 +112,72 @@ pub fn run(command: &Command, config: &Config, printer: &Printer) -> Result<i32>
                 }
             })
         }
-        Command::Backups { env } => each_env(config, env, printer, |env| {
-            printer.backups(&env.name, &backups::list(&config.backups_dir, &env.name)?);
+        Command::Backups {
+            env,
+            offsite: false,
+        } => each_env(config, env, printer, |env| {
+            let mut listed = backups::list(&config.backups_dir, &env.name)?;
+            backups::mark_kept(&mut listed, &config.rotation);
+            printer.backups(&env.name, &listed);
             Ok(code::OK)
+        }),
+        Command::Backups { env, offsite: true } => each_env(config, env, printer, |env| {
+            printer.remote_backups(&env.name, &offsite::list(config, env)?);
+            Ok(code::OK)
+        }),
+        Command::Push { env, backup, all } => {
+            let which = match (backup, all) {
+                (Some(name), _) => offsite::Which::Named(name.clone()),
+                (None, true) => offsite::Which::All,
+                (None, false) => offsite::Which::Newest,
+            };
+            let envs = config.select(env)?;
+            let _lock = lock::acquire(&config.state_dir, &format!("upkeep push {env}"))?;
+            run_each(&envs, printer, |env| {
+                let pushed = offsite::push(config, env, &which, &progress)?;
+                printer.pushed(&env.name, &pushed);
+                Ok(code::OK)
+            })
+        }
+        Command::Verify {
+            env,
+            offsite,
+            read_data,
+        } => each_env(config, env, printer, |env| {
+            let findings = match offsite {
+                true => offsite::verify(config, env, *read_data, &progress)?,
+                false => restore::verify_all(&config.backups_dir, &env.name, schema)?,
+            };
+            printer.findings(&env.name, *offsite, &findings);
+            Ok(match findings.iter().all(|finding| finding.ok) {
+                true => code::OK,
+                false => code::FAILED,
+            })
         }),
         Command::Restore {
             env,
             backup,
             latest: _,
+            offsite,
+            identity,
         } => {
             let env = config.env(env)?;
+            let backup = match offsite {
+                false => backup.clone(),
+                true => {
+                    let _lock = lock::acquire(
+                        &config.state_dir,
+                        &format!("upkeep restore {} --offsite", env.name),
+                    )?;
+                    let pick = backup
+                        .clone()
+                        .map_or(offsite::Pick::Latest, offsite::Pick::Named);
+                    let (name, downloaded) =
+                        offsite::fetch(config, &env, &pick, identity.as_deref(), &progress)?;
+                    printer.fetched(&env.name, &name, downloaded);
+                    Some(name)
+                }
+            };
             if let Some(status) = around_running_app(
                 config,
                 printer,

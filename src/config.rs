@@ -13,7 +13,9 @@ use anyhow::{Context, Result};
 use serde::Deserialize;
 
 use crate::db::StorageVersion;
+use crate::db::retention::{Policy, Rotation};
 use crate::error::bad_input;
+use crate::offsite;
 use crate::yaml;
 
 /// The file name looked for in the current directory and its parents.
@@ -29,7 +31,10 @@ pub struct Config {
     pub root: PathBuf,
     pub databases: BTreeMap<String, PathBuf>,
     pub backups_dir: PathBuf,
-    pub keep: u32,
+    /// What rotation keeps: `backups.keep` or `backups.retention`.
+    pub rotation: Rotation,
+    /// `backups.offsite`: where verified backups are copied.
+    pub offsite: Option<offsite::Spec>,
     pub schema: Option<PathBuf>,
     pub state_dir: PathBuf,
     /// The storage version to write new database files in, when set.
@@ -164,6 +169,20 @@ struct RawBackups {
     #[serde(default, deserialize_with = "given")]
     dir: Option<FolderPath>,
     keep: Option<Keep>,
+    retention: Option<Policy>,
+    offsite: Option<RawOffsite>,
+}
+
+/// `backups.offsite`. Credentials are never read from here: see
+/// `offsite::target`.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawOffsite {
+    url: String,
+    endpoint: Option<String>,
+    region: Option<String>,
+    encrypt_to: Option<Vec<String>>,
+    retention: Option<Policy>,
 }
 
 /// `databases:`, environment name -> database file: at least one.
@@ -420,6 +439,27 @@ impl Config {
         let folder = |raw: Option<FolderPath>, default: &str| {
             resolve(raw.as_ref().map_or(Path::new(default), |path| &path.0))
         };
+        let in_file = |message: String| bad_input(format!("{}: {message}", path.display()));
+        let rotation = match (raw.backups.keep, raw.backups.retention) {
+            (Some(_), Some(_)) => {
+                return Err(in_file(
+                    "`backups` has both `keep` and `retention`: keep one (retention: { last: 3, daily: 7, ... } \
+                     replaces keep: N)"
+                        .to_string(),
+                ));
+            }
+            (_, Some(policy)) => {
+                policy
+                    .check()
+                    .map_err(|message| in_file(format!("`backups.retention`: {message}")))?;
+                Rotation::Calendar(policy)
+            }
+            (keep, None) => Rotation::Newest(keep.map_or(DEFAULT_KEEP, |keep| keep.0)),
+        };
+        let offsite = match raw.backups.offsite {
+            Some(raw) => Some(offsite_spec(raw).map_err(in_file)?),
+            None => None,
+        };
         let app_notify = raw.app.as_ref().and_then(|app| app.notify.clone());
         if let Some(url) = &app_notify {
             crate::pipeline::notify::check_url(url).map_err(|message| {
@@ -436,7 +476,8 @@ impl Config {
                 .map(|(name, db)| (name.0, resolve(&db.0)))
                 .collect(),
             backups_dir: folder(raw.backups.dir, "backups"),
-            keep: raw.backups.keep.map_or(DEFAULT_KEEP, |keep| keep.0),
+            rotation,
+            offsite,
             schema: raw.schema.map(|schema| resolve(&schema.0)),
             state_dir: folder(raw.state_dir, ".upkeep"),
             storage_version: raw.storage_version,
@@ -540,6 +581,30 @@ fn apps<'a>(
     Ok(apps)
 }
 
+/// Checks `backups.offsite` as a whole (its values were checked where
+/// they are, by [`check_scalar`]).
+fn offsite_spec(raw: RawOffsite) -> Result<offsite::Spec, String> {
+    let target =
+        offsite::target::Target::parse(&raw.url, raw.endpoint.as_deref(), raw.region.as_deref())
+            .map_err(|message| format!("`backups.offsite`: {message}"))?;
+    if raw.encrypt_to.as_ref().is_some_and(Vec::is_empty) {
+        return Err(
+            "`backups.offsite.encrypt_to` is empty: give age1... public keys (or files of them), or remove the key"
+                .to_string(),
+        );
+    }
+    if let Some(policy) = &raw.retention {
+        policy
+            .check()
+            .map_err(|message| format!("`backups.offsite.retention`: {message}"))?;
+    }
+    Ok(offsite::Spec {
+        target,
+        encrypt_to: raw.encrypt_to,
+        retention: raw.retention,
+    })
+}
+
 /// Checks a value of upkeep.yaml where it is, so that an error points at
 /// it: serde places the error of a value at the start of the mapping that
 /// holds it. The same checks run again as serde reads the file (through
@@ -573,6 +638,17 @@ fn check_scalar(scalar: &yaml::Scalar) -> Result<(), String> {
             ),
             Some(_) => Ok(()),
         },
+        (["backups", "offsite", "url"], false) => {
+            offsite::target::check_url(text.as_deref().unwrap_or_default())
+        }
+        (["backups", "offsite", "endpoint"], false) => {
+            offsite::target::check_endpoint(text.as_deref().unwrap_or_default())
+        }
+        (["backups", "offsite"], true) if looks_like_a_credential(&scalar.text) => Err(format!(
+            "`backups.offsite.{}`: credentials are not read from upkeep.yaml; remove it and set \
+             AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY (or AWS_PROFILE) in the environment",
+            scalar.text
+        )),
         (["storage_version"], false) if text.is_some() => {
             StorageVersion::try_from(scalar.text.to_string()).map(drop)
         }
@@ -582,6 +658,21 @@ fn check_scalar(scalar: &yaml::Scalar) -> Result<(), String> {
         true => message,
         false => format!("`{}`: {message}", scalar.dotted()),
     })
+}
+
+/// Keys someone might write a credential under.
+fn looks_like_a_credential(key: &str) -> bool {
+    let key = key.to_ascii_lowercase();
+    [
+        "secret",
+        "password",
+        "token",
+        "access_key",
+        "key_id",
+        "credential",
+    ]
+    .iter()
+    .any(|word| key.contains(word))
 }
 
 /// A serde YAML error's position, if it has one, and its message without

@@ -22,6 +22,7 @@ pub mod fsx;
 pub mod http;
 pub mod journal;
 pub mod lock;
+pub mod offsite;
 pub mod pipeline;
 pub mod probe;
 pub mod progress;

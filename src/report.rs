@@ -22,6 +22,8 @@ macro_rules! say_err {
 
 pub(crate) use {say, say_err};
 
+mod offsite;
+
 use console::style;
 use serde_json::json;
 
@@ -270,7 +272,13 @@ impl Printer {
             return;
         }
         let width = backups.iter().map(|b| b.name.len()).max().unwrap_or(4);
-        say!("{:width$}  {:23}  {:>10}  status", "name", "time", "size");
+        say!(
+            "{:width$}  {:23}  {:>10}  {:10}  kept by",
+            "name",
+            "time",
+            "size",
+            "status"
+        );
         for backup in backups.iter().rev() {
             let status = match backup.status {
                 Status::Verified => style(backup.status.as_str()).green(),
@@ -278,10 +286,11 @@ impl Printer {
                 Status::Legacy => style(backup.status.as_str()).yellow(),
             };
             say!(
-                "{:width$}  {:23}  {:>10}  {status}",
+                "{:width$}  {:23}  {:>10}  {status:10}  {}",
                 backup.name,
                 backup.time,
-                human_size(backup.size)
+                human_size(backup.size),
+                offsite::kept_by(&backup.kept_by)
             );
         }
     }

@@ -21,6 +21,7 @@ use anyhow::{Context, Result, bail};
 
 use crate::cli::ScheduleArgs;
 use crate::config::{Config, parse_keep};
+use crate::db::retention::Rotation;
 use crate::error::bad_input;
 use crate::fsx;
 use crate::report::Printer;
@@ -65,7 +66,9 @@ struct Job {
     root: String,
     log: String,
     env: String,
-    keep: u32,
+    /// `--keep=N` when asked for, or when upkeep.yaml rotates by count;
+    /// none with `backups.retention`, which the backup then applies.
+    keep: Option<u32>,
     at: At,
 }
 
@@ -73,8 +76,11 @@ struct Job {
 pub fn run(args: &ScheduleArgs, config: &Config, printer: &Printer) -> Result<()> {
     config.select(&args.env)?;
     let keep = match args.keep {
-        Some(keep) => parse_keep(keep).map_err(|e| bad_input(format!("--keep: {e}")))?,
-        None => config.keep,
+        Some(keep) => Some(parse_keep(keep).map_err(|e| bad_input(format!("--keep: {e}")))?),
+        None => match config.rotation {
+            Rotation::Newest(keep) => Some(keep),
+            Rotation::Calendar(_) => None,
+        },
     };
     if args.windows && (args.install || args.uninstall) {
         return Err(bad_input(
@@ -136,14 +142,15 @@ pub fn run(args: &ScheduleArgs, config: &Config, printer: &Printer) -> Result<()
 
 impl Job {
     fn args(&self) -> Vec<String> {
-        vec![
+        let mut args = vec![
             self.upkeep.clone(),
             "--config".into(),
             self.config.clone(),
             "backup".into(),
             self.env.clone(),
-            format!("--keep={}", self.keep),
-        ]
+        ];
+        args.extend(self.keep.map(|keep| format!("--keep={keep}")));
+        args
     }
 
     /// The marker comment that identifies this project's entry.
@@ -200,12 +207,14 @@ impl Job {
     fn schtasks(&self) -> String {
         let script = Path::new(&self.root).join("scripts").join("backup_db.ps1");
         format!(
-            "schtasks /Create /SC DAILY /ST {:02}:{:02} /TN \"upkeep backup\" /TR \"powershell -ExecutionPolicy Bypass -File \\\"{}\\\" {} --keep={}\" /F",
+            "schtasks /Create /SC DAILY /ST {:02}:{:02} /TN \"upkeep backup\" /TR \"powershell -ExecutionPolicy Bypass -File \\\"{}\\\" {}{}\" /F",
             self.at.hour,
             self.at.minute,
             script.display(),
             self.env,
             self.keep
+                .map(|keep| format!(" --keep={keep}"))
+                .unwrap_or_default()
         )
     }
 }

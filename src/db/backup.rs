@@ -31,6 +31,7 @@ use crate::db::check;
 use crate::db::header;
 use crate::db::layout;
 use crate::db::open;
+use crate::db::retention::Rotation;
 use crate::fsx;
 use crate::progress::Progress;
 
@@ -97,11 +98,11 @@ struct Copy {
     wal_kept: Option<(PathBuf, String)>,
 }
 
-/// Makes a verified backup of `env` in `dir` and keeps the `keep` newest.
+/// Makes a verified backup of `env` in `dir`, then rotates old ones.
 pub fn backup(
     env: &Env,
     dir: &Path,
-    keep: u32,
+    rotation: &Rotation,
     schema: Option<&Schema>,
     progress: &Progress,
     taking: &Taking,
@@ -179,7 +180,7 @@ pub fn backup(
         _ => None,
     };
     match (
-        verify_and_publish(env, dir, keep, schema, copy, taken),
+        verify_and_publish(env, dir, rotation, schema, copy, taken),
         app_down_already,
     ) {
         // A copy that fails its check must not hide an app that is down.
@@ -359,7 +360,7 @@ fn snapshot(env: &Env, dir: &Path, write: &dyn Fn(&Path) -> Result<()>) -> Resul
 fn verify_and_publish(
     env: &Env,
     dir: &Path,
-    keep: u32,
+    rotation: &Rotation,
     schema: Option<&Schema>,
     copy: Copy,
     taken: Taken,
@@ -474,7 +475,7 @@ fn verify_and_publish(
         )));
     }
 
-    let (rotated, rotation_error) = match backups::rotate(dir, &env.name, keep, &name) {
+    let (rotated, rotation_error) = match backups::rotate(dir, &env.name, rotation, &name) {
         Ok(rotated) => (rotated, None),
         Err(error) => (Vec::new(), Some(format!("{error:#}"))),
     };

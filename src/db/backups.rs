@@ -11,6 +11,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result};
 use serde::{Deserialize, Serialize};
 
+use crate::db::retention::Rotation;
 use crate::error::bad_input;
 use crate::fsx;
 
@@ -65,6 +66,19 @@ pub struct Backup {
     pub status: Status,
     #[serde(skip)]
     pub manifest: Option<Manifest>,
+    /// The rotation rules that keep this backup (`last`, `daily`, ...,
+    /// `newest verified`); empty when the next rotation deletes it. Filled
+    /// by [`mark_kept`].
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub kept_by: Vec<&'static str>,
+}
+
+/// What `upkeep verify` found of one backup (local or off-site).
+#[derive(Debug, Serialize)]
+pub struct Finding {
+    pub name: String,
+    pub ok: bool,
+    pub detail: String,
 }
 
 /// The file name of the backup of `env` taken at `stamp`.
@@ -84,7 +98,7 @@ pub fn parse_manifest(bytes: &[u8]) -> Result<Manifest, serde_json::Error> {
 }
 
 /// The stamp in a backup name of `env`, if the name is one.
-fn stamp_of(env: &str, name: &str) -> Option<String> {
+pub fn stamp_of(env: &str, name: &str) -> Option<String> {
     let stamp = name
         .strip_prefix(env)?
         .strip_prefix("_data_")?
@@ -99,7 +113,7 @@ fn stamp_of(env: &str, name: &str) -> Option<String> {
     well_formed.then(|| stamp.to_string())
 }
 
-fn human_time(stamp: &str) -> String {
+pub fn human_time(stamp: &str) -> String {
     format!(
         "{}-{}-{} {}:{}:{} UTC",
         &stamp[0..4],
@@ -161,6 +175,25 @@ fn describe(path: PathBuf, name: String, stamp: String, size: u64) -> Backup {
         size,
         status,
         manifest,
+        kept_by: Vec::new(),
+    }
+}
+
+/// What rotation keeps of `backups` (oldest first, as [`list`] gives
+/// them) and why: each backup's rules, plus `newest verified` for the
+/// newest verified backup, which is never deleted whatever the rules say.
+pub fn mark_kept(backups: &mut [Backup], rotation: &Rotation) {
+    let stamps: Vec<&str> = backups.iter().map(|backup| backup.stamp.as_str()).collect();
+    let reasons = rotation.reasons(&stamps);
+    for (backup, reasons) in backups.iter_mut().zip(reasons) {
+        backup.kept_by = reasons;
+    }
+    if let Some(newest) = backups
+        .iter_mut()
+        .rev()
+        .find(|backup| backup.status == Status::Verified)
+    {
+        newest.kept_by.push("newest verified");
     }
 }
 
@@ -188,24 +221,17 @@ pub fn resolve(dir: &Path, env: &str, name: &str) -> Result<Backup> {
         })
 }
 
-/// Deletes the oldest backups of `env` beyond the `keep` newest. Never
-/// deleted, whatever `keep` says: `protect` (the backup just made, even if
+/// Deletes the backups of `env` that `rotation` does not keep. Never
+/// deleted, whatever the rules say: `protect` (the backup just made, even if
 /// a clock set back makes it look older) and the newest verified backup.
 /// Also removes manifests whose backup is gone. Returns the names deleted.
-pub fn rotate(dir: &Path, env: &str, keep: u32, protect: &str) -> Result<Vec<String>> {
+pub fn rotate(dir: &Path, env: &str, rotation: &Rotation, protect: &str) -> Result<Vec<String>> {
     sweep_orphan_manifests(dir, env);
-    let backups: Vec<Backup> = list(dir, env)?
-        .into_iter()
-        .filter(|backup| backup.name != protect)
-        .collect();
-    let keep = keep.saturating_sub(1);
-    let last_verified = backups
-        .iter()
-        .rposition(|backup| backup.status == Status::Verified);
-    let excess = backups.len().saturating_sub(keep as usize);
+    let mut backups = list(dir, env)?;
+    mark_kept(&mut backups, rotation);
     let mut deleted = Vec::new();
-    for (index, backup) in backups.iter().enumerate().take(excess) {
-        if Some(index) == last_verified {
+    for backup in backups.iter().filter(|backup| backup.kept_by.is_empty()) {
+        if backup.name == protect {
             continue;
         }
         std::fs::remove_file(&backup.path)

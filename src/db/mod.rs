@@ -14,6 +14,7 @@ pub mod layout;
 pub mod open;
 pub mod repair;
 pub mod restore;
+pub mod retention;
 pub mod rewind;
 pub mod salvage;
 pub mod swap;

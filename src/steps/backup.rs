@@ -4,16 +4,18 @@
 use anyhow::Result;
 
 use super::{Ctx, Plan, StepType, Undo, With, count, target_env};
+use crate::db::retention::Rotation;
 use crate::fsx;
 
 pub struct Backup;
 
 impl Backup {
-    fn keep(ctx: &Ctx, with: &With) -> Result<u32, String> {
+    /// `with: { keep: N }` over the config's rotation.
+    fn rotation(ctx: &Ctx, with: &With) -> Result<Rotation, String> {
         match count(with, "keep")? {
             Some(0) => Err("`keep` must be at least 1".to_string()),
-            Some(keep) => Ok(keep),
-            None => Ok(ctx.config.keep),
+            Some(keep) => Ok(Rotation::Newest(keep)),
+            None => Ok(ctx.config.rotation.clone()),
         }
     }
 }
@@ -40,12 +42,13 @@ impl StepType for Backup {
             Err(error) => return Plan::blocked("back up", &error),
         };
         let ctx = &Ctx { env: &env, ..*ctx };
-        let keep = Self::keep(ctx, with).unwrap_or(ctx.config.keep);
+        let rotation = Self::rotation(ctx, with).unwrap_or_else(|_| ctx.config.rotation.clone());
         let dir = &ctx.config.backups_dir;
         let summary = format!(
-            "back up `{}` into {} and keep the {keep} newest",
+            "back up `{}` into {} and keep {}",
             ctx.env.name,
-            dir.display()
+            dir.display(),
+            rotation.describe()
         );
         let Ok(size) = std::fs::metadata(&ctx.env.db).map(|meta| meta.len()) else {
             return Plan {
@@ -75,9 +78,16 @@ impl StepType for Backup {
     }
 
     fn run(&self, ctx: &Ctx, with: &With) -> Result<(String, Undo)> {
-        let keep = Self::keep(ctx, with).map_err(anyhow::Error::msg)?;
+        let rotation = Self::rotation(ctx, with).map_err(anyhow::Error::msg)?;
         let env = target_env(ctx, with)?;
-        let made = crate::app::backup(ctx.config, &env, keep, ctx.schema, &ctx.progress, false)?;
+        let made = crate::app::backup(
+            ctx.config,
+            &env,
+            &rotation,
+            ctx.schema,
+            &ctx.progress,
+            false,
+        )?;
         if let crate::db::backup::Taken::Window {
             restart_error: Some(error),
             ..

@@ -337,7 +337,7 @@ fn restore_point(ctx: &Ctx) -> Result<(PathBuf, String)> {
     let path = match existing {
         Some(path) => path,
         None => {
-            let made = backup::backup(ctx.env, &ctx.config.backups_dir, ctx.config.keep, ctx.schema, &ctx.progress, &backup::Taking::Direct)
+            let made = backup::backup(ctx.env, &ctx.config.backups_dir, &ctx.config.rotation, ctx.schema, &ctx.progress, &backup::Taking::Direct)
                 .context("migrate makes a backup first (no backup in this run), and it failed: nothing was applied")?;
             *ctx.restore_point.borrow_mut() = Some(made.backup.path.clone());
             made.backup.path

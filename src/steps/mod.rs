@@ -21,6 +21,7 @@ mod git_pull;
 mod health;
 mod integrity;
 mod migrate;
+mod push;
 mod repair;
 mod restore;
 
@@ -149,6 +150,7 @@ static REGISTRY: &[&dyn StepType] = &[
     &migrate::Migrate,
     &app::StopApp,
     &app::StartApp,
+    &push::Push,
 ];
 
 pub fn find(name: &str) -> Option<&'static dyn StepType> {

@@ -16,6 +16,7 @@ mod hostile_input;
 mod injection;
 mod live_app;
 mod migrate;
+mod offsite;
 mod pipeline;
 mod reflink;
 mod repair;

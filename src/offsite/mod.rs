@@ -1,0 +1,731 @@
+//! Off-site copies of verified backups (`backups.offsite` in upkeep.yaml):
+//! push, list, verify, and fetch for a restore on a new machine.
+//!
+//! Each backup is two objects under `ENV/`: its data (`NAME`, or
+//! `NAME.age` when encrypted) and its manifest (`NAME.manifest.json`). The
+//! manifest is the commit point: it is written last, only if none is
+//! there, after the data's size was checked; a data object without one is
+//! never listed as a backup, and the next push removes it. Retention runs
+//! only after a verified upload, and deletes the manifest before the data.
+
+mod credentials;
+pub mod crypt;
+mod store;
+pub mod target;
+
+use std::io::{Read, Write};
+use std::path::Path;
+
+use anyhow::{Context, Result, bail};
+use serde::{Deserialize, Serialize};
+
+use crate::config::{Config, Env};
+use crate::db::backups::{self, Backup, Finding, Manifest, Status};
+use crate::db::retention::{Policy, Rotation};
+use crate::error::bad_input;
+use crate::fsx;
+use crate::progress::Progress;
+use store::{Object, Store};
+use target::Target;
+
+const MANIFEST_SUFFIX: &str = ".manifest.json";
+const ENCRYPTED_SUFFIX: &str = ".age";
+/// A data object without a manifest is an upload in progress elsewhere for
+/// this long; older, it is what a crash left, and a push removes it.
+const ORPHAN_AGE: jiff::SignedDuration = jiff::SignedDuration::from_hours(1);
+/// The off-site manifest's format version.
+const FORMAT: u32 = 1;
+
+/// `backups.offsite`, checked.
+#[derive(Debug, Clone)]
+pub struct Spec {
+    pub target: Target,
+    /// age recipients or files of them (relative to upkeep.yaml's folder).
+    pub encrypt_to: Option<Vec<String>>,
+    /// Its own retention; else the local rotation applies.
+    pub retention: Option<Policy>,
+}
+
+/// A manifest off-site: what the data object must be, and the local
+/// manifest, so that a restore on a new machine gets a verifiable backup.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RemoteManifest {
+    pub format: u32,
+    pub env: String,
+    pub name: String,
+    /// The backup's bytes, as they are on disk.
+    pub plaintext: Sized,
+    /// The object as the store holds it (encrypted or not).
+    pub object: Stored,
+    pub encrypted: bool,
+    /// The fingerprints of the recipients (see `crypt::fingerprint`).
+    pub recipients: Vec<String>,
+    pub pushed_at: String,
+    pub pushed_from: String,
+    pub local: Manifest,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Sized {
+    pub size: u64,
+    pub blake3: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Stored {
+    pub key: String,
+    pub size: u64,
+    pub blake3: String,
+}
+
+/// One backup off-site, as `upkeep backups ENV --offsite` shows it.
+#[derive(Debug, Clone, Serialize)]
+pub struct Remote {
+    pub name: String,
+    pub time: String,
+    pub size: u64,
+    pub encrypted: bool,
+    /// `verified` (manifest and object of the right size), or what is wrong.
+    pub status: String,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub kept_by: Vec<&'static str>,
+    #[serde(skip)]
+    pub manifest: Option<RemoteManifest>,
+    #[serde(skip)]
+    stamp: String,
+}
+
+impl Remote {
+    pub fn ok(&self) -> bool {
+        self.status == "verified"
+    }
+}
+
+/// Which local backups to push.
+#[derive(Debug, Clone)]
+pub enum Which {
+    Newest,
+    Named(String),
+    All,
+}
+
+/// What a push did.
+#[derive(Debug, Default, Serialize)]
+pub struct Pushed {
+    pub url: String,
+    /// Uploaded, verified and committed: name and uploaded size.
+    pub uploaded: Vec<(String, u64)>,
+    /// Already off-site: nothing sent.
+    pub already: Vec<String>,
+    /// Deleted off-site by retention.
+    pub deleted: Vec<String>,
+    /// Left by a crash or a failed upload and removed.
+    pub cleaned: Vec<String>,
+    pub encrypted: bool,
+}
+
+/// An upload in progress, journaled so that a crash can be cleaned up.
+#[derive(Serialize, Deserialize)]
+struct InFlight {
+    key: String,
+    id: String,
+}
+
+fn spec(config: &Config) -> Result<&Spec> {
+    config.offsite.as_ref().ok_or_else(|| {
+        bad_input(format!(
+            "no `backups.offsite` in `{}`: add one (url: s3://BUCKET/PREFIX or file:///FOLDER) to copy backups off-site",
+            config.path.display()
+        ))
+    })
+}
+
+fn manifest_key(env: &str, name: &str) -> String {
+    format!("{env}/{name}{MANIFEST_SUFFIX}")
+}
+
+/// Copies verified local backups of `env` that are not off-site yet, then
+/// applies off-site retention if anything was uploaded. Idempotent: a
+/// second push uploads nothing.
+pub fn push(config: &Config, env: &Env, which: &Which, progress: &Progress) -> Result<Pushed> {
+    let spec = spec(config)?;
+    let recipients = match &spec.encrypt_to {
+        Some(entries) => Some(crypt::Recipients::load(entries, &config.root)?),
+        None => None,
+    };
+    let local = backups::list(&config.backups_dir, &env.name)?;
+    let chosen = choose(&local, env, which, &config.backups_dir)?;
+    let store = Store::open(&spec.target)?;
+    let mut pushed = Pushed {
+        url: store.url.clone(),
+        encrypted: recipients.is_some(),
+        ..Pushed::default()
+    };
+    let journal = config.state_dir.join("offsite");
+    pushed.cleaned = clean_up(&store, &journal, &env.name)?;
+    let rotation = rotation(config, spec);
+    let chosen = match which {
+        // What retention would delete at once is not sent at all.
+        Which::All => retained(&store, &env.name, &rotation, chosen)?,
+        _ => chosen,
+    };
+    for backup in chosen {
+        if store
+            .size(&manifest_key(&env.name, &backup.name))?
+            .is_some()
+        {
+            pushed.already.push(backup.name.clone());
+            continue;
+        }
+        let size = upload(&store, recipients.as_ref(), env, backup, &journal, progress)?;
+        pushed.uploaded.push((backup.name.clone(), size));
+    }
+    if let Some((newest, _)) = pushed.uploaded.iter().max_by(|a, b| a.0.cmp(&b.0)) {
+        pushed.deleted = retain(&store, &env.name, &rotation, newest)?;
+    }
+    Ok(pushed)
+}
+
+/// Off-site retention: `backups.offsite.retention`, else the local one.
+fn rotation(config: &Config, spec: &Spec) -> Rotation {
+    spec.retention
+        .clone()
+        .map_or_else(|| config.rotation.clone(), Rotation::Calendar)
+}
+
+/// Of `chosen`, those that off-site retention keeps once they are there
+/// beside the verified backups already off-site.
+fn retained<'a>(
+    store: &Store,
+    env: &str,
+    rotation: &Rotation,
+    chosen: Vec<&'a Backup>,
+) -> Result<Vec<&'a Backup>> {
+    let remote = listed(store, env)?;
+    let mut stamps: Vec<&str> = remote
+        .iter()
+        .filter(|r| r.ok())
+        .map(|r| r.stamp.as_str())
+        .collect();
+    let first_chosen = stamps.len();
+    stamps.extend(chosen.iter().map(|backup| backup.stamp.as_str()));
+    let reasons = rotation.reasons(&stamps);
+    Ok(chosen
+        .into_iter()
+        .zip(&reasons[first_chosen..])
+        .filter(|(_, why)| !why.is_empty())
+        .map(|(backup, _)| backup)
+        .collect())
+}
+
+/// The local backups a push sends: verified ones only.
+fn choose<'a>(
+    local: &'a [Backup],
+    env: &Env,
+    which: &Which,
+    dir: &Path,
+) -> Result<Vec<&'a Backup>> {
+    let verified = |backup: &&Backup| backup.status == Status::Verified;
+    match which {
+        Which::All => Ok(local.iter().filter(verified).collect()),
+        Which::Newest => match local.iter().rev().find(verified) {
+            Some(newest) => Ok(vec![newest]),
+            None => Err(bad_input(format!(
+                "no verified backup of `{}` in `{}` to push: run `upkeep backup {}` first",
+                env.name,
+                dir.display(),
+                env.name
+            ))),
+        },
+        Which::Named(name) => {
+            let backup = local
+                .iter()
+                .find(|backup| &backup.name == name)
+                .ok_or_else(|| {
+                    bad_input(format!(
+                        "no backup `{name}` of `{}` in `{}`: see `upkeep backups {}` for the names",
+                        env.name,
+                        dir.display(),
+                        env.name
+                    ))
+                })?;
+            if backup.status != Status::Verified {
+                return Err(bad_input(format!(
+                    "backup `{name}` is {}: only verified backups are pushed (nothing was uploaded)",
+                    backup.status.as_str()
+                )));
+            }
+            Ok(vec![backup])
+        }
+    }
+}
+
+/// Uploads one backup: streamed (encrypted when configured), its bytes
+/// checked against its local manifest as they are read, its size checked
+/// once stored, then its manifest committed. Returns the uploaded size.
+fn upload(
+    store: &Store,
+    recipients: Option<&crypt::Recipients>,
+    env: &Env,
+    backup: &Backup,
+    journal: &Path,
+    progress: &Progress,
+) -> Result<u64> {
+    let local = backup
+        .manifest
+        .clone()
+        .context("a verified backup has a manifest")?;
+    let key = match recipients {
+        Some(_) => format!("{}/{}{ENCRYPTED_SUFFIX}", env.name, backup.name),
+        None => format!("{}/{}", env.name, backup.name),
+    };
+    fsx::create_private_dir(journal)?;
+    let in_flight = journal.join(format!("{}.upload.json", backup.name));
+    let mut upload = store.upload(&key, &|id| {
+        let entry = serde_json::to_vec(&InFlight {
+            key: key.clone(),
+            id: id.to_string(),
+        })?;
+        fsx::write_atomic(&in_flight, &entry)
+    })?;
+    let bar = progress.bytes(&format!("push {}", backup.name), backup.size);
+    let streamed = (|| -> Result<(u64, blake3::Hash)> {
+        let mut file = std::fs::File::open(&backup.path)
+            .with_context(|| format!("cannot read `{}`", backup.path.display()))?;
+        let mut pump = |sink: &mut dyn Write| -> Result<(u64, blake3::Hash)> {
+            let mut hasher = blake3::Hasher::new();
+            let mut read = 0u64;
+            let mut buffer = vec![0u8; 1 << 20];
+            loop {
+                let n = file
+                    .read(&mut buffer)
+                    .with_context(|| format!("cannot read `{}`", backup.path.display()))?;
+                if n == 0 {
+                    return Ok((read, hasher.finalize()));
+                }
+                hasher.update(&buffer[..n]);
+                sink.write_all(&buffer[..n]).with_context(|| {
+                    format!("upload of `{}` to `{}` failed", backup.name, store.url)
+                })?;
+                read += n as u64;
+                bar.set_position(read);
+            }
+        };
+        match recipients {
+            Some(recipients) => {
+                let mut sealed = recipients.encrypt(&mut upload)?;
+                let pumped = pump(&mut sealed)?;
+                // The last chunk and its tag: without them the file is cut.
+                sealed.finish().with_context(|| {
+                    format!("upload of `{}` to `{}` failed", backup.name, store.url)
+                })?;
+                Ok(pumped)
+            }
+            None => pump(&mut upload),
+        }
+    })();
+    bar.finish_and_clear();
+    let checked = streamed.and_then(|(read, hash)| {
+        if read != local.size || hash.to_hex().as_str() != local.blake3 {
+            bail!(
+                "backup `{}` changed since it was verified (its bytes differ from its manifest): not pushed; \
+                 run `upkeep backup {}` for a new one",
+                backup.name,
+                env.name
+            );
+        }
+        Ok(hash)
+    });
+    let hash = match checked {
+        Ok(hash) => hash,
+        Err(error) => {
+            upload.abort();
+            let _ = std::fs::remove_file(&in_flight);
+            return Err(error);
+        }
+    };
+    let uploaded = upload.finish().inspect_err(|_| {
+        let _ = std::fs::remove_file(&in_flight);
+    })?;
+    let _ = std::fs::remove_file(&in_flight);
+    match store.size(&key)? {
+        Some(size) if size == uploaded.size => {}
+        other => {
+            let _ = store.delete(&key);
+            bail!(
+                "`{key}` at `{}` holds {} after the upload of {} bytes: removed, not committed; push again",
+                store.url,
+                other.map_or("nothing".to_string(), |size| format!("{size} bytes")),
+                uploaded.size
+            );
+        }
+    }
+    let manifest = RemoteManifest {
+        format: FORMAT,
+        env: env.name.clone(),
+        name: backup.name.clone(),
+        plaintext: Sized {
+            size: local.size,
+            blake3: hash.to_hex().to_string(),
+        },
+        object: Stored {
+            key: key.clone(),
+            size: uploaded.size,
+            blake3: uploaded.blake3.to_hex().to_string(),
+        },
+        encrypted: recipients.is_some(),
+        recipients: recipients
+            .map(|r| r.fingerprints.clone())
+            .unwrap_or_default(),
+        pushed_at: jiff::Timestamp::now().to_string(),
+        pushed_from: crate::lock::hostname(),
+        local,
+    };
+    // Create-only: if another host committed this backup meanwhile, its
+    // manifest stands (the data is the same backup's).
+    let bytes = serde_json::to_vec_pretty(&manifest)?;
+    store.create(&manifest_key(&env.name, &backup.name), bytes)?;
+    Ok(uploaded.size)
+}
+
+/// Removes what crashes left: journaled multipart uploads (aborted), a
+/// local folder's staging files, and data objects without a manifest
+/// older than [`ORPHAN_AGE`]. Returns what was removed.
+fn clean_up(store: &Store, journal: &Path, env: &str) -> Result<Vec<String>> {
+    let mut cleaned = Vec::new();
+    if let Ok(entries) = std::fs::read_dir(journal) {
+        for entry in entries.flatten() {
+            let Ok(bytes) = std::fs::read(entry.path()) else {
+                continue;
+            };
+            if let Ok(in_flight) = serde_json::from_slice::<InFlight>(&bytes) {
+                store.abort(&in_flight.key, &in_flight.id)?;
+                cleaned.push(format!("{} (an interrupted upload)", in_flight.key));
+            }
+            let _ = std::fs::remove_file(entry.path());
+        }
+    }
+    store.sweep_staging(env);
+    let objects = store.list(&format!("{env}/"))?;
+    let now = jiff::Timestamp::now();
+    for orphan in orphans(&objects) {
+        if now.duration_since(orphan.modified) > ORPHAN_AGE {
+            store.delete(&orphan.key)?;
+            cleaned.push(format!("{} (data without a manifest)", orphan.key));
+        }
+    }
+    Ok(cleaned)
+}
+
+/// Data objects with no manifest beside them: not backups.
+fn orphans(objects: &[Object]) -> Vec<&Object> {
+    let keys: std::collections::BTreeSet<&str> = objects.iter().map(|o| o.key.as_str()).collect();
+    objects
+        .iter()
+        .filter(|object| !object.key.ends_with(MANIFEST_SUFFIX))
+        .filter(|object| {
+            let name = object
+                .key
+                .strip_suffix(ENCRYPTED_SUFFIX)
+                .unwrap_or(&object.key);
+            !keys.contains(format!("{name}{MANIFEST_SUFFIX}").as_str())
+        })
+        .collect()
+}
+
+/// The backups of `env` off-site, oldest first, each checked against its
+/// data object's size.
+pub fn list(config: &Config, env: &Env) -> Result<Vec<Remote>> {
+    let spec = spec(config)?;
+    let store = Store::open(&spec.target)?;
+    let mut remotes = listed(&store, &env.name)?;
+    mark_kept(&mut remotes, &rotation(config, spec));
+    Ok(remotes)
+}
+
+fn listed(store: &Store, env: &str) -> Result<Vec<Remote>> {
+    let objects = store.list(&format!("{env}/"))?;
+    let sizes: std::collections::BTreeMap<&str, u64> =
+        objects.iter().map(|o| (o.key.as_str(), o.size)).collect();
+    let mut remotes = Vec::new();
+    for object in objects.iter().filter(|o| o.key.ends_with(MANIFEST_SUFFIX)) {
+        let name = object.key[env.len() + 1..]
+            .trim_end_matches(MANIFEST_SUFFIX)
+            .to_string();
+        let Some(stamp) = backups::stamp_of(env, &name) else {
+            continue;
+        };
+        let manifest = store
+            .read(&object.key)
+            .ok()
+            .and_then(|bytes| serde_json::from_slice::<RemoteManifest>(&bytes).ok());
+        let status = match &manifest {
+            None => "unreadable manifest".to_string(),
+            Some(m) if m.env != env || m.name != name => "manifest of another backup".to_string(),
+            Some(m) => match sizes.get(m.object.key.as_str()) {
+                None => "data object missing".to_string(),
+                Some(size) if *size != m.object.size => {
+                    format!(
+                        "data object is {size} bytes, its manifest says {}",
+                        m.object.size
+                    )
+                }
+                Some(_) => "verified".to_string(),
+            },
+        };
+        remotes.push(Remote {
+            time: backups::human_time(&stamp),
+            size: manifest.as_ref().map_or(0, |m| m.plaintext.size),
+            encrypted: manifest.as_ref().is_some_and(|m| m.encrypted),
+            name,
+            status,
+            kept_by: Vec::new(),
+            manifest,
+            stamp,
+        });
+    }
+    remotes.sort_by(|a, b| a.stamp.cmp(&b.stamp).then(a.name.cmp(&b.name)));
+    Ok(remotes)
+}
+
+fn mark_kept(remotes: &mut [Remote], rotation: &Rotation) {
+    let stamps: Vec<&str> = remotes.iter().map(|r| r.stamp.as_str()).collect();
+    let reasons = rotation.reasons(&stamps);
+    for (remote, reasons) in remotes.iter_mut().zip(reasons) {
+        remote.kept_by = reasons;
+    }
+    if let Some(newest) = remotes.iter_mut().rev().find(|r| r.ok()) {
+        newest.kept_by.push("newest verified");
+    }
+}
+
+/// Deletes the off-site backups of `env` that `rotation` does not keep:
+/// manifest first, then data. Never the newest verified one, nor the one
+/// just pushed (even if a clock set back makes it look older).
+fn retain(store: &Store, env: &str, rotation: &Rotation, just_pushed: &str) -> Result<Vec<String>> {
+    let mut remotes = listed(store, env)?;
+    mark_kept(&mut remotes, rotation);
+    let mut deleted = Vec::new();
+    for remote in remotes.iter().filter(|r| r.kept_by.is_empty()) {
+        if remote.name == just_pushed {
+            continue;
+        }
+        store.delete(&manifest_key(env, &remote.name))?;
+        if let Some(manifest) = &remote.manifest {
+            store.delete(&manifest.object.key)?;
+        }
+        deleted.push(remote.name.clone());
+    }
+    Ok(deleted)
+}
+
+/// Checks every manifest of `env` against its object: present, of the
+/// right size, and with `read_data`, of the right hash (downloaded).
+/// Data objects without a manifest are findings too.
+pub fn verify(
+    config: &Config,
+    env: &Env,
+    read_data: bool,
+    progress: &Progress,
+) -> Result<Vec<Finding>> {
+    let store = Store::open(&spec(config)?.target)?;
+    let mut findings = Vec::new();
+    for remote in listed(&store, &env.name)? {
+        let mut finding = Finding {
+            ok: remote.ok(),
+            detail: remote.status.clone(),
+            name: remote.name.clone(),
+        };
+        if let (true, true, Some(manifest)) = (read_data, remote.ok(), &remote.manifest) {
+            let (size, reader) = store.reader(&manifest.object.key)?;
+            let bar = progress.bytes(&format!("read {}", remote.name), size);
+            let mut hasher = blake3::Hasher::new();
+            let read = std::io::copy(&mut bar.wrap_read(reader), &mut hasher);
+            bar.finish_and_clear();
+            let read = read.with_context(|| {
+                format!("cannot read `{}` at `{}`", manifest.object.key, store.url)
+            })?;
+            let hash = hasher.finalize();
+            if read != manifest.object.size || hash.to_hex().as_str() != manifest.object.blake3 {
+                finding.ok = false;
+                finding.detail = "its data differs from its manifest (hash)".to_string();
+            } else {
+                finding.detail = "verified, data read back and hashed".to_string();
+            }
+        }
+        findings.push(finding);
+    }
+    for orphan in orphans(&store.list(&format!("{}/", env.name))?) {
+        findings.push(Finding {
+            name: orphan.key.clone(),
+            ok: true,
+            detail: "data without a manifest: not a backup (an upload in progress, or left by a crash; the next push removes it)"
+                .to_string(),
+        });
+    }
+    Ok(findings)
+}
+
+/// Which off-site backup a restore takes.
+#[derive(Debug, Clone)]
+pub enum Pick {
+    Named(String),
+    Latest,
+}
+
+/// Brings an off-site backup into the local backups folder, checked
+/// against its manifest (object hash, then the plaintext's), decrypted
+/// with `identity` when it is encrypted. Returns its local name, ready for
+/// the normal restore. A verified local backup of that name is used as is.
+pub fn fetch(
+    config: &Config,
+    env: &Env,
+    pick: &Pick,
+    identity: Option<&Path>,
+    progress: &Progress,
+) -> Result<(String, bool)> {
+    let store = Store::open(&spec(config)?.target)?;
+    let remotes = listed(&store, &env.name)?;
+    let remote = match pick {
+        Pick::Named(name) => remotes.iter().find(|r| &r.name == name).ok_or_else(|| {
+            bad_input(format!(
+                "no backup `{name}` of `{}` at off-site store `{}`: see `upkeep backups {} --offsite`",
+                env.name, store.url, env.name
+            ))
+        })?,
+        Pick::Latest => remotes.iter().rev().find(|r| r.ok()).ok_or_else(|| {
+            anyhow::anyhow!(
+                "no verified backup of `{}` at off-site store `{}`: nothing to restore, nothing was changed",
+                env.name,
+                store.url
+            )
+        })?,
+    };
+    let Some(manifest) = remote.manifest.as_ref().filter(|_| remote.ok()) else {
+        bail!(
+            "off-site backup `{}` cannot be restored: {}; nothing was changed",
+            remote.name,
+            remote.status
+        );
+    };
+    let dir = &config.backups_dir;
+    if let Ok(local) = backups::resolve(dir, &env.name, &remote.name)
+        && local.status == Status::Verified
+        && local
+            .manifest
+            .as_ref()
+            .is_some_and(|m| m.blake3 == manifest.plaintext.blake3)
+    {
+        return Ok((remote.name.clone(), false));
+    }
+    let identities = match (manifest.encrypted, identity) {
+        (false, _) => None,
+        (true, Some(path)) => Some(crypt::Identities::load(path)?),
+        (true, None) => {
+            return Err(bad_input(format!(
+                "off-site backup `{}` is encrypted: give its age identity with --identity FILE \
+                 (or UPKEEP_AGE_IDENTITY); nothing was changed",
+                remote.name
+            )));
+        }
+    };
+    fsx::create_private_dir(dir)?;
+    fsx::sweep_partials(dir);
+    let free = fsx::free_space(dir)?;
+    if free < manifest.plaintext.size {
+        bail!(
+            "not enough space in `{}` for `{}`: it needs {}, {} is free; nothing was changed",
+            dir.display(),
+            remote.name,
+            fsx::human_size(manifest.plaintext.size),
+            fsx::human_size(free)
+        );
+    }
+    let mut partial = fsx::partial_file(dir)?;
+    let (size, reader) = store.reader(&manifest.object.key)?;
+    let bar = progress.bytes(&format!("download {}", remote.name), size);
+    let mut object_hash = blake3::Hasher::new();
+    let tee = Tee {
+        inner: bar.wrap_read(reader),
+        hasher: &mut object_hash,
+        read: 0,
+    };
+    let mut plain_hash = blake3::Hasher::new();
+    let written = (|| -> Result<u64> {
+        let mut plain: Box<dyn Read + '_> = match &identities {
+            Some(identities) => Box::new(identities.decrypt(tee, &remote.name)?),
+            None => Box::new(tee),
+        };
+        let mut out = std::io::BufWriter::with_capacity(1 << 20, partial.as_file_mut());
+        let mut buffer = vec![0u8; 1 << 20];
+        let mut total = 0u64;
+        loop {
+            let n = plain.read(&mut buffer).with_context(|| {
+                format!("download of `{}` from `{}` failed", remote.name, store.url)
+            })?;
+            if n == 0 {
+                break;
+            }
+            plain_hash.update(&buffer[..n]);
+            out.write_all(&buffer[..n])
+                .with_context(|| format!("cannot write into `{}`", dir.display()))?;
+            total += n as u64;
+        }
+        // Drain the object to its end: its hash covers every byte.
+        std::io::copy(&mut plain, &mut std::io::sink())?;
+        out.flush()?;
+        Ok(total)
+    })();
+    bar.finish_and_clear();
+    let written = written?;
+    if object_hash.finalize().to_hex().as_str() != manifest.object.blake3 {
+        bail!(
+            "off-site backup `{}` does not match its manifest (the object's hash differs): not used, nothing was changed",
+            remote.name
+        );
+    }
+    if written != manifest.plaintext.size
+        || plain_hash.finalize().to_hex().as_str() != manifest.plaintext.blake3
+    {
+        bail!(
+            "off-site backup `{}` does not match its manifest once decrypted: not used, nothing was changed",
+            remote.name
+        );
+    }
+    partial
+        .as_file()
+        .sync_all()
+        .with_context(|| format!("cannot write into `{}`", dir.display()))?;
+    let path = dir.join(&remote.name);
+    if path.exists() {
+        // A local file of that name that is not this backup: keep it.
+        let aside = fsx::with_suffix(
+            &path,
+            &format!(".before-offsite-{}", jiff::Timestamp::now().as_second()),
+        );
+        fsx::rename_synced(&path, &aside)?;
+    }
+    let manifest_path = backups::manifest_path(&path);
+    fsx::write_atomic(&manifest_path, &serde_json::to_vec_pretty(&manifest.local)?)?;
+    if let Err(error) = fsx::publish(partial, &path) {
+        let _ = std::fs::remove_file(&manifest_path);
+        return Err(error);
+    }
+    Ok((remote.name.clone(), true))
+}
+
+/// A reader that hashes what passes through it.
+struct Tee<'a, R> {
+    inner: R,
+    hasher: &'a mut blake3::Hasher,
+    read: u64,
+}
+
+impl<R: Read> Read for Tee<'_, R> {
+    fn read(&mut self, out: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(out)?;
+        self.hasher.update(&out[..n]);
+        self.read += n as u64;
+        Ok(n)
+    }
+}

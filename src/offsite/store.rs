@@ -1,0 +1,563 @@
+//! The off-site store behind a small synchronous facade: S3-compatible
+//! stores and local folders through `object_store`, with its async runtime
+//! kept in here.
+//!
+//! Uploads stream: [`Upload`] is an `io::Write` that cuts what it is given
+//! into parts and sends each as soon as it is full, a few at a time, so
+//! memory stays bounded whatever the file's size. Downloads stream the same
+//! way through [`Store::reader`].
+
+use std::collections::VecDeque;
+use std::io::{Read, Write};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, Result, anyhow};
+use futures_util::StreamExt;
+use object_store::aws::{AmazonS3, AmazonS3Builder, Checksum, S3ConditionalPut};
+use object_store::local::LocalFileSystem;
+use object_store::multipart::{MultipartStore, PartId};
+use object_store::path::Path as Key;
+use object_store::{
+    ClientOptions, MultipartUpload, ObjectStore, ObjectStoreExt, PutMode, PutOptions, PutPayload,
+    RetryConfig,
+};
+use tokio::task::JoinHandle;
+
+use super::credentials;
+use super::target::Target;
+
+/// Parts in flight at once, per upload.
+const IN_FLIGHT: usize = 4;
+/// The size of a part; S3 wants at least 5 MiB but for the last.
+const PART_SIZE: usize = 16 * 1024 * 1024;
+/// Chunks of a download buffered between the network and the reader.
+const DOWNLOAD_CHUNKS: usize = 64;
+
+pub struct Store {
+    runtime: tokio::runtime::Runtime,
+    backend: Backend,
+    /// The URL, for messages: never holds a secret (they are refused).
+    pub url: String,
+    /// The key prefix of the URL's path (`upkeep` in `s3://bucket/upkeep`).
+    prefix: String,
+}
+
+enum Backend {
+    S3(Arc<AmazonS3>),
+    Local(Arc<LocalFileSystem>, std::path::PathBuf),
+}
+
+/// An object's key (below the URL's prefix) and size.
+#[derive(Debug, Clone)]
+pub struct Object {
+    pub key: String,
+    pub size: u64,
+    pub modified: jiff::Timestamp,
+}
+
+impl Store {
+    /// Connects to the store of `target`. Nothing is sent yet: a store that
+    /// cannot be reached is found by the first request.
+    pub fn open(target: &Target) -> Result<Store> {
+        // rustls takes its crypto from the process: ring, set once.
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .thread_name("upkeep-offsite")
+            .enable_all()
+            .build()
+            .context("cannot start the off-site client")?;
+        let backend = match target {
+            Target::S3 {
+                bucket,
+                endpoint,
+                region,
+                ..
+            } => {
+                let mut builder = AmazonS3Builder::from_env()
+                    .with_bucket_name(bucket)
+                    .with_checksum_algorithm(Checksum::SHA256)
+                    .with_conditional_put(S3ConditionalPut::ETagMatch)
+                    .with_retry(RetryConfig {
+                        max_retries: 3,
+                        retry_timeout: Duration::from_secs(30),
+                        ..RetryConfig::default()
+                    })
+                    .with_client_options(
+                        ClientOptions::new()
+                            .with_connect_timeout(Duration::from_secs(10))
+                            .with_timeout(Duration::from_secs(300)),
+                    );
+                if let Some(region) = region {
+                    builder = builder.with_region(region);
+                } else if std::env::var_os("AWS_REGION").is_none()
+                    && std::env::var_os("AWS_DEFAULT_REGION").is_none()
+                {
+                    builder = builder.with_region("us-east-1");
+                }
+                if let Some(endpoint) = endpoint {
+                    // S3-compatible stores are addressed by path.
+                    builder = builder
+                        .with_endpoint(endpoint)
+                        .with_allow_http(endpoint.starts_with("http://"))
+                        .with_virtual_hosted_style_request(false);
+                }
+                builder = credentials::apply(builder, &target.shown())?;
+                let s3 = builder.build().with_context(|| {
+                    format!("cannot use the off-site store `{}`", target.shown())
+                })?;
+                Backend::S3(Arc::new(s3))
+            }
+            Target::File { root, .. } => {
+                if !root.is_dir() {
+                    anyhow::bail!(
+                        "the off-site folder `{}` does not exist: create it (or mount the share), or fix backups.offsite.url in upkeep.yaml",
+                        root.display()
+                    );
+                }
+                let local = LocalFileSystem::new_with_prefix(root).with_context(|| {
+                    format!("cannot use the off-site folder `{}`", root.display())
+                })?;
+                Backend::Local(Arc::new(local), root.clone())
+            }
+        };
+        Ok(Store {
+            runtime,
+            backend,
+            url: target.shown(),
+            prefix: target.prefix().to_string(),
+        })
+    }
+
+    fn objects(&self) -> Arc<dyn ObjectStore> {
+        match &self.backend {
+            Backend::S3(s3) => s3.clone(),
+            Backend::Local(local, _) => local.clone(),
+        }
+    }
+
+    fn key(&self, key: &str) -> Key {
+        match self.prefix.is_empty() {
+            true => Key::from(key),
+            false => Key::from(format!("{}/{key}", self.prefix)),
+        }
+    }
+
+    /// The objects under `folder` (a key prefix such as `production/`).
+    pub fn list(&self, folder: &str) -> Result<Vec<Object>> {
+        let objects = self.objects();
+        let prefix = self.key(folder.trim_end_matches('/'));
+        let skip = match self.prefix.is_empty() {
+            true => 0,
+            false => self.prefix.len() + 1,
+        };
+        let listed: Vec<_> = self
+            .runtime
+            .block_on(async { objects.list(Some(&prefix)).collect::<Vec<_>>().await });
+        let mut found = Vec::new();
+        for meta in listed {
+            let meta = meta.map_err(|error| self.failed("list", folder, error))?;
+            found.push(Object {
+                key: meta.location.as_ref()[skip..].to_string(),
+                size: meta.size,
+                modified: jiff::Timestamp::from_second(meta.last_modified.timestamp())
+                    .unwrap_or(jiff::Timestamp::UNIX_EPOCH),
+            });
+        }
+        found.sort_by(|a, b| a.key.cmp(&b.key));
+        Ok(found)
+    }
+
+    /// The size of an object, or `None` when there is none.
+    pub fn size(&self, key: &str) -> Result<Option<u64>> {
+        let objects = self.objects();
+        let location = self.key(key);
+        match self.runtime.block_on(objects.head(&location)) {
+            Ok(meta) => Ok(Some(meta.size)),
+            Err(object_store::Error::NotFound { .. }) => Ok(None),
+            Err(error) => Err(self.failed("read", key, error)),
+        }
+    }
+
+    /// A small object's bytes (a manifest).
+    pub fn read(&self, key: &str) -> Result<Vec<u8>> {
+        let objects = self.objects();
+        let location = self.key(key);
+        self.runtime
+            .block_on(async { objects.get(&location).await?.bytes().await })
+            .map(|bytes| bytes.to_vec())
+            .map_err(|error| self.failed("read", key, error))
+    }
+
+    /// Writes a small object only if none is there: `false` when one was.
+    pub fn create(&self, key: &str, bytes: Vec<u8>) -> Result<bool> {
+        let objects = self.objects();
+        let location = self.key(key);
+        let options = PutOptions {
+            mode: PutMode::Create,
+            ..PutOptions::default()
+        };
+        match self
+            .runtime
+            .block_on(objects.put_opts(&location, PutPayload::from(bytes), options))
+        {
+            Ok(_) => Ok(true),
+            Err(object_store::Error::AlreadyExists { .. }) => Ok(false),
+            Err(error) => Err(self.failed("write", key, error)),
+        }
+    }
+
+    pub fn delete(&self, key: &str) -> Result<()> {
+        let objects = self.objects();
+        let location = self.key(key);
+        match self.runtime.block_on(objects.delete(&location)) {
+            Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
+            Err(error) => Err(self.failed("delete", key, error)),
+        }
+    }
+
+    /// Streams an object: its size, and a reader of its bytes.
+    pub fn reader(&self, key: &str) -> Result<(u64, impl Read + use<>)> {
+        let objects = self.objects();
+        let location = self.key(key);
+        let got = self
+            .runtime
+            .block_on(objects.get(&location))
+            .map_err(|error| self.failed("download", key, error))?;
+        let size = got.meta.size;
+        let mut stream = got.into_stream();
+        let (send, receive) = std::sync::mpsc::sync_channel(DOWNLOAD_CHUNKS);
+        let shown = format!("`{}` from `{}`", key, self.url);
+        self.runtime.spawn(async move {
+            while let Some(chunk) = stream.next().await {
+                let chunk = chunk
+                    .map(|bytes| bytes.to_vec())
+                    .map_err(|error| format!("download of {shown} failed: {error}"));
+                let failed = chunk.is_err();
+                if send.send(chunk).is_err() || failed {
+                    return;
+                }
+            }
+        });
+        Ok((
+            size,
+            Download {
+                chunks: receive,
+                current: Vec::new(),
+                at: 0,
+            },
+        ))
+    }
+
+    /// Starts a streamed upload to `key`. For S3, `started` is told the
+    /// upload's id before any part is sent, so that a crash can be cleaned
+    /// up (see [`Store::abort`]).
+    pub fn upload(&self, key: &str, started: &dyn Fn(&str) -> Result<()>) -> Result<Upload<'_>> {
+        let location = self.key(key);
+        let kind = match &self.backend {
+            Backend::S3(s3) => {
+                let id = self
+                    .runtime
+                    .block_on(s3.create_multipart(&location))
+                    .map_err(|error| self.failed("upload", key, error))?;
+                started(&id)?;
+                Parts::S3 {
+                    s3: s3.clone(),
+                    id,
+                    sent: VecDeque::new(),
+                    done: Vec::new(),
+                }
+            }
+            Backend::Local(local, _) => {
+                let upload = self
+                    .runtime
+                    .block_on(local.put_multipart(&location))
+                    .map_err(|error| self.failed("upload", key, error))?;
+                Parts::Other {
+                    upload,
+                    sent: VecDeque::new(),
+                }
+            }
+        };
+        Ok(Upload {
+            store: self,
+            key: key.to_string(),
+            location,
+            parts: kind,
+            buffer: Vec::with_capacity(PART_SIZE),
+            written: 0,
+            hash: blake3::Hasher::new(),
+        })
+    }
+
+    /// Aborts an upload a crash left behind (S3: its parts are dropped);
+    /// one the store no longer knows is gone already.
+    pub fn abort(&self, key: &str, id: &str) -> Result<()> {
+        match &self.backend {
+            Backend::S3(s3) => {
+                let location = self.key(key);
+                match self
+                    .runtime
+                    .block_on(s3.abort_multipart(&location, &id.to_string()))
+                {
+                    Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
+                    Err(error) => Err(self.failed("clean up an upload of", key, error)),
+                }
+            }
+            Backend::Local(..) => Ok(()),
+        }
+    }
+
+    /// Removes what a crash left of uploads to a local folder (its
+    /// `NAME#N` staging files under `folder`); S3 uploads are journaled
+    /// and aborted by id instead.
+    pub fn sweep_staging(&self, folder: &str) {
+        let Backend::Local(_, root) = &self.backend else {
+            return;
+        };
+        let dir = root.join(&self.prefix).join(folder);
+        let Ok(entries) = std::fs::read_dir(&dir) else {
+            return;
+        };
+        for entry in entries.flatten() {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            let staging = name
+                .rsplit_once('#')
+                .is_some_and(|(_, n)| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()));
+            if staging {
+                let _ = std::fs::remove_file(entry.path());
+            }
+        }
+    }
+
+    /// An error of the store, said for people: what failed, on which URL,
+    /// and what to do, without any credential.
+    fn failed(&self, what: &str, key: &str, error: object_store::Error) -> anyhow::Error {
+        let text = credentials::mask(&format!("{error}"));
+        let advice = advice(&text);
+        anyhow!(
+            "cannot {what} `{key}` at off-site store `{}`: {text}{advice}",
+            self.url
+        )
+    }
+}
+
+/// What to do about a store error, from what the store said.
+fn advice(text: &str) -> &'static str {
+    let has = |needle: &str| text.contains(needle);
+    if has("NoSuchBucket") || has("bucket does not exist") || has("The specified bucket") {
+        "; the bucket does not exist: create it, or fix backups.offsite.url in upkeep.yaml"
+    } else if has("InvalidAccessKeyId")
+        || has("SignatureDoesNotMatch")
+        || has("AccessDenied")
+        || has("403")
+    {
+        "; the store refused the credentials: check AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY (or AWS_PROFILE and its credentials file)"
+    } else if has("error sending request")
+        || has("connect")
+        || has("Connection refused")
+        || has("timed out")
+    {
+        "; the store cannot be reached: check backups.offsite.endpoint (or AWS_ENDPOINT_URL) and that the store is up"
+    } else {
+        ""
+    }
+}
+
+enum Parts {
+    S3 {
+        s3: Arc<AmazonS3>,
+        id: String,
+        /// Parts in flight, oldest first, and the ids of those done.
+        sent: VecDeque<JoinHandle<object_store::Result<PartId>>>,
+        done: Vec<PartId>,
+    },
+    Other {
+        upload: Box<dyn MultipartUpload>,
+        sent: VecDeque<JoinHandle<object_store::Result<()>>>,
+    },
+}
+
+/// A streamed upload in progress; see [`Store::upload`]. Dropped without
+/// [`Upload::finish`], it leaves parts behind for [`Upload::abort`] or the
+/// next push to clean.
+pub struct Upload<'a> {
+    store: &'a Store,
+    key: String,
+    location: Key,
+    parts: Parts,
+    buffer: Vec<u8>,
+    written: u64,
+    /// The uploaded bytes' hash, as the store holds them.
+    hash: blake3::Hasher,
+}
+
+/// What a finished upload sent.
+pub struct Uploaded {
+    pub size: u64,
+    pub blake3: blake3::Hash,
+}
+
+impl Upload<'_> {
+    /// Sends the full buffer as the next part, after waiting for the
+    /// oldest part in flight when there are already [`IN_FLIGHT`].
+    fn send(&mut self) -> Result<()> {
+        let data = PutPayload::from(std::mem::replace(
+            &mut self.buffer,
+            Vec::with_capacity(PART_SIZE),
+        ));
+        let runtime = &self.store.runtime;
+        let waited = match &mut self.parts {
+            Parts::S3 { s3, id, sent, done } => {
+                let mut waited = Ok(());
+                if sent.len() >= IN_FLIGHT
+                    && let Some(oldest) = sent.pop_front()
+                {
+                    waited = runtime
+                        .block_on(oldest)
+                        .map_err(join_error)
+                        .and_then(|part| part)
+                        .map(|part| done.push(part));
+                }
+                let (s3, id, location) = (s3.clone(), id.clone(), self.location.clone());
+                let index = done.len() + sent.len();
+                sent.push_back(
+                    runtime.spawn(async move { s3.put_part(&location, &id, index, data).await }),
+                );
+                waited
+            }
+            Parts::Other { upload, sent } => {
+                let mut waited = Ok(());
+                if sent.len() >= IN_FLIGHT
+                    && let Some(oldest) = sent.pop_front()
+                {
+                    waited = runtime
+                        .block_on(oldest)
+                        .map_err(join_error)
+                        .and_then(|part| part);
+                }
+                sent.push_back(runtime.spawn(upload.put_part(data)));
+                waited
+            }
+        };
+        waited.map_err(|error| self.store.failed("upload", &self.key, error))
+    }
+
+    /// Sends what is left, waits for every part, and completes the upload:
+    /// only then does the object exist. Any failure aborts it.
+    pub fn finish(mut self) -> Result<Uploaded> {
+        if !self.buffer.is_empty() || self.no_part_yet() {
+            self.send()?;
+        }
+        let store = self.store;
+        let key = self.key.clone();
+        let done = store.runtime.block_on(async {
+            match &mut self.parts {
+                Parts::S3 { s3, id, sent, done } => {
+                    for part in sent.drain(..) {
+                        done.push(part.await.map_err(join_error)??);
+                    }
+                    s3.complete_multipart(&self.location, id, std::mem::take(done))
+                        .await?;
+                    Ok(())
+                }
+                Parts::Other { upload, sent } => {
+                    for part in sent.drain(..) {
+                        part.await.map_err(join_error)??;
+                    }
+                    upload.complete().await.map(drop)
+                }
+            }
+        });
+        match done {
+            Ok(()) => Ok(Uploaded {
+                size: self.written,
+                blake3: self.hash.finalize(),
+            }),
+            Err(error) => {
+                let error = store.failed("upload", &key, error);
+                self.abort();
+                Err(error)
+            }
+        }
+    }
+
+    fn no_part_yet(&self) -> bool {
+        match &self.parts {
+            Parts::S3 { sent, done, .. } => sent.is_empty() && done.is_empty(),
+            Parts::Other { sent, .. } => sent.is_empty(),
+        }
+    }
+
+    /// Drops the parts sent so far; the object is never created.
+    pub fn abort(mut self) {
+        let runtime = &self.store.runtime;
+        match &mut self.parts {
+            Parts::S3 { s3, id, sent, .. } => {
+                for part in sent.drain(..) {
+                    part.abort();
+                }
+                let _ = runtime.block_on(s3.abort_multipart(&self.location, id));
+            }
+            Parts::Other { upload, sent } => {
+                for part in sent.drain(..) {
+                    part.abort();
+                }
+                let _ = runtime.block_on(upload.abort());
+            }
+        }
+    }
+}
+
+fn join_error(error: tokio::task::JoinError) -> object_store::Error {
+    object_store::Error::Generic {
+        store: "upload",
+        source: Box::new(error),
+    }
+}
+
+impl Write for Upload<'_> {
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+        let room = PART_SIZE - self.buffer.len();
+        let taken = bytes.len().min(room);
+        self.buffer.extend_from_slice(&bytes[..taken]);
+        self.hash.update(&bytes[..taken]);
+        self.written += taken as u64;
+        if self.buffer.len() == PART_SIZE {
+            self.send().map_err(std::io::Error::other)?;
+        }
+        Ok(taken)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// The reading end of [`Store::reader`].
+struct Download {
+    chunks: std::sync::mpsc::Receiver<Result<Vec<u8>, String>>,
+    current: Vec<u8>,
+    at: usize,
+}
+
+impl Read for Download {
+    fn read(&mut self, out: &mut [u8]) -> std::io::Result<usize> {
+        while self.at == self.current.len() {
+            match self.chunks.recv() {
+                Ok(Ok(chunk)) => {
+                    self.current = chunk;
+                    self.at = 0;
+                }
+                Ok(Err(message)) => return Err(std::io::Error::other(message)),
+                // The sender is done: the end of the object.
+                Err(_) => return Ok(0),
+            }
+        }
+        let n = out.len().min(self.current.len() - self.at);
+        out[..n].copy_from_slice(&self.current[self.at..self.at + n]);
+        self.at += n;
+        Ok(n)
+    }
+}
