@@ -644,7 +644,7 @@ fn check_scalar(scalar: &yaml::Scalar) -> Result<(), String> {
         (["backups", "offsite", "endpoint"], false) => {
             offsite::target::check_endpoint(text.as_deref().unwrap_or_default())
         }
-        (["backups", "offsite"], true) if looks_like_a_credential(&scalar.text) => Err(format!(
+        (["backups", "offsite"], true) if looks_like_a_credential(scalar.text) => Err(format!(
             "`backups.offsite.{}`: credentials are not read from upkeep.yaml; remove it and set \
              AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY (or AWS_PROFILE) in the environment",
             scalar.text

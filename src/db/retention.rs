@@ -57,8 +57,11 @@ impl Rotation {
     }
 }
 
+/// A rule: its name, its count, and the period a stamp falls in.
+type Rule = (&'static str, Option<u32>, fn(&str) -> String);
+
 impl Policy {
-    fn rules(&self) -> [(&'static str, Option<u32>, fn(&str) -> String); 5] {
+    fn rules(&self) -> [Rule; 5] {
         [
             ("last", self.last, |stamp| stamp.to_string()),
             ("daily", self.daily, |stamp| stamp[..8].to_string()),

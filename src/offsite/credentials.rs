@@ -1,10 +1,12 @@
 //! S3 credentials, from where the AWS tools read them: the environment
 //! (`AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`, `AWS_SESSION_TOKEN`), else
 //! the shared credentials file (`AWS_SHARED_CREDENTIALS_FILE`, default
-//! `~/.aws/credentials`, profile `AWS_PROFILE` or `default`), else the
-//! ways `object_store` knows (web identity, container credentials, instance
-//! metadata). `AWS_EC2_METADATA_DISABLED=true` turns the last one off, as
-//! for the AWS CLI: then no credentials is an error, said at once.
+//! `~/.aws/credentials`, profile `AWS_PROFILE` or `default`), else web
+//! identity or container credentials, as `object_store` reads them. The
+//! instance metadata service (169.254.169.254) is asked only when
+//! `AWS_EC2_METADATA_DISABLED=false` says so: a host with no credentials
+//! gets a clear error at once, not a request to an address it may not
+//! reach (or may reach the wrong thing at).
 //!
 //! Whatever the store says back goes through [`mask`] before anyone sees
 //! it.
@@ -18,8 +20,27 @@ const SECRET_VARIABLES: &[&str] = &[
     "AWS_ACCESS_KEY_ID",
 ];
 
-/// Adds the credentials found to `builder` (`from_env` already read the
-/// environment's); `shown` names the store in errors.
+/// An S3 builder with what the environment's `AWS_*` variables say, as
+/// `AmazonS3Builder::from_env` reads them, but that an empty variable is
+/// no value (rather than an empty key).
+pub fn builder_from_env() -> AmazonS3Builder {
+    let mut builder = AmazonS3Builder::new();
+    for (name, value) in std::env::vars_os() {
+        let (Some(name), Some(value)) = (name.to_str(), value.to_str()) else {
+            continue;
+        };
+        if name.starts_with("AWS_")
+            && !value.is_empty()
+            && let Ok(key) = name.to_ascii_lowercase().parse()
+        {
+            builder = builder.with_config(key, value);
+        }
+    }
+    builder
+}
+
+/// Adds the credentials found to `builder` (made by [`builder_from_env`]);
+/// `shown` names the store in errors.
 pub fn apply(builder: AmazonS3Builder, shown: &str) -> Result<AmazonS3Builder> {
     let env = |name: &str| std::env::var(name).ok().filter(|value| !value.is_empty());
     if env("AWS_ACCESS_KEY_ID").is_some() {
@@ -42,12 +63,13 @@ pub fn apply(builder: AmazonS3Builder, shown: &str) -> Result<AmazonS3Builder> {
     let other_ways = env("AWS_WEB_IDENTITY_TOKEN_FILE").is_some()
         || env("AWS_CONTAINER_CREDENTIALS_RELATIVE_URI").is_some()
         || env("AWS_CONTAINER_CREDENTIALS_FULL_URI").is_some();
-    let metadata_off =
-        env("AWS_EC2_METADATA_DISABLED").is_some_and(|v| v.eq_ignore_ascii_case("true"));
-    if !other_ways && metadata_off {
+    let metadata_on =
+        env("AWS_EC2_METADATA_DISABLED").is_some_and(|v| v.eq_ignore_ascii_case("false"));
+    if !other_ways && !metadata_on {
         bail!(
             "no credentials for the off-site store `{shown}`: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, \
-             or AWS_PROFILE with a profile in ~/.aws/credentials"
+             or AWS_PROFILE with a profile in ~/.aws/credentials (on EC2 with an instance role, set \
+             AWS_EC2_METADATA_DISABLED=false to use the instance metadata service)"
         );
     }
     Ok(builder)

@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use anyhow::{Context, Result, anyhow};
 use futures_util::StreamExt;
-use object_store::aws::{AmazonS3, AmazonS3Builder, Checksum, S3ConditionalPut};
+use object_store::aws::{AmazonS3, Checksum, S3ConditionalPut};
 use object_store::local::LocalFileSystem;
 use object_store::multipart::{MultipartStore, PartId};
 use object_store::path::Path as Key;
@@ -75,7 +75,7 @@ impl Store {
                 region,
                 ..
             } => {
-                let mut builder = AmazonS3Builder::from_env()
+                let mut builder = credentials::builder_from_env()
                     .with_bucket_name(bucket)
                     .with_checksum_algorithm(Checksum::SHA256)
                     .with_conditional_put(S3ConditionalPut::ETagMatch)

@@ -347,6 +347,42 @@ fn wrong_credentials_a_missing_bucket_and_secrets_in_the_config_are_clear_and_ne
         .stderr_has("the bucket does not exist: create it");
     outputs.push(missing);
 
+    // No credentials at all: said at once (the instance metadata service
+    // is never asked unless AWS_EC2_METADATA_DISABLED=false).
+    let none = sandbox.upkeep_with(
+        &["push", "production"],
+        &[
+            ("AWS_ACCESS_KEY_ID", ""),
+            ("AWS_SECRET_ACCESS_KEY", ""),
+            ("AWS_EC2_METADATA_DISABLED", ""),
+            ("AWS_SHARED_CREDENTIALS_FILE", "/nonexistent"),
+            ("AWS_PROFILE", ""),
+        ],
+    );
+    none.code(1)
+        .stderr_has("no credentials for the off-site store");
+    // A profile in a shared credentials file works like the variables.
+    sandbox.write(
+        "aws-credentials",
+        &format!("[other]\naws_access_key_id = x\naws_secret_access_key = y\n\n[backups]\naws_access_key_id = {KEY_ID}\naws_secret_access_key = {SECRET}\n"),
+    );
+    let profile_file = sandbox
+        .path("aws-credentials")
+        .to_string_lossy()
+        .into_owned();
+    with_offsite(&sandbox, &s3_offsite(&s3));
+    let by_profile = sandbox.upkeep_with(
+        &["push", "production"],
+        &[
+            ("AWS_ACCESS_KEY_ID", ""),
+            ("AWS_SECRET_ACCESS_KEY", ""),
+            ("AWS_SHARED_CREDENTIALS_FILE", &profile_file),
+            ("AWS_PROFILE", "backups"),
+        ],
+    );
+    by_profile.code(0).stdout_has("pushed");
+    outputs.push(by_profile);
+
     // A store that is down.
     with_offsite(
         &sandbox,
@@ -471,6 +507,14 @@ fn kill_9_during_push_leaves_no_manifest_without_its_object_and_the_next_push_co
                 == 0,
         "the upload journal is empty"
     );
+    // The interrupted multipart uploads were aborted: the server holds no
+    // part of them.
+    let leftovers: Vec<String> = std::fs::read_dir(s3.root.path())
+        .unwrap()
+        .map(|entry| entry.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|name| name.starts_with(".upload"))
+        .collect();
+    assert!(leftovers.is_empty(), "{leftovers:?}");
 }
 
 #[test]
