@@ -34,7 +34,8 @@ bench = os.path.join(os.environ.get("TMPDIR", "/tmp"), "upkeep-bench")
 big = os.path.join(bench, "data", "big.duckdb")
 if not os.path.exists(big):
     sys.exit(f"no {big}: run scripts/bench_db.sh first, it makes the 1 GiB database")
-subprocess.run(["cargo", "build", "--quiet", "--bins"], cwd=root, check=True)
+subprocess.run(["cargo", "build", "--quiet", "--bins"], cwd=root, check=True,
+               env=dict(os.environ, CARGO_TARGET_DIR=target))
 upkeep = os.path.join(target, "debug", "upkeep")
 venv_python = os.path.join(target, "bench-venv", "bin", "python")
 peak_rss = []

@@ -34,7 +34,8 @@ try:
 except ImportError:
     sys.exit(f"no boto3: run it with {tools}/venv/bin/python (scripts/test_tools.sh installs it)")
 
-subprocess.run(["cargo", "build", "--quiet", "--bin", "upkeep"], cwd=root, check=True)
+subprocess.run(["cargo", "build", "--quiet", "--bin", "upkeep"], cwd=root, check=True,
+               env=dict(os.environ, CARGO_TARGET_DIR=target))
 upkeep = os.path.join(target, "debug", "upkeep")
 KEY_ID, SECRET, BUCKET = "AKIABENCH0001", "bench-secret-0123456789", "bench"
 

@@ -30,7 +30,8 @@ big = os.path.join(os.environ.get("TMPDIR", "/tmp"), "upkeep-bench", "data", "bi
 if not os.path.exists(big):
     sys.exit(f"no {big}: run scripts/bench_db.sh first, it makes the 1 GiB database")
 
-subprocess.run(["cargo", "build", "--quiet", "--bin", "upkeep"], cwd=root, check=True)
+subprocess.run(["cargo", "build", "--quiet", "--bin", "upkeep"], cwd=root, check=True,
+               env=dict(os.environ, CARGO_TARGET_DIR=target))
 upkeep = os.path.join(target, "debug", "upkeep")
 shutil.rmtree(work, ignore_errors=True)
 demo = subprocess.run([upkeep, "demo", "--dir", work], capture_output=True, text=True)

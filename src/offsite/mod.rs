@@ -33,6 +33,8 @@ const ENCRYPTED_SUFFIX: &str = ".age";
 /// A data object without a manifest is an upload in progress elsewhere for
 /// this long; older, it is what a crash left, and a push removes it.
 const ORPHAN_AGE: jiff::SignedDuration = jiff::SignedDuration::from_hours(1);
+/// How much a download hands its writer at a time.
+const CHUNK: usize = 4 << 20;
 /// The off-site manifest's format version.
 const FORMAT: u32 = 1;
 
@@ -281,7 +283,7 @@ fn upload(
     };
     fsx::create_private_dir(journal)?;
     let in_flight = journal.join(format!("{}.upload.json", backup.name));
-    let mut upload = store.upload(&key, &|id| {
+    let mut upload = store.upload(&key, recipients.is_some(), &|id| {
         let entry = serde_json::to_vec(&InFlight {
             key: key.clone(),
             id: id.to_string(),
@@ -371,7 +373,8 @@ fn upload(
         object: Stored {
             key: key.clone(),
             size: uploaded.size,
-            blake3: uploaded.blake3.to_hex().to_string(),
+            // Unencrypted, the object is the plaintext.
+            blake3: uploaded.blake3.unwrap_or(hash).to_hex().to_string(),
         },
         encrypted: recipients.is_some(),
         recipients: recipients
@@ -644,48 +647,70 @@ pub fn fetch(
     let mut partial = fsx::partial_file(dir)?;
     let (size, reader) = store.reader(&manifest.object.key)?;
     let bar = progress.bytes(&format!("download {}", remote.name), size);
+    // Encrypted, the object's bytes are hashed as they come; plain, the
+    // object is the plaintext, hashed once below.
     let mut object_hash = blake3::Hasher::new();
     let tee = Tee {
         inner: bar.wrap_read(reader),
-        hasher: &mut object_hash,
-        read: 0,
+        hasher: identities.is_some().then_some(&mut object_hash),
     };
-    let mut plain_hash = blake3::Hasher::new();
-    let written = (|| -> Result<u64> {
-        let mut plain: Box<dyn Read + '_> = match &identities {
-            Some(identities) => Box::new(identities.decrypt(tee, &remote.name)?),
-            None => Box::new(tee),
-        };
-        let mut out = std::io::BufWriter::with_capacity(1 << 20, partial.as_file_mut());
-        let mut buffer = vec![0u8; 1 << 20];
-        let mut total = 0u64;
-        loop {
-            let n = plain.read(&mut buffer).with_context(|| {
-                format!("download of `{}` from `{}` failed", remote.name, store.url)
-            })?;
-            if n == 0 {
-                break;
+    // This thread downloads (and decrypts); another hashes and writes.
+    let file = partial.as_file_mut();
+    let (written, plain_hash) = std::thread::scope(|scope| {
+        let (send, chunks) = std::sync::mpsc::sync_channel::<Vec<u8>>(4);
+        let writer = scope.spawn(move || -> Result<blake3::Hash> {
+            let mut hasher = blake3::Hasher::new();
+            for chunk in chunks {
+                hasher.update(&chunk);
+                file.write_all(&chunk)
+                    .with_context(|| format!("cannot write into `{}`", dir.display()))?;
             }
-            plain_hash.update(&buffer[..n]);
-            out.write_all(&buffer[..n])
-                .with_context(|| format!("cannot write into `{}`", dir.display()))?;
-            total += n as u64;
-        }
-        // Drain the object to its end: its hash covers every byte.
-        std::io::copy(&mut plain, &mut std::io::sink())?;
-        out.flush()?;
-        Ok(total)
-    })();
+            Ok(hasher.finalize())
+        });
+        let downloaded = (|| -> Result<u64> {
+            let mut plain: Box<dyn Read + '_> = match &identities {
+                Some(identities) => Box::new(identities.decrypt(tee, &remote.name)?),
+                None => Box::new(tee),
+            };
+            let failed = || format!("download of `{}` from `{}` failed", remote.name, store.url);
+            let mut total = 0u64;
+            loop {
+                let mut chunk = Vec::with_capacity(CHUNK);
+                let n = (&mut plain)
+                    .take(CHUNK as u64)
+                    .read_to_end(&mut chunk)
+                    .with_context(failed)?;
+                if n == 0 {
+                    return Ok(total);
+                }
+                total += n as u64;
+                if send.send(chunk).is_err() {
+                    // The writer stopped: its error says why.
+                    return Ok(total);
+                }
+            }
+        })();
+        drop(send);
+        let hash = writer
+            .join()
+            .unwrap_or_else(|_| Err(anyhow::anyhow!("the writing thread panicked")));
+        (downloaded, hash)
+    });
     bar.finish_and_clear();
     let written = written?;
-    if object_hash.finalize().to_hex().as_str() != manifest.object.blake3 {
+    let plain_hash = plain_hash?;
+    let object_hash = match identities {
+        Some(_) => object_hash.finalize(),
+        None => plain_hash,
+    };
+    if object_hash.to_hex().as_str() != manifest.object.blake3 {
         bail!(
             "off-site backup `{}` does not match its manifest (the object's hash differs): not used, nothing was changed",
             remote.name
         );
     }
     if written != manifest.plaintext.size
-        || plain_hash.finalize().to_hex().as_str() != manifest.plaintext.blake3
+        || plain_hash.to_hex().as_str() != manifest.plaintext.blake3
     {
         bail!(
             "off-site backup `{}` does not match its manifest once decrypted: not used, nothing was changed",
@@ -714,18 +739,18 @@ pub fn fetch(
     Ok((remote.name.clone(), true))
 }
 
-/// A reader that hashes what passes through it.
+/// A reader that hashes what passes through it, when given a hasher.
 struct Tee<'a, R> {
     inner: R,
-    hasher: &'a mut blake3::Hasher,
-    read: u64,
+    hasher: Option<&'a mut blake3::Hasher>,
 }
 
 impl<R: Read> Read for Tee<'_, R> {
     fn read(&mut self, out: &mut [u8]) -> std::io::Result<usize> {
         let n = self.inner.read(out)?;
-        self.hasher.update(&out[..n]);
-        self.read += n as u64;
+        if let Some(hasher) = &mut self.hasher {
+            hasher.update(&out[..n]);
+        }
         Ok(n)
     }
 }

@@ -13,6 +13,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, Result, anyhow};
+use bytes::Bytes;
 use futures_util::StreamExt;
 use object_store::aws::{AmazonS3, Checksum, S3ConditionalPut};
 use object_store::local::LocalFileSystem;
@@ -31,8 +32,6 @@ use super::target::Target;
 const IN_FLIGHT: usize = 4;
 /// The size of a part; S3 wants at least 5 MiB but for the last.
 const PART_SIZE: usize = 16 * 1024 * 1024;
-/// Chunks of a download buffered between the network and the reader.
-const DOWNLOAD_CHUNKS: usize = 64;
 
 pub struct Store {
     runtime: tokio::runtime::Runtime,
@@ -217,43 +216,42 @@ impl Store {
         }
     }
 
-    /// Streams an object: its size, and a reader of its bytes.
-    pub fn reader(&self, key: &str) -> Result<(u64, impl Read + use<>)> {
+    /// Streams an object: its size, and a reader of its bytes. The object
+    /// comes in ranges of [`PART_SIZE`], [`IN_FLIGHT`] at a time, read in
+    /// order: memory stays bounded, and the store serves ranges in parallel.
+    pub fn reader(&self, key: &str) -> Result<(u64, Download<'_>)> {
         let objects = self.objects();
         let location = self.key(key);
-        let got = self
+        let size = self
             .runtime
-            .block_on(objects.get(&location))
-            .map_err(|error| self.failed("download", key, error))?;
-        let size = got.meta.size;
-        let mut stream = got.into_stream();
-        let (send, receive) = std::sync::mpsc::sync_channel(DOWNLOAD_CHUNKS);
-        let shown = format!("`{}` from `{}`", key, self.url);
-        self.runtime.spawn(async move {
-            while let Some(chunk) = stream.next().await {
-                let chunk = chunk
-                    .map(|bytes| bytes.to_vec())
-                    .map_err(|error| format!("download of {shown} failed: {error}"));
-                let failed = chunk.is_err();
-                if send.send(chunk).is_err() || failed {
-                    return;
-                }
-            }
-        });
-        Ok((
+            .block_on(objects.head(&location))
+            .map_err(|error| self.failed("download", key, error))?
+            .size;
+        let mut download = Download {
+            store: self,
+            objects,
+            location,
+            key: key.to_string(),
             size,
-            Download {
-                chunks: receive,
-                current: Vec::new(),
-                at: 0,
-            },
-        ))
+            next: 0,
+            pending: VecDeque::new(),
+            current: Bytes::new(),
+            at: 0,
+        };
+        download.request_more();
+        Ok((size, download))
     }
 
-    /// Starts a streamed upload to `key`. For S3, `started` is told the
-    /// upload's id before any part is sent, so that a crash can be cleaned
-    /// up (see [`Store::abort`]).
-    pub fn upload(&self, key: &str, started: &dyn Fn(&str) -> Result<()>) -> Result<Upload<'_>> {
+    /// Starts a streamed upload to `key`, hashing what is sent when
+    /// `hashed` (what is sent is not what was read: encrypted). For S3,
+    /// `started` is told the upload's id before any part is sent, so that a
+    /// crash can be cleaned up (see [`Store::abort`]).
+    pub fn upload(
+        &self,
+        key: &str,
+        hashed: bool,
+        started: &dyn Fn(&str) -> Result<()>,
+    ) -> Result<Upload<'_>> {
         let location = self.key(key);
         let kind = match &self.backend {
             Backend::S3(s3) => {
@@ -287,7 +285,7 @@ impl Store {
             parts: kind,
             buffer: Vec::with_capacity(PART_SIZE),
             written: 0,
-            hash: blake3::Hasher::new(),
+            hash: hashed.then(blake3::Hasher::new),
         })
     }
 
@@ -389,14 +387,15 @@ pub struct Upload<'a> {
     parts: Parts,
     buffer: Vec<u8>,
     written: u64,
-    /// The uploaded bytes' hash, as the store holds them.
-    hash: blake3::Hasher,
+    /// The uploaded bytes' hash, as the store holds them, when asked for.
+    hash: Option<blake3::Hasher>,
 }
 
 /// What a finished upload sent.
 pub struct Uploaded {
     pub size: u64,
-    pub blake3: blake3::Hash,
+    /// When the upload was asked to hash what it sent.
+    pub blake3: Option<blake3::Hash>,
 }
 
 impl Upload<'_> {
@@ -473,7 +472,7 @@ impl Upload<'_> {
         match done {
             Ok(()) => Ok(Uploaded {
                 size: self.written,
-                blake3: self.hash.finalize(),
+                blake3: self.hash.as_ref().map(blake3::Hasher::finalize),
             }),
             Err(error) => {
                 let error = store.failed("upload", &key, error);
@@ -522,7 +521,9 @@ impl Write for Upload<'_> {
         let room = PART_SIZE - self.buffer.len();
         let taken = bytes.len().min(room);
         self.buffer.extend_from_slice(&bytes[..taken]);
-        self.hash.update(&bytes[..taken]);
+        if let Some(hash) = &mut self.hash {
+            hash.update(&bytes[..taken]);
+        }
         self.written += taken as u64;
         if self.buffer.len() == PART_SIZE {
             self.send().map_err(std::io::Error::other)?;
@@ -536,24 +537,53 @@ impl Write for Upload<'_> {
 }
 
 /// The reading end of [`Store::reader`].
-struct Download {
-    chunks: std::sync::mpsc::Receiver<Result<Vec<u8>, String>>,
-    current: Vec<u8>,
+pub struct Download<'a> {
+    store: &'a Store,
+    objects: Arc<dyn ObjectStore>,
+    location: Key,
+    key: String,
+    size: u64,
+    /// Where the next range to request starts.
+    next: u64,
+    /// Ranges requested, in order.
+    pending: VecDeque<JoinHandle<object_store::Result<Bytes>>>,
+    current: Bytes,
     at: usize,
 }
 
-impl Read for Download {
+impl Download<'_> {
+    fn request_more(&mut self) {
+        while self.pending.len() < IN_FLIGHT && self.next < self.size {
+            let end = (self.next + PART_SIZE as u64).min(self.size);
+            let (objects, location, range) =
+                (self.objects.clone(), self.location.clone(), self.next..end);
+            self.pending.push_back(
+                self.store
+                    .runtime
+                    .spawn(async move { objects.get_range(&location, range).await }),
+            );
+            self.next = end;
+        }
+    }
+}
+
+impl Read for Download<'_> {
     fn read(&mut self, out: &mut [u8]) -> std::io::Result<usize> {
         while self.at == self.current.len() {
-            match self.chunks.recv() {
-                Ok(Ok(chunk)) => {
-                    self.current = chunk;
-                    self.at = 0;
-                }
-                Ok(Err(message)) => return Err(std::io::Error::other(message)),
-                // The sender is done: the end of the object.
-                Err(_) => return Ok(0),
-            }
+            let Some(range) = self.pending.pop_front() else {
+                return Ok(0);
+            };
+            self.current = self
+                .store
+                .runtime
+                .block_on(range)
+                .map_err(join_error)
+                .and_then(|bytes| bytes)
+                .map_err(|error| {
+                    std::io::Error::other(self.store.failed("download", &self.key, error))
+                })?;
+            self.at = 0;
+            self.request_more();
         }
         let n = out.len().min(self.current.len() - self.at);
         out[..n].copy_from_slice(&self.current[self.at..self.at + n]);
