@@ -1,5 +1,9 @@
 //! Printing results: for people (aligned, coloured on a terminal, plain
 //! otherwise) or as JSON, one object per line.
+//!
+//! Every JSON line, a command's result or a run's event, goes through
+//! [`json_line`], which stamps it with the [`SCHEMA`] version, so that a
+//! script (an Ansible task, a CI step) can tell what it reads.
 
 use std::io::IsTerminal;
 
@@ -33,6 +37,19 @@ use crate::db::repair::{Outcome, Repaired};
 use crate::db::restore::Restored;
 use crate::fsx::human_size;
 use crate::progress::Progress;
+
+/// The version of the JSON that upkeep prints, in the `schema` field of
+/// every line. New fields leave it as it is; it goes up when a field is
+/// renamed, removed or changes meaning.
+pub const SCHEMA: u64 = 1;
+
+/// A JSON object as the line upkeep prints: with its `schema` version.
+pub fn json_line(mut value: serde_json::Value) -> String {
+    if let Some(object) = value.as_object_mut() {
+        object.insert("schema".into(), SCHEMA.into());
+    }
+    value.to_string()
+}
 
 #[derive(Debug, Clone, Copy)]
 pub struct Printer {
@@ -76,7 +93,7 @@ impl Printer {
 
     fn json(&self, value: serde_json::Value) {
         if self.format == Format::Json {
-            say!("{value}");
+            say!("{}", json_line(value));
         }
     }
 
@@ -119,12 +136,7 @@ impl Printer {
 
     pub fn error(&self, error: &anyhow::Error, code: i32) {
         let message = crate::error::describe(error);
-        if self.format == Format::Json {
-            say!(
-                "{}",
-                json!({"type": "error", "message": message, "exit_code": code})
-            );
-        }
+        self.json(json!({"type": "error", "message": message, "exit_code": code}));
         say_err!("{} {message}", style("error:").red().bold());
     }
 
@@ -214,6 +226,8 @@ impl Printer {
             "taken": taken,
             "downtime_ms": downtime_ms,
             "app_down": app_down,
+            // A new backup file, always: see the README's "JSON output".
+            "changed": true,
         }));
         if let Some(error) = &app_down {
             // First and loudest: a person has to act now.
@@ -295,6 +309,7 @@ impl Printer {
             "aside": restored.aside,
             "ok": restored.after.ok(),
             "after": restored.after,
+            "changed": true,
         }));
         if !self.human() {
             return;
@@ -351,6 +366,8 @@ impl Printer {
             "before": repaired.before,
             "after": repaired.after,
             "ok": repaired.after.ok(),
+            // A sound database is left untouched.
+            "changed": !matches!(repaired.outcome, Outcome::Sound),
         }));
         if !self.human() {
             return;

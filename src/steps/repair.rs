@@ -7,7 +7,7 @@
 
 use anyhow::Result;
 
-use super::{Ctx, Plan, StepType, Undo, With};
+use super::{Ctx, Plan, Ran, StepType, Undo, With};
 use crate::db::{check, repair};
 use crate::error::{code, exit_code};
 
@@ -59,7 +59,7 @@ impl StepType for Repair {
         }
     }
 
-    fn run(&self, ctx: &Ctx, with: &With) -> Result<(String, Undo)> {
+    fn run(&self, ctx: &Ctx, with: &With) -> Result<Ran> {
         let sources = repair::Sources {
             backups_dir: &ctx.config.backups_dir,
             schema: ctx.schema,
@@ -87,7 +87,12 @@ impl StepType for Repair {
             (Some(folder), Some("previous")) => Undo(serde_json::json!({ "aside": folder })),
             _ => Undo::nothing(),
         };
-        Ok((format!("`{}`: {how}", ctx.env.name), undo))
+        let detail = format!("`{}`: {how}", ctx.env.name);
+        Ok(match repaired.outcome {
+            // A sound database was not touched.
+            repair::Outcome::Sound => Ran::unchanged(detail, undo),
+            _ => Ran::changed(detail, undo),
+        })
     }
 
     fn undo(&self, ctx: &Ctx, undo: &Undo) -> Result<String> {
