@@ -51,7 +51,7 @@ pub fn main() -> i32 {
             };
         }
     };
-    let printer = Printer::new(cli.format, cli.quiet, cli.verbose, cli.color);
+    let printer = Printer::new(cli.format.into(), cli.quiet, cli.verbose, cli.color.into());
     let started = std::time::Instant::now();
     let outcome = match &cli.command {
         Command::Demo { dir } => demo::run(dir.as_deref(), &printer),

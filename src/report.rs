@@ -29,7 +29,6 @@ pub(crate) use {say, say_err};
 use console::style;
 use serde_json::json;
 
-use crate::cli::{Color, Format};
 use crate::db::backup::{Made, Taken};
 use crate::db::backups::{Backup, Status};
 use crate::db::check::Report;
@@ -37,6 +36,24 @@ use crate::db::repair::{Outcome, Repaired};
 use crate::db::restore::Restored;
 use crate::fsx::human_size;
 use crate::progress::Progress;
+
+/// How results are printed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Format {
+    /// Lines for people: aligned, coloured on a terminal.
+    Human,
+    /// One JSON object per line, for scripts.
+    Json,
+}
+
+/// When output is coloured.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Color {
+    /// On a terminal, unless `NO_COLOR` is set or `TERM` is `dumb`.
+    Auto,
+    Always,
+    Never,
+}
 
 /// The version of the JSON that upkeep prints, in the `schema` field of
 /// every line. New fields leave it as it is; it goes up when a field is

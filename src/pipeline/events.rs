@@ -14,11 +14,10 @@ use console::style;
 use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::{Value, json};
 
-use crate::cli::Format;
 use crate::pipeline::notify::Notify;
 use crate::pipeline::record::{Finished, Record, RollbackRecord, State};
 use crate::pipeline::{github, junit};
-use crate::report::{Printer, json_line, say};
+use crate::report::{Format, Printer, json_line, say};
 
 pub struct Events {
     printer: Printer,

@@ -844,7 +844,7 @@ pub fn recover(config: &Config, printer: Printer, forget: bool) -> Result<i32> {
                 path.display()
             ),
         };
-        worst = crate::commands::most_serious(worst, status);
+        worst = crate::error::most_serious(worst, status);
     }
     Ok(worst)
 }
