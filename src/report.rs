@@ -372,7 +372,7 @@ impl Printer {
     }
 
     pub fn repaired(&self, env: &str, repaired: &Repaired) {
-        let (how, detail) = describe_outcome(&repaired.outcome);
+        let (how, detail) = repaired.outcome.describe();
         self.json(json!({
             "type": "repair",
             "env": env,
@@ -383,8 +383,7 @@ impl Printer {
             "before": repaired.before,
             "after": repaired.after,
             "ok": repaired.after.ok(),
-            // A sound database is left untouched.
-            "changed": !matches!(repaired.outcome, Outcome::Sound),
+            "changed": repaired.outcome.changed(),
         }));
         if !self.human() {
             return;
@@ -412,55 +411,5 @@ impl Printer {
         }
         say!("  {}: {detail}", style(how).bold());
         self.check(env, &repaired.after);
-    }
-}
-
-/// A short name and a sentence for what a repair did.
-pub fn describe_outcome(outcome: &Outcome) -> (&'static str, String) {
-    match outcome {
-        Outcome::Sound => ("sound", "the database is sound; nothing was touched".into()),
-        Outcome::WalQuarantined => (
-            "wal_quarantined",
-            "the database file itself is sound and was not touched".into(),
-        ),
-        Outcome::FromBackup { backup, skipped } => {
-            let mut text = format!("restored the newest backup that verifies, {}", backup.name);
-            for (name, reason) in skipped {
-                text.push_str(&format!("; skipped {name}: {reason}"));
-            }
-            ("restored_backup", text)
-        }
-        Outcome::Salvaged {
-            salvaged,
-            storage_version,
-            version_source,
-        } => {
-            let mut text = format!(
-                "no backup verifies; salvaged {} table(s) into a fresh file (storage {storage_version}, {version_source})",
-                salvaged.copied.len()
-            );
-            for (table, rows) in &salvaged.copied {
-                text.push_str(&format!("; {table}: {rows} rows"));
-            }
-            for (table, why) in &salvaged.lost {
-                text.push_str(&format!("; {table}: LOST, created empty ({why})"));
-            }
-            for (table, rows) in &salvaged.dropped {
-                text.push_str(&format!(
-                    "; {table}: {rows} row(s) with NULL or duplicate keys left in the quarantined file"
-                ));
-            }
-            ("salvaged", text)
-        }
-        Outcome::EmptyFromSchema {
-            storage_version,
-            version_source,
-            reason,
-        } => (
-            "empty_from_schema",
-            format!(
-                "{reason}; created an EMPTY database from schema.sql (storage {storage_version}, {version_source})"
-            ),
-        ),
     }
 }

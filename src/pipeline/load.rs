@@ -185,7 +185,7 @@ impl Checker<'_> {
         };
         let url = self.string(url_node, "url")?;
         if !steps::later(&url)
-            && let Err(message) = notify::check_url(&url)
+            && let Err(message) = crate::webhook::check_url(&url)
         {
             self.problem(url_node.pos, format!("`notify: url`: {message}"));
         }

@@ -100,15 +100,6 @@ fn substitute_all(with: &BTreeMap<String, String>, vars: &[(String, String)]) ->
         .collect()
 }
 
-/// A run id: the UTC time and the process id, unique on this machine.
-pub fn new_run_id() -> String {
-    format!(
-        "{}-{}",
-        jiff::Timestamp::now().strftime("%Y%m%dT%H%M%SZ"),
-        std::process::id()
-    )
-}
-
 /// Stops the current step on SIGINT / SIGTERM, then rolls back.
 fn stop_flag() -> Arc<AtomicBool> {
     let stop = Arc::new(AtomicBool::new(false));
@@ -206,7 +197,7 @@ pub fn run(
     if ask && !crate::pipeline::confirm::confirmed(pipeline, setup)? {
         return Ok(code::FAILED);
     }
-    let run_id = new_run_id();
+    let run_id = journal::new_run_id();
     let mut journal = Journal::create(&config.state_dir, &run_id)?;
     let log = RunLog::open(config, &run_id)?;
     let vars = setup.environment(&run_id, false);

@@ -82,16 +82,16 @@ impl StepType for Repair {
         if let repair::Outcome::FromBackup { backup, .. } = &repaired.outcome {
             *ctx.restore_point.borrow_mut() = Some(backup.path.clone());
         }
-        let (how, _) = crate::report::describe_outcome(&repaired.outcome);
+        let (how, _) = repaired.outcome.describe();
         let undo = match (&repaired.quarantine, with.get("undo").map(String::as_str)) {
             (Some(folder), Some("previous")) => Undo(serde_json::json!({ "aside": folder })),
             _ => Undo::nothing(),
         };
         let detail = format!("`{}`: {how}", ctx.env.name);
-        Ok(match repaired.outcome {
-            // A sound database was not touched.
-            repair::Outcome::Sound => Ran::unchanged(detail, undo),
-            _ => Ran::changed(detail, undo),
+        Ok(Ran {
+            detail,
+            undo,
+            changed: repaired.outcome.changed(),
         })
     }
 
