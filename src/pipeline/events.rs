@@ -367,6 +367,11 @@ impl Events {
     /// The run's last event; `changed`: whether the app's code or data is
     /// left changed (see `steps::Ran::changed`).
     pub fn run_finished(&mut self, exit_code: i32, summary: &str, took: Duration, changed: bool) {
+        self.finish(exit_code, summary, took, json!({ "changed": changed }));
+    }
+
+    /// The last event, with `changes`' fields in its JSON.
+    fn finish(&mut self, exit_code: i32, summary: &str, took: Duration, changes: Value) {
         self.stop_spinner();
         // A failure's summary says so itself ("failed at step 3 ...").
         let line = match exit_code {
@@ -374,17 +379,35 @@ impl Events {
             1 | 2 => style(summary).red().bold().to_string(),
             _ => format!("{} {summary}", style("ATTENTION").red().bold()),
         };
-        self.emit(
-            json!({"type": "run_finished", "exit_code": exit_code, "summary": summary,
-                   "duration_ms": took.as_millis() as u64, "changed": changed}),
-            Some(format!("{line} ({})", seconds(took))),
-        );
+        let mut event = json!({"type": "run_finished", "exit_code": exit_code, "summary": summary,
+                               "duration_ms": took.as_millis() as u64});
+        if let (Some(event), Some(changes)) = (event.as_object_mut(), changes.as_object()) {
+            event.extend(changes.clone());
+        }
+        self.emit(event, Some(format!("{line} ({})", seconds(took))));
         self.record.finished = Some(Finished {
             exit_code,
             summary: summary.to_string(),
             took,
         });
         self.write_reports();
+    }
+
+    /// A dry-run's last event: it changed nothing; `would_change` says
+    /// whether a real run would (`None`: a probe could not tell).
+    pub fn dry_run_finished(
+        &mut self,
+        exit_code: i32,
+        summary: &str,
+        took: Duration,
+        would_change: Option<bool>,
+    ) {
+        self.finish(
+            exit_code,
+            summary,
+            took,
+            json!({"changed": false, "would_change": would_change}),
+        );
     }
 
     /// A run refused before its first step (busy, an unfinished run to

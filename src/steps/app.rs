@@ -50,6 +50,11 @@ impl StepType for StopApp {
         &["env"]
     }
 
+    /// Stopping and starting bounce the app: its code and data stay.
+    fn may_change(&self) -> bool {
+        false
+    }
+
     fn plan(&self, ctx: &Ctx, with: &With) -> Plan {
         let env = match target_env(ctx, with) {
             Ok(env) => env,
@@ -101,6 +106,11 @@ impl StepType for StartApp {
 
     fn keys(&self) -> &'static [&'static str] {
         &["env"]
+    }
+
+    /// Stopping and starting bounce the app: its code and data stay.
+    fn may_change(&self) -> bool {
+        false
     }
 
     fn plan(&self, ctx: &Ctx, with: &With) -> Plan {

@@ -34,6 +34,11 @@ impl StepType for Backup {
         }
     }
 
+    /// A copy beside the app's data, not a change of it.
+    fn may_change(&self) -> bool {
+        false
+    }
+
     fn plan(&self, ctx: &Ctx, with: &With) -> Plan {
         let env = match target_env(ctx, with) {
             Ok(env) => env,

@@ -254,6 +254,7 @@ impl StepType for GitPull {
             Ok(listing) => listing.split_whitespace().next().unwrap_or("").to_string(),
             Err(error) => return blocked(error),
         };
+        let mut changes = true;
         let what = if remote_head.is_empty() {
             return blocked(anyhow::anyhow!("branch `{branch}` is not on `{remote}`"));
         } else if !is_hash(&remote_head) {
@@ -261,6 +262,7 @@ impl StepType for GitPull {
                 "`{remote}` answered `{remote_head}` for branch `{branch}`, not a commit"
             ));
         } else if remote_head == head {
+            changes = false;
             "up to date: nothing to pull".to_string()
         } else if commit_of(dir, &remote_head).is_ok() {
             let count = git(
@@ -282,6 +284,7 @@ impl StepType for GitPull {
         };
         Plan {
             summary: format!("fast-forward to `{remote}/{branch}`: {what}"),
+            changes: Some(changes),
             ..Plan::default()
         }
     }

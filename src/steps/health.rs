@@ -75,6 +75,10 @@ impl StepType for Health {
         Ok(())
     }
 
+    fn may_change(&self) -> bool {
+        false
+    }
+
     fn plan(&self, ctx: &Ctx, with: &With) -> Plan {
         let probe = match probe(with) {
             Ok(probe) => probe,

@@ -23,6 +23,10 @@ impl StepType for Integrity {
         flag(with, "deep").map(|_| ())
     }
 
+    fn may_change(&self) -> bool {
+        false
+    }
+
     fn plan(&self, ctx: &Ctx, with: &With) -> Plan {
         let env = match target_env(ctx, with) {
             Ok(env) => env,

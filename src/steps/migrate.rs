@@ -203,6 +203,7 @@ impl StepType for Migrate {
         match pending(&migrations, &recorded, &dir) {
             Ok(pending) if pending.is_empty() => Plan {
                 summary: format!("migrate from {}: nothing pending", dir.display()),
+                changes: Some(false),
                 ..Plan::default()
             },
             Ok(pending) => Plan {
@@ -212,6 +213,7 @@ impl StepType for Migrate {
                     dir.display(),
                     names(&pending)
                 ),
+                changes: Some(true),
                 ..Plan::default()
             },
             Err(error) => blocked(error),

@@ -59,6 +59,9 @@ pub struct Plan {
     pub blocker: Option<String>,
     /// The step's outcome, when a read-only probe can tell it in advance.
     pub outcome: Option<bool>,
+    /// Whether the step would change the app's code or data (see
+    /// [`Ran::changed`]), when a read-only probe can tell it in advance.
+    pub changes: Option<bool>,
 }
 
 impl Plan {
@@ -68,6 +71,7 @@ impl Plan {
             summary: summary.to_string(),
             blocker: Some(crate::error::describe(error)),
             outcome: None,
+            changes: None,
         }
     }
 }
@@ -160,6 +164,12 @@ pub trait StepType: Sync {
     /// its app) when `with:` names none: a pipeline of steps that do not
     /// runs without one.
     fn needs_env(&self) -> bool {
+        true
+    }
+    /// Whether a step of this type can change the app's code or data at
+    /// all (see [`Ran::changed`]): a dry-run counts those that cannot as
+    /// no change, without asking their plan.
+    fn may_change(&self) -> bool {
         true
     }
     /// A dry-run: read-only probes and what the step would do.

@@ -32,7 +32,10 @@ impl StepType for Repair {
     }
 
     fn plan(&self, ctx: &Ctx, _with: &With) -> Plan {
-        let summary = match check::check(&ctx.env.db, ctx.schema, true) {
+        let checked = check::check(&ctx.env.db, ctx.schema, true);
+        // A sound database is left untouched.
+        let changes = checked.as_ref().ok().map(|report| !report.ok());
+        let summary = match checked {
             Ok(report) if report.ok() => {
                 format!(
                     "repair `{}` if needed (sound now: nothing to repair)",
@@ -57,6 +60,7 @@ impl StepType for Repair {
         };
         Plan {
             summary,
+            changes,
             ..Plan::default()
         }
     }

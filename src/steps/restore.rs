@@ -46,6 +46,7 @@ impl StepType for Restore {
                     "restore `{}` from {name} (or the newest that verifies), keeping the current file aside",
                     ctx.env.name
                 ),
+                changes: Some(true),
                 ..Plan::default()
             },
             None => Plan {

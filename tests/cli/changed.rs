@@ -51,6 +51,23 @@ fn a_rerun_of_the_update_with_nothing_new_is_not_a_change() {
             "ALTER TABLE users ADD COLUMN phone VARCHAR;",
         )],
     );
+    // Ansible's check mode: the dry-run changes nothing, and says that a
+    // real run would (the migration comes with the pull).
+    let check = app.update_with(&["--dry-run", "--format", "json"], &[]);
+    check.code(0);
+    let finished = of_type(&check, "run_finished");
+    assert_eq!(
+        (&finished["changed"], &finished["would_change"]),
+        (&Value::from(false), &Value::from(true)),
+        "{check}"
+    );
+    assert!(
+        finished["summary"]
+            .as_str()
+            .is_some_and(|s| s.ends_with("a real run would change: pull")),
+        "{check}"
+    );
+
     let first = app.update_with(&["--format", "json"], &[]);
     first.code(0);
     let finished = of_type(&first, "run_finished");
@@ -90,6 +107,63 @@ fn a_rerun_of_the_update_with_nothing_new_is_not_a_change() {
     assert_eq!(app.head(), head);
     // It still took its backup: one per run.
     assert_eq!(app.sandbox.backups("production").len(), 2);
+
+    // Nothing to pull; whether a migration is pending, only the database
+    // can tell, and the running app holds it: not a change, not a promise.
+    let check = app.update_with(&["--dry-run", "--format", "json"], &[]);
+    check.code(0);
+    let finished = of_type(&check, "run_finished");
+    assert_eq!(finished["would_change"], Value::Null, "{check}");
+    assert!(
+        finished["summary"]
+            .as_str()
+            .is_some_and(|s| s.ends_with("planned, nothing changed")),
+        "{check}"
+    );
+}
+
+#[test]
+fn a_dry_run_says_whether_a_real_run_would_change_anything() {
+    let sandbox = Sandbox::new();
+    sandbox.write(
+        "migrations/0001_phone.sql",
+        "ALTER TABLE users ADD COLUMN phone VARCHAR;",
+    );
+    sandbox.pipeline(
+        "p",
+        "env: production\nsteps:\n  - uses: integrity\n  - uses: backup\n  \
+         - name: migrate\n    uses: migrate\n    with: { dir: migrations }\n  \
+         - run: echo done\n    changes: false\n",
+    );
+    let finished = |args: &[&str]| {
+        let mut args = args.to_vec();
+        args.extend(["--format", "json"]);
+        let run = sandbox.upkeep(&args);
+        run.code(0);
+        of_type(&run, "run_finished")
+    };
+    let plan = finished(&["run", "p", "--dry-run"]);
+    assert_eq!(
+        (&plan["changed"], &plan["would_change"]),
+        (&false.into(), &true.into())
+    );
+    assert!(
+        plan["summary"]
+            .as_str()
+            .unwrap()
+            .ends_with("a real run would change: migrate")
+    );
+    assert_eq!(finished(&["run", "p"])["changed"], true);
+
+    let plan = finished(&["run", "p", "--dry-run"]);
+    assert_eq!(plan["would_change"], false, "{plan}");
+    assert!(
+        plan["summary"]
+            .as_str()
+            .unwrap()
+            .ends_with("a real run would change nothing")
+    );
+    assert_eq!(finished(&["run", "p"])["changed"], false);
 }
 
 #[test]
