@@ -7,9 +7,19 @@
 //! `commands` (the CLI's verbs), `schedule` (cron / systemd
 //! entries for daily backups), `redact` (credentials in URLs, masked
 //! wherever one is shown), `app` (the app's lifecycle: stop, start,
-//! health, snapshot), `demo` (the README's ready-made sandbox), `yaml`
+//! health, snapshot), `webhook` (a JSON summary POSTed for `notify:` and
+//! `app.notify`), `demo` (the README's ready-made sandbox), `yaml`
 //! (the first pass every YAML file goes through, and the tree with
 //! positions that pipelines are checked on).
+//!
+//! Layers look down, never up: `cli` (the only module that knows clap)
+//! turns the command line into the library's own types and hands it to
+//! `commands`, which call `pipeline`, `steps`, `app` and `db`; `report`
+//! (output modes and JSON lines), `error` (exit codes and their ranking),
+//! `config` and the small helpers sit below them all. One arrow still
+//! points up: `app` journals a backup window as a run (the `journal`'s
+//! entries are made of pipeline actions and step undos), so that
+//! `upkeep recover` starts an app that a crash left stopped.
 
 pub mod app;
 pub mod cli;
@@ -30,6 +40,7 @@ pub mod redact;
 pub mod report;
 pub mod schedule;
 pub mod steps;
+pub mod webhook;
 pub mod yaml;
 
 use clap::Parser;
@@ -52,7 +63,7 @@ pub fn main() -> i32 {
             };
         }
     };
-    let printer = Printer::new(cli.format, cli.quiet, cli.verbose, cli.color);
+    let printer = Printer::new(cli.format.into(), cli.quiet, cli.verbose, cli.color.into());
     let started = std::time::Instant::now();
     let outcome = match &cli.command {
         Command::Demo { dir } => demo::run(dir.as_deref(), &printer),

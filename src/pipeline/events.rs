@@ -14,11 +14,10 @@ use console::style;
 use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::{Value, json};
 
-use crate::cli::Format;
 use crate::pipeline::notify::Notify;
 use crate::pipeline::record::{Finished, Record, RollbackRecord, State};
 use crate::pipeline::{github, junit};
-use crate::report::{Printer, say};
+use crate::report::{Format, Printer, json_line, say};
 
 pub struct Events {
     printer: Printer,
@@ -109,6 +108,7 @@ impl Events {
     }
 
     fn emit(&mut self, event: Value, human: Option<String>) {
+        let event = json_line(event);
         if let Some(log) = &mut self.log {
             // One write per line: unbuffered `writeln!` would make many.
             let _ = log.write_all(format!("[upkeep] {event}\n").as_bytes());
@@ -199,7 +199,7 @@ impl Events {
         if self.printer.format == Format::Json {
             say!(
                 "{}",
-                json!({"type": "step_output", "step": index + 1, "line": line})
+                json_line(json!({"type": "step_output", "step": index + 1, "line": line}))
             );
         } else if !self.printer.quiet {
             let line = format!("    {}", style(line).dim());
@@ -223,6 +223,7 @@ impl Events {
         status: Status,
         took: Duration,
         detail: &str,
+        changed: bool,
     ) {
         self.stop_spinner();
         let step = self.record.step(
@@ -251,15 +252,10 @@ impl Events {
             Status::Failed => style("FAILED").red().bold(),
             Status::FailedAllowed | Status::Retrying => style("failed").yellow().bold(),
         };
-        let detail_text = if detail.is_empty() {
-            String::new()
-        } else {
-            format!(": {detail}")
-        };
         self.emit(
             json!({"type": "step_finished", "step": index + 1, "name": name, "status": status.word(),
-                   "duration_ms": took.as_millis() as u64, "detail": detail}),
-            Some(format!("{mark} {name} ({}){detail_text}", seconds(took))),
+                   "duration_ms": took.as_millis() as u64, "detail": detail, "changed": changed}),
+            Some(format!("{mark} {name} ({}){}", seconds(took), after(detail))),
         );
     }
 
@@ -316,15 +312,14 @@ impl Events {
         } else {
             style("NOT UNDONE").red().bold()
         };
-        let shown = if detail.is_empty() {
-            String::new()
-        } else {
-            format!(": {detail}")
-        };
         self.emit(
             json!({"type": "rollback_finished", "step": index + 1, "name": name, "ok": ok,
                    "duration_ms": took.as_millis() as u64, "detail": detail}),
-            Some(format!("{mark} {name} ({}){shown}", seconds(took))),
+            Some(format!(
+                "{mark} {name} ({}){}",
+                seconds(took),
+                after(detail)
+            )),
         );
     }
 
@@ -346,14 +341,22 @@ impl Events {
             let what = format!("dry-run: step {} is blocked", index + 1);
             self.annotate_error(&what, &format!("{name}: {blocker}"));
         }
-        let human = match blocker {
-            Some(blocker) => format!(
-                "{:>2}. {name}\n      {action}\n      {verdict}\n      {} {blocker}",
-                index + 1,
+        // Each thing once: a step named by its action (`uses integrity`),
+        // or whose verdict says the action (`would run `./x``), shows it once.
+        let mut human = format!("{:>2}. {name}", index + 1);
+        let would = format!("would {action}");
+        if action != name && !verdict.contains(&would) {
+            human.push_str(&format!("\n      {action}"));
+        }
+        if action != name || verdict != would {
+            human.push_str(&format!("\n      {verdict}"));
+        }
+        if let Some(blocker) = blocker {
+            human.push_str(&format!(
+                "\n      {} {blocker}",
                 style("BLOCKER:").red().bold()
-            ),
-            None => format!("{:>2}. {name}\n      {action}\n      {verdict}", index + 1),
-        };
+            ));
+        }
         self.emit(
             json!({"type": "plan_step", "step": index + 1, "name": name, "action": action,
                    "verdict": verdict, "blocker": blocker}),
@@ -361,24 +364,50 @@ impl Events {
         );
     }
 
-    pub fn run_finished(&mut self, exit_code: i32, summary: &str, took: Duration) {
+    /// The run's last event; `changed`: whether the app's code or data is
+    /// left changed (see `steps::Ran::changed`).
+    pub fn run_finished(&mut self, exit_code: i32, summary: &str, took: Duration, changed: bool) {
+        self.finish(exit_code, summary, took, json!({ "changed": changed }));
+    }
+
+    /// The last event, with `changes`' fields in its JSON.
+    fn finish(&mut self, exit_code: i32, summary: &str, took: Duration, changes: Value) {
         self.stop_spinner();
-        let mark = match exit_code {
-            0 => style("done").green().bold(),
-            1 | 2 => style("failed").red().bold(),
-            _ => style("ATTENTION").red().bold(),
+        // A failure's summary says so itself ("failed at step 3 ...").
+        let line = match exit_code {
+            0 => format!("{} {summary}", style("done").green().bold()),
+            1 | 2 => style(summary).red().bold().to_string(),
+            _ => format!("{} {summary}", style("ATTENTION").red().bold()),
         };
-        self.emit(
-            json!({"type": "run_finished", "exit_code": exit_code, "summary": summary,
-                   "duration_ms": took.as_millis() as u64}),
-            Some(format!("{mark} {summary} ({})", seconds(took))),
-        );
+        let mut event = json!({"type": "run_finished", "exit_code": exit_code, "summary": summary,
+                               "duration_ms": took.as_millis() as u64});
+        if let (Some(event), Some(changes)) = (event.as_object_mut(), changes.as_object()) {
+            event.extend(changes.clone());
+        }
+        self.emit(event, Some(format!("{line} ({})", seconds(took))));
         self.record.finished = Some(Finished {
             exit_code,
             summary: summary.to_string(),
             took,
         });
         self.write_reports();
+    }
+
+    /// A dry-run's last event: it changed nothing; `would_change` says
+    /// whether a real run would (`None`: a probe could not tell).
+    pub fn dry_run_finished(
+        &mut self,
+        exit_code: i32,
+        summary: &str,
+        took: Duration,
+        would_change: Option<bool>,
+    ) {
+        self.finish(
+            exit_code,
+            summary,
+            took,
+            json!({"changed": false, "would_change": would_change}),
+        );
     }
 
     /// A run refused before its first step (busy, an unfinished run to
@@ -403,7 +432,10 @@ impl Events {
         if let Some(path) = &self.reports.junit
             && let Err(error) = junit::write(&self.record, &self.names, path)
         {
-            warnings.push(format!("cannot write the JUnit report: {error:#}"));
+            warnings.push(format!(
+                "cannot write the JUnit report: {}",
+                crate::error::describe(&error)
+            ));
         }
         if self.github
             && let Err(error) = github::append_summary(&self.record, &self.names)
@@ -423,6 +455,20 @@ impl Events {
         for warning in warnings {
             self.warning(&warning);
         }
+    }
+}
+
+/// `: DETAIL` after a step's or a rollback's line, or nothing. A detail of
+/// several lines (DuckDB's "Candidate bindings: ...") is indented under it.
+fn after(detail: &str) -> String {
+    if detail.is_empty() {
+        String::new()
+    } else {
+        let lines: Vec<&str> = detail
+            .lines()
+            .filter(|line| !line.trim().is_empty())
+            .collect();
+        format!(": {}", lines.join("\n      "))
     }
 }
 

@@ -51,13 +51,43 @@ pub fn resolve(config: &Config, name: &str) -> PathBuf {
 /// the file cannot be read (also bad input).
 pub fn load(path: &Path, config: &Config) -> anyhow::Result<Pipeline> {
     let bytes = std::fs::read(path).map_err(|error| {
-        anyhow::Error::new(BadInput(format!(
-            "cannot read pipeline `{}`: {error}; pipelines are names in `{}` or paths",
-            path.display(),
-            config.root.join("pipelines").display()
-        )))
+        let folder = config.root.join("pipelines");
+        let message = if error.kind() == std::io::ErrorKind::NotFound {
+            format!(
+                "no pipeline file `{}`: give a path, or one of the names in `{}`: {}",
+                path.display(),
+                folder.display(),
+                names_in(&folder)
+            )
+        } else {
+            format!("cannot read pipeline `{}`: {error}", path.display())
+        };
+        anyhow::Error::new(BadInput(message))
     })?;
     parse(path, &bytes, config)
+}
+
+/// The pipeline names in `folder`, for an error that says which exist.
+fn names_in(folder: &Path) -> String {
+    let mut names: Vec<String> = std::fs::read_dir(folder)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|entry| {
+            let path = entry.path();
+            let yaml = path
+                .extension()
+                .is_some_and(|ext| ext == "yaml" || ext == "yml");
+            yaml.then(|| path.file_stem()?.to_str().map(|name| format!("`{name}`")))
+                .flatten()
+        })
+        .collect();
+    names.sort();
+    if names.is_empty() {
+        "there are none".to_string()
+    } else {
+        names.join(", ")
+    }
 }
 
 /// Checks the bytes of a pipeline file that is (or would be) at `path`.
@@ -100,6 +130,7 @@ const STEP_KEYS: &[&str] = &[
     "timeout",
     "retries",
     "allow_failure",
+    "changes",
 ];
 const ROLLBACK_KEYS: &[&str] = &["uses", "with", "run"];
 const MAX_RETRIES: i64 = 100;
@@ -184,7 +215,7 @@ impl Checker<'_> {
         };
         let url = self.string(url_node, "url")?;
         if !steps::later(&url)
-            && let Err(message) = notify::check_url(&url)
+            && let Err(message) = crate::webhook::check_url(&url)
         {
             self.problem(url_node.pos, format!("`notify: url`: {message}"));
         }
@@ -291,7 +322,7 @@ impl Checker<'_> {
             if name.starts_with("UPKEEP_") {
                 self.problem(
                     key.pos,
-                    format!("`{name}`: names starting with UPKEEP_ are the run's own variables"),
+                    format!("`{name}`: names starting with UPKEEP_ are the run's own variables: pick another name"),
                 );
                 continue;
             }
@@ -441,6 +472,20 @@ impl Checker<'_> {
         let timeout = entries
             .get("timeout")
             .and_then(|n| self.duration(n, "timeout"));
+        if let (Some(changes), Some(Action::Builtin { uses, .. })) =
+            (entries.get("changes"), &action)
+        {
+            self.problem(
+                changes.pos,
+                format!(
+                    "`changes` applies to `run:` steps; step type `{uses}` says itself whether it changed the app"
+                ),
+            );
+        }
+        let changes = entries
+            .get("changes")
+            .and_then(|n| self.boolean(n, "changes"))
+            .unwrap_or(true);
         let retries = entries
             .get("retries")
             .and_then(|n| self.retries(n))
@@ -465,6 +510,7 @@ impl Checker<'_> {
             timeout,
             retries,
             allow_failure,
+            changes,
         })
     }
 

@@ -34,6 +34,10 @@ pub fn dry_run(pipeline: &Pipeline, setup: &Setup, reports: Reports) -> Result<i
     let mut expected: HashMap<String, Expect> = HashMap::new();
     let mut blockers = Vec::new();
     let mut changed = false;
+    // What a real run would change: the steps that would, and whether one
+    // could not tell.
+    let mut would_change: Vec<&str> = Vec::new();
+    let mut unknown = false;
     for (index, step) in pipeline.steps.iter().enumerate() {
         let condition = step.when.as_ref().map(|when| {
             let known = expected
@@ -61,7 +65,13 @@ pub fn dry_run(pipeline: &Pipeline, setup: &Setup, reports: Reports) -> Result<i
                 when.outcome.as_str()
             ),
         };
-        let (mut summary, blocker, outcome) = ctx.probe(&step.action);
+        let (mut summary, blocker, outcome, changes) = ctx.probe(&step.action);
+        // A command changes the app unless its step says otherwise.
+        match changes.map(|changes| changes && step.changes) {
+            Some(true) => would_change.push(&step.name),
+            Some(false) => {}
+            None => unknown = true,
+        }
         // A probe sees the state of now: it tells the outcome only while no
         // earlier step could have changed that state.
         let outcome = match outcome {
@@ -115,11 +125,11 @@ pub fn dry_run(pipeline: &Pipeline, setup: &Setup, reports: Reports) -> Result<i
                 &verdict,
                 Some(&reason),
             );
-            blockers.push(reason);
+            blockers.push(format!("step {} `{}`", index + 1, step.name));
             continue;
         }
-        if let Some(blocker) = &blocker {
-            blockers.push(format!("step {} `{}`: {blocker}", index + 1, step.name));
+        if blocker.is_some() {
+            blockers.push(format!("step {} `{}`", index + 1, step.name));
         }
         events.plan_step(
             index,
@@ -136,19 +146,36 @@ pub fn dry_run(pipeline: &Pipeline, setup: &Setup, reports: Reports) -> Result<i
     } else {
         code::FAILED
     };
+    let would = if !would_change.is_empty() {
+        format!("; a real run would change: {}", would_change.join(", "))
+    } else if unknown {
+        String::new()
+    } else {
+        "; a real run would change nothing".to_string()
+    };
     let summary = if blockers.is_empty() {
         format!(
-            "dry-run: {} step(s) planned, nothing changed",
+            "dry-run: {} step(s) planned, nothing changed{would}",
             pipeline.steps.len()
         )
     } else {
+        // Each blocker's reason is on its step's BLOCKER line.
         format!(
-            "dry-run found {} blocker(s): {}; nothing changed",
+            "dry-run found {} blocker(s), at {}; nothing changed",
             blockers.len(),
-            blockers.join("; ")
+            blockers.join(", ")
         )
     };
-    events.run_finished(code, &summary, started.elapsed());
+    // A dry-run changes nothing; Ansible's check mode asks what a real
+    // run would.
+    let would_change = if !would_change.is_empty() {
+        Some(true)
+    } else if unknown {
+        None
+    } else {
+        Some(false)
+    };
+    events.dry_run_finished(code, &summary, started.elapsed(), would_change);
     Ok(code)
 }
 
@@ -168,19 +195,20 @@ impl<'a> Ctx<'a> {
         }
     }
 
-    /// What the action would do, what would stop it, and its outcome when
-    /// a read-only probe can tell.
-    fn probe(&self, action: &Action) -> (String, Option<String>, Option<bool>) {
+    /// What the action would do, what would stop it, its outcome and
+    /// whether it would change the app, when a read-only probe can tell.
+    fn probe(&self, action: &Action) -> (String, Option<String>, Option<bool>, Option<bool>) {
         match action {
             Action::Shell { run } => {
                 let blocker = shell::program_exists(run, &self.setup.config.root).err();
-                (format!("would run `{run}`"), blocker, None)
+                (format!("would run `{run}`"), blocker, None, Some(true))
             }
             Action::Builtin { uses, with } => {
                 let Some(step) = steps::find(uses) else {
                     return (
                         format!("uses {uses}"),
                         Some(format!("unknown step type `{uses}`")),
+                        None,
                         None,
                     );
                 };
@@ -191,7 +219,12 @@ impl<'a> Ctx<'a> {
                 let with = match with {
                     Ok(with) => with,
                     Err(error) => {
-                        return (format!("uses {uses}"), Some(format!("{error:#}")), None);
+                        return (
+                            format!("uses {uses}"),
+                            Some(crate::error::describe(&error)),
+                            None,
+                            None,
+                        );
                     }
                 };
                 // What load time let pass as `${NAME}` is checked now, and
@@ -203,6 +236,7 @@ impl<'a> Ctx<'a> {
                         Some(format!(
                             "`with:` once its variables are substituted: {message}; fix the variable's value"
                         )),
+                        None,
                         None,
                     );
                 }
@@ -217,10 +251,16 @@ impl<'a> Ctx<'a> {
                     vars: &self.vars,
                 };
                 let plan = step.plan(&ctx, &with);
+                let changes = if step.may_change() {
+                    plan.changes
+                } else {
+                    Some(false)
+                };
                 (
                     format!("would {}", plan.summary),
                     plan.blocker,
                     plan.outcome,
+                    changes,
                 )
             }
         }

@@ -7,7 +7,7 @@
 use anyhow::{Result, anyhow, bail};
 use serde_json::json;
 
-use super::{Ctx, Plan, StepType, Undo, With, target_env};
+use super::{Ctx, Plan, Ran, StepType, Undo, With, target_env};
 use crate::app::App;
 use crate::config::Env;
 use crate::db::open::{self, Access};
@@ -50,6 +50,11 @@ impl StepType for StopApp {
         &["env"]
     }
 
+    /// Stopping and starting bounce the app: its code and data stay.
+    fn may_change(&self) -> bool {
+        false
+    }
+
     fn plan(&self, ctx: &Ctx, with: &With) -> Plan {
         let env = match target_env(ctx, with) {
             Ok(env) => env,
@@ -69,13 +74,17 @@ impl StepType for StopApp {
         }
     }
 
-    fn run(&self, ctx: &Ctx, with: &With) -> Result<(String, Undo)> {
+    fn run(&self, ctx: &Ctx, with: &With) -> Result<Ran> {
         let env = target_env(ctx, with)?;
         let app = app(ctx, &env)?;
         let undo = Undo(json!({ "start": true, "env": env.name }));
         (ctx.record)(&undo)?;
         app.stop()?;
-        Ok((format!("stopped the app of `{}`", env.name), undo))
+        // Stopping and starting the app bounce it: its code and data stay.
+        Ok(Ran::unchanged(
+            format!("stopped the app of `{}`", env.name),
+            undo,
+        ))
     }
 
     fn undo(&self, ctx: &Ctx, undo: &Undo) -> Result<String> {
@@ -97,6 +106,11 @@ impl StepType for StartApp {
 
     fn keys(&self) -> &'static [&'static str] {
         &["env"]
+    }
+
+    /// Stopping and starting bounce the app: its code and data stay.
+    fn may_change(&self) -> bool {
+        false
     }
 
     fn plan(&self, ctx: &Ctx, with: &With) -> Plan {
@@ -131,13 +145,13 @@ impl StepType for StartApp {
         }
     }
 
-    fn run(&self, ctx: &Ctx, with: &With) -> Result<(String, Undo)> {
+    fn run(&self, ctx: &Ctx, with: &With) -> Result<Ran> {
         let env = target_env(ctx, with)?;
         let app = app(ctx, &env)?;
         let undo = Undo(json!({ "stop": true, "env": env.name }));
         (ctx.record)(&undo)?;
         app.start()?;
-        Ok((
+        Ok(Ran::unchanged(
             format!("started the app of `{}`; it is healthy", env.name),
             undo,
         ))

@@ -3,7 +3,7 @@
 
 use anyhow::Result;
 
-use super::{Ctx, Plan, StepType, Undo, With, count, target_env};
+use super::{Ctx, Plan, Ran, StepType, Undo, With, count, target_env};
 use crate::db::retention::Rotation;
 use crate::fsx;
 
@@ -34,6 +34,11 @@ impl StepType for Backup {
             Some(0) => Err("`keep` must be at least 1".to_string()),
             _ => Ok(()),
         }
+    }
+
+    /// A copy beside the app's data, not a change of it.
+    fn may_change(&self) -> bool {
+        false
     }
 
     fn plan(&self, ctx: &Ctx, with: &With) -> Plan {
@@ -77,7 +82,7 @@ impl StepType for Backup {
         }
     }
 
-    fn run(&self, ctx: &Ctx, with: &With) -> Result<(String, Undo)> {
+    fn run(&self, ctx: &Ctx, with: &With) -> Result<Ran> {
         let rotation = Self::rotation(ctx, with).map_err(anyhow::Error::msg)?;
         let env = target_env(ctx, with)?;
         let made = crate::app::backup(
@@ -118,6 +123,8 @@ impl StepType for Backup {
                 kept.display()
             ));
         }
-        Ok((summary, Undo::nothing()))
+        // A backup is a copy beside the app's data, not a change of it: an
+        // update that only backed up reports `changed: false`.
+        Ok(Ran::unchanged(summary, Undo::nothing()))
     }
 }

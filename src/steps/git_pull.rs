@@ -32,7 +32,7 @@ use std::process::{Command, Stdio};
 use anyhow::{Context, Result, bail};
 use serde_json::json;
 
-use super::{Ctx, Plan, StepType, Undo, With, later};
+use super::{Ctx, Plan, Ran, StepType, Undo, With, later};
 use crate::error::bad_input;
 
 pub struct GitPull;
@@ -254,6 +254,7 @@ impl StepType for GitPull {
             Ok(listing) => listing.split_whitespace().next().unwrap_or("").to_string(),
             Err(error) => return blocked(error),
         };
+        let mut changes = true;
         let what = if remote_head.is_empty() {
             return blocked(anyhow::anyhow!("branch `{branch}` is not on `{remote}`"));
         } else if !is_hash(&remote_head) {
@@ -261,6 +262,7 @@ impl StepType for GitPull {
                 "`{remote}` answered `{remote_head}` for branch `{branch}`, not a commit"
             ));
         } else if remote_head == head {
+            changes = false;
             "up to date: nothing to pull".to_string()
         } else if commit_of(dir, &remote_head).is_ok() {
             let count = git(
@@ -282,11 +284,12 @@ impl StepType for GitPull {
         };
         Plan {
             summary: format!("fast-forward to `{remote}/{branch}`: {what}"),
+            changes: Some(changes),
             ..Plan::default()
         }
     }
 
-    fn run(&self, ctx: &Ctx, with: &With) -> Result<(String, Undo)> {
+    fn run(&self, ctx: &Ctx, with: &With) -> Result<Ran> {
         let dir = &ctx.config.root;
         let (remote, branch) = source(dir, with)?;
         clean(dir)?;
@@ -308,9 +311,12 @@ impl StepType for GitPull {
         })?;
         let after = commit_of(dir, "HEAD")?;
         if after == before {
-            return Ok((format!("`{remote}/{branch}`: up to date"), Undo::nothing()));
+            return Ok(Ran::unchanged(
+                format!("`{remote}/{branch}`: up to date"),
+                Undo::nothing(),
+            ));
         }
-        Ok((
+        Ok(Ran::changed(
             format!(
                 "{} -> {} from `{remote}/{branch}`",
                 short(&before),

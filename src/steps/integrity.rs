@@ -4,7 +4,7 @@
 
 use anyhow::{Result, bail};
 
-use super::{Ctx, Plan, StepType, Undo, With, flag, target_env};
+use super::{Ctx, Plan, Ran, StepType, Undo, With, flag, target_env};
 use crate::db::check;
 use crate::error::{code, exit_code};
 
@@ -21,6 +21,10 @@ impl StepType for Integrity {
 
     fn check(&self, with: &With) -> Result<(), String> {
         flag(with, "deep").map(|_| ())
+    }
+
+    fn may_change(&self) -> bool {
+        false
     }
 
     fn plan(&self, ctx: &Ctx, with: &With) -> Plan {
@@ -53,18 +57,22 @@ impl StepType for Integrity {
             },
             Err(error) if exit_code(&error) == code::BUSY => Plan {
                 summary: format!(
-                    "{summary}: cannot look now ({error:#}); steps before it (stopping the app) free it in a real run"
+                    "{summary}: cannot look now ({}); steps before it (stopping the app) free it in a real run",
+                    crate::error::describe(&error)
                 ),
                 ..Plan::default()
             },
             Err(error) => Plan {
-                summary: format!("{summary}: cannot look now: {error:#}"),
+                summary: format!(
+                    "{summary}: cannot look now: {}",
+                    crate::error::describe(&error)
+                ),
                 ..Plan::default()
             },
         }
     }
 
-    fn run(&self, ctx: &Ctx, with: &With) -> Result<(String, Undo)> {
+    fn run(&self, ctx: &Ctx, with: &With) -> Result<Ran> {
         let deep = flag(with, "deep").map_err(anyhow::Error::msg)?;
         let env = target_env(ctx, with)?;
         let ctx = &Ctx { env: &env, ..*ctx };
@@ -87,7 +95,7 @@ impl StepType for Integrity {
         } else {
             ""
         };
-        Ok((
+        Ok(Ran::unchanged(
             format!("`{}` is sound ({tables}){how}", ctx.env.name),
             Undo::nothing(),
         ))

@@ -17,7 +17,7 @@ use anyhow::{Context, Result, bail};
 use duckdb::Connection;
 use serde_json::json;
 
-use super::{Ctx, Plan, StepType, Undo, With, later};
+use super::{Ctx, Plan, Ran, StepType, Undo, With, later};
 use crate::db::backups;
 use crate::db::open::{self, Access};
 use crate::db::swap::{self, Shelf};
@@ -191,8 +191,9 @@ impl StepType for Migrate {
             Err(error) if exit_code(&error) == code::BUSY => {
                 return Plan {
                     summary: format!(
-                        "apply the migrations of {} not yet recorded (cannot look now: {error:#}; a real run stops the app first)",
-                        dir.display()
+                        "apply the migrations of {} not yet recorded (cannot look now: {}; a real run stops the app first)",
+                        dir.display(),
+                        crate::error::describe(&error)
                     ),
                     ..Plan::default()
                 };
@@ -202,6 +203,7 @@ impl StepType for Migrate {
         match pending(&migrations, &recorded, &dir) {
             Ok(pending) if pending.is_empty() => Plan {
                 summary: format!("migrate from {}: nothing pending", dir.display()),
+                changes: Some(false),
                 ..Plan::default()
             },
             Ok(pending) => Plan {
@@ -211,13 +213,14 @@ impl StepType for Migrate {
                     dir.display(),
                     names(&pending)
                 ),
+                changes: Some(true),
                 ..Plan::default()
             },
             Err(error) => blocked(error),
         }
     }
 
-    fn run(&self, ctx: &Ctx, with: &With) -> Result<(String, Undo)> {
+    fn run(&self, ctx: &Ctx, with: &With) -> Result<Ran> {
         let dir = folder(ctx, with)?;
         let migrations = scan(&dir)?;
         let (todo, wal_kept): (Vec<&Migration>, _) = {
@@ -231,7 +234,10 @@ impl StepType for Migrate {
             )
         });
         if todo.is_empty() {
-            return Ok((format!("nothing pending{warning}"), Undo::nothing()));
+            return Ok(Ran::unchanged(
+                format!("nothing pending{warning}"),
+                Undo::nothing(),
+            ));
         }
         let point = if with.get("rollback").is_some_and(|r| r == "none") {
             None
@@ -254,15 +260,18 @@ impl StepType for Migrate {
              checksum VARCHAR NOT NULL, applied_at TIMESTAMP NOT NULL)"
         ))?;
         for migration in &todo {
-            apply(&conn, migration).with_context(|| {
-                format!(
-                    "migration `{}` failed, and was rolled back; the ones before it are undone by the step's rollback",
-                    dir.join(&migration.file).display()
+            // DuckDB's message comes last: it may run over several lines
+            // ("LINE 1: ..." and a caret under the culprit).
+            apply(&conn, migration).map_err(|error| {
+                anyhow::anyhow!(
+                    "migration `{}` failed (its own changes were rolled back; fix the file, then run again): {}",
+                    dir.join(&migration.file).display(),
+                    crate::error::describe(&error).trim_end()
                 )
             })?;
         }
         conn.execute_batch("CHECKPOINT")?;
-        Ok((
+        Ok(Ran::changed(
             format!("applied {}{warning}", names(&todo)),
             point.unwrap_or_else(Undo::nothing),
         ))

@@ -60,6 +60,9 @@ pub struct Plan {
     pub blocker: Option<String>,
     /// The step's outcome, when a read-only probe can tell it in advance.
     pub outcome: Option<bool>,
+    /// Whether the step would change the app's code or data (see
+    /// [`Ran::changed`]), when a read-only probe can tell it in advance.
+    pub changes: Option<bool>,
 }
 
 impl Plan {
@@ -67,8 +70,43 @@ impl Plan {
     pub fn blocked(summary: &str, error: &anyhow::Error) -> Plan {
         Plan {
             summary: summary.to_string(),
-            blocker: Some(format!("{error:#}")),
+            blocker: Some(crate::error::describe(error)),
             outcome: None,
+            changes: None,
+        }
+    }
+}
+
+/// What a step did: a line for people, how to undo it, and whether it
+/// changed the app.
+#[derive(Debug, Clone)]
+pub struct Ran {
+    pub detail: String,
+    pub undo: Undo,
+    /// Whether the step changed the app's code or its data: a run reports
+    /// `changed` when one of its steps did, so that a rerun with nothing new
+    /// is `changed: false`. Checks, backups (a copy beside the data), and
+    /// stopping or starting the app change neither.
+    pub changed: bool,
+}
+
+impl Ran {
+    /// A step that changed the app's code or data.
+    pub fn changed(detail: String, undo: Undo) -> Ran {
+        Ran {
+            detail,
+            undo,
+            changed: true,
+        }
+    }
+
+    /// A step that left the app's code and data as they were (it may still
+    /// have something to undo: a stopped app is started again).
+    pub fn unchanged(detail: String, undo: Undo) -> Ran {
+        Ran {
+            detail,
+            undo,
+            changed: false,
         }
     }
 }
@@ -129,10 +167,17 @@ pub trait StepType: Sync {
     fn needs_env(&self) -> bool {
         true
     }
+    /// Whether a step of this type can change the app's code or data at
+    /// all (see [`Ran::changed`]): a dry-run counts those that cannot as
+    /// no change, without asking their plan.
+    fn may_change(&self) -> bool {
+        true
+    }
     /// A dry-run: read-only probes and what the step would do.
     fn plan(&self, ctx: &Ctx, with: &With) -> Plan;
-    /// Does the step; the result says how to undo it.
-    fn run(&self, ctx: &Ctx, with: &With) -> Result<(String, Undo)>;
+    /// Does the step; the result says how to undo it, and whether it
+    /// changed the app (see [`Ran::changed`]).
+    fn run(&self, ctx: &Ctx, with: &With) -> Result<Ran>;
     /// Undoes what `run` did.
     fn undo(&self, _ctx: &Ctx, _undo: &Undo) -> Result<String> {
         Ok("nothing to undo".to_string())

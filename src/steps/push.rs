@@ -6,7 +6,7 @@
 
 use anyhow::Result;
 
-use super::{Ctx, Plan, StepType, Undo, With, flag, target_env};
+use super::{Ctx, Plan, Ran, StepType, Undo, With, flag, target_env};
 use crate::offsite::{self, Which};
 
 pub struct Push;
@@ -60,10 +60,10 @@ impl StepType for Push {
         }
     }
 
-    fn run(&self, ctx: &Ctx, with: &With) -> Result<(String, Undo)> {
+    fn run(&self, ctx: &Ctx, with: &With) -> Result<Ran> {
         let env = target_env(ctx, with)?;
         if ctx.config.offsite.is_none() && flag(with, "optional").map_err(anyhow::Error::msg)? {
-            return Ok((
+            return Ok(Ran::unchanged(
                 "skipped: no `backups.offsite` in upkeep.yaml".to_string(),
                 Undo::nothing(),
             ));
@@ -98,6 +98,8 @@ impl StepType for Push {
                 pushed.deleted.join(", ")
             ));
         }
-        Ok((summary, Undo::nothing()))
+        // Copies beside the data, like a backup: the app's code and data
+        // are as they were.
+        Ok(Ran::unchanged(summary, Undo::nothing()))
     }
 }

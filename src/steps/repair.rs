@@ -7,7 +7,7 @@
 
 use anyhow::Result;
 
-use super::{Ctx, Plan, StepType, Undo, With};
+use super::{Ctx, Plan, Ran, StepType, Undo, With};
 use crate::db::{check, repair};
 use crate::error::{code, exit_code};
 
@@ -32,7 +32,10 @@ impl StepType for Repair {
     }
 
     fn plan(&self, ctx: &Ctx, _with: &With) -> Plan {
-        let summary = match check::check(&ctx.env.db, ctx.schema, true) {
+        let checked = check::check(&ctx.env.db, ctx.schema, true);
+        // A sound database is left untouched.
+        let changes = checked.as_ref().ok().map(|report| !report.ok());
+        let summary = match checked {
             Ok(report) if report.ok() => {
                 format!(
                     "repair `{}` if needed (sound now: nothing to repair)",
@@ -45,21 +48,24 @@ impl StepType for Repair {
                 report.problems.len()
             ),
             Err(error) if exit_code(&error) == code::BUSY => format!(
-                "repair `{}` if needed (cannot look now: {error:#}; a real run stops the app first)",
-                ctx.env.name
+                "repair `{}` if needed (cannot look now: {}; a real run stops the app first)",
+                ctx.env.name,
+                crate::error::describe(&error)
             ),
             Err(error) => format!(
-                "repair `{}` if needed (cannot look now: {error:#})",
-                ctx.env.name
+                "repair `{}` if needed (cannot look now: {})",
+                ctx.env.name,
+                crate::error::describe(&error)
             ),
         };
         Plan {
             summary,
+            changes,
             ..Plan::default()
         }
     }
 
-    fn run(&self, ctx: &Ctx, with: &With) -> Result<(String, Undo)> {
+    fn run(&self, ctx: &Ctx, with: &With) -> Result<Ran> {
         let sources = repair::Sources {
             backups_dir: &ctx.config.backups_dir,
             schema: ctx.schema,
@@ -82,12 +88,18 @@ impl StepType for Repair {
         if let repair::Outcome::FromBackup { backup, .. } = &repaired.outcome {
             *ctx.restore_point.borrow_mut() = Some(backup.path.clone());
         }
-        let (how, _) = crate::report::describe_outcome(&repaired.outcome);
+        // In words: what it brought back, and from where.
+        let (_, how) = repaired.outcome.describe();
         let undo = match (&repaired.quarantine, with.get("undo").map(String::as_str)) {
             (Some(folder), Some("previous")) => Undo(serde_json::json!({ "aside": folder })),
             _ => Undo::nothing(),
         };
-        Ok((format!("`{}`: {how}", ctx.env.name), undo))
+        let detail = format!("`{}`: {how}", ctx.env.name);
+        Ok(Ran {
+            detail,
+            undo,
+            changed: repaired.outcome.changed(),
+        })
     }
 
     fn undo(&self, ctx: &Ctx, undo: &Undo) -> Result<String> {

@@ -3,6 +3,7 @@
 //! DuckDB is linked into few binaries.
 
 mod backup;
+mod changed;
 mod check;
 mod config;
 mod corruption;
@@ -15,6 +16,7 @@ mod health;
 mod hostile_input;
 mod injection;
 mod live_app;
+mod messages;
 mod migrate;
 mod offsite;
 mod pipeline;

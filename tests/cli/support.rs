@@ -515,6 +515,8 @@ pub fn executable(path: &Path) {
 /// `actionlint`, `s3s-fs`): from PATH, else from the folder that
 /// `scripts/test_tools.sh` installs into. A missing tool fails the test with
 /// the command that installs it, never skips it.
+// Its first users (the Ansible and off-site tests) land from other branches.
+#[allow(dead_code)]
 pub fn tool(name: &str) -> PathBuf {
     let cache = std::env::var_os("UPKEEP_TOOLS")
         .map(PathBuf::from)
