@@ -29,3 +29,4 @@ mod support;
 mod terminal;
 mod update;
 mod wal;
+mod workflows;
