@@ -270,7 +270,7 @@ impl crate::db::backup::Window for Journaled<'_> {
     fn stop(&self) -> Result<()> {
         let run_id = format!(
             "{}-window-{}",
-            crate::pipeline::run::new_run_id(),
+            crate::journal::new_run_id(),
             self.app.env.name
         );
         let mut journal = Journal::create(self.state_dir, &run_id)?;
@@ -459,7 +459,7 @@ pub fn notify_down(config: &Config, env: &Env, reason: &str) -> Result<(), Strin
     let Some(url) = &config.app_notify else {
         return Ok(());
     };
-    crate::pipeline::notify::post(
+    crate::webhook::post(
         url,
         &serde_json::json!({
             "pipeline": "backup",
@@ -468,7 +468,7 @@ pub fn notify_down(config: &Config, env: &Env, reason: &str) -> Result<(), Strin
             "exit_code": crate::error::code::ROLLBACK_INCOMPLETE,
             "failed_step": "start the app after the backup window",
             "reason": crate::redact::urls(reason),
-            "host": crate::pipeline::notify::host(),
+            "host": crate::webhook::host(),
         }),
     )
     .map_err(|why| crate::redact::urls(&why))

@@ -1,11 +1,14 @@
-//! The command line, as clap reads it.
+//! The command line, as clap reads it: the only module that knows clap.
+//! Its values become the library's own types here (`report::Format`,
+//! `schedule::Request`...), so that nothing below knows how they were given.
 
 use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use crate::error::EXIT_CODES_HELP;
-use crate::schedule::{At, parse_at};
+use crate::report;
+use crate::schedule::{self, At, parse_at};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -48,11 +51,30 @@ pub enum Format {
     Json,
 }
 
+impl From<Format> for report::Format {
+    fn from(format: Format) -> report::Format {
+        match format {
+            Format::Human => report::Format::Human,
+            Format::Json => report::Format::Json,
+        }
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum Color {
     Auto,
     Always,
     Never,
+}
+
+impl From<Color> for report::Color {
+    fn from(color: Color) -> report::Color {
+        match color {
+            Color::Auto => report::Color::Auto,
+            Color::Always => report::Color::Always,
+            Color::Never => report::Color::Never,
+        }
+    }
 }
 
 #[derive(Debug, Subcommand)]
@@ -208,4 +230,30 @@ pub struct ScheduleArgs {
     /// Remove this project's entry, and nothing else
     #[arg(long)]
     pub uninstall: bool,
+}
+
+impl ScheduleArgs {
+    /// What the flags ask of `schedule` (clap refuses the pairs that
+    /// conflict).
+    pub fn request(&self) -> schedule::Request<'_> {
+        schedule::Request {
+            at: self.at,
+            env: &self.env,
+            keep: self.keep,
+            scheduler: if self.windows {
+                schedule::Scheduler::Windows
+            } else if self.systemd {
+                schedule::Scheduler::Systemd
+            } else {
+                schedule::Scheduler::Cron
+            },
+            action: if self.install {
+                schedule::Action::Install
+            } else if self.uninstall {
+                schedule::Action::Uninstall
+            } else {
+                schedule::Action::Print
+            },
+        }
+    }
 }

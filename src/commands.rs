@@ -12,7 +12,7 @@ use crate::config::{Config, Env, parse_keep};
 use crate::db::catalog::Schema;
 use crate::db::restore::Choice;
 use crate::db::{backup, backups, repair, restore};
-use crate::error::{bad_input, code, exit_code};
+use crate::error::{bad_input, code, exit_code, most_serious};
 use crate::lock;
 use crate::pipeline;
 use crate::report::Printer;
@@ -177,7 +177,9 @@ pub fn run(command: &Command, config: &Config, printer: &Printer) -> Result<i32>
         }
         Command::Validate { pipelines } => pipeline::validate_command(config, pipelines, *printer),
         Command::Recover { forget } => pipeline::run::recover(config, *printer, *forget),
-        Command::Schedule(args) => schedule::run(args, config, printer).map(|()| code::OK),
+        Command::Schedule(args) => {
+            schedule::run(&args.request(), config, printer).map(|()| code::OK)
+        }
         Command::Demo { .. }
         | Command::DemoApp { .. }
         | Command::Completions { .. }
@@ -259,17 +261,4 @@ fn run_each(
         worst = most_serious(worst, status);
     }
     Ok(worst)
-}
-
-/// Of two exit codes, the one a person must see: a rollback left undone,
-/// then busy, then bad input, then a plain failure.
-pub fn most_serious(a: i32, b: i32) -> i32 {
-    let rank = |status: i32| match status {
-        code::ROLLBACK_INCOMPLETE => 4,
-        code::BUSY => 3,
-        code::BAD_INPUT => 2,
-        code::OK => 0,
-        _ => 1,
-    };
-    if rank(b) > rank(a) { b } else { a }
 }

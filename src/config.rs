@@ -422,7 +422,7 @@ impl Config {
         };
         let app_notify = raw.app.as_ref().and_then(|app| app.notify.clone());
         if let Some(url) = &app_notify {
-            crate::pipeline::notify::check_url(url).map_err(|message| {
+            crate::webhook::check_url(url).map_err(|message| {
                 bad_input(format!("{}: `app.notify`: {message}", path.display()))
             })?;
         }

@@ -68,6 +68,20 @@ pub fn exit_code(error: &anyhow::Error) -> i32 {
     code::FAILED
 }
 
+/// Of two exit codes, the one a person must see: a rollback left undone,
+/// then busy, then bad input, then a plain failure. Commands that handle
+/// several environments or runs exit with the most serious of theirs.
+pub fn most_serious(a: i32, b: i32) -> i32 {
+    let rank = |status: i32| match status {
+        code::ROLLBACK_INCOMPLETE => 4,
+        code::BUSY => 3,
+        code::BAD_INPUT => 2,
+        code::OK => 0,
+        _ => 1,
+    };
+    if rank(b) > rank(a) { b } else { a }
+}
+
 /// An error as one line, for people: each cause of its chain said once,
 /// without the DuckDB driver's own "Error code 1: Unknown error code"
 /// under DuckDB's message.

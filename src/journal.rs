@@ -21,6 +21,16 @@ use crate::pipeline::model::{Action, Outcome};
 use crate::pipeline::shell::Group;
 use crate::steps::Undo;
 
+/// A run id, which names its journal and its log: the UTC time and the
+/// process id, unique on this machine.
+pub fn new_run_id() -> String {
+    format!(
+        "{}-{}",
+        jiff::Timestamp::now().strftime("%Y%m%dT%H%M%SZ"),
+        std::process::id()
+    )
+}
+
 /// How to undo one step, as the journal keeps it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case", tag = "kind")]

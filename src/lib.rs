@@ -7,7 +7,8 @@
 //! `commands` (the CLI's verbs), `schedule` (cron / systemd
 //! entries for daily backups), `redact` (credentials in URLs, masked
 //! wherever one is shown), `app` (the app's lifecycle: stop, start,
-//! health, snapshot), `demo` (the README's ready-made sandbox), `yaml`
+//! health, snapshot), `webhook` (a JSON summary POSTed for `notify:` and
+//! `app.notify`), `demo` (the README's ready-made sandbox), `yaml`
 //! (the first pass every YAML file goes through, and the tree with
 //! positions that pipelines are checked on).
 
@@ -29,6 +30,7 @@ pub mod redact;
 pub mod report;
 pub mod schedule;
 pub mod steps;
+pub mod webhook;
 pub mod yaml;
 
 use clap::Parser;
@@ -51,7 +53,7 @@ pub fn main() -> i32 {
             };
         }
     };
-    let printer = Printer::new(cli.format, cli.quiet, cli.verbose, cli.color);
+    let printer = Printer::new(cli.format.into(), cli.quiet, cli.verbose, cli.color.into());
     let started = std::time::Instant::now();
     let outcome = match &cli.command {
         Command::Demo { dir } => demo::run(dir.as_deref(), &printer),

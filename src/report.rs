@@ -1,5 +1,9 @@
 //! Printing results: for people (aligned, coloured on a terminal, plain
 //! otherwise) or as JSON, one object per line.
+//!
+//! Every JSON line, a command's result or a run's event, goes through
+//! [`json_line`], which stamps it with the [`SCHEMA`] version, so that a
+//! script (an Ansible task, a CI step) can tell what it reads.
 
 use std::io::IsTerminal;
 
@@ -25,7 +29,6 @@ pub(crate) use {say, say_err};
 use console::style;
 use serde_json::json;
 
-use crate::cli::{Color, Format};
 use crate::db::backup::{Made, Taken};
 use crate::db::backups::{Backup, Status};
 use crate::db::check::Report;
@@ -33,6 +36,37 @@ use crate::db::repair::{Outcome, Repaired};
 use crate::db::restore::Restored;
 use crate::fsx::human_size;
 use crate::progress::Progress;
+
+/// How results are printed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Format {
+    /// Lines for people: aligned, coloured on a terminal.
+    Human,
+    /// One JSON object per line, for scripts.
+    Json,
+}
+
+/// When output is coloured.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Color {
+    /// On a terminal, unless `NO_COLOR` is set or `TERM` is `dumb`.
+    Auto,
+    Always,
+    Never,
+}
+
+/// The version of the JSON that upkeep prints, in the `schema` field of
+/// every line. New fields leave it as it is; it goes up when a field is
+/// renamed, removed or changes meaning.
+pub const SCHEMA: u64 = 1;
+
+/// A JSON object as the line upkeep prints: with its `schema` version.
+pub fn json_line(mut value: serde_json::Value) -> String {
+    if let Some(object) = value.as_object_mut() {
+        object.insert("schema".into(), SCHEMA.into());
+    }
+    value.to_string()
+}
 
 #[derive(Debug, Clone, Copy)]
 pub struct Printer {
@@ -76,7 +110,7 @@ impl Printer {
 
     fn json(&self, value: serde_json::Value) {
         if self.format == Format::Json {
-            say!("{value}");
+            say!("{}", json_line(value));
         }
     }
 
@@ -119,12 +153,7 @@ impl Printer {
 
     pub fn error(&self, error: &anyhow::Error, code: i32) {
         let message = crate::error::describe(error);
-        if self.format == Format::Json {
-            say!(
-                "{}",
-                json!({"type": "error", "message": message, "exit_code": code})
-            );
-        }
+        self.json(json!({"type": "error", "message": message, "exit_code": code}));
         say_err!("{} {message}", style("error:").red().bold());
     }
 
@@ -214,6 +243,8 @@ impl Printer {
             "taken": taken,
             "downtime_ms": downtime_ms,
             "app_down": app_down,
+            // A new backup file, always: see the README's "JSON output".
+            "changed": true,
         }));
         if let Some(error) = &app_down {
             // First and loudest: a person has to act now.
@@ -295,6 +326,7 @@ impl Printer {
             "aside": restored.aside,
             "ok": restored.after.ok(),
             "after": restored.after,
+            "changed": true,
         }));
         if !self.human() {
             return;
@@ -340,7 +372,7 @@ impl Printer {
     }
 
     pub fn repaired(&self, env: &str, repaired: &Repaired) {
-        let (how, detail) = describe_outcome(&repaired.outcome);
+        let (how, detail) = repaired.outcome.describe();
         self.json(json!({
             "type": "repair",
             "env": env,
@@ -351,6 +383,7 @@ impl Printer {
             "before": repaired.before,
             "after": repaired.after,
             "ok": repaired.after.ok(),
+            "changed": repaired.outcome.changed(),
         }));
         if !self.human() {
             return;
@@ -378,55 +411,5 @@ impl Printer {
         }
         say!("  {}: {detail}", style(how).bold());
         self.check(env, &repaired.after);
-    }
-}
-
-/// A short name and a sentence for what a repair did.
-pub fn describe_outcome(outcome: &Outcome) -> (&'static str, String) {
-    match outcome {
-        Outcome::Sound => ("sound", "the database is sound; nothing was touched".into()),
-        Outcome::WalQuarantined => (
-            "wal_quarantined",
-            "the database file itself is sound and was not touched".into(),
-        ),
-        Outcome::FromBackup { backup, skipped } => {
-            let mut text = format!("restored the newest backup that verifies, {}", backup.name);
-            for (name, reason) in skipped {
-                text.push_str(&format!("; skipped {name}: {reason}"));
-            }
-            ("restored_backup", text)
-        }
-        Outcome::Salvaged {
-            salvaged,
-            storage_version,
-            version_source,
-        } => {
-            let mut text = format!(
-                "no backup verifies; salvaged {} table(s) into a fresh file (storage {storage_version}, {version_source})",
-                salvaged.copied.len()
-            );
-            for (table, rows) in &salvaged.copied {
-                text.push_str(&format!("; {table}: {rows} rows"));
-            }
-            for (table, why) in &salvaged.lost {
-                text.push_str(&format!("; {table}: LOST, created empty ({why})"));
-            }
-            for (table, rows) in &salvaged.dropped {
-                text.push_str(&format!(
-                    "; {table}: {rows} row(s) with NULL or duplicate keys left in the quarantined file"
-                ));
-            }
-            ("salvaged", text)
-        }
-        Outcome::EmptyFromSchema {
-            storage_version,
-            version_source,
-            reason,
-        } => (
-            "empty_from_schema",
-            format!(
-                "{reason}; created an EMPTY database from schema.sql (storage {storage_version}, {version_source})"
-            ),
-        ),
     }
 }

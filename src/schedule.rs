@@ -19,7 +19,6 @@ use std::process::{Command, Stdio};
 
 use anyhow::{Context, Result, bail};
 
-use crate::cli::ScheduleArgs;
 use crate::config::{Config, parse_keep};
 use crate::error::bad_input;
 use crate::fsx;
@@ -57,6 +56,38 @@ pub fn parse_at(text: &str) -> Result<At, String> {
         })
 }
 
+/// Which scheduler the entry is for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Scheduler {
+    Cron,
+    /// A systemd user service and timer.
+    Systemd,
+    /// Task Scheduler (schtasks), running `scripts\backup_db.ps1`: printed only.
+    Windows,
+}
+
+/// What to do with the entry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Action {
+    Print,
+    Install,
+    /// Remove this project's entry, and nothing else.
+    Uninstall,
+}
+
+/// What `upkeep schedule` is asked for.
+#[derive(Debug, Clone, Copy)]
+pub struct Request<'a> {
+    /// When the backup runs each day (local time).
+    pub at: At,
+    /// An environment of upkeep.yaml, `both` or `all`.
+    pub env: &'a str,
+    /// How many backups to keep (default: the config's).
+    pub keep: Option<i64>,
+    pub scheduler: Scheduler,
+    pub action: Action,
+}
+
 /// The scheduled command: `upkeep --config CONFIG backup ENV --keep=N`,
 /// daily at `at`, its output appended to `log`.
 struct Job {
@@ -69,22 +100,24 @@ struct Job {
     at: At,
 }
 
-/// Prints or installs the entry that `args` asks for; see the module docs.
-pub fn run(args: &ScheduleArgs, config: &Config, printer: &Printer) -> Result<()> {
-    config.select(&args.env)?;
-    let keep = match args.keep {
+/// Prints, installs or removes the entry that `request` asks for; see the
+/// module docs.
+pub fn run(request: &Request, config: &Config, printer: &Printer) -> Result<()> {
+    config.select(request.env)?;
+    let keep = match request.keep {
         Some(keep) => parse_keep(keep).map_err(|e| bad_input(format!("--keep: {e}")))?,
         None => config.keep,
     };
-    if args.windows && (args.install || args.uninstall) {
+    let windows = request.scheduler == Scheduler::Windows;
+    if windows && request.action != Action::Print {
         return Err(bad_input(
             "--windows cannot install from here: run the printed schtasks command on Windows",
         ));
     }
-    if args.windows && !["production", "staging", "both"].contains(&args.env.as_str()) {
+    if windows && !["production", "staging", "both"].contains(&request.env) {
         return Err(bad_input(format!(
             "--windows runs scripts\\backup_db.ps1, which takes production, staging or both, not `{}`",
-            args.env
+            request.env
         )));
     }
     let exe = std::env::current_exe().context("cannot find the path of the upkeep binary")?;
@@ -95,17 +128,17 @@ pub fn run(args: &ScheduleArgs, config: &Config, printer: &Printer) -> Result<()
         config: utf8(&std::fs::canonicalize(&config.path).unwrap_or_else(|_| config.path.clone()))?,
         root: utf8(&config.root)?,
         log: utf8(&config.backups_dir.join("backup.log"))?,
-        env: args.env.clone(),
+        env: request.env.to_string(),
         keep,
-        at: args.at,
+        at: request.at,
     };
-    if args.windows {
-        printer.entry("windows", &job.schtasks());
-        printer.hint("run this on Windows, with the project folder's Windows path in place of the one above (the script finds upkeep.yaml beside its own folder)");
-        return Ok(());
-    }
-    match (args.systemd, args.install || args.uninstall) {
-        (false, false) => {
+    match (request.scheduler, request.action) {
+        (Scheduler::Windows, _) => {
+            printer.entry("windows", &job.schtasks());
+            printer.hint("run this on Windows, with the project folder's Windows path in place of the one above (the script finds upkeep.yaml beside its own folder)");
+            return Ok(());
+        }
+        (Scheduler::Cron, Action::Print) => {
             printer.entry("cron", &job.cron_line());
             if !config.backups_dir.is_dir() {
                 printer.hint(&format!(
@@ -114,8 +147,8 @@ pub fn run(args: &ScheduleArgs, config: &Config, printer: &Printer) -> Result<()
                 ));
             }
         }
-        (false, true) => cron_install(&job, args.install, printer)?,
-        (true, false) => {
+        (Scheduler::Cron, action) => cron_install(&job, action == Action::Install, printer)?,
+        (Scheduler::Systemd, Action::Print) => {
             let dir = units_dir().unwrap_or_else(|_| PathBuf::from("~/.config/systemd/user"));
             let mut text = String::new();
             for (name, unit) in job.units() {
@@ -124,9 +157,9 @@ pub fn run(args: &ScheduleArgs, config: &Config, printer: &Printer) -> Result<()
             text.push_str(&format!("# then: {ENABLE}"));
             printer.entry("systemd", &text);
         }
-        (true, true) => systemd_install(&job, args.install, printer)?,
+        (Scheduler::Systemd, action) => systemd_install(&job, action == Action::Install, printer)?,
     }
-    if args.install {
+    if request.action == Action::Install {
         // The entry appends to a log in the backups folder: the shell (or
         // systemd) cannot open it in a folder that does not exist.
         fsx::create_private_dir(&config.backups_dir)?;

@@ -53,6 +53,64 @@ pub enum Outcome {
     },
 }
 
+impl Outcome {
+    /// Whether the repair changed the database: a sound one is left
+    /// untouched (the `changed` of `upkeep repair` and of `uses: repair`).
+    pub fn changed(&self) -> bool {
+        !matches!(self, Outcome::Sound)
+    }
+
+    /// A short name and a sentence for what the repair did.
+    pub fn describe(&self) -> (&'static str, String) {
+        match self {
+            Outcome::Sound => ("sound", "the database is sound; nothing was touched".into()),
+            Outcome::WalQuarantined => (
+                "wal_quarantined",
+                "the database file itself is sound and was not touched".into(),
+            ),
+            Outcome::FromBackup { backup, skipped } => {
+                let mut text = format!("restored the newest backup that verifies, {}", backup.name);
+                for (name, reason) in skipped {
+                    text.push_str(&format!("; skipped {name}: {reason}"));
+                }
+                ("restored_backup", text)
+            }
+            Outcome::Salvaged {
+                salvaged,
+                storage_version,
+                version_source,
+            } => {
+                let mut text = format!(
+                    "no backup verifies; salvaged {} table(s) into a fresh file (storage {storage_version}, {version_source})",
+                    salvaged.copied.len()
+                );
+                for (table, rows) in &salvaged.copied {
+                    text.push_str(&format!("; {table}: {rows} rows"));
+                }
+                for (table, why) in &salvaged.lost {
+                    text.push_str(&format!("; {table}: LOST, created empty ({why})"));
+                }
+                for (table, rows) in &salvaged.dropped {
+                    text.push_str(&format!(
+                        "; {table}: {rows} row(s) with NULL or duplicate keys left in the quarantined file"
+                    ));
+                }
+                ("salvaged", text)
+            }
+            Outcome::EmptyFromSchema {
+                storage_version,
+                version_source,
+                reason,
+            } => (
+                "empty_from_schema",
+                format!(
+                    "{reason}; created an EMPTY database from schema.sql (storage {storage_version}, {version_source})"
+                ),
+            ),
+        }
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct Repaired {
     pub outcome: Outcome,

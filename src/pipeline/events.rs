@@ -14,11 +14,10 @@ use console::style;
 use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::{Value, json};
 
-use crate::cli::Format;
 use crate::pipeline::notify::Notify;
 use crate::pipeline::record::{Finished, Record, RollbackRecord, State};
 use crate::pipeline::{github, junit};
-use crate::report::{Printer, say};
+use crate::report::{Format, Printer, json_line, say};
 
 pub struct Events {
     printer: Printer,
@@ -109,6 +108,7 @@ impl Events {
     }
 
     fn emit(&mut self, event: Value, human: Option<String>) {
+        let event = json_line(event);
         if let Some(log) = &mut self.log {
             // One write per line: unbuffered `writeln!` would make many.
             let _ = log.write_all(format!("[upkeep] {event}\n").as_bytes());
@@ -199,7 +199,7 @@ impl Events {
         if self.printer.format == Format::Json {
             say!(
                 "{}",
-                json!({"type": "step_output", "step": index + 1, "line": line})
+                json_line(json!({"type": "step_output", "step": index + 1, "line": line}))
             );
         } else if !self.printer.quiet {
             let line = format!("    {}", style(line).dim());
@@ -223,6 +223,7 @@ impl Events {
         status: Status,
         took: Duration,
         detail: &str,
+        changed: bool,
     ) {
         self.stop_spinner();
         let step = self.record.step(
@@ -258,7 +259,7 @@ impl Events {
         };
         self.emit(
             json!({"type": "step_finished", "step": index + 1, "name": name, "status": status.word(),
-                   "duration_ms": took.as_millis() as u64, "detail": detail}),
+                   "duration_ms": took.as_millis() as u64, "detail": detail, "changed": changed}),
             Some(format!("{mark} {name} ({}){detail_text}", seconds(took))),
         );
     }
@@ -361,7 +362,9 @@ impl Events {
         );
     }
 
-    pub fn run_finished(&mut self, exit_code: i32, summary: &str, took: Duration) {
+    /// The run's last event; `changed`: whether the app's code or data is
+    /// left changed (see `steps::Ran::changed`).
+    pub fn run_finished(&mut self, exit_code: i32, summary: &str, took: Duration, changed: bool) {
         self.stop_spinner();
         let mark = match exit_code {
             0 => style("done").green().bold(),
@@ -370,7 +373,7 @@ impl Events {
         };
         self.emit(
             json!({"type": "run_finished", "exit_code": exit_code, "summary": summary,
-                   "duration_ms": took.as_millis() as u64}),
+                   "duration_ms": took.as_millis() as u64, "changed": changed}),
             Some(format!("{mark} {summary} ({})", seconds(took))),
         );
         self.record.finished = Some(Finished {

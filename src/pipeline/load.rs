@@ -100,6 +100,7 @@ const STEP_KEYS: &[&str] = &[
     "timeout",
     "retries",
     "allow_failure",
+    "changes",
 ];
 const ROLLBACK_KEYS: &[&str] = &["uses", "with", "run"];
 const MAX_RETRIES: i64 = 100;
@@ -184,7 +185,7 @@ impl Checker<'_> {
         };
         let url = self.string(url_node, "url")?;
         if !steps::later(&url)
-            && let Err(message) = notify::check_url(&url)
+            && let Err(message) = crate::webhook::check_url(&url)
         {
             self.problem(url_node.pos, format!("`notify: url`: {message}"));
         }
@@ -441,6 +442,20 @@ impl Checker<'_> {
         let timeout = entries
             .get("timeout")
             .and_then(|n| self.duration(n, "timeout"));
+        if let (Some(changes), Some(Action::Builtin { uses, .. })) =
+            (entries.get("changes"), &action)
+        {
+            self.problem(
+                changes.pos,
+                format!(
+                    "`changes` applies to `run:` steps; step type `{uses}` says itself whether it changed the app"
+                ),
+            );
+        }
+        let changes = entries
+            .get("changes")
+            .and_then(|n| self.boolean(n, "changes"))
+            .unwrap_or(true);
         let retries = entries
             .get("retries")
             .and_then(|n| self.retries(n))
@@ -465,6 +480,7 @@ impl Checker<'_> {
             timeout,
             retries,
             allow_failure,
+            changes,
         })
     }
 

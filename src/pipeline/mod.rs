@@ -93,7 +93,7 @@ pub fn run_command(config: &Config, args: &RunArgs, printer: Printer) -> Result<
         Some(notify) => {
             let url = run::substitute(&notify.url, &known)
                 .map_err(|error| format!("{error:#}"))
-                .and_then(|url| notify::check_url(&url).map(|()| url))
+                .and_then(|url| crate::webhook::check_url(&url).map(|()| url))
                 .map_err(|error| {
                     bad_input(format!("{}: `notify: url`: {error}", path.display()))
                 })?;

@@ -38,6 +38,10 @@ pub struct Step {
     pub timeout: Option<Duration>,
     pub retries: u32,
     pub allow_failure: bool,
+    /// Whether a `run:` step may change the app's code or data: a command
+    /// is taken to, unless the step says `changes: false` (it only probes,
+    /// bounces the app or notifies). Built-in step types say it themselves.
+    pub changes: bool,
 }
 
 /// Something a step or a rollback does.

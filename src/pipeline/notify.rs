@@ -1,22 +1,13 @@
 //! `notify: { url: ..., on: [failure, rollback, success] }`: at the end of a
 //! real run, a small JSON summary is POSTed to the URL (pipeline, env,
-//! outcome, failed step, duration, host). A webhook that is down or
-//! answers an error never changes the run's outcome: it only adds a
-//! warning. `http://` is sent by upkeep itself; `https://` by `curl` (no TLS
-//! stack in upkeep). A `user:password@` in the URL is sent as HTTP Basic
-//! auth, and masked wherever the URL is shown (`crate::redact`).
-
-use std::io::Write;
-use std::time::Duration;
+//! outcome, failed step, duration, host), through `crate::webhook`. A
+//! webhook that is down or answers an error never changes the run's
+//! outcome: it only adds a warning.
 
 use serde_json::{Value, json};
 
-use crate::http;
 use crate::pipeline::record::{Outcome, Record};
-use crate::redact;
-
-/// How long the webhook may take to answer.
-const TIMEOUT: Duration = Duration::from_secs(5);
+use crate::webhook;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Notify {
@@ -48,27 +39,6 @@ impl When {
     }
 }
 
-/// Checks a webhook URL (once its `${NAME}` are substituted): http:// as
-/// upkeep sends it, or https:// for curl.
-pub fn check_url(url: &str) -> Result<(), String> {
-    if url.starts_with("https://") {
-        if url.chars().any(|c| c.is_whitespace() || c.is_control()) {
-            return Err(format!(
-                "`{}` holds blanks or control characters: percent-encode them (%20)",
-                redact::urls(url).escape_debug()
-            ));
-        }
-        return Ok(());
-    }
-    if url.starts_with("http://") {
-        return http::parse(url, "").map(drop);
-    }
-    Err(format!(
-        "`{}` must start with http:// or https://",
-        redact::urls(url)
-    ))
-}
-
 impl Notify {
     /// Whether this run is one to notify.
     pub fn wants(&self, record: &Record) -> bool {
@@ -82,25 +52,7 @@ impl Notify {
 
     /// POSTs the summary of `record`; the error says why it was not taken.
     pub fn send(&self, record: &Record) -> Result<(), String> {
-        post(&self.url, &body(record))
-    }
-}
-
-/// POSTs `body` as JSON to `url`; the error says why it was not taken.
-pub fn post(url: &str, body: &Value) -> Result<(), String> {
-    let body = body.to_string();
-    if url.starts_with("https://") {
-        return curl(url, &body);
-    }
-    let url = http::parse(url, "https:// URLs are sent with curl")?;
-    match http::request(
-        &url,
-        "POST",
-        Some(("application/json", body.as_bytes())),
-        TIMEOUT,
-    )? {
-        200..=299 => Ok(()),
-        status => Err(format!("HTTP {status}")),
+        webhook::post(&self.url, &body(record))
     }
 }
 
@@ -117,89 +69,6 @@ pub fn body(record: &Record) -> Value {
         "reason": failed.map(|s| s.detail.as_str()),
         "summary": record.finished.as_ref().map(|f| f.summary.as_str()),
         "duration_ms": u64::try_from(record.took().as_millis()).unwrap_or(u64::MAX),
-        "host": host(),
+        "host": webhook::host(),
     })
-}
-
-pub fn host() -> String {
-    std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .map(|name| name.trim().to_string())
-        .or_else(|_| std::env::var("HOSTNAME"))
-        .unwrap_or_default()
-}
-
-/// POSTs `body` to an https:// `url` with curl. Everything that varies
-/// (the URL with its credentials, the body) goes to curl on its stdin, as a
-/// config file (`--config -`): a command line is readable by every user of
-/// the machine (`ps`, /proc), and no value can read as an option there.
-fn curl(url: &str, body: &str) -> Result<(), String> {
-    let mut child = std::process::Command::new("curl")
-        .args([
-            "--silent",
-            "--show-error",
-            "--fail",
-            // The URL comes from the config: nothing but https.
-            "--proto",
-            "=https",
-            "--max-time",
-        ])
-        .arg(TIMEOUT.as_secs().to_string())
-        .args(["--config", "-"])
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .map_err(|error| {
-            format!("cannot run curl for an https:// webhook ({error}): install curl")
-        })?;
-    let config = format!(
-        "url = {}\nheader = \"Content-Type: application/json\"\ndata-binary = {}\n",
-        curl_quote(url),
-        curl_quote(body)
-    );
-    if let Some(mut stdin) = child.stdin.take() {
-        let _ = stdin.write_all(config.as_bytes());
-    }
-    let output = child
-        .wait_with_output()
-        .map_err(|error| format!("curl: {error}"))?;
-    if output.status.success() {
-        Ok(())
-    } else {
-        Err(redact::urls(String::from_utf8_lossy(&output.stderr).trim()))
-    }
-}
-
-/// A value for curl's config file: double-quoted, with the escapes curl
-/// reads there. (A `data-binary` value starting with `@` would name a file:
-/// the body is a JSON object, so it starts with `{`.)
-fn curl_quote(value: &str) -> String {
-    let mut quoted = String::with_capacity(value.len() + 2);
-    quoted.push('"');
-    for c in value.chars() {
-        match c {
-            '\\' => quoted.push_str("\\\\"),
-            '"' => quoted.push_str("\\\""),
-            '\n' => quoted.push_str("\\n"),
-            '\r' => quoted.push_str("\\r"),
-            '\t' => quoted.push_str("\\t"),
-            c => quoted.push(c),
-        }
-    }
-    quoted.push('"');
-    quoted
-}
-
-#[cfg(test)]
-mod tests {
-    use super::curl_quote;
-
-    #[test]
-    fn curl_config_values_are_quoted() {
-        assert_eq!(curl_quote("https://h/x"), "\"https://h/x\"");
-        assert_eq!(
-            curl_quote("{\"a\":\"b\\\\c\"}\n"),
-            r#""{\"a\":\"b\\\\c\"}\n""#
-        );
-    }
 }

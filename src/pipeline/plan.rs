@@ -148,7 +148,8 @@ pub fn dry_run(pipeline: &Pipeline, setup: &Setup, reports: Reports) -> Result<i
             blockers.join("; ")
         )
     };
-    events.run_finished(code, &summary, started.elapsed());
+    // A dry-run changes nothing.
+    events.run_finished(code, &summary, started.elapsed(), false);
     Ok(code)
 }
 

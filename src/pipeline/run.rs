@@ -100,15 +100,6 @@ fn substitute_all(with: &BTreeMap<String, String>, vars: &[(String, String)]) ->
         .collect()
 }
 
-/// A run id: the UTC time and the process id, unique on this machine.
-pub fn new_run_id() -> String {
-    format!(
-        "{}-{}",
-        jiff::Timestamp::now().strftime("%Y%m%dT%H%M%SZ"),
-        std::process::id()
-    )
-}
-
 /// Stops the current step on SIGINT / SIGTERM, then rolls back.
 fn stop_flag() -> Arc<AtomicBool> {
     let stop = Arc::new(AtomicBool::new(false));
@@ -206,7 +197,7 @@ pub fn run(
     if ask && !crate::pipeline::confirm::confirmed(pipeline, setup)? {
         return Ok(code::FAILED);
     }
-    let run_id = new_run_id();
+    let run_id = journal::new_run_id();
     let mut journal = Journal::create(&config.state_dir, &run_id)?;
     let log = RunLog::open(config, &run_id)?;
     let vars = setup.environment(&run_id, false);
@@ -227,6 +218,7 @@ pub fn run(
         vars,
         stop: stop_flag(),
         rolling_back: false,
+        changed: BTreeMap::new(),
     };
     let started = Instant::now();
     runner.events.expect(pipeline.step_names(), reports);
@@ -235,9 +227,10 @@ pub fn run(
         .run_started(&pipeline.name, &setup.env.name, &run_id, false);
     let (exit_code, summary) = runner.steps(pipeline);
     let (exit_code, summary) = runner.close(exit_code, summary);
+    let changed = !runner.changed.is_empty();
     runner
         .events
-        .run_finished(exit_code, &summary, started.elapsed());
+        .run_finished(exit_code, &summary, started.elapsed(), changed);
     Ok(exit_code)
 }
 
@@ -251,6 +244,9 @@ struct Runner<'a> {
     vars: Vec<(String, String)>,
     stop: Arc<AtomicBool>,
     rolling_back: bool,
+    /// The steps that changed the app's code or data, and were not undone
+    /// (by number, with their names): the run's `changed`.
+    changed: BTreeMap<usize, String>,
 }
 
 /// The run's log, `state_dir/logs/RUN_ID.log`: opened once for appending
@@ -279,6 +275,24 @@ impl RunLog {
             follow,
         })
     }
+}
+
+/// What an action did: its line for people, and whether it changed the
+/// app's code or data (a command is taken to; see [`Step::changes`]).
+struct Did {
+    detail: String,
+    changed: bool,
+}
+
+/// How a step ended, after its retries.
+struct Attempted {
+    result: Result<()>,
+    /// A built-in type's own undo (see [`Runner::attempt`]).
+    undo: Option<Undoing>,
+    /// Whether it changed the app's code or data; for a failed step,
+    /// whether it may have: a command, or a step type that recorded an undo
+    /// before it failed.
+    changed: bool,
 }
 
 /// A step that ran, with how to undo it.
@@ -330,7 +344,7 @@ impl Runner<'_> {
     fn steps(&mut self, pipeline: &Pipeline) -> (i32, String) {
         let mut done = Vec::new();
         match self.each_step(pipeline, &mut done) {
-            Ok(Flow::Finished(summary)) => (code::OK, summary),
+            Ok(Flow::Finished(summary)) => (code::OK, format!("{summary}; {}", self.changes())),
             Ok(Flow::Failed(reason, bad_input)) => {
                 let rolled = self.roll_back(done);
                 let (status, summary) = self.failed(&reason, &rolled);
@@ -391,7 +405,14 @@ impl Runner<'_> {
                 undo: user_undo.clone(),
             })?;
             ran += 1;
-            let (result, builtin_undo) = self.attempt(index, step);
+            let Attempted {
+                result,
+                undo: builtin_undo,
+                changed,
+            } = self.attempt(index, step);
+            if changed {
+                self.changed.insert(index, step.name.clone());
+            }
             // The step's own `rollback:` takes the place of its type's. A
             // failed step may have half happened: it is undone too (first,
             // or with the others if it was allowed to fail).
@@ -442,10 +463,21 @@ impl Runner<'_> {
         )))
     }
 
+    /// What changed, for the summary of a run that finished: "nothing
+    /// changed", or the steps that changed the app.
+    fn changes(&self) -> String {
+        if self.changed.is_empty() {
+            "nothing changed".to_string()
+        } else {
+            let names: Vec<&str> = self.changed.values().map(String::as_str).collect();
+            format!("changed: {}", names.join(", "))
+        }
+    }
+
     /// Runs a step with its retries. Also returns how to undo it: a
     /// built-in type's own undo, as recorded before it acted (the first
     /// attempt's, which saw the state before the step) or returned by it.
-    fn attempt(&mut self, index: usize, step: &Step) -> (Result<()>, Option<Undoing>) {
+    fn attempt(&mut self, index: usize, step: &Step) -> Attempted {
         let mut attempt = 1;
         let mut first_undo = None;
         loop {
@@ -456,15 +488,21 @@ impl Runner<'_> {
             first_undo = first_undo.or(undo);
             let last = attempt > step.retries || self.stop.load(Ordering::SeqCst);
             match result {
-                Ok(detail) => {
+                Ok(did) => {
+                    let changed = did.changed && step.changes;
                     self.events.step_finished(
                         index,
                         &step.name,
                         Status::Ok,
                         started.elapsed(),
-                        &detail,
+                        &did.detail,
+                        changed,
                     );
-                    return (Ok(()), first_undo);
+                    return Attempted {
+                        result: Ok(()),
+                        undo: first_undo,
+                        changed,
+                    };
                 }
                 Err(error) => {
                     let status = match (last, step.allow_failure) {
@@ -473,15 +511,25 @@ impl Runner<'_> {
                         (true, false) => Status::Failed,
                     };
                     let retrying = if last { "" } else { "; retrying" };
+                    let changed = step.changes
+                        && match &step.action {
+                            Action::Shell { .. } => true,
+                            Action::Builtin { .. } => first_undo.is_some(),
+                        };
                     self.events.step_finished(
                         index,
                         &step.name,
                         status,
                         started.elapsed(),
                         &format!("{}{retrying}", crate::error::describe(&error)),
+                        changed,
                     );
                     if last {
-                        return (Err(error), first_undo);
+                        return Attempted {
+                            result: Err(error),
+                            undo: first_undo,
+                            changed,
+                        };
                     }
                 }
             }
@@ -497,12 +545,15 @@ impl Runner<'_> {
         index: usize,
         action: &Action,
         timeout: Option<Duration>,
-    ) -> (Result<String>, Option<Undoing>) {
+    ) -> (Result<Did>, Option<Undoing>) {
         match action {
             Action::Shell { run } => {
                 let result = self.shell(index, run, timeout).and_then(|ended| {
                     if ended.ok() {
-                        Ok(String::new())
+                        Ok(Did {
+                            detail: String::new(),
+                            changed: true,
+                        })
                     } else {
                         let run = redact::urls(run);
                         Err(anyhow!("`{run}` {}", ended.describe()))
@@ -551,7 +602,13 @@ impl Runner<'_> {
                 };
                 let ctx = self.setup.ctx(&self.restore_point, &record, &self.vars);
                 match step.run(&ctx, &with) {
-                    Ok((detail, undo)) => (Ok(detail), as_undoing(undo)),
+                    Ok(ran) => (
+                        Ok(Did {
+                            detail: ran.detail,
+                            changed: ran.changed,
+                        }),
+                        as_undoing(ran.undo),
+                    ),
                     Err(error) => (Err(error), recorded.take().and_then(as_undoing)),
                 }
             }
@@ -628,7 +685,10 @@ impl Runner<'_> {
         let mut rolled = RolledBack::default();
         for item in done.into_iter().rev() {
             match self.undo_one(item.index, &item.name, &item.undo) {
-                Ok(()) => rolled.undone.push(item.name),
+                Ok(()) => {
+                    self.changed.remove(&item.index);
+                    rolled.undone.push(item.name);
+                }
                 Err(error) => rolled.not_undone.push(format!(
                     "{} ({})",
                     item.name,
@@ -667,7 +727,7 @@ impl Runner<'_> {
             .rollback_started(index, name, &describe_undo(undo));
         let started = Instant::now();
         let result = match undo {
-            Undoing::Action { action } => self.perform(index, action, None).0,
+            Undoing::Action { action } => self.perform(index, action, None).0.map(|did| did.detail),
             Undoing::Builtin { uses, undo } => {
                 let ctx = self
                     .setup
@@ -766,6 +826,7 @@ pub fn recover(config: &Config, printer: Printer, forget: bool) -> Result<i32> {
                     vars: vars.into_iter().collect(),
                     stop: stop_flag(),
                     rolling_back: true,
+                    changed: BTreeMap::new(),
                 };
                 runner.recover(&run_id, &pipeline, &entries)
             }
@@ -774,7 +835,7 @@ pub fn recover(config: &Config, printer: Printer, forget: bool) -> Result<i32> {
                 path.display()
             ),
         };
-        worst = crate::commands::most_serious(worst, status);
+        worst = crate::error::most_serious(worst, status);
     }
     Ok(worst)
 }
@@ -822,8 +883,10 @@ impl Runner<'_> {
         };
         // In the journal, the run itself failed (it was rolled back).
         let (exit_code, summary) = self.close_as(exit_code, code::FAILED, summary);
+        // Putting back what the run left is a change, when there was any.
+        let changed = !rolled.undone.is_empty();
         self.events
-            .run_finished(exit_code, &summary, started.elapsed());
+            .run_finished(exit_code, &summary, started.elapsed(), changed);
         exit_code
     }
 }

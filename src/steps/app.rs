@@ -7,7 +7,7 @@
 use anyhow::{Result, anyhow, bail};
 use serde_json::json;
 
-use super::{Ctx, Plan, StepType, Undo, With, target_env};
+use super::{Ctx, Plan, Ran, StepType, Undo, With, target_env};
 use crate::app::App;
 use crate::config::Env;
 use crate::db::open::{self, Access};
@@ -69,13 +69,17 @@ impl StepType for StopApp {
         }
     }
 
-    fn run(&self, ctx: &Ctx, with: &With) -> Result<(String, Undo)> {
+    fn run(&self, ctx: &Ctx, with: &With) -> Result<Ran> {
         let env = target_env(ctx, with)?;
         let app = app(ctx, &env)?;
         let undo = Undo(json!({ "start": true, "env": env.name }));
         (ctx.record)(&undo)?;
         app.stop()?;
-        Ok((format!("stopped the app of `{}`", env.name), undo))
+        // Stopping and starting the app bounce it: its code and data stay.
+        Ok(Ran::unchanged(
+            format!("stopped the app of `{}`", env.name),
+            undo,
+        ))
     }
 
     fn undo(&self, ctx: &Ctx, undo: &Undo) -> Result<String> {
@@ -131,13 +135,13 @@ impl StepType for StartApp {
         }
     }
 
-    fn run(&self, ctx: &Ctx, with: &With) -> Result<(String, Undo)> {
+    fn run(&self, ctx: &Ctx, with: &With) -> Result<Ran> {
         let env = target_env(ctx, with)?;
         let app = app(ctx, &env)?;
         let undo = Undo(json!({ "stop": true, "env": env.name }));
         (ctx.record)(&undo)?;
         app.start()?;
-        Ok((
+        Ok(Ran::unchanged(
             format!("started the app of `{}`; it is healthy", env.name),
             undo,
         ))

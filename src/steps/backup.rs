@@ -3,7 +3,7 @@
 
 use anyhow::Result;
 
-use super::{Ctx, Plan, StepType, Undo, With, count, target_env};
+use super::{Ctx, Plan, Ran, StepType, Undo, With, count, target_env};
 use crate::fsx;
 
 pub struct Backup;
@@ -74,7 +74,7 @@ impl StepType for Backup {
         }
     }
 
-    fn run(&self, ctx: &Ctx, with: &With) -> Result<(String, Undo)> {
+    fn run(&self, ctx: &Ctx, with: &With) -> Result<Ran> {
         let keep = Self::keep(ctx, with).map_err(anyhow::Error::msg)?;
         let env = target_env(ctx, with)?;
         let made = crate::app::backup(ctx.config, &env, keep, ctx.schema, &ctx.progress, false)?;
@@ -108,6 +108,8 @@ impl StepType for Backup {
                 kept.display()
             ));
         }
-        Ok((summary, Undo::nothing()))
+        // A backup is a copy beside the app's data, not a change of it: an
+        // update that only backed up reports `changed: false`.
+        Ok(Ran::unchanged(summary, Undo::nothing()))
     }
 }

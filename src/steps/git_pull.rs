@@ -32,7 +32,7 @@ use std::process::{Command, Stdio};
 use anyhow::{Context, Result, bail};
 use serde_json::json;
 
-use super::{Ctx, Plan, StepType, Undo, With, later};
+use super::{Ctx, Plan, Ran, StepType, Undo, With, later};
 use crate::error::bad_input;
 
 pub struct GitPull;
@@ -286,7 +286,7 @@ impl StepType for GitPull {
         }
     }
 
-    fn run(&self, ctx: &Ctx, with: &With) -> Result<(String, Undo)> {
+    fn run(&self, ctx: &Ctx, with: &With) -> Result<Ran> {
         let dir = &ctx.config.root;
         let (remote, branch) = source(dir, with)?;
         clean(dir)?;
@@ -308,9 +308,12 @@ impl StepType for GitPull {
         })?;
         let after = commit_of(dir, "HEAD")?;
         if after == before {
-            return Ok((format!("`{remote}/{branch}`: up to date"), Undo::nothing()));
+            return Ok(Ran::unchanged(
+                format!("`{remote}/{branch}`: up to date"),
+                Undo::nothing(),
+            ));
         }
-        Ok((
+        Ok(Ran::changed(
             format!(
                 "{} -> {} from `{remote}/{branch}`",
                 short(&before),

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Result, anyhow, bail};
 
-use super::{Ctx, Plan, StepType, Undo, With, later};
+use super::{Ctx, Plan, Ran, StepType, Undo, With, later};
 use crate::probe::Probe;
 
 pub struct Health;
@@ -97,7 +97,7 @@ impl StepType for Health {
         }
     }
 
-    fn run(&self, ctx: &Ctx, with: &With) -> Result<(String, Undo)> {
+    fn run(&self, ctx: &Ctx, with: &With) -> Result<Ran> {
         let probe = probe(with).map_err(anyhow::Error::msg)?;
         let timeout = duration(with, "timeout", DEFAULT_TIMEOUT).map_err(anyhow::Error::msg)?;
         let interval = duration(with, "interval", DEFAULT_INTERVAL).map_err(anyhow::Error::msg)?;
@@ -108,7 +108,7 @@ impl StepType for Health {
         loop {
             let last = match look(&probe, ctx) {
                 Ok(()) => {
-                    return Ok((
+                    return Ok(Ran::unchanged(
                         format!("healthy after {:.1}s", started.elapsed().as_secs_f64()),
                         Undo::nothing(),
                     ));

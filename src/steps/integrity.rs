@@ -4,7 +4,7 @@
 
 use anyhow::{Result, bail};
 
-use super::{Ctx, Plan, StepType, Undo, With, flag, target_env};
+use super::{Ctx, Plan, Ran, StepType, Undo, With, flag, target_env};
 use crate::db::check;
 use crate::error::{code, exit_code};
 
@@ -64,7 +64,7 @@ impl StepType for Integrity {
         }
     }
 
-    fn run(&self, ctx: &Ctx, with: &With) -> Result<(String, Undo)> {
+    fn run(&self, ctx: &Ctx, with: &With) -> Result<Ran> {
         let deep = flag(with, "deep").map_err(anyhow::Error::msg)?;
         let env = target_env(ctx, with)?;
         let ctx = &Ctx { env: &env, ..*ctx };
@@ -87,7 +87,7 @@ impl StepType for Integrity {
         } else {
             ""
         };
-        Ok((
+        Ok(Ran::unchanged(
             format!("`{}` is sound ({tables}){how}", ctx.env.name),
             Undo::nothing(),
         ))

@@ -17,7 +17,7 @@ use anyhow::{Context, Result, bail};
 use duckdb::Connection;
 use serde_json::json;
 
-use super::{Ctx, Plan, StepType, Undo, With, later};
+use super::{Ctx, Plan, Ran, StepType, Undo, With, later};
 use crate::db::backups;
 use crate::db::open::{self, Access};
 use crate::db::swap::{self, Shelf};
@@ -217,7 +217,7 @@ impl StepType for Migrate {
         }
     }
 
-    fn run(&self, ctx: &Ctx, with: &With) -> Result<(String, Undo)> {
+    fn run(&self, ctx: &Ctx, with: &With) -> Result<Ran> {
         let dir = folder(ctx, with)?;
         let migrations = scan(&dir)?;
         let (todo, wal_kept): (Vec<&Migration>, _) = {
@@ -231,7 +231,10 @@ impl StepType for Migrate {
             )
         });
         if todo.is_empty() {
-            return Ok((format!("nothing pending{warning}"), Undo::nothing()));
+            return Ok(Ran::unchanged(
+                format!("nothing pending{warning}"),
+                Undo::nothing(),
+            ));
         }
         let point = if with.get("rollback").is_some_and(|r| r == "none") {
             None
@@ -262,7 +265,7 @@ impl StepType for Migrate {
             })?;
         }
         conn.execute_batch("CHECKPOINT")?;
-        Ok((
+        Ok(Ran::changed(
             format!("applied {}{warning}", names(&todo)),
             point.unwrap_or_else(Undo::nothing),
         ))

@@ -72,6 +72,40 @@ impl Plan {
     }
 }
 
+/// What a step did: a line for people, how to undo it, and whether it
+/// changed the app.
+#[derive(Debug, Clone)]
+pub struct Ran {
+    pub detail: String,
+    pub undo: Undo,
+    /// Whether the step changed the app's code or its data: a run reports
+    /// `changed` when one of its steps did, so that a rerun with nothing new
+    /// is `changed: false`. Checks, backups (a copy beside the data), and
+    /// stopping or starting the app change neither.
+    pub changed: bool,
+}
+
+impl Ran {
+    /// A step that changed the app's code or data.
+    pub fn changed(detail: String, undo: Undo) -> Ran {
+        Ran {
+            detail,
+            undo,
+            changed: true,
+        }
+    }
+
+    /// A step that left the app's code and data as they were (it may still
+    /// have something to undo: a stopped app is started again).
+    pub fn unchanged(detail: String, undo: Undo) -> Ran {
+        Ran {
+            detail,
+            undo,
+            changed: false,
+        }
+    }
+}
+
 /// What a step did that its rollback needs to know, kept in the journal so
 /// that `upkeep recover` can undo it after a crash. `null`: nothing to undo.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -130,8 +164,9 @@ pub trait StepType: Sync {
     }
     /// A dry-run: read-only probes and what the step would do.
     fn plan(&self, ctx: &Ctx, with: &With) -> Plan;
-    /// Does the step; the result says how to undo it.
-    fn run(&self, ctx: &Ctx, with: &With) -> Result<(String, Undo)>;
+    /// Does the step; the result says how to undo it, and whether it
+    /// changed the app (see [`Ran::changed`]).
+    fn run(&self, ctx: &Ctx, with: &With) -> Result<Ran>;
     /// Undoes what `run` did.
     fn undo(&self, _ctx: &Ctx, _undo: &Undo) -> Result<String> {
         Ok("nothing to undo".to_string())

@@ -7,7 +7,7 @@
 
 use anyhow::Result;
 
-use super::{Ctx, Plan, StepType, Undo, With};
+use super::{Ctx, Plan, Ran, StepType, Undo, With};
 use crate::db::{check, repair};
 use crate::error::{code, exit_code};
 
@@ -59,7 +59,7 @@ impl StepType for Repair {
         }
     }
 
-    fn run(&self, ctx: &Ctx, with: &With) -> Result<(String, Undo)> {
+    fn run(&self, ctx: &Ctx, with: &With) -> Result<Ran> {
         let sources = repair::Sources {
             backups_dir: &ctx.config.backups_dir,
             schema: ctx.schema,
@@ -82,12 +82,17 @@ impl StepType for Repair {
         if let repair::Outcome::FromBackup { backup, .. } = &repaired.outcome {
             *ctx.restore_point.borrow_mut() = Some(backup.path.clone());
         }
-        let (how, _) = crate::report::describe_outcome(&repaired.outcome);
+        let (how, _) = repaired.outcome.describe();
         let undo = match (&repaired.quarantine, with.get("undo").map(String::as_str)) {
             (Some(folder), Some("previous")) => Undo(serde_json::json!({ "aside": folder })),
             _ => Undo::nothing(),
         };
-        Ok((format!("`{}`: {how}", ctx.env.name), undo))
+        let detail = format!("`{}`: {how}", ctx.env.name);
+        Ok(Ran {
+            detail,
+            undo,
+            changed: repaired.outcome.changed(),
+        })
     }
 
     fn undo(&self, ctx: &Ctx, undo: &Undo) -> Result<String> {

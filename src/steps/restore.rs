@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
 
-use super::{Ctx, Plan, StepType, Undo, With};
+use super::{Ctx, Plan, Ran, StepType, Undo, With};
 use crate::db::backups;
 use crate::db::restore::{self, Choice};
 use crate::db::swap::{self, Shelf};
@@ -60,7 +60,7 @@ impl StepType for Restore {
         }
     }
 
-    fn run(&self, ctx: &Ctx, with: &With) -> Result<(String, Undo)> {
+    fn run(&self, ctx: &Ctx, with: &With) -> Result<Ran> {
         // Journaled before the swap: the file now in place, by its inode.
         // The swap keeps it aside under that inode (a hard link), so an
         // undo after a crash finds it even before the step could say where.
@@ -82,7 +82,10 @@ impl StepType for Restore {
             (Some(aside), None) => Undo(serde_json::json!({ "aside": aside })),
             (None, _) => Undo::nothing(),
         };
-        Ok((format!("restored from {}", restored.backup.name), undo))
+        Ok(Ran::changed(
+            format!("restored from {}", restored.backup.name),
+            undo,
+        ))
     }
 
     fn undo(&self, ctx: &Ctx, undo: &Undo) -> Result<String> {

@@ -3,6 +3,7 @@
 //! DuckDB is linked into few binaries.
 
 mod backup;
+mod changed;
 mod check;
 mod config;
 mod corruption;

@@ -8,8 +8,9 @@ use crate::support::*;
 
 use upkeep::demo::{START, STOP};
 
-struct App {
-    sandbox: Sandbox,
+/// The app of the update tests (and of `changed`'s).
+pub(crate) struct App {
+    pub(crate) sandbox: Sandbox,
     port: u16,
     _origin: tempfile::TempDir,
     dev: tempfile::TempDir,
@@ -17,7 +18,7 @@ struct App {
 
 impl App {
     /// The app at v1, running; its origin; a developer clone.
-    fn new() -> App {
+    pub(crate) fn new() -> App {
         let sandbox = Sandbox::new();
         let root = sandbox.dir.path().to_path_buf();
         std::fs::rename(root.join("data"), root.join("backend")).unwrap();
@@ -66,7 +67,7 @@ impl App {
     }
 
     /// Pushes a release: VERSION, and files (migrations, scripts).
-    fn release(&self, version: &str, files: &[(&str, &str)]) {
+    pub(crate) fn release(&self, version: &str, files: &[(&str, &str)]) {
         let dev = self.dev.path();
         std::fs::write(dev.join("VERSION"), version).unwrap();
         for (name, text) in files {
@@ -140,13 +141,13 @@ impl App {
         upkeep::demo::health(self.port)
     }
 
-    fn update(&self) -> Run {
+    pub(crate) fn update(&self) -> Run {
         self.update_with(&[], &[])
     }
 
     /// `upkeep run update` with `extra` arguments and `vars` overriding the
     /// app's.
-    fn update_with(&self, extra: &[&str], vars: &[&str]) -> Run {
+    pub(crate) fn update_with(&self, extra: &[&str], vars: &[&str]) -> Run {
         let mut args = vec!["run".to_string(), "update".to_string()];
         args.extend(extra.iter().map(|a| a.to_string()));
         for var in self
@@ -178,7 +179,7 @@ impl App {
         assert_eq!(&self.data(), data);
     }
 
-    fn head(&self) -> String {
+    pub(crate) fn head(&self) -> String {
         git(self.sandbox.dir.path(), &["rev-parse", "HEAD"])
     }
 
