@@ -9,6 +9,7 @@ mod config;
 mod corruption;
 mod crash;
 mod demo;
+mod docs;
 mod file_modes;
 mod fuzz;
 mod git_pull;
