@@ -2,6 +2,7 @@
 //! dirs, with a real app process where one is needed. One test crate, so
 //! DuckDB is linked into few binaries.
 
+mod ansible;
 mod backup;
 mod changed;
 mod check;
