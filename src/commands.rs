@@ -56,7 +56,7 @@ pub fn run(command: &Command, config: &Config, printer: &Printer) -> Result<i32>
             no_window,
         } => {
             let keep = match keep {
-                Some(keep) => parse_keep(*keep).map_err(|e| bad_input(format!("--keep: {e}")))?,
+                Some(keep) => parse_keep(*keep).map_err(|e| bad_input(format!("--keep {e}")))?,
                 None => config.keep,
             };
             let envs = config.select(env)?;

@@ -336,12 +336,13 @@ impl TryFrom<i64> for Keep {
     }
 }
 
-/// Checks a `keep` count, from the config or from `--keep`.
+/// Checks a `keep` count, from the config or from `--keep`. The message
+/// follows the name the caller gives it (`--keep`, `` `backups.keep` ``).
 pub fn parse_keep(keep: i64) -> Result<u32, String> {
     match u32::try_from(keep) {
         Ok(keep) if keep >= 1 => Ok(keep),
         _ => Err(format!(
-            "keep must be a whole number of at least 1 (got {keep}): rotation never deletes every backup"
+            "must be a whole number of at least 1, not {keep}: rotation never deletes every backup"
         )),
     }
 }
@@ -558,7 +559,7 @@ fn check_scalar(scalar: &yaml::Scalar) -> Result<(), String> {
         (["backups", "keep"], false) if scalar.plain => match scalar.text.parse::<i64>() {
             Ok(keep) => parse_keep(keep).map(drop),
             Err(_) => Err(format!(
-                "keep must be a whole number of at least 1 (got `{}`)",
+                "must be a whole number of at least 1, not `{}`",
                 scalar.text
             )),
         },

@@ -11,6 +11,15 @@
 //! `app.notify`), `demo` (the README's ready-made sandbox), `yaml`
 //! (the first pass every YAML file goes through, and the tree with
 //! positions that pipelines are checked on).
+//!
+//! Layers look down, never up: `cli` (the only module that knows clap)
+//! turns the command line into the library's own types and hands it to
+//! `commands`, which call `pipeline`, `steps`, `app` and `db`; `report`
+//! (output modes and JSON lines), `error` (exit codes and their ranking),
+//! `config` and the small helpers sit below them all. One arrow still
+//! points up: `app` journals a backup window as a run (the `journal`'s
+//! entries are made of pipeline actions and step undos), so that
+//! `upkeep recover` starts an app that a crash left stopped.
 
 pub mod app;
 pub mod cli;

@@ -105,7 +105,7 @@ struct Job {
 pub fn run(request: &Request, config: &Config, printer: &Printer) -> Result<()> {
     config.select(request.env)?;
     let keep = match request.keep {
-        Some(keep) => parse_keep(keep).map_err(|e| bad_input(format!("--keep: {e}")))?,
+        Some(keep) => parse_keep(keep).map_err(|e| bad_input(format!("--keep {e}")))?,
         None => config.keep,
     };
     let windows = request.scheduler == Scheduler::Windows;

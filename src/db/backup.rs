@@ -143,7 +143,11 @@ pub fn backup(
                 if window.released()
                     && let Err(restart) = window.start()
                 {
-                    return Err(app_down(env, &format!("{restart:#}"), Some(&error)));
+                    return Err(app_down(
+                        env,
+                        &crate::error::describe(&restart),
+                        Some(&error),
+                    ));
                 }
                 return Err(error.context(failed()));
             }
@@ -160,12 +164,16 @@ pub fn backup(
                     copy,
                     Taken::Window {
                         downtime,
-                        restart_error: restart.err().map(|error| format!("{error:#}")),
+                        restart_error: restart.err().map(|error| crate::error::describe(&error)),
                     },
                 ),
                 (Err(error), Ok(())) => return Err(error.context(failed())),
                 (Err(error), Err(restart)) => {
-                    return Err(app_down(env, &format!("{restart:#}"), Some(&error)));
+                    return Err(app_down(
+                        env,
+                        &crate::error::describe(&restart),
+                        Some(&error),
+                    ));
                 }
             }
         }
@@ -195,7 +203,10 @@ fn app_down(env: &Env, restart: &str, before: Option<&anyhow::Error>) -> anyhow:
         env.name
     );
     if let Some(before) = before {
-        message.push_str(&format!("; the backup itself failed too: {before:#}"));
+        message.push_str(&format!(
+            "; the backup itself failed too: {}",
+            crate::error::describe(before)
+        ));
     }
     message
         .push_str("; `upkeep recover` starts it again (or start it by hand), and look at its log");
@@ -476,7 +487,7 @@ fn verify_and_publish(
 
     let (rotated, rotation_error) = match backups::rotate(dir, &env.name, keep, &name) {
         Ok(rotated) => (rotated, None),
-        Err(error) => (Vec::new(), Some(format!("{error:#}"))),
+        Err(error) => (Vec::new(), Some(crate::error::describe(&error))),
     };
     let backup = backups::list(dir, &env.name)?
         .into_iter()

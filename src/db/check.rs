@@ -177,7 +177,7 @@ pub fn check(path: &Path, schema: Option<&Schema>, deep: bool) -> Result<Report>
             return Err(error);
         }
         Err(error) => {
-            let message = format!("{error:#}");
+            let message = crate::error::describe(&error);
             report.problem(kind_of_read_error(&message), message);
             return Ok(report);
         }
@@ -237,7 +237,10 @@ fn check_contents(
     let actual = match Catalog::read(conn, &database) {
         Ok(catalog) => catalog,
         Err(error) => {
-            let message = format!("cannot read the catalog: {error:#}");
+            let message = format!(
+                "cannot read the catalog: {}",
+                crate::error::describe(&error)
+            );
             report.problem(kind_of_read_error(&message), message);
             return Ok(());
         }

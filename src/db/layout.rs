@@ -62,7 +62,7 @@ impl Damage {
         }
         if !self.blocks.is_empty() {
             messages.push(format!(
-                "{} block(s) in use fail DuckDB's checksum: {} (block size {} bytes, first block at byte {})",
+                "{} block(s) in use fail DuckDB's checksum: block id(s) {} (block size {} bytes, first block at byte {})",
                 self.blocks.len(),
                 list(&self.blocks),
                 header.block_alloc_size,

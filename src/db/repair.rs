@@ -206,7 +206,7 @@ fn repair_file(
                 };
                 return finish(env, sources, before, quarantine, outcome);
             }
-            Err(error) => salvage_failure = Some(format!("{error:#}")),
+            Err(error) => salvage_failure = Some(crate::error::describe(&error)),
         }
     }
     let skipped = match tried_backups {

@@ -49,10 +49,11 @@ pub struct Verified {
 pub fn verify(backup: &Backup, schema: Option<&Schema>) -> Result<Verified, String> {
     // The deep check reads every byte (checking every block in use and
     // hashing), besides DuckDB's scan of every column.
-    let report = check::check(&backup.path, schema, true).map_err(|error| format!("{error:#}"))?;
+    let report =
+        check::check(&backup.path, schema, true).map_err(|error| crate::error::describe(&error))?;
     let hash = match report.blake3 {
         Some(hash) => hash,
-        None => fsx::hash_file(&backup.path).map_err(|error| format!("{error:#}"))?,
+        None => fsx::hash_file(&backup.path).map_err(|error| crate::error::describe(&error))?,
     };
     if let Some(manifest) = &backup.manifest
         && manifest.blake3 != hash.to_hex().as_str()
@@ -120,7 +121,8 @@ pub fn restore(
         Choice::Latest => match newest_verified(dir, &env.name, schema)? {
             (Some(verified), skipped) => (verified, skipped),
             (None, skipped) if skipped.is_empty() => bail!(
-                "no backup of `{}` in `{}`: nothing to restore, nothing was changed",
+                "no backup of `{}` in `{}`: nothing to restore, nothing was changed; if its backups are in another folder, \
+                 set `backups: {{ dir: ... }}` in upkeep.yaml",
                 env.name,
                 dir.display()
             ),

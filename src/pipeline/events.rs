@@ -252,15 +252,10 @@ impl Events {
             Status::Failed => style("FAILED").red().bold(),
             Status::FailedAllowed | Status::Retrying => style("failed").yellow().bold(),
         };
-        let detail_text = if detail.is_empty() {
-            String::new()
-        } else {
-            format!(": {detail}")
-        };
         self.emit(
             json!({"type": "step_finished", "step": index + 1, "name": name, "status": status.word(),
                    "duration_ms": took.as_millis() as u64, "detail": detail, "changed": changed}),
-            Some(format!("{mark} {name} ({}){detail_text}", seconds(took))),
+            Some(format!("{mark} {name} ({}){}", seconds(took), after(detail))),
         );
     }
 
@@ -317,15 +312,14 @@ impl Events {
         } else {
             style("NOT UNDONE").red().bold()
         };
-        let shown = if detail.is_empty() {
-            String::new()
-        } else {
-            format!(": {detail}")
-        };
         self.emit(
             json!({"type": "rollback_finished", "step": index + 1, "name": name, "ok": ok,
                    "duration_ms": took.as_millis() as u64, "detail": detail}),
-            Some(format!("{mark} {name} ({}){shown}", seconds(took))),
+            Some(format!(
+                "{mark} {name} ({}){}",
+                seconds(took),
+                after(detail)
+            )),
         );
     }
 
@@ -347,14 +341,22 @@ impl Events {
             let what = format!("dry-run: step {} is blocked", index + 1);
             self.annotate_error(&what, &format!("{name}: {blocker}"));
         }
-        let human = match blocker {
-            Some(blocker) => format!(
-                "{:>2}. {name}\n      {action}\n      {verdict}\n      {} {blocker}",
-                index + 1,
+        // Each thing once: a step named by its action (`uses integrity`),
+        // or whose verdict says the action (`would run `./x``), shows it once.
+        let mut human = format!("{:>2}. {name}", index + 1);
+        let would = format!("would {action}");
+        if action != name && !verdict.contains(&would) {
+            human.push_str(&format!("\n      {action}"));
+        }
+        if action != name || verdict != would {
+            human.push_str(&format!("\n      {verdict}"));
+        }
+        if let Some(blocker) = blocker {
+            human.push_str(&format!(
+                "\n      {} {blocker}",
                 style("BLOCKER:").red().bold()
-            ),
-            None => format!("{:>2}. {name}\n      {action}\n      {verdict}", index + 1),
-        };
+            ));
+        }
         self.emit(
             json!({"type": "plan_step", "step": index + 1, "name": name, "action": action,
                    "verdict": verdict, "blocker": blocker}),
@@ -366,15 +368,16 @@ impl Events {
     /// left changed (see `steps::Ran::changed`).
     pub fn run_finished(&mut self, exit_code: i32, summary: &str, took: Duration, changed: bool) {
         self.stop_spinner();
-        let mark = match exit_code {
-            0 => style("done").green().bold(),
-            1 | 2 => style("failed").red().bold(),
-            _ => style("ATTENTION").red().bold(),
+        // A failure's summary says so itself ("failed at step 3 ...").
+        let line = match exit_code {
+            0 => format!("{} {summary}", style("done").green().bold()),
+            1 | 2 => style(summary).red().bold().to_string(),
+            _ => format!("{} {summary}", style("ATTENTION").red().bold()),
         };
         self.emit(
             json!({"type": "run_finished", "exit_code": exit_code, "summary": summary,
                    "duration_ms": took.as_millis() as u64, "changed": changed}),
-            Some(format!("{mark} {summary} ({})", seconds(took))),
+            Some(format!("{line} ({})", seconds(took))),
         );
         self.record.finished = Some(Finished {
             exit_code,
@@ -406,7 +409,10 @@ impl Events {
         if let Some(path) = &self.reports.junit
             && let Err(error) = junit::write(&self.record, &self.names, path)
         {
-            warnings.push(format!("cannot write the JUnit report: {error:#}"));
+            warnings.push(format!(
+                "cannot write the JUnit report: {}",
+                crate::error::describe(&error)
+            ));
         }
         if self.github
             && let Err(error) = github::append_summary(&self.record, &self.names)
@@ -426,6 +432,20 @@ impl Events {
         for warning in warnings {
             self.warning(&warning);
         }
+    }
+}
+
+/// `: DETAIL` after a step's or a rollback's line, or nothing. A detail of
+/// several lines (DuckDB's "Candidate bindings: ...") is indented under it.
+fn after(detail: &str) -> String {
+    if detail.is_empty() {
+        String::new()
+    } else {
+        let lines: Vec<&str> = detail
+            .lines()
+            .filter(|line| !line.trim().is_empty())
+            .collect();
+        format!(": {}", lines.join("\n      "))
     }
 }
 

@@ -51,13 +51,43 @@ pub fn resolve(config: &Config, name: &str) -> PathBuf {
 /// the file cannot be read (also bad input).
 pub fn load(path: &Path, config: &Config) -> anyhow::Result<Pipeline> {
     let bytes = std::fs::read(path).map_err(|error| {
-        anyhow::Error::new(BadInput(format!(
-            "cannot read pipeline `{}`: {error}; pipelines are names in `{}` or paths",
-            path.display(),
-            config.root.join("pipelines").display()
-        )))
+        let folder = config.root.join("pipelines");
+        let message = if error.kind() == std::io::ErrorKind::NotFound {
+            format!(
+                "no pipeline file `{}`: give a path, or one of the names in `{}`: {}",
+                path.display(),
+                folder.display(),
+                names_in(&folder)
+            )
+        } else {
+            format!("cannot read pipeline `{}`: {error}", path.display())
+        };
+        anyhow::Error::new(BadInput(message))
     })?;
     parse(path, &bytes, config)
+}
+
+/// The pipeline names in `folder`, for an error that says which exist.
+fn names_in(folder: &Path) -> String {
+    let mut names: Vec<String> = std::fs::read_dir(folder)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|entry| {
+            let path = entry.path();
+            let yaml = path
+                .extension()
+                .is_some_and(|ext| ext == "yaml" || ext == "yml");
+            yaml.then(|| path.file_stem()?.to_str().map(|name| format!("`{name}`")))
+                .flatten()
+        })
+        .collect();
+    names.sort();
+    if names.is_empty() {
+        "there are none".to_string()
+    } else {
+        names.join(", ")
+    }
 }
 
 /// Checks the bytes of a pipeline file that is (or would be) at `path`.
@@ -292,7 +322,7 @@ impl Checker<'_> {
             if name.starts_with("UPKEEP_") {
                 self.problem(
                     key.pos,
-                    format!("`{name}`: names starting with UPKEEP_ are the run's own variables"),
+                    format!("`{name}`: names starting with UPKEEP_ are the run's own variables: pick another name"),
                 );
                 continue;
             }

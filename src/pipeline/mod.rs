@@ -67,7 +67,7 @@ pub fn run_command(config: &Config, args: &RunArgs, printer: Printer) -> Result<
         };
         if name.starts_with("UPKEEP_") {
             return Err(bad_input(format!(
-                "--var `{name}`: names starting with UPKEEP_ are the run's own variables"
+                "--var `{name}`: names starting with UPKEEP_ are the run's own variables: pick another name"
             )));
         }
         if !load::is_var_name(name) {
@@ -92,7 +92,7 @@ pub fn run_command(config: &Config, args: &RunArgs, printer: Printer) -> Result<
     let notify = match &pipeline.notify {
         Some(notify) => {
             let url = run::substitute(&notify.url, &known)
-                .map_err(|error| format!("{error:#}"))
+                .map_err(|error| crate::error::describe(&error))
                 .and_then(|url| crate::webhook::check_url(&url).map(|()| url))
                 .map_err(|error| {
                     bad_input(format!("{}: `notify: url`: {error}", path.display()))
@@ -126,7 +126,7 @@ pub fn run_command(config: &Config, args: &RunArgs, printer: Printer) -> Result<
         // still say so, so that cron's webhook and CI's JUnit see it.
         let mut events = events::Events::new(printer, None);
         events.expect(pipeline.step_names(), reports);
-        let reason = format!("{error:#}");
+        let reason = crate::error::describe(error);
         events.refused(&pipeline.name, &setup.env.name, exit_code(error), &reason);
     })
 }
@@ -198,11 +198,11 @@ fn check_substituted(
                 .iter()
                 .map(|(key, value)| Ok((key.clone(), run::substitute(value, known)?)))
                 .collect::<Result<_>>()
-                .map_err(|error| refuse(format!("{error:#}")))?;
+                .map_err(|error| refuse(crate::error::describe(&error)))?;
             if let Some(env) = substituted.get("env") {
                 config
                     .env(env)
-                    .map_err(|error| refuse(format!("{error:#}")))?;
+                    .map_err(|error| refuse(crate::error::describe(&error)))?;
             }
             if let Some(step_type) = steps::find(uses)
                 && let Err(message) = step_type.check(&substituted)
@@ -249,7 +249,7 @@ pub fn validate_command(config: &Config, names: &[String], printer: Printer) -> 
         match load::load(&path, config) {
             Ok(pipeline) => printer.validated(&path, Ok(pipeline.steps.len())),
             Err(error) => {
-                printer.validated(&path, Err(&format!("{error:#}")));
+                printer.validated(&path, Err(&crate::error::describe(&error)));
                 status = code::BAD_INPUT;
             }
         }

@@ -68,6 +68,10 @@ pub fn body(record: &Record) -> Value {
         "failed_step": failed.map(|s| s.name.as_str()),
         "reason": failed.map(|s| s.detail.as_str()),
         "summary": record.finished.as_ref().map(|f| f.summary.as_str()),
+        // The summary names them; why each failed is on its own.
+        "not_undone": record.rollbacks.iter().filter(|r| !r.ok)
+            .map(|r| json!({"step": r.name, "reason": r.detail}))
+            .collect::<Vec<_>>(),
         "duration_ms": u64::try_from(record.took().as_millis()).unwrap_or(u64::MAX),
         "host": webhook::host(),
     })

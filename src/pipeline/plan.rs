@@ -115,11 +115,11 @@ pub fn dry_run(pipeline: &Pipeline, setup: &Setup, reports: Reports) -> Result<i
                 &verdict,
                 Some(&reason),
             );
-            blockers.push(reason);
+            blockers.push(format!("step {} `{}`", index + 1, step.name));
             continue;
         }
-        if let Some(blocker) = &blocker {
-            blockers.push(format!("step {} `{}`: {blocker}", index + 1, step.name));
+        if blocker.is_some() {
+            blockers.push(format!("step {} `{}`", index + 1, step.name));
         }
         events.plan_step(
             index,
@@ -142,10 +142,11 @@ pub fn dry_run(pipeline: &Pipeline, setup: &Setup, reports: Reports) -> Result<i
             pipeline.steps.len()
         )
     } else {
+        // Each blocker's reason is on its step's BLOCKER line.
         format!(
-            "dry-run found {} blocker(s): {}; nothing changed",
+            "dry-run found {} blocker(s), at {}; nothing changed",
             blockers.len(),
-            blockers.join("; ")
+            blockers.join(", ")
         )
     };
     // A dry-run changes nothing.
@@ -192,7 +193,11 @@ impl<'a> Ctx<'a> {
                 let with = match with {
                     Ok(with) => with,
                     Err(error) => {
-                        return (format!("uses {uses}"), Some(format!("{error:#}")), None);
+                        return (
+                            format!("uses {uses}"),
+                            Some(crate::error::describe(&error)),
+                            None,
+                        );
                     }
                 };
                 // What load time let pass as `${NAME}` is checked now, and

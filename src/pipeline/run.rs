@@ -309,7 +309,8 @@ enum Flow {
     Failed(String, bool),
 }
 
-/// What a rollback undid, and what it could not undo (with why).
+/// What a rollback undid, and what it could not undo (why is on the
+/// rollback's own line, and in the log).
 #[derive(Default)]
 struct RolledBack {
     undone: Vec<String>,
@@ -326,11 +327,12 @@ impl RolledBack {
     }
 
     fn incomplete_text(&self) -> String {
-        format!(
-            "not undone: {}; {}",
-            self.not_undone.join(", "),
-            self.undone_text()
-        )
+        let not_undone = format!("not undone: {}", self.not_undone.join(", "));
+        if self.undone.is_empty() {
+            not_undone
+        } else {
+            format!("{not_undone}; {}", self.undone_text())
+        }
     }
 }
 
@@ -357,7 +359,10 @@ impl Runner<'_> {
                 }
             }
             Err(error) => {
-                let reason = format!("cannot write the journal ({error:#})");
+                let reason = format!(
+                    "cannot write the journal ({})",
+                    crate::error::describe(&error)
+                );
                 let rolled = self.roll_back(done);
                 let (_, summary) = self.failed(&reason, &rolled);
                 (
@@ -453,7 +458,7 @@ impl Runner<'_> {
                 // The step's own line says why; the run's last line says
                 // where, and what was undone.
                 return Ok(Flow::Failed(
-                    format!("at step {} `{}`", index + 1, step.name),
+                    format!("failed at step {} `{}`", index + 1, step.name),
                     bad_input,
                 ));
             }
@@ -511,6 +516,15 @@ impl Runner<'_> {
                         (true, false) => Status::Failed,
                     };
                     let retrying = if last { "" } else { "; retrying" };
+                    let mut why = crate::error::describe(&error);
+                    // A step named by its command (`run `exit 1``) need
+                    // not say the command again.
+                    if let Action::Shell { run } = &step.action
+                        && step.name == step.action.describe()
+                        && let Some(rest) = why.strip_prefix(&format!("`{}` ", redact::urls(run)))
+                    {
+                        why = rest.to_string();
+                    }
                     let changed = step.changes
                         && match &step.action {
                             Action::Shell { .. } => true,
@@ -521,7 +535,7 @@ impl Runner<'_> {
                         &step.name,
                         status,
                         started.elapsed(),
-                        &format!("{}{retrying}", crate::error::describe(&error)),
+                        &format!("{why}{retrying}"),
                         changed,
                     );
                     if last {
@@ -670,8 +684,9 @@ impl Runner<'_> {
             Err(error) => (
                 code::ROLLBACK_INCOMPLETE,
                 format!(
-                    "{summary}; but the journal could not be closed ({error:#}): \
-                     `upkeep recover --forget` once you have checked the app"
+                    "{summary}; but the journal could not be closed ({}): \
+                     `upkeep recover --forget` once you have checked the app",
+                    crate::error::describe(&error)
                 ),
             ),
         }
@@ -684,16 +699,11 @@ impl Runner<'_> {
         self.rolling_back = true;
         let mut rolled = RolledBack::default();
         for item in done.into_iter().rev() {
-            match self.undo_one(item.index, &item.name, &item.undo) {
-                Ok(()) => {
-                    self.changed.remove(&item.index);
-                    rolled.undone.push(item.name);
-                }
-                Err(error) => rolled.not_undone.push(format!(
-                    "{} ({})",
-                    item.name,
-                    crate::error::describe(&error)
-                )),
+            if self.undo_one(item.index, &item.name, &item.undo) {
+                self.changed.remove(&item.index);
+                rolled.undone.push(item.name);
+            } else {
+                rolled.not_undone.push(item.name);
             }
         }
         rolled
@@ -719,34 +729,53 @@ impl Runner<'_> {
         }
     }
 
-    fn undo_one(&mut self, index: usize, name: &str, undo: &Undoing) -> Result<()> {
-        self.journal
-            .borrow_mut()
-            .write(&Entry::RollbackStarted { step: index })?;
+    /// Undoes one step, and says how it went on the rollback's own line
+    /// (why it failed, too: the run's summary only names it). Returns
+    /// whether it was undone.
+    fn undo_one(&mut self, index: usize, name: &str, undo: &Undoing) -> bool {
         self.events
             .rollback_started(index, name, &describe_undo(undo));
         let started = Instant::now();
-        let result = match undo {
-            Undoing::Action { action } => self.perform(index, action, None).0.map(|did| did.detail),
-            Undoing::Builtin { uses, undo } => {
-                let ctx = self
-                    .setup
-                    .ctx(&self.restore_point, &steps::no_record, &self.vars);
-                builtin_undo(&ctx, uses, undo)
-            }
+        // Journaled before it acts: a crash during the undo has it run again.
+        let journaled = self
+            .journal
+            .borrow_mut()
+            .write(&Entry::RollbackStarted { step: index });
+        let result = match journaled {
+            Err(error) => Err(error.context("the journal cannot be written, so it was not run")),
+            Ok(()) => match undo {
+                Undoing::Action { action } => {
+                    self.perform(index, action, None).0.map(|did| did.detail)
+                }
+                Undoing::Builtin { uses, undo } => {
+                    let ctx = self
+                        .setup
+                        .ctx(&self.restore_point, &steps::no_record, &self.vars);
+                    builtin_undo(&ctx, uses, undo)
+                }
+            },
         };
-        let (ok, message) = match &result {
+        let (mut ok, mut message) = match &result {
             Ok(detail) => (true, detail.clone()),
             Err(error) => (false, crate::error::describe(error)),
         };
-        self.journal.borrow_mut().write(&Entry::RollbackDone {
+        let journaled = self.journal.borrow_mut().write(&Entry::RollbackDone {
             step: index,
             ok,
             message: message.clone(),
-        })?;
+        });
+        if let Err(error) = journaled {
+            if ok {
+                message = format!(
+                    "{message}; but the journal cannot record it ({}): `upkeep recover` would run it again",
+                    crate::error::describe(&error)
+                );
+            }
+            ok = false;
+        }
         self.events
             .rollback_finished(index, name, ok, started.elapsed(), &message);
-        result.map(|_| ())
+        ok
     }
 }
 

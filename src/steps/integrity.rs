@@ -53,12 +53,16 @@ impl StepType for Integrity {
             },
             Err(error) if exit_code(&error) == code::BUSY => Plan {
                 summary: format!(
-                    "{summary}: cannot look now ({error:#}); steps before it (stopping the app) free it in a real run"
+                    "{summary}: cannot look now ({}); steps before it (stopping the app) free it in a real run",
+                    crate::error::describe(&error)
                 ),
                 ..Plan::default()
             },
             Err(error) => Plan {
-                summary: format!("{summary}: cannot look now: {error:#}"),
+                summary: format!(
+                    "{summary}: cannot look now: {}",
+                    crate::error::describe(&error)
+                ),
                 ..Plan::default()
             },
         }

@@ -191,8 +191,9 @@ impl StepType for Migrate {
             Err(error) if exit_code(&error) == code::BUSY => {
                 return Plan {
                     summary: format!(
-                        "apply the migrations of {} not yet recorded (cannot look now: {error:#}; a real run stops the app first)",
-                        dir.display()
+                        "apply the migrations of {} not yet recorded (cannot look now: {}; a real run stops the app first)",
+                        dir.display(),
+                        crate::error::describe(&error)
                     ),
                     ..Plan::default()
                 };
@@ -257,10 +258,13 @@ impl StepType for Migrate {
              checksum VARCHAR NOT NULL, applied_at TIMESTAMP NOT NULL)"
         ))?;
         for migration in &todo {
-            apply(&conn, migration).with_context(|| {
-                format!(
-                    "migration `{}` failed, and was rolled back; the ones before it are undone by the step's rollback",
-                    dir.join(&migration.file).display()
+            // DuckDB's message comes last: it may run over several lines
+            // ("LINE 1: ..." and a caret under the culprit).
+            apply(&conn, migration).map_err(|error| {
+                anyhow::anyhow!(
+                    "migration `{}` failed (its own changes were rolled back; fix the file, then run again): {}",
+                    dir.join(&migration.file).display(),
+                    crate::error::describe(&error).trim_end()
                 )
             })?;
         }

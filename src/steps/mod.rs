@@ -66,7 +66,7 @@ impl Plan {
     pub fn blocked(summary: &str, error: &anyhow::Error) -> Plan {
         Plan {
             summary: summary.to_string(),
-            blocker: Some(format!("{error:#}")),
+            blocker: Some(crate::error::describe(error)),
             outcome: None,
         }
     }

@@ -45,12 +45,14 @@ impl StepType for Repair {
                 report.problems.len()
             ),
             Err(error) if exit_code(&error) == code::BUSY => format!(
-                "repair `{}` if needed (cannot look now: {error:#}; a real run stops the app first)",
-                ctx.env.name
+                "repair `{}` if needed (cannot look now: {}; a real run stops the app first)",
+                ctx.env.name,
+                crate::error::describe(&error)
             ),
             Err(error) => format!(
-                "repair `{}` if needed (cannot look now: {error:#})",
-                ctx.env.name
+                "repair `{}` if needed (cannot look now: {})",
+                ctx.env.name,
+                crate::error::describe(&error)
             ),
         };
         Plan {
@@ -82,7 +84,8 @@ impl StepType for Repair {
         if let repair::Outcome::FromBackup { backup, .. } = &repaired.outcome {
             *ctx.restore_point.borrow_mut() = Some(backup.path.clone());
         }
-        let (how, _) = repaired.outcome.describe();
+        // In words: what it brought back, and from where.
+        let (_, how) = repaired.outcome.describe();
         let undo = match (&repaired.quarantine, with.get("undo").map(String::as_str)) {
             (Some(folder), Some("previous")) => Undo(serde_json::json!({ "aside": folder })),
             _ => Undo::nothing(),

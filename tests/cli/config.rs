@@ -108,7 +108,8 @@ fn bad_flags_exit_2_and_help_lists_exit_codes() {
     sandbox
         .upkeep(&["backup", "production", "--keep", "0"])
         .code(2)
-        .stderr_has("keep must be");
+        // The flag named once, then what it must be.
+        .stderr_has("error: --keep must be a whole number of at least 1, not 0");
     sandbox
         .upkeep(&["--help"])
         .code(0)

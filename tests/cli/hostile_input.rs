@@ -262,7 +262,7 @@ fn other_location_less_errors_get_a_place() {
         ("databases: {}\n", "`databases` names no environment"),
         (
             "databases:\n  production: data/prod.duckdb\nbackups:\n  keep: lots\n",
-            "upkeep.yaml:4:9: `backups.keep`: keep must be",
+            "upkeep.yaml:4:9: `backups.keep`: must be a whole number of at least 1, not `lots`",
         ),
     ] {
         sandbox.write("upkeep.yaml", text);

@@ -18,6 +18,7 @@ mod health;
 mod hostile_input;
 mod injection;
 mod live_app;
+mod messages;
 mod migrate;
 mod pipeline;
 mod reflink;

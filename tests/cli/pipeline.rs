@@ -180,7 +180,9 @@ fn integrity_then_backup_or_repair() {
         .upkeep(&["run", "p"])
         .code(0)
         .stdout_has("skip back up")
-        .stdout_has("restored_backup");
+        // The repair step says what it did in words.
+        .stdout_has("ok repair (")
+        .stdout_has("): `production`: restored the newest backup that verifies, production_data_");
     assert_eq!(sandbox.backups("production").len(), 1);
     sandbox.upkeep(&["check", "production", "--deep"]).code(0);
 }

@@ -328,7 +328,7 @@ fn a_damaged_database_is_repaired_from_the_newest_backup_then_updated() {
     app.update()
         .code(0)
         .stdout_has("truncated")
-        .stdout_has("restored_backup")
+        .stdout_has("restored the newest backup that verifies")
         .stdout_has("applied 0001_phone.sql");
     assert!(
         app.health().unwrap().starts_with("v2 users=3000"),
