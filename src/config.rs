@@ -378,7 +378,7 @@ impl Config {
                 .find(|candidate| candidate.is_file())
                 .ok_or_else(|| {
                     bad_input(format!(
-                        "no {FILE_NAME} in `{}` or any parent folder: create one (see README) or pass --config PATH",
+                        "no {FILE_NAME} in `{}` or any parent folder: create one (see docs/configuration.md) or pass --config PATH",
                         cwd.display()
                     ))
                 })?,

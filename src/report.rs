@@ -245,7 +245,7 @@ impl Printer {
             "taken": taken,
             "downtime_ms": downtime_ms,
             "app_down": app_down,
-            // A new backup file, always: see the README's "JSON output".
+            // A new backup file, always: see docs/output.md, "JSON output".
             "changed": true,
         }));
         if let Some(error) = &app_down {

@@ -2,6 +2,7 @@
 //! dirs, with a real app process where one is needed. One test crate, so
 //! DuckDB is linked into few binaries.
 
+mod ansible;
 mod backup;
 mod changed;
 mod check;
@@ -9,6 +10,7 @@ mod config;
 mod corruption;
 mod crash;
 mod demo;
+mod docs;
 mod file_modes;
 mod fuzz;
 mod git_pull;
@@ -32,3 +34,4 @@ mod support;
 mod terminal;
 mod update;
 mod wal;
+mod workflows;

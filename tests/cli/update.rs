@@ -99,7 +99,7 @@ impl App {
             .collect()
     }
 
-    fn script(&self, name: &str) {
+    pub(crate) fn script(&self, name: &str) {
         let status = std::process::Command::new("sh")
             .arg(name)
             .current_dir(self.sandbox.dir.path())
@@ -126,7 +126,7 @@ impl App {
 
     /// The body of GET /health, waiting up to 5 s for the app to answer
     /// (a rollback restarts it in the background).
-    fn healthy(&self) -> Option<String> {
+    pub(crate) fn healthy(&self) -> Option<String> {
         for _ in 0..100 {
             if let Some(body) = self.health() {
                 return Some(body);
@@ -184,7 +184,7 @@ impl App {
     }
 
     /// Table row counts and the columns of `users`, with the app stopped.
-    fn data(&self) -> (std::collections::BTreeMap<String, i64>, Vec<String>) {
+    pub(crate) fn data(&self) -> (std::collections::BTreeMap<String, i64>, Vec<String>) {
         self.script("stop.sh");
         let db = self.sandbox.path("backend/prod.duckdb");
         let rows = counts(&db);
