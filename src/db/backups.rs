@@ -224,11 +224,18 @@ pub fn resolve(dir: &Path, env: &str, name: &str) -> Result<Backup> {
 /// Deletes the backups of `env` that `rotation` does not keep. Never
 /// deleted, whatever the rules say: `protect` (the backup just made, even if
 /// a clock set back makes it look older) and the newest verified backup.
-/// Also removes manifests whose backup is gone. Returns the names deleted.
+/// With `keep: N`, the backup just made is one of the N. Also removes
+/// manifests whose backup is gone. Returns the names deleted.
 pub fn rotate(dir: &Path, env: &str, rotation: &Rotation, protect: &str) -> Result<Vec<String>> {
     sweep_orphan_manifests(dir, env);
     let mut backups = list(dir, env)?;
-    mark_kept(&mut backups, rotation);
+    match rotation {
+        Rotation::Newest(keep) => {
+            backups.retain(|backup| backup.name != protect);
+            mark_kept(&mut backups, &Rotation::Newest(keep.saturating_sub(1)));
+        }
+        Rotation::Calendar(_) => mark_kept(&mut backups, rotation),
+    }
     let mut deleted = Vec::new();
     for backup in backups.iter().filter(|backup| backup.kept_by.is_empty()) {
         if backup.name == protect {

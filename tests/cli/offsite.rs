@@ -692,3 +692,60 @@ fn a_pipeline_pushes_with_the_push_step_and_backup_yaml_skips_it_without_offsite
         .code(0)
         .stdout_has("skipped: no `backups.offsite`");
 }
+
+#[test]
+fn damaged_or_cut_objects_are_found_by_verify_and_never_restored() {
+    let s3 = S3::start();
+    let sandbox = Sandbox::new();
+    with_offsite(&sandbox, &s3_offsite(&s3));
+    sandbox.upkeep(&["backup", "production"]).code(0);
+    let name = sandbox.backups("production")[0]
+        .file_name()
+        .unwrap()
+        .to_string_lossy()
+        .into_owned();
+    push(&sandbox, &["production"]).code(0);
+    let object = s3
+        .root
+        .path()
+        .join(BUCKET)
+        .join(format!("upkeep/production/{name}"));
+
+    // Same size, one byte changed: only reading the data finds it.
+    let mut data = std::fs::read(&object).unwrap();
+    let middle = data.len() / 2;
+    data[middle] ^= 0x5a;
+    std::fs::write(&object, &data).unwrap();
+    sandbox
+        .upkeep_with(&["verify", "production", "--offsite"], &aws())
+        .code(0);
+    sandbox
+        .upkeep_with(
+            &["verify", "production", "--offsite", "--read-data"],
+            &aws(),
+        )
+        .code(1)
+        .stdout_has("its data differs from its manifest");
+    let before = bytes(&sandbox.db("prod"));
+    std::fs::remove_file(sandbox.backups("production")[0].clone()).unwrap();
+    sandbox
+        .upkeep_with(&["restore", "production", "--offsite", "--latest"], &aws())
+        .code(1)
+        .stderr_has("does not match its manifest");
+    assert_eq!(bytes(&sandbox.db("prod")), before, "nothing was changed");
+    assert!(
+        sandbox.backups("production").is_empty(),
+        "no damaged download kept"
+    );
+
+    // Cut short: its size says so, and it is not listed as verified.
+    std::fs::write(&object, &data[..middle]).unwrap();
+    sandbox
+        .upkeep_with(&["verify", "production", "--offsite"], &aws())
+        .code(1)
+        .stdout_has(&format!("data object is {middle} bytes"));
+    sandbox
+        .upkeep_with(&["restore", "production", "--offsite", "--latest"], &aws())
+        .code(1)
+        .stderr_has("no verified backup of `production` at off-site store");
+}
