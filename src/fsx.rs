@@ -74,7 +74,7 @@ fn clone(_input: &File, _target: &File) -> Option<u64> {
 /// Asks the kernel to start writing a range of `file` to disk, without
 /// waiting. Only a hint: the caller's `sync_all` is what makes it durable.
 #[cfg(target_os = "linux")]
-fn start_writeback(file: &File, offset: u64, len: u64) {
+pub fn start_writeback(file: &File, offset: u64, len: u64) {
     use std::os::fd::AsRawFd;
     let (Ok(offset), Ok(len)) = (i64::try_from(offset), i64::try_from(len)) else {
         return;
@@ -86,7 +86,7 @@ fn start_writeback(file: &File, offset: u64, len: u64) {
 }
 
 #[cfg(not(target_os = "linux"))]
-fn start_writeback(_file: &File, _offset: u64, _len: u64) {}
+pub fn start_writeback(_file: &File, _offset: u64, _len: u64) {}
 
 /// A reader of a file that another thread is writing: it reads only what
 /// the writer has reported complete (`written` receives byte counts, as

@@ -283,7 +283,7 @@ fn upload(
     };
     fsx::create_private_dir(journal)?;
     let in_flight = journal.join(format!("{}.upload.json", backup.name));
-    let mut upload = store.upload(&key, recipients.is_some(), &|id| {
+    let mut upload = store.upload(&key, backup.size, recipients.is_some(), &|id| {
         let entry = serde_json::to_vec(&InFlight {
             key: key.clone(),
             id: id.to_string(),
@@ -645,49 +645,57 @@ pub fn fetch(
         );
     }
     let mut partial = fsx::partial_file(dir)?;
-    let (size, reader) = store.reader(&manifest.object.key)?;
+    let (size, mut reader) = store.reader(&manifest.object.key)?;
     let bar = progress.bytes(&format!("download {}", remote.name), size);
     // Encrypted, the object's bytes are hashed as they come; plain, the
-    // object is the plaintext, hashed once below.
+    // object is the plaintext, hashed once by the writer.
     let mut object_hash = blake3::Hasher::new();
-    let tee = Tee {
-        inner: bar.wrap_read(reader),
-        hasher: identities.is_some().then_some(&mut object_hash),
-    };
     // This thread downloads (and decrypts); another hashes and writes.
     let file = partial.as_file_mut();
     let (written, plain_hash) = std::thread::scope(|scope| {
-        let (send, chunks) = std::sync::mpsc::sync_channel::<Vec<u8>>(4);
+        let (send, chunks) = std::sync::mpsc::sync_channel::<bytes::Bytes>(2);
         let writer = scope.spawn(move || -> Result<blake3::Hash> {
             let mut hasher = blake3::Hasher::new();
+            let mut at = 0u64;
             for chunk in chunks {
                 hasher.update(&chunk);
                 file.write_all(&chunk)
                     .with_context(|| format!("cannot write into `{}`", dir.display()))?;
+                // Written back as it comes: the final sync has little left.
+                fsx::start_writeback(file, at, chunk.len() as u64);
+                at += chunk.len() as u64;
             }
             Ok(hasher.finalize())
         });
+        let failed = || format!("download of `{}` from `{}` failed", remote.name, store.url);
         let downloaded = (|| -> Result<u64> {
-            let mut plain: Box<dyn Read + '_> = match &identities {
-                Some(identities) => Box::new(identities.decrypt(tee, &remote.name)?),
-                None => Box::new(tee),
-            };
-            let failed = || format!("download of `{}` from `{}` failed", remote.name, store.url);
             let mut total = 0u64;
+            let Some(identities) = &identities else {
+                // Plain: the ranges go to the writer as they came.
+                while let Some(range) = reader.next_range().with_context(failed)? {
+                    total += range.len() as u64;
+                    bar.inc(range.len() as u64);
+                    if send.send(range).is_err() {
+                        break; // The writer stopped: its error says why.
+                    }
+                }
+                return Ok(total);
+            };
+            let tee = Tee {
+                inner: bar.wrap_read(reader),
+                hasher: &mut object_hash,
+            };
+            let mut plain = identities.decrypt(tee, &remote.name)?;
             loop {
                 let mut chunk = Vec::with_capacity(CHUNK);
                 let n = (&mut plain)
                     .take(CHUNK as u64)
                     .read_to_end(&mut chunk)
                     .with_context(failed)?;
-                if n == 0 {
+                if n == 0 || send.send(chunk.into()).is_err() {
                     return Ok(total);
                 }
                 total += n as u64;
-                if send.send(chunk).is_err() {
-                    // The writer stopped: its error says why.
-                    return Ok(total);
-                }
             }
         })();
         drop(send);
@@ -739,18 +747,16 @@ pub fn fetch(
     Ok((remote.name.clone(), true))
 }
 
-/// A reader that hashes what passes through it, when given a hasher.
+/// A reader that hashes what passes through it.
 struct Tee<'a, R> {
     inner: R,
-    hasher: Option<&'a mut blake3::Hasher>,
+    hasher: &'a mut blake3::Hasher,
 }
 
 impl<R: Read> Read for Tee<'_, R> {
     fn read(&mut self, out: &mut [u8]) -> std::io::Result<usize> {
         let n = self.inner.read(out)?;
-        if let Some(hasher) = &mut self.hasher {
-            hasher.update(&out[..n]);
-        }
+        self.hasher.update(&out[..n]);
         Ok(n)
     }
 }

@@ -32,6 +32,9 @@ use super::target::Target;
 const IN_FLIGHT: usize = 4;
 /// The size of a part; S3 wants at least 5 MiB but for the last.
 const PART_SIZE: usize = 16 * 1024 * 1024;
+/// S3 takes at most 10,000 parts: bigger files get bigger parts, with room
+/// for encryption's few bytes a chunk.
+const MAX_PARTS: u64 = 9_000;
 
 pub struct Store {
     runtime: tokio::runtime::Runtime,
@@ -242,13 +245,15 @@ impl Store {
         Ok((size, download))
     }
 
-    /// Starts a streamed upload to `key`, hashing what is sent when
-    /// `hashed` (what is sent is not what was read: encrypted). For S3,
+    /// Starts a streamed upload to `key` of about `size` bytes, hashing what
+    /// is sent when `hashed` (what is sent is not what was read: encrypted).
+    /// For S3,
     /// `started` is told the upload's id before any part is sent, so that a
     /// crash can be cleaned up (see [`Store::abort`]).
     pub fn upload(
         &self,
         key: &str,
+        size: u64,
         hashed: bool,
         started: &dyn Fn(&str) -> Result<()>,
     ) -> Result<Upload<'_>> {
@@ -283,7 +288,8 @@ impl Store {
             key: key.to_string(),
             location,
             parts: kind,
-            buffer: Vec::with_capacity(PART_SIZE),
+            part_size: PART_SIZE.max(size.div_ceil(MAX_PARTS).next_multiple_of(1 << 20) as usize),
+            buffer: Vec::new(),
             written: 0,
             hash: hashed.then(blake3::Hasher::new),
         })
@@ -385,6 +391,7 @@ pub struct Upload<'a> {
     key: String,
     location: Key,
     parts: Parts,
+    part_size: usize,
     buffer: Vec<u8>,
     written: u64,
     /// The uploaded bytes' hash, as the store holds them, when asked for.
@@ -404,7 +411,7 @@ impl Upload<'_> {
     fn send(&mut self) -> Result<()> {
         let data = PutPayload::from(std::mem::replace(
             &mut self.buffer,
-            Vec::with_capacity(PART_SIZE),
+            Vec::with_capacity(self.part_size),
         ));
         let runtime = &self.store.runtime;
         let waited = match &mut self.parts {
@@ -518,14 +525,14 @@ fn join_error(error: tokio::task::JoinError) -> object_store::Error {
 
 impl Write for Upload<'_> {
     fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
-        let room = PART_SIZE - self.buffer.len();
+        let room = self.part_size - self.buffer.len();
         let taken = bytes.len().min(room);
         self.buffer.extend_from_slice(&bytes[..taken]);
         if let Some(hash) = &mut self.hash {
             hash.update(&bytes[..taken]);
         }
         self.written += taken as u64;
-        if self.buffer.len() == PART_SIZE {
+        if self.buffer.len() == self.part_size {
             self.send().map_err(std::io::Error::other)?;
         }
         Ok(taken)
@@ -567,23 +574,41 @@ impl Download<'_> {
     }
 }
 
+impl Download<'_> {
+    /// The next range as it came, without a copy; `None` at the end.
+    pub fn next_range(&mut self) -> std::io::Result<Option<Bytes>> {
+        if self.at < self.current.len() {
+            let rest = self.current.slice(self.at..);
+            self.at = self.current.len();
+            return Ok(Some(rest));
+        }
+        let Some(range) = self.pending.pop_front() else {
+            return Ok(None);
+        };
+        let bytes = self
+            .store
+            .runtime
+            .block_on(range)
+            .map_err(join_error)
+            .and_then(|bytes| bytes)
+            .map_err(|error| {
+                std::io::Error::other(self.store.failed("download", &self.key, error))
+            })?;
+        self.request_more();
+        Ok(Some(bytes))
+    }
+}
+
 impl Read for Download<'_> {
     fn read(&mut self, out: &mut [u8]) -> std::io::Result<usize> {
-        while self.at == self.current.len() {
-            let Some(range) = self.pending.pop_front() else {
-                return Ok(0);
-            };
-            self.current = self
-                .store
-                .runtime
-                .block_on(range)
-                .map_err(join_error)
-                .and_then(|bytes| bytes)
-                .map_err(|error| {
-                    std::io::Error::other(self.store.failed("download", &self.key, error))
-                })?;
-            self.at = 0;
-            self.request_more();
+        if self.at == self.current.len() {
+            match self.next_range()? {
+                Some(bytes) => {
+                    self.current = bytes;
+                    self.at = 0;
+                }
+                None => return Ok(0),
+            }
         }
         let n = out.len().min(self.current.len() - self.at);
         out[..n].copy_from_slice(&self.current[self.at..self.at + n]);
