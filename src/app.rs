@@ -326,21 +326,15 @@ pub fn backup(
     no_window: bool,
 ) -> Result<Made> {
     let dir = &config.backups_dir;
+    let take = |taking: &Taking| backup::backup(env, dir, rotation, schema, progress, taking);
     let Some(pid) = open::lock_holder(&env.db, Access::Exclusive) else {
-        return backup::backup(env, dir, rotation, schema, progress, &Taking::Direct);
+        return take(&Taking::Direct);
     };
     let app = App::of(config, env);
     match app {
         Some(app) if app.has_snapshot() => {
             let write = |target: &Path| app.snapshot(target);
-            backup::backup(
-                env,
-                dir,
-                rotation,
-                schema,
-                progress,
-                &Taking::Snapshot(&write),
-            )
+            take(&Taking::Snapshot(&write))
         }
         Some(_) if no_window => Err(held(
             env,
@@ -355,14 +349,7 @@ pub fn backup(
                 config_path: &config.path,
                 journal: Default::default(),
             };
-            backup::backup(
-                env,
-                dir,
-                rotation,
-                schema,
-                progress,
-                &Taking::Window(&window),
-            )
+            take(&Taking::Window(&window))
         }
         None => Err(held(env, pid, HINT)),
     }

@@ -402,8 +402,14 @@ fn clean_up(store: &Store, journal: &Path, env: &str) -> Result<Vec<String>> {
                 continue;
             };
             if let Ok(in_flight) = serde_json::from_slice::<InFlight>(&bytes) {
-                store.abort(&in_flight.key, &in_flight.id)?;
-                cleaned.push(format!("{} (an interrupted upload)", in_flight.key));
+                cleaned.push(match store.abort(&in_flight.key, &in_flight.id)? {
+                    None => format!("{} (an interrupted upload)", in_flight.key),
+                    Some(refused) => format!(
+                        "{} (an interrupted upload, which the store would not abort: {refused}; \
+                         it may already be complete, else a lifecycle rule for incomplete uploads removes its parts)",
+                        in_flight.key
+                    ),
+                });
             }
             let _ = std::fs::remove_file(entry.path());
         }

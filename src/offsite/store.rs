@@ -295,21 +295,26 @@ impl Store {
         })
     }
 
-    /// Aborts an upload a crash left behind (S3: its parts are dropped);
-    /// one the store no longer knows is gone already.
-    pub fn abort(&self, key: &str, id: &str) -> Result<()> {
-        match &self.backend {
-            Backend::S3(s3) => {
-                let location = self.key(key);
-                match self
-                    .runtime
-                    .block_on(s3.abort_multipart(&location, &id.to_string()))
-                {
-                    Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
-                    Err(error) => Err(self.failed("clean up an upload of", key, error)),
-                }
-            }
-            Backend::Local(..) => Ok(()),
+    /// Aborts an upload a crash left behind (S3: its parts are dropped).
+    /// One the store no longer knows is gone already (a crash may come
+    /// after the upload completed). When the store answers but refuses,
+    /// what it said comes back: nothing more can be done from here, and it
+    /// must not stop the push. A store that cannot be reached is an error.
+    pub fn abort(&self, key: &str, id: &str) -> Result<Option<String>> {
+        let Backend::S3(s3) = &self.backend else {
+            return Ok(None);
+        };
+        let location = self.key(key);
+        match self
+            .runtime
+            .block_on(s3.abort_multipart(&location, &id.to_string()))
+        {
+            Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(None),
+            Err(
+                error @ (object_store::Error::PermissionDenied { .. }
+                | object_store::Error::Precondition { .. }),
+            ) => Ok(Some(credentials::mask(&error.to_string()))),
+            Err(error) => Err(self.failed("clean up an upload of", key, error)),
         }
     }
 
@@ -416,16 +421,7 @@ impl Upload<'_> {
         let runtime = &self.store.runtime;
         let waited = match &mut self.parts {
             Parts::S3 { s3, id, sent, done } => {
-                let mut waited = Ok(());
-                if sent.len() >= IN_FLIGHT
-                    && let Some(oldest) = sent.pop_front()
-                {
-                    waited = runtime
-                        .block_on(oldest)
-                        .map_err(join_error)
-                        .and_then(|part| part)
-                        .map(|part| done.push(part));
-                }
+                let waited = wait_for_room(runtime, sent).map(|part| done.extend(part));
                 let (s3, id, location) = (s3.clone(), id.clone(), self.location.clone());
                 let index = done.len() + sent.len();
                 sent.push_back(
@@ -434,15 +430,7 @@ impl Upload<'_> {
                 waited
             }
             Parts::Other { upload, sent } => {
-                let mut waited = Ok(());
-                if sent.len() >= IN_FLIGHT
-                    && let Some(oldest) = sent.pop_front()
-                {
-                    waited = runtime
-                        .block_on(oldest)
-                        .map_err(join_error)
-                        .and_then(|part| part);
-                }
+                let waited = wait_for_room(runtime, sent).map(drop);
                 sent.push_back(runtime.spawn(upload.put_part(data)));
                 waited
             }
@@ -514,6 +502,25 @@ impl Upload<'_> {
             }
         }
     }
+}
+
+/// With [`IN_FLIGHT`] parts in flight, waits for the oldest: its result
+/// (`None` when there was room already).
+fn wait_for_room<T>(
+    runtime: &tokio::runtime::Runtime,
+    sent: &mut VecDeque<JoinHandle<object_store::Result<T>>>,
+) -> object_store::Result<Option<T>> {
+    if sent.len() < IN_FLIGHT {
+        return Ok(None);
+    }
+    let Some(oldest) = sent.pop_front() else {
+        return Ok(None);
+    };
+    runtime
+        .block_on(oldest)
+        .map_err(join_error)
+        .and_then(|part| part)
+        .map(Some)
 }
 
 fn join_error(error: tokio::task::JoinError) -> object_store::Error {
