@@ -476,6 +476,11 @@ fn kill_9_during_push_leaves_no_manifest_without_its_object_and_the_next_push_co
         if status.code().is_none() {
             killed_before_the_end += 1;
         }
+        // A part the dead push was sending may still be landing on the
+        // server: S3 says an abort can race parts in progress ("it might be
+        // necessary to abort a given multipart upload multiple times"). A
+        // real next push comes later than the next millisecond.
+        std::thread::sleep(Duration::from_millis(500));
         // Whatever the moment: a listed backup verifies, data read back.
         sandbox
             .upkeep_with(
@@ -501,7 +506,6 @@ fn kill_9_during_push_leaves_no_manifest_without_its_object_and_the_next_push_co
         ".upkeep/offsite/gone.upload.json",
         &format!(r#"{{"key":"production/{name}","id":"0b5e7c1e-0000-4000-8000-000000000000"}}"#),
     );
-    // The next push converges: one backup, verified, nothing left over.
     push(&sandbox, &["production"])
         .code(0)
         .stdout_has(&format!("pushed {name}"));
@@ -520,14 +524,17 @@ fn kill_9_during_push_leaves_no_manifest_without_its_object_and_the_next_push_co
                 == 0,
         "the upload journal is empty"
     );
-    // The interrupted multipart uploads were aborted: the server holds no
-    // part of them.
-    let leftovers: Vec<String> = std::fs::read_dir(s3.root.path())
+    // The interrupted multipart uploads were aborted: the server tracks
+    // none of them any more (`.upload-ID.json`). s3s-fs forgets an upload
+    // when its completion starts, so a push killed during the completion
+    // leaves parts the server no longer knows and refuses to abort: the
+    // push says so and goes on (a bucket's lifecycle rule removes them).
+    let tracked: Vec<String> = std::fs::read_dir(s3.root.path())
         .unwrap()
         .map(|entry| entry.unwrap().file_name().to_string_lossy().into_owned())
-        .filter(|name| name.starts_with(".upload"))
+        .filter(|name| name.starts_with(".upload-") && name.ends_with(".json"))
         .collect();
-    assert!(leftovers.is_empty(), "{leftovers:?}");
+    assert!(tracked.is_empty(), "{tracked:?}");
 }
 
 #[test]
