@@ -36,9 +36,10 @@ impl Target {
             return Ok(Target::S3 {
                 bucket: bucket.to_string(),
                 prefix: prefix.trim_matches('/').to_string(),
-                endpoint: endpoint
-                    .map(str::to_string)
-                    .or_else(|| std::env::var("AWS_ENDPOINT_URL").ok()),
+                endpoint: match endpoint {
+                    Some(endpoint) => Some(endpoint.to_string()),
+                    None => endpoint_from_env()?,
+                },
                 region: region.map(str::to_string),
             });
         }
@@ -79,6 +80,17 @@ impl Target {
             }
             Target::File { root } => format!("file://{}", root.display()),
         }
+    }
+}
+
+/// `AWS_ENDPOINT_URL`, held to the same rules as `endpoint` (it is shown
+/// in messages too). Empty is unset.
+fn endpoint_from_env() -> Result<Option<String>, String> {
+    match std::env::var("AWS_ENDPOINT_URL") {
+        Ok(endpoint) if !endpoint.is_empty() => check_endpoint(&endpoint)
+            .map(|()| Some(endpoint))
+            .map_err(|message| format!("AWS_ENDPOINT_URL: {message}")),
+        _ => Ok(None),
     }
 }
 
@@ -154,9 +166,9 @@ fn refuse_secrets(url: &str) -> Result<(), String> {
     let authority = after_scheme.split('/').next().unwrap_or_default();
     if authority.contains('@') || url.contains('?') || url.contains('#') {
         return Err(format!(
-            "`{}` may hold a credential (a user, password or query string): credentials are not read \
-             from upkeep.yaml; set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY (or AWS_PROFILE) in the \
-             environment instead",
+            "`{}` may hold a credential (a user, password or query string): credentials are never \
+             read from a URL, where they would be shown and logged; set AWS_ACCESS_KEY_ID and \
+             AWS_SECRET_ACCESS_KEY (or AWS_PROFILE) in the environment instead",
             crate::redact::urls(url)
         ));
     }
@@ -191,7 +203,10 @@ mod tests {
     #[test]
     fn credentials_in_urls_are_refused_and_not_echoed() {
         let error = check_url("s3://AKIAEXAMPLE:s3cr3t@bucket/x").unwrap_err();
-        assert!(error.contains("credentials are not read"), "{error}");
+        assert!(
+            error.contains("credentials are never read from a URL"),
+            "{error}"
+        );
         assert!(!error.contains("s3cr3t"), "{error}");
         let error = check_url("s3://bucket/x?X-Amz-Signature=abc123").unwrap_err();
         assert!(!error.contains("abc123"), "{error}");

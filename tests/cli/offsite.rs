@@ -407,6 +407,18 @@ fn wrong_credentials_a_missing_bucket_and_secrets_in_the_config_are_clear_and_ne
     // The local backup is kept through all of it.
     assert_eq!(sandbox.backups("production").len(), 1);
 
+    // AWS_ENDPOINT_URL is held to the same rules: it is shown in messages.
+    with_offsite(&sandbox, &format!("    url: s3://{BUCKET}/upkeep\n"));
+    let mut env = aws();
+    let endpoint = format!("http://{KEY_ID}:{SECRET}@127.0.0.1:{}", s3.port);
+    env.push(("AWS_ENDPOINT_URL", &endpoint));
+    let in_env = sandbox.upkeep_with(&["push", "production"], &env);
+    in_env
+        .code(2)
+        .stderr_has("AWS_ENDPOINT_URL")
+        .stderr_has("credentials are never read from a URL");
+    outputs.push(in_env);
+
     // Secrets written in upkeep.yaml are refused before anything runs.
     with_offsite(
         &sandbox,
@@ -415,7 +427,8 @@ fn wrong_credentials_a_missing_bucket_and_secrets_in_the_config_are_clear_and_ne
     let in_url = push(&sandbox, &["production"]);
     in_url
         .code(2)
-        .stderr_has("credentials are not read from upkeep.yaml");
+        .stderr_has("upkeep.yaml:7:10:")
+        .stderr_has("credentials are never read from a URL");
     outputs.push(in_url);
     with_offsite(
         &sandbox,
