@@ -474,17 +474,12 @@ fn verify_and_publish(
         upkeep_version: env!("CARGO_PKG_VERSION").to_string(),
         verified: true,
     };
-    let manifest_json = serde_json::to_vec_pretty(&manifest)?;
-    let manifest_path = backups::manifest_path(&path);
-    fsx::write_atomic(&manifest_path, &manifest_json)?;
-    if let Err(error) = fsx::publish(partial, &path) {
-        // No manifest may stand beside a file that is not this backup.
-        let _ = std::fs::remove_file(&manifest_path);
-        return Err(error.context(format!(
+    backups::publish(partial, &path, &manifest).with_context(|| {
+        format!(
             "backup of `{}` was verified but could not be given its name; older backups are untouched",
             env.name
-        )));
-    }
+        )
+    })?;
 
     let (rotated, rotation_error) = match backups::rotate(dir, &env.name, rotation, &name) {
         Ok(rotated) => (rotated, None),

@@ -183,18 +183,26 @@ fn describe(path: PathBuf, name: String, stamp: String, size: u64) -> Backup {
 /// them) and why: each backup's rules, plus `newest verified` for the
 /// newest verified backup, which is never deleted whatever the rules say.
 pub fn mark_kept(backups: &mut [Backup], rotation: &Rotation) {
-    let stamps: Vec<&str> = backups.iter().map(|backup| backup.stamp.as_str()).collect();
-    let reasons = rotation.reasons(&stamps);
+    let listed: Vec<(&str, bool)> = backups
+        .iter()
+        .map(|backup| (backup.stamp.as_str(), backup.status == Status::Verified))
+        .collect();
+    let reasons = rotation.kept_by(&listed);
     for (backup, reasons) in backups.iter_mut().zip(reasons) {
         backup.kept_by = reasons;
     }
-    if let Some(newest) = backups
-        .iter_mut()
-        .rev()
-        .find(|backup| backup.status == Status::Verified)
-    {
-        newest.kept_by.push("newest verified");
-    }
+}
+
+/// Gives a complete, synced backup file its name in the backups folder,
+/// its manifest first: a manifest never stands beside a file that is not
+/// its backup (one left by a crash before the file is named is swept by
+/// the next rotation).
+pub fn publish(partial: tempfile::NamedTempFile, path: &Path, manifest: &Manifest) -> Result<()> {
+    let manifest_path = manifest_path(path);
+    fsx::write_atomic(&manifest_path, &serde_json::to_vec_pretty(manifest)?)?;
+    fsx::publish(partial, path).inspect_err(|_| {
+        let _ = std::fs::remove_file(&manifest_path);
+    })
 }
 
 /// Finds the backup a user named for a restore. Only a plain file name of a

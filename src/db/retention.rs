@@ -41,6 +41,19 @@ impl Rotation {
         }
     }
 
+    /// For each backup, given as its stamp and whether it is verified
+    /// (oldest first), the rules that keep it; empty when rotation may
+    /// delete it. The newest verified backup is never deleted, whatever
+    /// the rules say: it is kept as `newest verified`.
+    pub fn kept_by(&self, backups: &[(&str, bool)]) -> Vec<Vec<&'static str>> {
+        let stamps: Vec<&str> = backups.iter().map(|(stamp, _)| *stamp).collect();
+        let mut reasons = self.reasons(&stamps);
+        if let Some(newest) = backups.iter().rposition(|(_, verified)| *verified) {
+            reasons[newest].push("newest verified");
+        }
+        reasons
+    }
+
     /// For each backup stamp (`YYYYMMDD_HHMMSS`, any order), the rules
     /// that keep it; empty when rotation may delete it.
     pub fn reasons(&self, stamps: &[&str]) -> Vec<Vec<&'static str>> {

@@ -133,6 +133,16 @@ struct InFlight {
     id: String,
 }
 
+/// The journal entry of an upload, removed once the upload is settled
+/// (completed or aborted); a crash leaves it for the next push.
+struct Journaled(std::path::PathBuf);
+
+impl Drop for Journaled {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
 fn spec(config: &Config) -> Result<&Spec> {
     config.offsite.as_ref().ok_or_else(|| {
         bad_input(format!(
@@ -282,13 +292,13 @@ fn upload(
         None => format!("{}/{}", env.name, backup.name),
     };
     fsx::create_private_dir(journal)?;
-    let in_flight = journal.join(format!("{}.upload.json", backup.name));
+    let in_flight = Journaled(journal.join(format!("{}.upload.json", backup.name)));
     let mut upload = store.upload(&key, backup.size, recipients.is_some(), &|id| {
         let entry = serde_json::to_vec(&InFlight {
             key: key.clone(),
             id: id.to_string(),
         })?;
-        fsx::write_atomic(&in_flight, &entry)
+        fsx::write_atomic(&in_flight.0, &entry)
     })?;
     let bar = progress.bytes(&format!("push {}", backup.name), backup.size);
     let streamed = (|| -> Result<(u64, blake3::Hash)> {
@@ -342,14 +352,12 @@ fn upload(
         Ok(hash) => hash,
         Err(error) => {
             upload.abort();
-            let _ = std::fs::remove_file(&in_flight);
             return Err(error);
         }
     };
-    let uploaded = upload.finish().inspect_err(|_| {
-        let _ = std::fs::remove_file(&in_flight);
-    })?;
-    let _ = std::fs::remove_file(&in_flight);
+    // Completed, or aborted by `finish` itself: nothing left to clean up.
+    let uploaded = upload.finish()?;
+    drop(in_flight);
     match store.size(&key)? {
         Some(size) if size == uploaded.size => {}
         other => {
@@ -498,13 +506,10 @@ fn listed(store: &Store, env: &str) -> Result<Vec<Remote>> {
 }
 
 fn mark_kept(remotes: &mut [Remote], rotation: &Rotation) {
-    let stamps: Vec<&str> = remotes.iter().map(|r| r.stamp.as_str()).collect();
-    let reasons = rotation.reasons(&stamps);
+    let listed: Vec<(&str, bool)> = remotes.iter().map(|r| (r.stamp.as_str(), r.ok())).collect();
+    let reasons = rotation.kept_by(&listed);
     for (remote, reasons) in remotes.iter_mut().zip(reasons) {
         remote.kept_by = reasons;
-    }
-    if let Some(newest) = remotes.iter_mut().rev().find(|r| r.ok()) {
-        newest.kept_by.push("newest verified");
     }
 }
 
@@ -651,72 +656,15 @@ pub fn fetch(
         );
     }
     let mut partial = fsx::partial_file(dir)?;
-    let (size, mut reader) = store.reader(&manifest.object.key)?;
-    let bar = progress.bytes(&format!("download {}", remote.name), size);
-    // Encrypted, the object's bytes are hashed as they come; plain, the
-    // object is the plaintext, hashed once by the writer.
-    let mut object_hash = blake3::Hasher::new();
-    // This thread downloads (and decrypts); another hashes and writes.
-    let file = partial.as_file_mut();
-    let (written, plain_hash) = std::thread::scope(|scope| {
-        let (send, chunks) = std::sync::mpsc::sync_channel::<bytes::Bytes>(2);
-        let writer = scope.spawn(move || -> Result<blake3::Hash> {
-            let mut hasher = blake3::Hasher::new();
-            let mut at = 0u64;
-            for chunk in chunks {
-                hasher.update(&chunk);
-                file.write_all(&chunk)
-                    .with_context(|| format!("cannot write into `{}`", dir.display()))?;
-                // Written back as it comes: the final sync has little left.
-                fsx::start_writeback(file, at, chunk.len() as u64);
-                at += chunk.len() as u64;
-            }
-            Ok(hasher.finalize())
-        });
-        let failed = || format!("download of `{}` from `{}` failed", remote.name, store.url);
-        let downloaded = (|| -> Result<u64> {
-            let mut total = 0u64;
-            let Some(identities) = &identities else {
-                // Plain: the ranges go to the writer as they came.
-                while let Some(range) = reader.next_range().with_context(failed)? {
-                    total += range.len() as u64;
-                    bar.inc(range.len() as u64);
-                    if send.send(range).is_err() {
-                        break; // The writer stopped: its error says why.
-                    }
-                }
-                return Ok(total);
-            };
-            let tee = Tee {
-                inner: bar.wrap_read(reader),
-                hasher: &mut object_hash,
-            };
-            let mut plain = identities.decrypt(tee, &remote.name)?;
-            loop {
-                let mut chunk = Vec::with_capacity(CHUNK);
-                let n = (&mut plain)
-                    .take(CHUNK as u64)
-                    .read_to_end(&mut chunk)
-                    .with_context(failed)?;
-                if n == 0 || send.send(chunk.into()).is_err() {
-                    return Ok(total);
-                }
-                total += n as u64;
-            }
-        })();
-        drop(send);
-        let hash = writer
-            .join()
-            .unwrap_or_else(|_| Err(anyhow::anyhow!("the writing thread panicked")));
-        (downloaded, hash)
-    });
-    bar.finish_and_clear();
-    let written = written?;
-    let plain_hash = plain_hash?;
-    let object_hash = match identities {
-        Some(_) => object_hash.finalize(),
-        None => plain_hash,
-    };
+    let (written, object_hash, plain_hash) = download(
+        &store,
+        &remote.name,
+        &manifest.object.key,
+        identities.as_ref(),
+        partial.as_file_mut(),
+        dir,
+        progress,
+    )?;
     if object_hash.to_hex().as_str() != manifest.object.blake3 {
         bail!(
             "off-site backup `{}` does not match its manifest (the object's hash differs): not used, nothing was changed",
@@ -744,13 +692,85 @@ pub fn fetch(
         );
         fsx::rename_synced(&path, &aside)?;
     }
-    let manifest_path = backups::manifest_path(&path);
-    fsx::write_atomic(&manifest_path, &serde_json::to_vec_pretty(&manifest.local)?)?;
-    if let Err(error) = fsx::publish(partial, &path) {
-        let _ = std::fs::remove_file(&manifest_path);
-        return Err(error);
-    }
+    backups::publish(partial, &path, &manifest.local)?;
     Ok((remote.name.clone(), true))
+}
+
+/// Downloads an object into `file` (decrypted with `identities` when it is
+/// encrypted): this thread downloads and decrypts, another hashes and
+/// writes. Returns the bytes written, the object's hash and the
+/// plaintext's (the same when it is not encrypted: hashed once).
+fn download(
+    store: &Store,
+    name: &str,
+    key: &str,
+    identities: Option<&crypt::Identities>,
+    file: &mut std::fs::File,
+    dir: &Path,
+    progress: &Progress,
+) -> Result<(u64, blake3::Hash, blake3::Hash)> {
+    let (size, mut reader) = store.reader(key)?;
+    let bar = progress.bytes(&format!("download {name}"), size);
+    let mut object_hash = blake3::Hasher::new();
+    let (written, plain_hash) = std::thread::scope(|scope| {
+        let (send, chunks) = std::sync::mpsc::sync_channel::<bytes::Bytes>(2);
+        let writer = scope.spawn(move || -> Result<blake3::Hash> {
+            let mut hasher = blake3::Hasher::new();
+            let mut at = 0u64;
+            for chunk in chunks {
+                hasher.update(&chunk);
+                file.write_all(&chunk)
+                    .with_context(|| format!("cannot write into `{}`", dir.display()))?;
+                // Written back as it comes: the final sync has little left.
+                fsx::start_writeback(file, at, chunk.len() as u64);
+                at += chunk.len() as u64;
+            }
+            Ok(hasher.finalize())
+        });
+        let failed = || format!("download of `{name}` from `{}` failed", store.url);
+        let downloaded = (|| -> Result<u64> {
+            let mut total = 0u64;
+            let Some(identities) = identities else {
+                // Plain: the ranges go to the writer as they came.
+                while let Some(range) = reader.next_range().with_context(failed)? {
+                    total += range.len() as u64;
+                    bar.inc(range.len() as u64);
+                    if send.send(range).is_err() {
+                        break; // The writer stopped: its error says why.
+                    }
+                }
+                return Ok(total);
+            };
+            let tee = Tee {
+                inner: bar.wrap_read(reader),
+                hasher: &mut object_hash,
+            };
+            let mut plain = identities.decrypt(tee, name)?;
+            loop {
+                let mut chunk = Vec::with_capacity(CHUNK);
+                let n = (&mut plain)
+                    .take(CHUNK as u64)
+                    .read_to_end(&mut chunk)
+                    .with_context(failed)?;
+                if n == 0 || send.send(chunk.into()).is_err() {
+                    return Ok(total);
+                }
+                total += n as u64;
+            }
+        })();
+        drop(send);
+        let hash = writer
+            .join()
+            .unwrap_or_else(|_| Err(anyhow::anyhow!("the writing thread panicked")));
+        (downloaded, hash)
+    });
+    bar.finish_and_clear();
+    let plain_hash = plain_hash?;
+    let object_hash = match identities {
+        Some(_) => object_hash.finalize(),
+        None => plain_hash,
+    };
+    Ok((written?, object_hash, plain_hash))
 }
 
 /// A reader that hashes what passes through it.

@@ -9,7 +9,7 @@ use serde_json::json;
 
 use super::{Ctx, Plan, Ran, StepType, Undo, With, target_env};
 use crate::app::App;
-use crate::config::Env;
+use crate::config::{AppSpec, Env};
 use crate::db::open::{self, Access};
 
 pub struct StopApp;
@@ -41,6 +41,28 @@ fn held_by(env: &Env) -> String {
     }
 }
 
+/// The plan of stop-app and start-app: `what` the step does to the app of
+/// the step's environment, `how` (from its `app:` keys), and who holds the
+/// database now; blocked when there is no app.
+fn plan(ctx: &Ctx, with: &With, what: &str, how: impl FnOnce(&AppSpec) -> String) -> Plan {
+    let env = match target_env(ctx, with) {
+        Ok(env) => env,
+        Err(error) => return Plan::blocked(what, &error),
+    };
+    match app(ctx, &env) {
+        Ok(_) => Plan {
+            summary: format!(
+                "{what} of `{}` {}: {}",
+                env.name,
+                how(&ctx.config.apps[&env.name]),
+                held_by(&env)
+            ),
+            ..Plan::default()
+        },
+        Err(error) => Plan::blocked(what, &error),
+    }
+}
+
 impl StepType for StopApp {
     fn name(&self) -> &'static str {
         "stop-app"
@@ -56,22 +78,12 @@ impl StepType for StopApp {
     }
 
     fn plan(&self, ctx: &Ctx, with: &With) -> Plan {
-        let env = match target_env(ctx, with) {
-            Ok(env) => env,
-            Err(error) => return Plan::blocked("stop the app", &error),
-        };
-        match app(ctx, &env) {
-            Ok(_) => Plan {
-                summary: format!(
-                    "stop the app of `{}` (`{}`) and wait until it lets go of the database: {}",
-                    env.name,
-                    crate::redact::urls(&ctx.config.apps[&env.name].stop),
-                    held_by(&env)
-                ),
-                ..Plan::default()
-            },
-            Err(error) => Plan::blocked("stop the app", &error),
-        }
+        plan(ctx, with, "stop the app", |spec| {
+            format!(
+                "(`{}`) and wait until it lets go of the database",
+                crate::redact::urls(&spec.stop)
+            )
+        })
     }
 
     fn run(&self, ctx: &Ctx, with: &With) -> Result<Ran> {
@@ -114,35 +126,19 @@ impl StepType for StartApp {
     }
 
     fn plan(&self, ctx: &Ctx, with: &With) -> Plan {
-        let env = match target_env(ctx, with) {
-            Ok(env) => env,
-            Err(error) => return Plan::blocked("start the app", &error),
-        };
-        match app(ctx, &env) {
-            Ok(_) => {
-                let spec = &ctx.config.apps[&env.name];
-                let wait = spec.health.as_ref().map_or_else(
-                    || " (no `health:` to wait for)".to_string(),
-                    |health| {
-                        format!(
-                            " and wait up to {} until {}",
-                            humantime::format_duration(health.timeout),
-                            crate::app::describe(health)
-                        )
-                    },
-                );
-                Plan {
-                    summary: format!(
-                        "start the app of `{}` (`{}`){wait}: {}",
-                        env.name,
-                        crate::redact::urls(&spec.start),
-                        held_by(&env)
-                    ),
-                    ..Plan::default()
-                }
-            }
-            Err(error) => Plan::blocked("start the app", &error),
-        }
+        plan(ctx, with, "start the app", |spec| {
+            let wait = spec.health.as_ref().map_or_else(
+                || " (no `health:` to wait for)".to_string(),
+                |health| {
+                    format!(
+                        " and wait up to {} until {}",
+                        humantime::format_duration(health.timeout),
+                        crate::app::describe(health)
+                    )
+                },
+            );
+            format!("(`{}`){wait}", crate::redact::urls(&spec.start))
+        })
     }
 
     fn run(&self, ctx: &Ctx, with: &With) -> Result<Ran> {
