@@ -489,7 +489,10 @@ impl Runner<'_> {
             self.events
                 .step_started(index, &step.name, &step.action.describe(), attempt);
             let started = Instant::now();
-            let (result, undo) = self.perform(index, &step.action, step.timeout);
+            // A step named by its command (`run `exit 1``) has it on its
+            // line already: its failure need not say it again.
+            let named_by_command = step.name == step.action.describe();
+            let (result, undo) = self.perform(index, &step.action, step.timeout, named_by_command);
             first_undo = first_undo.or(undo);
             let last = attempt > step.retries || self.stop.load(Ordering::SeqCst);
             match result {
@@ -516,15 +519,7 @@ impl Runner<'_> {
                         (true, false) => Status::Failed,
                     };
                     let retrying = if last { "" } else { "; retrying" };
-                    let mut why = crate::error::describe(&error);
-                    // A step named by its command (`run `exit 1``) need
-                    // not say the command again.
-                    if let Action::Shell { run } = &step.action
-                        && step.name == step.action.describe()
-                        && let Some(rest) = why.strip_prefix(&format!("`{}` ", redact::urls(run)))
-                    {
-                        why = rest.to_string();
-                    }
+                    let why = crate::error::describe(&error);
                     let changed = step.changes
                         && match &step.action {
                             Action::Shell { .. } => true,
@@ -553,12 +548,14 @@ impl Runner<'_> {
 
     /// Does one action: a shell command or a built-in step type. Returns
     /// the outcome, and how to undo what a built-in type did (also when it
-    /// failed halfway after recording its undo).
+    /// failed halfway after recording its undo). A failed command names
+    /// itself unless its line shows it already (`command_shown`).
     fn perform(
         &mut self,
         index: usize,
         action: &Action,
         timeout: Option<Duration>,
+        command_shown: bool,
     ) -> (Result<Did>, Option<Undoing>) {
         match action {
             Action::Shell { run } => {
@@ -568,6 +565,8 @@ impl Runner<'_> {
                             detail: String::new(),
                             changed: true,
                         })
+                    } else if command_shown {
+                        Err(anyhow!("{}", ended.describe()))
                     } else {
                         let run = redact::urls(run);
                         Err(anyhow!("`{run}` {}", ended.describe()))
@@ -744,9 +743,10 @@ impl Runner<'_> {
         let result = match journaled {
             Err(error) => Err(error.context("the journal cannot be written, so it was not run")),
             Ok(()) => match undo {
-                Undoing::Action { action } => {
-                    self.perform(index, action, None).0.map(|did| did.detail)
-                }
+                Undoing::Action { action } => self
+                    .perform(index, action, None, false)
+                    .0
+                    .map(|did| did.detail),
                 Undoing::Builtin { uses, undo } => {
                     let ctx = self
                         .setup
