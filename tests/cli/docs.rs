@@ -166,3 +166,38 @@ fn the_readme_shows_the_shipped_update_pipeline() {
         .expect("a yaml block in `## A pipeline`");
     assert_eq!(block, shipped, "README's pipeline vs pipelines/update.yaml");
 }
+
+/// The README opens with two commands, and the second is the whole suite on
+/// a new machine: the one `.ci/run` runs, which installs the tools the
+/// end-to-end tests drive before `cargo test` (a bare `cargo test` there
+/// fails every off-site, Ansible and workflow test).
+#[test]
+fn the_readme_test_command_is_the_one_ci_runs_and_installs_the_tools() {
+    let readme = std::fs::read_to_string(root().join("README.md")).unwrap();
+    let block = readme
+        .split("```sh\n")
+        .nth(1)
+        .and_then(|rest| rest.split("```").next())
+        .expect("a sh block at the top of the README");
+    let commands: Vec<&str> = block
+        .lines()
+        .map(|line| line.split(" #").next().unwrap().trim())
+        .filter(|line| !line.is_empty())
+        .collect();
+    assert_eq!(commands.len(), 2, "{commands:?}");
+    assert_eq!(commands[1], "bash scripts/test.sh");
+
+    let ci = std::fs::read_to_string(root().join(".ci/run")).unwrap();
+    assert!(
+        ci.lines().any(|line| line.trim() == commands[1]),
+        ".ci/run does not run the README's test command\n{ci}"
+    );
+    let script = std::fs::read_to_string(root().join("scripts/test.sh")).unwrap();
+    let install = script
+        .find("scripts/test_tools.sh)")
+        .expect("scripts/test.sh installs the tools");
+    let test = script
+        .find("exec cargo test")
+        .expect("scripts/test.sh runs cargo test");
+    assert!(install < test, "tools first, then the tests\n{script}");
+}
