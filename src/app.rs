@@ -467,6 +467,16 @@ pub fn check(
     let (_folder, path) = backup::snapshot_target(&config.backups_dir)?;
     app.snapshot(&path)
         .with_context(|| format!("cannot check `{}`: the snapshot hook failed", env.name))?;
+    // A snapshot that is not there says nothing of the database: never a
+    // "missing file" that sends the user to repair it.
+    if !path.is_file() {
+        bail!(
+            "cannot check `{}`: the snapshot hook exited 0 but wrote nothing to $UPKEEP_SNAPSHOT \
+             (`{}`); fix the hook so that it writes its copy there",
+            env.name,
+            path.display()
+        );
+    }
     let mut report = check::check(&path, schema, deep)?;
     report.path = env.db.clone();
     report.from_snapshot = true;

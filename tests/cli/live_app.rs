@@ -680,6 +680,14 @@ fn a_backup_never_removes_the_snapshot_that_a_concurrent_check_reads() {
         })
         .collect();
     assert!(partials.is_empty(), "{partials:?}\n{run}");
+
+    // A hook that writes nothing says nothing of the database: no
+    // "missing file" sending the user to repair it.
+    live.sandbox
+        .write("upkeep.yaml", &config.replace(&hook, "  snapshot: 'true'"));
+    let run = live.sandbox.upkeep(&["check", "production"]);
+    run.code(1).stderr_has("wrote nothing to $UPKEEP_SNAPSHOT");
+    assert!(!run.stdout.contains("repair"), "{run}");
 }
 
 #[test]
