@@ -164,9 +164,18 @@ mod tests {
             .trim()
             .parse()
             .unwrap();
-        // Killed: gone, or a zombie until its parent (init) reaps it.
-        let state = std::fs::read_to_string(format!("/proc/{background}/stat")).unwrap_or_default();
-        assert!(state.is_empty() || state.contains(") Z "), "{state}");
+        // Killed (a signal arrives a moment later): gone, or a zombie until
+        // its new parent reaps it.
+        let dead = || {
+            let state =
+                std::fs::read_to_string(format!("/proc/{background}/stat")).unwrap_or_default();
+            state.is_empty() || state.contains(") Z ")
+        };
+        let deadline = Instant::now() + Duration::from_secs(2);
+        while !dead() && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        assert!(dead(), "PID {background} outlived its group");
     }
 
     #[test]
