@@ -8,7 +8,10 @@
 //! `UPKEEP_SNAPSHOT` for the snapshot) in their environment: values are
 //! never pasted into command text. Their output goes to
 //! `state_dir/logs/app-ENV.log`, so a start script that leaves the app
-//! running in the background never holds upkeep's output open.
+//! running in the background never holds upkeep's output open. Each is
+//! held to `app.hook_timeout`, and the health probe to `health.timeout`:
+//! past it, the command's whole process group is stopped. Commands are
+//! shown without the credentials a URL in them may hold.
 
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
@@ -24,6 +27,7 @@ use crate::db::check;
 use crate::db::open::{self, Access};
 use crate::db::retention::Rotation;
 use crate::error::Busy;
+use crate::group;
 use crate::journal::{Entry, Journal, Undoing};
 use crate::pipeline::model::Outcome;
 use crate::probe::Probe;
@@ -32,8 +36,6 @@ use crate::steps::Undo;
 
 /// How long the app may take to let go of its database after `stop`.
 const RELEASE_TIMEOUT: Duration = Duration::from_secs(30);
-/// How long one command (stop, start, snapshot) may run.
-const COMMAND_TIMEOUT: Duration = Duration::from_secs(600);
 /// The longest pause between two health probes.
 const PROBE_INTERVAL: Duration = Duration::from_millis(250);
 
@@ -62,6 +64,30 @@ impl<'a> App<'a> {
 
     pub fn has_snapshot(&self) -> bool {
         self.spec.snapshot.is_some()
+    }
+
+    /// Why one of the app's commands cannot run now, when a look can
+    /// tell (its program is missing): asked before the app is stopped, as
+    /// what starts it again must not fail on what could be seen first.
+    pub fn cannot_run(&self) -> Option<String> {
+        let health = self
+            .spec
+            .health
+            .as_ref()
+            .and_then(|health| health.cmd.as_ref());
+        [
+            ("stop", Some(&self.spec.stop)),
+            ("start", Some(&self.spec.start)),
+            ("health", health),
+        ]
+        .into_iter()
+        .find_map(|(what, command)| {
+            let why = group::program_exists(command?, self.root).err()?;
+            Some(format!(
+                "the app's {what} command for `{}` cannot run: {why}; fix it under `app:` in upkeep.yaml",
+                self.env.name
+            ))
+        })
     }
 
     /// Runs `stop`, then waits until no process holds the database.
@@ -100,7 +126,10 @@ impl<'a> App<'a> {
         let started = Instant::now();
         let mut pause = Duration::from_millis(2);
         loop {
-            let last = match self.probe(health) {
+            // Each look gets what is left of the wait, so a command that
+            // hangs cannot stretch it.
+            let left = health.timeout.saturating_sub(started.elapsed());
+            let last = match self.probe(health, left) {
                 Ok(()) => return Ok(()),
                 Err(why) => why,
             };
@@ -125,9 +154,13 @@ impl<'a> App<'a> {
             && self.healthy_now().is_none_or(|health| health.is_ok())
     }
 
-    /// Whether the app answers its health probe now.
+    /// Whether the app answers its health probe now (one look, within
+    /// the probe's timeout).
     pub fn healthy_now(&self) -> Option<Result<(), String>> {
-        self.spec.health.as_ref().map(|health| self.probe(health))
+        self.spec
+            .health
+            .as_ref()
+            .map(|health| self.probe(health, health.timeout))
     }
 
     /// Has the app write a consistent copy of its database to `target`.
@@ -142,13 +175,14 @@ impl<'a> App<'a> {
         )
     }
 
-    fn probe(&self, health: &HealthSpec) -> Result<(), String> {
+    fn probe(&self, health: &HealthSpec, limit: Duration) -> Result<(), String> {
         probe_of(health)?.check(
             self.root,
             [
                 ("UPKEEP_ENV", self.env.name.as_ref()),
                 ("UPKEEP_DB", self.env.db.as_os_str()),
             ],
+            limit,
         )
     }
 
@@ -181,43 +215,31 @@ impl<'a> App<'a> {
             .open(&self.log)
             .with_context(|| format!("cannot open `{}`", self.log.display()))?;
         let logged_before = log.metadata().map_or(0, |meta| meta.len());
-        let mut child = {
-            use std::os::unix::process::CommandExt;
-            self.shell(command, extra)
-                .stdout(log.try_clone()?)
-                .stderr(log)
-                .process_group(0)
-                .spawn()
-                .with_context(|| format!("cannot run the app's {what} command `{shown}`"))?
-        };
-        let started = Instant::now();
-        let mut pause = Duration::from_millis(1);
-        let status = loop {
-            if let Some(status) = child.try_wait()? {
-                break status;
-            }
-            if started.elapsed() > COMMAND_TIMEOUT {
-                // SAFETY: signalling the command's own process group.
-                unsafe { libc::kill(-(child.id() as i32), libc::SIGKILL) };
-                let _ = child.wait();
-                bail!(
-                    "the app's {what} command `{shown}` for `{}` did not end within {}s; it was killed",
-                    self.env.name,
-                    COMMAND_TIMEOUT.as_secs()
-                );
-            }
-            std::thread::sleep(pause);
-            pause = (pause * 2).min(Duration::from_millis(20));
-        };
-        if !status.success() {
-            bail!(
+        let mut shell = self.shell(command, extra);
+        shell.stdout(log.try_clone()?).stderr(log);
+        let limit = self.spec.hook_timeout;
+        let ended = group::run(shell, limit, group::GRACE)
+            .with_context(|| format!("cannot run the app's {what} command `{shown}`"))?;
+        let output =
+            || tail(&self.log, logged_before).map_or_else(String::new, |tail| format!(": {tail}"));
+        match ended {
+            group::Ended::Exited(status) if status.success() => Ok(()),
+            group::Ended::Exited(status) => bail!(
                 "the app's {what} command `{shown}` for `{}` failed ({status}){}; its output is in {}",
                 self.env.name,
-                tail(&self.log, logged_before).map_or_else(String::new, |tail| format!(": {tail}")),
+                output(),
                 self.log.display()
-            );
+            ),
+            group::Ended::Overran => bail!(
+                "the app's {what} command `{shown}` for `{}` did not end within {} (`hook_timeout` \
+                 under `app:`), so its process group was stopped{}; make the command return sooner, \
+                 or raise `hook_timeout` in upkeep.yaml; its output is in {}",
+                self.env.name,
+                humantime::format_duration(limit),
+                output(),
+                self.log.display()
+            ),
         }
-        Ok(())
     }
 }
 
@@ -238,15 +260,14 @@ fn tail(log: &Path, from: u64) -> Option<String> {
     (!tail.is_empty()).then(|| crate::redact::urls(&tail))
 }
 
-/// The probe `health:` describes (config loading checked it has one
-/// form).
+/// The probe `health:` describes (config loading checked it: this
+/// cannot fail on a loaded config).
 fn probe_of(health: &HealthSpec) -> Result<Probe, String> {
-    match (&health.url, &health.tcp, &health.cmd) {
-        (Some(url), _, _) => Probe::url(url),
-        (_, Some(address), _) => Ok(Probe::Tcp(address.clone())),
-        (_, _, Some(command)) => Ok(Probe::Cmd(command.clone())),
-        _ => Err("`health:` gives none of `url`, `tcp` or `cmd`".to_string()),
-    }
+    Probe::of(
+        health.url.as_deref(),
+        health.tcp.as_deref(),
+        health.cmd.as_deref(),
+    )
 }
 
 /// What a health probe waits for, in words.
@@ -343,6 +364,9 @@ pub fn backup(
              add one for backups without downtime, or leave out --no-window",
         )),
         Some(app) => {
+            if let Some(why) = app.cannot_run() {
+                bail!("{why}; the app was not stopped, and nothing was backed up");
+            }
             let window = Journaled {
                 app: &app,
                 state_dir: &config.state_dir,
@@ -438,16 +462,21 @@ pub fn check(
              without downtime, or check while the app is stopped (`upkeep run update` does)",
         )
     })?;
-    crate::fsx::create_private_dir(&config.backups_dir)?;
-    let target = crate::fsx::partial_file(&config.backups_dir)?.into_temp_path();
-    let path = target.to_path_buf();
-    target
-        .close()
-        .with_context(|| format!("cannot prepare `{}`", path.display()))?;
-    let _cleanup = tempfile::TempPath::try_from_path(&path)?;
-    let _wal = tempfile::TempPath::try_from_path(crate::db::wal::path_of(&path))?;
+    // A folder of its own, which a concurrent backup's sweep leaves alone:
+    // check takes no run lock.
+    let (_folder, path) = backup::snapshot_target(&config.backups_dir)?;
     app.snapshot(&path)
         .with_context(|| format!("cannot check `{}`: the snapshot hook failed", env.name))?;
+    // A snapshot that is not there says nothing of the database: never a
+    // "missing file" that sends the user to repair it.
+    if !path.is_file() {
+        bail!(
+            "cannot check `{}`: the snapshot hook exited 0 but wrote nothing to $UPKEEP_SNAPSHOT \
+             (`{}`); fix the hook so that it writes its copy there",
+            env.name,
+            path.display()
+        );
+    }
     let mut report = check::check(&path, schema, deep)?;
     report.path = env.db.clone();
     report.from_snapshot = true;

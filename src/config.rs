@@ -16,6 +16,7 @@ use crate::db::StorageVersion;
 use crate::db::retention::{Policy, Rotation};
 use crate::error::bad_input;
 use crate::offsite;
+use crate::probe::Probe;
 use crate::yaml;
 
 /// The file name looked for in the current directory and its parents.
@@ -58,7 +59,14 @@ pub struct AppSpec {
     pub health: Option<HealthSpec>,
     /// Writes a consistent copy of the database to `$UPKEEP_SNAPSHOT`.
     pub snapshot: Option<String>,
+    /// How long each of `stop`, `start` and `snapshot` may run
+    /// (`hook_timeout`); past it, its process group is stopped.
+    pub hook_timeout: std::time::Duration,
 }
+
+/// `app.hook_timeout` when not set: a snapshot of a large database may
+/// take minutes; a hook that hangs must not hold an update for longer.
+pub const DEFAULT_HOOK_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(600);
 
 /// How to tell that the app is up: exactly one of `url` (HTTP 2xx), `tcp`
 /// (`host:port` accepts a connection) or `cmd` (exits 0), within `timeout`.
@@ -84,11 +92,27 @@ mod humantime_serde_shim {
         deserializer: D,
     ) -> Result<std::time::Duration, D::Error> {
         let text = String::deserialize(deserializer)?;
-        humantime::parse_duration(&text).map_err(|error| {
-            serde::de::Error::custom(format!(
-                "`{text}` is not a duration ({error}): write e.g. `60s` or `2m`"
-            ))
-        })
+        super::parse_timeout(&text).map_err(serde::de::Error::custom)
+    }
+
+    pub fn option<'de, D: serde::Deserializer<'de>>(
+        deserializer: D,
+    ) -> Result<Option<std::time::Duration>, D::Error> {
+        deserialize(deserializer).map(Some)
+    }
+}
+
+/// A timeout of upkeep.yaml (`60s`, `2m`): a duration, and not zero (no
+/// command or probe can pass in no time).
+fn parse_timeout(text: &str) -> Result<std::time::Duration, String> {
+    match humantime::parse_duration(text) {
+        Ok(duration) if duration.is_zero() => Err(format!(
+            "`{text}` leaves no time at all: write e.g. `60s` or `2m`"
+        )),
+        Ok(duration) => Ok(duration),
+        Err(error) => Err(format!(
+            "`{text}` is not a duration ({error}): write e.g. `60s` or `2m`"
+        )),
     }
 }
 
@@ -136,6 +160,8 @@ struct RawApp {
     start: Option<String>,
     health: Option<HealthSpec>,
     snapshot: Option<String>,
+    #[serde(default, deserialize_with = "humantime_serde_shim::option")]
+    hook_timeout: Option<std::time::Duration>,
     notify: Option<String>,
     #[serde(default)]
     environments: BTreeMap<EnvName, RawAppKeys>,
@@ -148,6 +174,8 @@ struct RawAppKeys {
     start: Option<String>,
     health: Option<HealthSpec>,
     snapshot: Option<String>,
+    #[serde(default, deserialize_with = "humantime_serde_shim::option")]
+    hook_timeout: Option<std::time::Duration>,
 }
 
 impl RawApp {
@@ -159,6 +187,7 @@ impl RawApp {
             start: over.start.or_else(|| self.start.clone()),
             health: over.health.or_else(|| self.health.clone()),
             snapshot: over.snapshot.or_else(|| self.snapshot.clone()),
+            hook_timeout: over.hook_timeout.or(self.hook_timeout),
         }
     }
 }
@@ -411,8 +440,18 @@ impl Config {
             bad_input(format!("{}:{pos}: {message}", path.display()))
         };
         let text = yaml::decode(bytes).map_err(|error| at(error.pos, &error.message))?;
-        let outline = yaml::outline(text, &mut check_scalar)
-            .map_err(|error| at(error.pos, &error.message))?;
+        // Where each key of `app:` is, for what is checked of it as a whole.
+        let mut places = Places::new();
+        let outline = yaml::outline(text, &mut |scalar| {
+            let under_app = scalar.keys.first().map(String::as_str) == Some("app")
+                || scalar.keys.is_empty() && scalar.text == "app";
+            if scalar.is_key && under_app {
+                let dotted = [scalar.keys, &[scalar.text.to_string()]].concat().join(".");
+                places.entry(dotted).or_insert(scalar.pos);
+            }
+            check_scalar(scalar)
+        })
+        .map_err(|error| at(error.pos, &error.message))?;
         if outline.empty {
             return Err(at(
                 yaml::Pos::START,
@@ -433,6 +472,7 @@ impl Config {
                 &path,
                 app,
                 raw.databases.0.keys().map(|name| name.0.as_str()),
+                &places,
             )?,
             None => BTreeMap::new(),
         };
@@ -464,7 +504,11 @@ impl Config {
         let app_notify = raw.app.as_ref().and_then(|app| app.notify.clone());
         if let Some(url) = &app_notify {
             crate::webhook::check_url(url).map_err(|message| {
-                bad_input(format!("{}: `app.notify`: {message}", path.display()))
+                let pos = places
+                    .get("app.notify")
+                    .copied()
+                    .unwrap_or(yaml::Pos::START);
+                at(pos, &format!("`app.notify`: {message}"))
             })?;
         }
         Ok(Config {
@@ -524,50 +568,95 @@ impl Config {
     }
 }
 
-/// Each environment's app, from `app:` and its `environments:` overrides.
+/// Where keys are in upkeep.yaml, by dotted path (`app.environments.staging.health`).
+type Places = BTreeMap<String, yaml::Pos>;
+
+/// Each environment's app, from `app:` and its `environments:` overrides,
+/// checked as a whole: each value was checked where it is (by
+/// [`check_scalar`]), but one that came through an alias only here, at
+/// its key's line.
 fn apps<'a>(
     path: &Path,
     app: &RawApp,
     envs: impl Iterator<Item = &'a str>,
+    places: &Places,
 ) -> Result<BTreeMap<String, AppSpec>> {
+    let place = |dotted: &str| {
+        places
+            .get(dotted)
+            .or_else(|| places.get("app"))
+            .copied()
+            .unwrap_or(yaml::Pos::START)
+    };
     let envs: Vec<&str> = envs.collect();
     if let Some(unknown) = app
         .environments
         .keys()
         .find(|name| !envs.contains(&name.0.as_str()))
     {
+        let dotted = format!("app.environments.{}", unknown.0);
         return Err(bad_input(format!(
-            "{}: `app.environments.{}` names no environment of `databases:`",
+            "{}:{}: `{dotted}` names no environment of `databases:`",
             path.display(),
-            unknown.0
+            place(&dotted),
         )));
     }
     let mut apps = BTreeMap::new();
     for env in envs {
-        let over = app.environments.iter().find(|(name, _)| name.0 == env);
-        let keys = app.keys_for(over.map(|(_, keys)| keys));
+        let over = app
+            .environments
+            .iter()
+            .find(|(name, _)| name.0 == env)
+            .map(|(_, keys)| keys);
+        let keys = app.keys_for(over);
         let where_ = if over.is_some() {
             format!("`app:` (with `app.environments.{env}`)")
         } else {
             "`app:`".to_string()
         };
+        // Where `key` of this environment's app is written: its override,
+        // else the common key, else `app:` itself.
+        let key_place = |key: &str, overridden: bool| {
+            let dotted = match overridden {
+                true => format!("app.environments.{env}.{key}"),
+                false => format!("app.{key}"),
+            };
+            let pos = place(&dotted);
+            (format!("{}:{pos}", path.display()), dotted)
+        };
         let (Some(stop), Some(start)) = (keys.stop.clone(), keys.start.clone()) else {
+            let at = match over {
+                Some(_) => place(&format!("app.environments.{env}")),
+                None => place("app"),
+            };
             return Err(bad_input(format!(
-                "{}: {where_} needs both `stop` and `start` for environment `{env}`: the commands that stop and start the app",
+                "{}:{at}: {where_} needs both `stop` and `start` for environment `{env}`: the commands that stop and start the app",
                 path.display()
             )));
         };
-        if let Some(health) = &keys.health {
-            let given = [&health.url, &health.tcp, &health.cmd]
-                .iter()
-                .filter(|value| value.is_some())
-                .count();
-            if given != 1 {
-                return Err(bad_input(format!(
-                    "{}: {where_} `health` for environment `{env}` needs exactly one of `url`, `tcp` or `cmd`",
-                    path.display()
-                )));
+        let over = over.cloned().unwrap_or_default();
+        for (key, command, overridden) in [
+            ("stop", Some(&stop), over.stop.is_some()),
+            ("start", Some(&start), over.start.is_some()),
+            ("snapshot", keys.snapshot.as_ref(), over.snapshot.is_some()),
+        ] {
+            if let Some(Err(message)) = command.map(|command| crate::group::check_command(command))
+            {
+                let (at, dotted) = key_place(key, overridden);
+                return Err(bad_input(format!("{at}: `{dotted}`: {message}")));
             }
+        }
+        if let Some(health) = &keys.health
+            && let Err(message) = Probe::of(
+                health.url.as_deref(),
+                health.tcp.as_deref(),
+                health.cmd.as_deref(),
+            )
+        {
+            let (at, dotted) = key_place("health", over.health.is_some());
+            return Err(bad_input(format!(
+                "{at}: `{dotted}` for environment `{env}`: {message}"
+            )));
         }
         apps.insert(
             env.to_string(),
@@ -576,6 +665,7 @@ fn apps<'a>(
                 start,
                 health: keys.health,
                 snapshot: keys.snapshot,
+                hook_timeout: keys.hook_timeout.unwrap_or(DEFAULT_HOOK_TIMEOUT),
             },
         );
     }
@@ -632,13 +722,48 @@ fn check_scalar(scalar: &yaml::Scalar) -> Result<(), String> {
             ["app", "stop" | "start" | "snapshot"]
             | ["app", "environments", _, "stop" | "start" | "snapshot"],
             false,
-        ) => match text.as_deref().map(str::trim) {
-            None | Some("") => Err(
-                "no command given (null or empty): write the shell command, or leave the key out"
+        ) => crate::group::check_command(text.as_deref().unwrap_or_default()),
+        (
+            ["app", "health", probe @ ("url" | "tcp" | "cmd")]
+            | [
+                "app",
+                "environments",
+                _,
+                "health",
+                probe @ ("url" | "tcp" | "cmd"),
+            ],
+            false,
+        ) => match text.as_deref() {
+            None => Err(format!(
+                "no value given (null): write the {}, or leave the key out",
+                match *probe {
+                    "url" => "URL (`http://127.0.0.1:PORT/health`)",
+                    "tcp" => "address (`127.0.0.1:PORT`)",
+                    _ => "shell command",
+                }
+            )),
+            Some(value) => match *probe {
+                "url" => Probe::url(value).map(drop),
+                "tcp" => Probe::tcp(value).map(drop),
+                _ => Probe::cmd(value).map(drop),
+            },
+        },
+        (
+            ["app", "health", "timeout"]
+            | ["app", "environments", _, "health", "timeout"]
+            | ["app", "hook_timeout"]
+            | ["app", "environments", _, "hook_timeout"],
+            false,
+        ) => match text.as_deref() {
+            None => Err(
+                "no duration given (null): write e.g. `60s` or `2m`, or leave the key out"
                     .to_string(),
             ),
-            Some(_) => Ok(()),
+            Some(value) => parse_timeout(value).map(drop),
         },
+        (["app", "notify"], false) if text.is_some() => {
+            crate::webhook::check_url(text.as_deref().unwrap_or_default())
+        }
         (["backups", "offsite", "url"], false) => {
             offsite::target::check_url(text.as_deref().unwrap_or_default())
         }

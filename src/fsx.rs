@@ -12,8 +12,9 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
 
-/// Prefix of upkeep's temporary files: never a backup name, and swept by the
-/// next backup or restore (which run under the lock) if a crash left one.
+/// Prefix of upkeep's temporary files and folders: never a backup name, and
+/// swept by the next backup or restore if a crash left one (see
+/// [`sweep_partials`]).
 pub const PARTIAL_PREFIX: &str = ".upkeep-partial-";
 
 /// Copies `source` into `target` (already open, empty) the way `cp` does:
@@ -137,28 +138,129 @@ pub fn hash_file(path: &Path) -> Result<blake3::Hash> {
 }
 
 /// A temporary file in `dir`, readable by its owner only, removed on drop
-/// unless persisted.
+/// unless persisted. It is [held](hold) while open: a sweep leaves it
+/// alone, whoever sweeps.
 pub fn partial_file(dir: &Path) -> Result<tempfile::NamedTempFile> {
-    tempfile::Builder::new()
-        .prefix(PARTIAL_PREFIX)
-        .permissions(std::fs::Permissions::from_mode(PRIVATE_FILE))
-        .tempfile_in(dir)
-        .with_context(|| format!("cannot create a temporary file in `{}`", dir.display()))
+    for _ in 0..HOLD_ATTEMPTS {
+        let partial = tempfile::Builder::new()
+            .prefix(PARTIAL_PREFIX)
+            .permissions(std::fs::Permissions::from_mode(PRIVATE_FILE))
+            .tempfile_in(dir)
+            .with_context(|| format!("cannot create a temporary file in `{}`", dir.display()))?;
+        if hold(partial.as_file(), partial.path()) {
+            return Ok(partial);
+        }
+    }
+    Err(lost(dir))
 }
 
-/// Removes temporary files a crashed upkeep left in `dir`. Callers hold the
-/// run lock, so no other upkeep is writing them.
+/// A temporary folder in `dir` (mode 0700) for files that another process
+/// writes (a snapshot hook), removed with what it holds when dropped.
+/// Held like a [`partial_file`], so that no sweep removes it while its
+/// owner lives.
+pub struct PartialDir {
+    // Removed while still held: fields drop in this order.
+    folder: tempfile::TempDir,
+    _held: File,
+}
+
+impl PartialDir {
+    pub fn path(&self) -> &Path {
+        self.folder.path()
+    }
+}
+
+/// A new [`PartialDir`] in `dir`.
+pub fn partial_dir(dir: &Path) -> Result<PartialDir> {
+    for _ in 0..HOLD_ATTEMPTS {
+        let folder = tempfile::Builder::new()
+            .prefix(PARTIAL_PREFIX)
+            .tempdir_in(dir)
+            .with_context(|| format!("cannot create a temporary folder in `{}`", dir.display()))?;
+        let held = File::open(folder.path())
+            .with_context(|| format!("cannot open `{}`", folder.path().display()))?;
+        if hold(&held, folder.path()) {
+            return Ok(PartialDir {
+                folder,
+                _held: held,
+            });
+        }
+    }
+    Err(lost(dir))
+}
+
+/// How many new names [`partial_file`] and [`partial_dir`] try while
+/// sweeps remove them as they are made.
+const HOLD_ATTEMPTS: usize = 8;
+
+fn lost(dir: &Path) -> anyhow::Error {
+    anyhow::anyhow!(
+        "cannot keep a temporary file in `{}`: each new one was removed at once; \
+         is another program removing upkeep's `{PARTIAL_PREFIX}*` files?",
+        dir.display()
+    )
+}
+
+/// Marks a temporary file or folder upkeep just created as in use, for as
+/// long as `handle` is open: an exclusive `flock`, which the kernel drops
+/// when the process dies, so that [`sweep_partials`] removes what a crash
+/// left and never what a live command (`check` takes no run lock) still
+/// works on. `false` when a sweep got to `path` between its creation and
+/// the lock: the caller takes another name. Where the file system has no
+/// locks, nothing is held, and sweeps remove nothing either.
+fn hold(handle: &File, path: &Path) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    match handle.try_lock() {
+        Ok(()) => {}
+        Err(std::fs::TryLockError::WouldBlock) => return false,
+        Err(std::fs::TryLockError::Error(_)) => return true,
+    }
+    match (handle.metadata(), std::fs::symlink_metadata(path)) {
+        (Ok(held), Ok(named)) => held.dev() == named.dev() && held.ino() == named.ino(),
+        _ => false,
+    }
+}
+
+/// Removes the temporary files and folders that a crashed upkeep left in
+/// `dir` (and a `.wal` DuckDB left beside one). Those of a live upkeep are
+/// [held](hold): left alone, so that a command never deletes another's
+/// work in progress (a `check` of a running app writes its snapshot here
+/// without the run lock).
 pub fn sweep_partials(dir: &Path) {
     let Ok(entries) = std::fs::read_dir(dir) else {
         return;
     };
     for entry in entries.flatten() {
-        if entry
-            .file_name()
-            .to_string_lossy()
-            .starts_with(PARTIAL_PREFIX)
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let Ok(kind) = entry.file_type() else {
+            continue;
+        };
+        let path = entry.path();
+        // A `.wal` goes with its database file, swept or kept with it.
+        if !name.starts_with(PARTIAL_PREFIX)
+            || !(kind.is_file() || kind.is_dir())
+            || name
+                .strip_suffix(".wal")
+                .is_some_and(|base| dir.join(base).exists())
         {
-            let _ = std::fs::remove_file(entry.path());
+            continue;
+        }
+        // No symlink is followed, no FIFO waited on.
+        let Ok(handle) = std::fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+            .open(&path)
+        else {
+            continue;
+        };
+        if handle.try_lock().is_err() {
+            continue;
+        }
+        if kind.is_dir() {
+            let _ = std::fs::remove_dir_all(&path);
+        } else {
+            let _ = std::fs::remove_file(&path);
+            let _ = std::fs::remove_file(with_suffix(&path, ".wal"));
         }
     }
 }

@@ -72,15 +72,21 @@ pub fn parse(url: &str, what_else: &str) -> Result<Url, String> {
         ),
         None => (None, authority),
     };
-    let (host, port) = match host_port.rsplit_once(':') {
+    // `[::1]` is an IPv6 address without a port, not port `1]`.
+    let (host, port) = match host_port
+        .rsplit_once(':')
+        .filter(|_| !host_port.ends_with(']'))
+    {
         Some((host, port)) => (
             host,
             port.parse::<u16>()
-                .map_err(|_| format!("`{shown}`: `{port}` is not a port"))?,
+                .ok()
+                .filter(|port| *port != 0)
+                .ok_or_else(|| format!("`{shown}`: `{port}` is not a port (1 to 65535)"))?,
         ),
         None => (host_port, 80),
     };
-    if host.is_empty() {
+    if host.is_empty() || host == "[]" {
         return Err(format!("`{shown}` has no host"));
     }
     Ok(Url {

@@ -7,7 +7,8 @@
 //! `commands` (the CLI's verbs), `schedule` (cron / systemd
 //! entries for daily backups), `redact` (credentials in URLs, masked
 //! wherever one is shown), `app` (the app's lifecycle: stop, start,
-//! health, snapshot), `webhook` (a JSON summary POSTed for `notify:` and
+//! health, snapshot), `group` (a command in a process group of its own,
+//! held to a time limit), `webhook` (a JSON summary POSTed for `notify:` and
 //! `app.notify`), `demo` (the README's ready-made sandbox), `yaml`
 //! (the first pass every YAML file goes through, and the tree with
 //! positions that pipelines are checked on).
@@ -29,6 +30,7 @@ pub mod db;
 pub mod demo;
 pub mod error;
 pub mod fsx;
+pub mod group;
 pub mod http;
 pub mod journal;
 pub mod lock;

@@ -96,6 +96,9 @@ struct Copy {
     /// The source's row counts, when upkeep read the source itself.
     source_rows: Option<BTreeMap<String, u64>>,
     wal_kept: Option<(PathBuf, String)>,
+    /// The folder a snapshot hook wrote the copy into, kept (and held)
+    /// until the copy is published.
+    _folder: Option<fsx::PartialDir>,
 }
 
 /// Makes a verified backup of `env` in `dir`, then rotates old ones.
@@ -316,17 +319,26 @@ fn copy_source(
         read_back,
         source_rows,
         wal_kept,
+        _folder: None,
     })
 }
 
-/// Has the app write its snapshot to a temporary name in `dir`.
+/// A folder of its own in `dir` for a snapshot hook to write into, held
+/// while it lives (see `fsx::sweep_partials`: a concurrent backup never
+/// removes it), and the path the hook writes (`$UPKEEP_SNAPSHOT`). The
+/// hook creates the file: DuckDB does not take an empty one as a new
+/// database.
+pub fn snapshot_target(dir: &Path) -> Result<(fsx::PartialDir, PathBuf)> {
+    fsx::create_private_dir(dir)?;
+    let folder = fsx::partial_dir(dir)?;
+    let target = folder.path().join("snapshot.duckdb");
+    Ok((folder, target))
+}
+
+/// Has the app write its snapshot to a temporary folder in `dir`.
 fn snapshot(env: &Env, dir: &Path, write: &dyn Fn(&Path) -> Result<()>) -> Result<Copy> {
-    // The hook creates the file: DuckDB does not take an empty one as a
-    // new database. The name is a partial's, swept if anything goes wrong.
-    let path = fsx::partial_file(dir)?.into_temp_path();
-    let target = path.to_path_buf();
-    path.close()
-        .with_context(|| format!("cannot prepare `{}`", target.display()))?;
+    let (folder, target) = snapshot_target(dir)?;
+    // Removed with the folder, unless published before.
     let cleanup = tempfile::TempPath::try_from_path(&target)?;
     write(&target).with_context(|| {
         format!(
@@ -364,6 +376,7 @@ fn snapshot(env: &Env, dir: &Path, write: &dyn Fn(&Path) -> Result<()>) -> Resul
         read_back,
         source_rows: None,
         wal_kept: None,
+        _folder: Some(folder),
     })
 }
 
@@ -382,6 +395,8 @@ fn verify_and_publish(
         read_back,
         source_rows,
         wal_kept,
+        // Kept until the copy is published.
+        _folder,
     } = copy;
     let (synced, quick) = std::thread::scope(|scope| {
         let sync = scope.spawn(|| partial.as_file().sync_all());

@@ -201,7 +201,8 @@ impl<'a> Ctx<'a> {
         match action {
             Action::Shell { run } => {
                 let blocker = shell::program_exists(run, &self.setup.config.root).err();
-                (format!("would run `{run}`"), blocker, None, Some(true))
+                let shown = crate::redact::urls(run);
+                (format!("would run `{shown}`"), blocker, None, Some(true))
             }
             Action::Builtin { uses, with } => {
                 let Some(step) = steps::find(uses) else {

@@ -20,6 +20,9 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 
+/// Shared with the app's hooks, which are checked the same way.
+pub use crate::group::program_exists;
+
 /// How a command ended.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Ended {
@@ -113,7 +116,7 @@ fn start_time(pid: i32) -> Option<u64> {
 }
 
 /// Grace between SIGTERM and SIGKILL when stopping a command.
-const GRACE: Duration = Duration::from_secs(3);
+const GRACE: Duration = crate::group::GRACE;
 const POLL: Duration = Duration::from_millis(20);
 
 pub fn run(
@@ -220,60 +223,12 @@ fn stop_group(group: i32, handle: &duct::Handle) {
         let _ = handle.kill();
         return;
     }
-    // SAFETY: kill(2) with a negative pid signals the process group.
-    unsafe { libc::kill(-group, libc::SIGTERM) };
-    let deadline = Instant::now() + GRACE;
-    while Instant::now() < deadline {
-        if matches!(handle.try_wait(), Ok(Some(_))) && !group_alive(group) {
-            return;
-        }
-        std::thread::sleep(POLL);
-    }
-    // SAFETY: as above.
-    unsafe { libc::kill(-group, libc::SIGKILL) };
+    crate::group::stop(group, GRACE, &mut || {
+        matches!(handle.try_wait(), Ok(Some(_)))
+    });
     let _ = handle.wait();
 }
 
 fn group_alive(group: i32) -> bool {
-    // SAFETY: signal 0 only checks that the group exists.
-    unsafe { libc::kill(-group, 0) == 0 }
-}
-
-/// Whether the program a command starts with can be found: for dry-runs.
-pub fn program_exists(command: &str, dir: &Path) -> Result<(), String> {
-    let Some(program) = command.split_whitespace().next() else {
-        return Err("the command is empty".to_string());
-    };
-    const BUILTINS: &[&str] = &[
-        ":", ".", "[", "!", "cd", "command", "echo", "eval", "exec", "exit", "export", "false",
-        "printf", "read", "set", "shift", "test", "trap", "true", "umask", "unset", "wait", "if",
-        "for", "while", "until", "case", "{", "(",
-    ];
-    let program = program.trim_matches(|c| c == '"' || c == '\'');
-    // Quoting, expansions and assignments are for the shell to resolve.
-    if BUILTINS.contains(&program) || program.contains(['=', '$', '`', '(', '\\']) {
-        return Ok(());
-    }
-    let executable = |path: &Path| {
-        use std::os::unix::fs::PermissionsExt;
-        std::fs::metadata(path)
-            .is_ok_and(|meta| meta.is_file() && meta.permissions().mode() & 0o111 != 0)
-    };
-    if program.contains('/') {
-        let path = dir.join(program);
-        return if executable(&path) {
-            Ok(())
-        } else {
-            Err(format!(
-                "`{}` does not exist or is not executable",
-                path.display()
-            ))
-        };
-    }
-    let path = std::env::var_os("PATH").unwrap_or_default();
-    if std::env::split_paths(&path).any(|folder| executable(&folder.join(program))) {
-        Ok(())
-    } else {
-        Err(format!("`{program}` is not found in PATH"))
-    }
+    crate::group::alive(group)
 }

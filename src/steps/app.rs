@@ -2,7 +2,9 @@
 //! (or `with: { env: NAME }`), as `app:` in upkeep.yaml says how. start-app
 //! waits until the app is healthy. Each is the other's rollback: an update
 //! that fails after stop-app starts the app again, and a start-app whose app
-//! never becomes healthy stops it before the older steps are undone.
+//! never becomes healthy stops it before the older steps are undone; so
+//! neither runs when one of the app's commands could not (its program is
+//! missing), and a dry-run says so.
 
 use anyhow::{Result, anyhow, bail};
 use serde_json::json;
@@ -50,13 +52,14 @@ fn plan(ctx: &Ctx, with: &With, what: &str, how: impl FnOnce(&AppSpec) -> String
         Err(error) => return Plan::blocked(what, &error),
     };
     match app(ctx, &env) {
-        Ok(_) => Plan {
+        Ok(app) => Plan {
             summary: format!(
                 "{what} of `{}` {}: {}",
                 env.name,
                 how(&ctx.config.apps[&env.name]),
                 held_by(&env)
             ),
+            blocker: app.cannot_run(),
             ..Plan::default()
         },
         Err(error) => Plan::blocked(what, &error),
@@ -89,6 +92,9 @@ impl StepType for StopApp {
     fn run(&self, ctx: &Ctx, with: &With) -> Result<Ran> {
         let env = target_env(ctx, with)?;
         let app = app(ctx, &env)?;
+        if let Some(why) = app.cannot_run() {
+            bail!("{why}; the app was not stopped");
+        }
         let undo = Undo(json!({ "start": true, "env": env.name }));
         (ctx.record)(&undo)?;
         app.stop()?;
@@ -144,6 +150,9 @@ impl StepType for StartApp {
     fn run(&self, ctx: &Ctx, with: &With) -> Result<Ran> {
         let env = target_env(ctx, with)?;
         let app = app(ctx, &env)?;
+        if let Some(why) = app.cannot_run() {
+            bail!("{why}; the app was not started");
+        }
         let undo = Undo(json!({ "stop": true, "env": env.name }));
         (ctx.record)(&undo)?;
         app.start()?;

@@ -3,8 +3,11 @@
 //! `tcp` (`host:port` accepts a connection) or `cmd` (a shell command exits
 //! 0; variables reach it as environment, `$NAME`, never pasted in), and `timeout` (default 60s) and `interval` (default 1s: the longest
 //! pause between two looks; the first ones come sooner). A timeout
-//! fails the step, which rolls the update back. The HTTP client is
-//! `crate::http`: no TLS or proxy stack for 127.0.0.1.
+//! fails the step, which rolls the update back; a look is held to what is
+//! left of it (a `cmd` still running then is killed with its process
+//! group). Every value is checked when the pipeline loads (a `${NAME}` in
+//! `url` or `tcp`, once substituted, before the step runs). The HTTP
+//! client is `crate::http`: no TLS or proxy stack for 127.0.0.1.
 
 use std::time::{Duration, Instant};
 
@@ -18,23 +21,27 @@ pub struct Health;
 const DEFAULT_TIMEOUT: Duration = Duration::from_secs(60);
 const DEFAULT_INTERVAL: Duration = Duration::from_secs(1);
 fn probe(with: &With) -> Result<Probe, String> {
-    match (with.get("url"), with.get("tcp"), with.get("cmd")) {
-        // Checked again once `${NAME}` is substituted, at run time.
-        (Some(url), None, None) if later(url) => Ok(Probe::Tcp(String::new())),
-        (Some(url), None, None) => Probe::url(url),
-        (None, Some(address), None) => Ok(Probe::Tcp(address.clone())),
-        // The command is the pipeline's own text (`${NAME}` is refused in
-        // it): variables reach it as environment only.
-        (None, None, Some(command)) => Ok(Probe::Cmd(command.clone())),
-        _ => Err("give exactly one of `url`, `tcp` or `cmd`".to_string()),
+    let given = |key: &str| with.get(key).map(String::as_str);
+    let (url, tcp, cmd) = (given("url"), given("tcp"), given("cmd"));
+    // A `${NAME}` is known at run time, where the step is checked again
+    // once it is substituted. A command is the pipeline's own text
+    // (`${NAME}` is refused in it): variables reach it as environment only.
+    if url.into_iter().chain(tcp).any(later) {
+        return match [url, tcp, cmd].into_iter().flatten().count() {
+            1 => Ok(Probe::Tcp(String::new())),
+            _ => Probe::of(url, tcp, cmd),
+        };
     }
+    Probe::of(url, tcp, cmd)
 }
 
-/// One look, with the run's variables as a command's environment.
-fn look(probe: &Probe, ctx: &Ctx) -> Result<(), String> {
+/// One look within `limit`, with the run's variables as a command's
+/// environment.
+fn look(probe: &Probe, ctx: &Ctx, limit: Duration) -> Result<(), String> {
     probe.check(
         &ctx.config.root,
         ctx.vars.iter().map(|(name, value)| (name, value)),
+        limit,
     )
 }
 
@@ -85,7 +92,7 @@ impl StepType for Health {
             Err(error) => return Plan::blocked("wait until healthy", &anyhow!(error)),
         };
         let timeout = duration(with, "timeout", DEFAULT_TIMEOUT).unwrap_or(DEFAULT_TIMEOUT);
-        let now = match look(&probe, ctx) {
+        let now = match look(&probe, ctx, timeout) {
             Ok(()) => "healthy now".to_string(),
             Err(why) => {
                 format!("not healthy now ({why}); earlier steps start the app in a real run")
@@ -110,7 +117,8 @@ impl StepType for Health {
         // less often, up to `interval`.
         let mut pause = Duration::from_millis(20).min(interval);
         loop {
-            let last = match look(&probe, ctx) {
+            let left = timeout.saturating_sub(started.elapsed());
+            let last = match look(&probe, ctx, left) {
                 Ok(()) => {
                     return Ok(Ran::unchanged(
                         format!("healthy after {:.1}s", started.elapsed().as_secs_f64()),

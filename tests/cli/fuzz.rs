@@ -775,3 +775,186 @@ fn the_binary_on_mutated_files() {
         }
     }
 }
+
+// ------------------------------------------------------------ `app:` keys
+
+/// Values for the keys of `app:`: good ones, and each way one can be bad
+/// (for the kind of key it is, or another's).
+const APP_VALUES: &[&str] = &[
+    "./stop.sh",
+    "'true'",
+    "echo \"$UPKEEP_DB\"",
+    "\"\"",
+    "' '",
+    "\"\\t\"",
+    "~",
+    "",
+    "\"a\\0b\"",
+    "http://127.0.0.1:8000/health",
+    "'http://admin:pw@127.0.0.1:8000/h?token=x'",
+    "https://127.0.0.1:8000/health",
+    "http://127.0.0.1:99999/health",
+    "http://127.0.0.1:0/",
+    "http://127.0.0.1:/",
+    "http://:8000/",
+    "http:///x",
+    "'http://[::1]/'",
+    "'http://[::1'",
+    "'http://h/a b'",
+    "127.0.0.1:8000/health",
+    "127.0.0.1:8000",
+    "localhost:1",
+    "'[::1]:80'",
+    "'::1:80'",
+    "no-port-here",
+    "':80'",
+    "host:0",
+    "host:65536",
+    "60s",
+    "1ms",
+    "0s",
+    "0",
+    "5",
+    "-1s",
+    "1e400",
+    "10m",
+    "99999999999y",
+    "18446744073709551615s",
+    "soon",
+    "[60s]",
+    "{a: 1}",
+    "true",
+    "'${X}'",
+];
+
+/// An `app:` section of random keys and values, in block or flow style,
+/// sometimes with `environments:`.
+fn app_section(rng: &mut Rng) -> String {
+    let value = |rng: &mut Rng| rng.pick(APP_VALUES).to_string();
+    let keys = |rng: &mut Rng, indent: &str| {
+        let mut text = String::new();
+        for key in ["stop", "start", "snapshot", "hook_timeout"] {
+            if !rng.one_in(4) {
+                text.push_str(&format!("{indent}{key}: {}\n", value(rng)));
+            }
+        }
+        if !rng.one_in(3) {
+            let mut health = Vec::new();
+            for key in ["url", "tcp", "cmd", "timeout", "interval"] {
+                if rng.one_in(if key == "timeout" { 2 } else { 3 }) {
+                    health.push(format!("{key}: {}", value(rng)));
+                }
+            }
+            match rng.below(3) {
+                0 => text.push_str(&format!("{indent}health: {{ {} }}\n", health.join(", "))),
+                1 => {
+                    text.push_str(&format!("{indent}health:\n"));
+                    for line in &health {
+                        text.push_str(&format!("{indent}  {line}\n"));
+                    }
+                }
+                _ => text.push_str(&format!("{indent}health: {}\n", value(rng))),
+            }
+        }
+        text
+    };
+    let mut text = String::from("app:\n");
+    text.push_str(&keys(rng, "  "));
+    if rng.one_in(3) {
+        text.push_str(&format!("  notify: {}\n", value(rng)));
+    }
+    if rng.one_in(3) {
+        let env = *rng.pick(&["production", "staging", "nope"]);
+        text.push_str(&format!("  environments:\n    {env}:\n"));
+        text.push_str(&keys(rng, "      "));
+    }
+    text
+}
+
+/// A config with a random `app:` section; now and then, the byte-level
+/// mutations above on top.
+fn mutate_app(rng: &mut Rng, start: &[u8], corpus: &[Vec<u8>]) -> Vec<u8> {
+    let mut bytes = [start, app_section(rng).as_bytes()].concat();
+    if rng.one_in(3) {
+        bytes = mutate_text(rng, &bytes, corpus);
+    }
+    bytes
+}
+
+/// An accepted config holds nothing a run could trip on later: every app
+/// has a probe that can be looked at, commands that can run, and time to
+/// run them.
+fn check_app_config(input: &[u8]) -> Result<bool, String> {
+    let path = Path::new("/fuzz/upkeep.yaml");
+    let accepted = check_config(input)?;
+    if !accepted {
+        return Ok(false);
+    }
+    let config = Config::parse(path, input).map_err(|error| format!("{error:#}"))?;
+    for (env, app) in &config.apps {
+        let commands = [Some(&app.stop), Some(&app.start), app.snapshot.as_ref()];
+        for command in commands.into_iter().flatten() {
+            upkeep::group::check_command(command)
+                .map_err(|why| format!("`{env}` accepted with command {command:?}: {why}"))?;
+        }
+        if app.hook_timeout.is_zero() {
+            return Err(format!("`{env}` accepted with a hook_timeout of zero"));
+        }
+        if let Some(health) = &app.health {
+            upkeep::probe::Probe::of(
+                health.url.as_deref(),
+                health.tcp.as_deref(),
+                health.cmd.as_deref(),
+            )
+            .map_err(|why| format!("`{env}` accepted with health {health:?}: {why}"))?;
+            if health.timeout.is_zero() {
+                return Err(format!("`{env}` accepted with a health timeout of zero"));
+            }
+        }
+    }
+    Ok(true)
+}
+
+#[test]
+fn app_keys() {
+    let corpus: Vec<Vec<u8>> = vec![crate::support::CONFIG.as_bytes().to_vec()];
+    fuzz("app", &corpus, mutate_app, &check_app_config);
+}
+
+/// `app:` values through the real binary: `validate` and a dry-run of a
+/// pipeline that stops and starts the app end with 0 or 2 (or, for the
+/// dry-run, 1 with a blocker: a command whose program is not there), never
+/// a signal, and bad input names upkeep.yaml.
+#[test]
+fn the_binary_on_mutated_app_keys() {
+    let settings = settings();
+    let sandbox = crate::support::Sandbox::new();
+    std::fs::create_dir_all(sandbox.path("pipelines")).unwrap();
+    sandbox.write(
+        "pipelines/p.yaml",
+        "env: production\nsteps:\n- uses: stop-app\n- uses: start-app\n",
+    );
+    sandbox.write("stop.sh", "#!/bin/sh\n");
+    crate::support::executable(&sandbox.path("stop.sh"));
+    for case in 0..30u64 {
+        let mut rng = Rng::new(settings.seed ^ case ^ 0xA99_0A99);
+        let text = format!("{}{}", crate::support::CONFIG, app_section(&mut rng));
+        std::fs::write(sandbox.path("upkeep.yaml"), &text).unwrap();
+        for args in [&["validate", "p"][..], &["run", "p", "--dry-run"]] {
+            let run = sandbox.upkeep(args);
+            let blocked = args[0] == "run"
+                && run.code == Some(1)
+                && run.stdout.contains("BLOCKER: the app's");
+            assert!(
+                matches!(run.code, Some(0 | 2)) || blocked,
+                "case {case}: not 0 or 2\n{run}"
+            );
+            if run.code == Some(2) {
+                assert!(
+                    run.stderr.contains("upkeep.yaml"),
+                    "case {case}: bad input without its place\n{run}"
+                );
+            }
+        }
+    }
+}

@@ -548,3 +548,176 @@ fn an_app_that_is_not_healthy_after_repair_gets_its_previous_database_back() {
         "the previous (damaged) file is back as it was\n{run}"
     );
 }
+
+#[test]
+fn a_hook_that_hangs_is_stopped_at_hook_timeout_with_its_process_group() {
+    let sandbox = Sandbox::new();
+    // Each hook records its shell's PID and a background child's, then hangs.
+    let hangs = "echo $$ >> hook.pids; sleep 41 & echo $! >> hook.pids; sleep 40";
+    sandbox.write(
+        "upkeep.yaml",
+        &format!(
+            "{CONFIG}app:\n  stop: '{hangs}'\n  start: echo start >> trace\n  \
+             snapshot: '{hangs}'\n  hook_timeout: 2s\n"
+        ),
+    );
+    let no_survivor = |run: &Run| {
+        let pids: Vec<i32> = std::fs::read_to_string(sandbox.path("hook.pids"))
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|line| line.trim().parse().ok())
+            .collect();
+        assert_eq!(pids.len(), 2, "{run}");
+        for pid in pids {
+            assert!(
+                !crate::health::running(pid),
+                "PID {pid} of the hook outlived it\n{run}"
+            );
+        }
+        std::fs::remove_file(sandbox.path("hook.pids")).unwrap();
+    };
+
+    // stop-app: the step fails, and its own rollback starts the app again.
+    sandbox.pipeline("p", "env: production\nsteps:\n- uses: stop-app\n");
+    let started = Instant::now();
+    let run = sandbox.upkeep(&["run", "p"]);
+    let took = started.elapsed();
+    run.code(1)
+        .stdout_has("the app's stop command")
+        .stdout_has("did not end within 2s (`hook_timeout` under `app:`)");
+    assert!(took < Duration::from_secs(15), "took {took:?}\n{run}");
+    assert_eq!(sandbox.lines("trace"), ["start"], "{run}");
+    no_survivor(&run);
+
+    // The snapshot hook of a backup of a running app: nothing published,
+    // nothing left behind.
+    let db = sandbox.db("prod");
+    let _app = sandbox.app(&["hold", db.to_str().unwrap()]);
+    let run = sandbox.upkeep(&["backup", "production"]);
+    run.code(1)
+        .stderr_has("the app's snapshot command")
+        .stderr_has("did not end within 2s");
+    assert!(sandbox.backups("production").is_empty(), "{run}");
+    let left = std::fs::read_dir(sandbox.path("backups"))
+        .map(|entries| entries.flatten().count())
+        .unwrap_or(0);
+    assert_eq!(left, 0, "{run}");
+    no_survivor(&run);
+}
+
+#[test]
+fn a_backup_never_removes_the_snapshot_that_a_concurrent_check_reads() {
+    let live = Live::new(true);
+    let config = std::fs::read_to_string(live.sandbox.path("upkeep.yaml")).unwrap();
+    let hook = config
+        .lines()
+        .find(|line| line.starts_with("  snapshot:"))
+        .unwrap()
+        .to_string();
+    // The hook lingers after writing its copy: a backup started meanwhile
+    // clears the backups folder of what crashes left.
+    live.sandbox.write(
+        "upkeep.yaml",
+        &config.replace(&hook, &format!("{hook} && sleep 3")),
+    );
+    let backups = live.sandbox.path("backups");
+    let snapshot_written = || {
+        walk(&backups).iter().any(|path| {
+            path.to_string_lossy().contains(".upkeep-partial-")
+                && std::fs::metadata(path).is_ok_and(|meta| meta.len() > 0)
+        })
+    };
+    let check = || {
+        let child = std::process::Command::new(UPKEEP)
+            .args(["check", "production", "--deep"])
+            .current_dir(live.sandbox.dir.path())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let started = Instant::now();
+        while !snapshot_written() {
+            assert!(
+                started.elapsed() < Duration::from_secs(20),
+                "no snapshot was written"
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        child
+    };
+
+    let checking = check();
+    let backup = live.sandbox.upkeep(&["backup", "production"]);
+    let checked = checking.wait_with_output().unwrap();
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&checked.stdout),
+        String::from_utf8_lossy(&checked.stderr),
+    );
+    backup.code(0);
+    assert_eq!(
+        checked.status.code(),
+        Some(0),
+        "check failed\n{stdout}\n{stderr}\n{backup}"
+    );
+    assert!(stdout.contains("fresh snapshot"), "{stdout}");
+
+    // A check killed with -9 holds its folder no more: the next backup
+    // clears it.
+    let mut killed = check();
+    killed.kill().unwrap();
+    killed.wait().unwrap();
+    assert!(snapshot_written());
+    let run = live.sandbox.upkeep(&["backup", "production"]);
+    run.code(0);
+    let partials: Vec<_> = std::fs::read_dir(&backups)
+        .unwrap()
+        .flatten()
+        .filter(|entry| {
+            entry
+                .file_name()
+                .to_string_lossy()
+                .starts_with(".upkeep-partial-")
+        })
+        .collect();
+    assert!(partials.is_empty(), "{partials:?}\n{run}");
+
+    // A hook that writes nothing says nothing of the database: no
+    // "missing file" sending the user to repair it.
+    live.sandbox
+        .write("upkeep.yaml", &config.replace(&hook, "  snapshot: 'true'"));
+    let run = live.sandbox.upkeep(&["check", "production"]);
+    run.code(1).stderr_has("wrote nothing to $UPKEEP_SNAPSHOT");
+    assert!(!run.stdout.contains("repair"), "{run}");
+}
+
+#[test]
+fn an_app_command_that_cannot_run_is_found_before_the_app_is_stopped() {
+    let sandbox = Sandbox::new();
+    sandbox.write(
+        "upkeep.yaml",
+        &format!("{CONFIG}app:\n  stop: echo stop >> trace\n  start: ./start.sh\n"),
+    );
+    sandbox.pipeline(
+        "p",
+        "env: production\nsteps:\n- uses: stop-app\n- uses: start-app\n",
+    );
+    sandbox
+        .upkeep(&["run", "p", "--dry-run"])
+        .code(1)
+        .stdout_has("start.sh` does not exist");
+    let run = sandbox.upkeep(&["run", "p"]);
+    run.code(1).stdout_has("the app was not stopped");
+    assert!(
+        !sandbox.path("trace").exists(),
+        "the app was stopped\n{run}"
+    );
+    // Nor does a window backup stop it.
+    let db = sandbox.db("prod");
+    let _app = sandbox.app(&["hold", db.to_str().unwrap()]);
+    let run = sandbox.upkeep(&["backup", "production"]);
+    run.code(1).stderr_has("the app was not stopped");
+    assert!(
+        !sandbox.path("trace").exists(),
+        "the app was stopped\n{run}"
+    );
+}
