@@ -97,6 +97,9 @@ fn ansible_playbook(dir: &Path) -> Command {
         .env("ANSIBLE_NOCOLOR", "1")
         .env("ANSIBLE_HOST_KEY_CHECKING", "False")
         .env("ANSIBLE_RETRY_FILES_ENABLED", "False")
+        // What ansible shows, also written as it goes: a test can wait
+        // for a line without timing guesses.
+        .env("ANSIBLE_LOG_PATH", dir.join("ansible.log"))
         // Ansible refuses a locale that is not UTF-8.
         .env("LC_ALL", "C.UTF-8")
         .env("NO_COLOR", "1")
@@ -330,11 +333,13 @@ fn a_busy_host_is_tried_again_until_upkeep_is_free() {
     let fleet = Fleet::new(1);
     let app = fleet.host(1);
     app.release("v2", &[("backend/migrations/0001_phone.sql", PHONE)]);
-    // Another upkeep holds the lock for a few seconds (as a cron backup
-    // would): a pipeline of one shell step, which needs no environment.
+    // Another upkeep holds the lock (as a cron backup would): a pipeline of
+    // one shell step, which needs no environment, holding it until the
+    // rollout has been refused once, however slowly ansible starts.
+    let release = app.sandbox.path("release");
     app.sandbox.write(
         "pipelines/hold.yaml",
-        "name: hold\nsteps:\n  - run: sleep 4\n",
+        "name: hold\nsteps:\n  - run: \"i=0; while [ ! -e release ] && [ $i -lt 1200 ]; do sleep 0.1; i=$((i+1)); done\"\n",
     );
     let mut holder = Command::new(UPKEEP)
         .args(["run", "hold"])
@@ -349,7 +354,18 @@ fn a_busy_host_is_tried_again_until_upkeep_is_free() {
         assert!(started.elapsed().as_secs() < 30, "the holder never locked");
         std::thread::sleep(std::time::Duration::from_millis(20));
     }
+    let log = fleet.dir.path().join("ansible.log");
+    let releaser = std::thread::spawn(move || {
+        let started = std::time::Instant::now();
+        while !std::fs::read_to_string(&log).is_ok_and(|log| log.contains("FAILED - RETRYING"))
+            && started.elapsed().as_secs() < 120
+        {
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        std::fs::write(release, "").unwrap();
+    });
     let run = fleet.rollout(&[]);
+    releaser.join().unwrap();
     holder.wait().unwrap();
     run.code(0);
     assert!(run.stdout.contains("FAILED - RETRYING"), "{run}");
