@@ -440,14 +440,26 @@ impl Config {
             bad_input(format!("{}:{pos}: {message}", path.display()))
         };
         let text = yaml::decode(bytes).map_err(|error| at(error.pos, &error.message))?;
-        // Where each key of `app:` is, for what is checked of it as a whole.
+        // Where each key of `app:` is, for what is checked of it as a whole;
+        // and each key of `backups.offsite`: what is wrong with them
+        // together (or with the environment they bring in) is found after
+        // serde, and said at the key it is about.
         let mut places = Places::new();
+        let mut offsite_keys = BTreeMap::new();
         let outline = yaml::outline(text, &mut |scalar| {
             let under_app = scalar.keys.first().map(String::as_str) == Some("app")
                 || scalar.keys.is_empty() && scalar.text == "app";
             if scalar.is_key && under_app {
                 let dotted = [scalar.keys, &[scalar.text.to_string()]].concat().join(".");
                 places.entry(dotted).or_insert(scalar.pos);
+            }
+            if scalar.is_key && scalar.keys == ["backups", "offsite"] {
+                offsite_keys
+                    .entry(scalar.text.to_string())
+                    .or_insert(scalar.pos);
+            }
+            if scalar.is_key && scalar.keys == ["backups"] && scalar.text == "offsite" {
+                offsite_keys.entry(String::new()).or_insert(scalar.pos);
             }
             check_scalar(scalar)
         })
@@ -498,7 +510,16 @@ impl Config {
             (keep, None) => Rotation::Newest(keep.map_or(DEFAULT_KEEP, |keep| keep.0)),
         };
         let offsite = match raw.backups.offsite {
-            Some(raw) => Some(offsite_spec(raw).map_err(in_file)?),
+            Some(raw) => Some(offsite_spec(raw).map_err(|(key, message)| {
+                // The key, else `url`, else `offsite`; the start of the file
+                // when YAML readers disagree on where lines break (U+2029).
+                let pos = [key, "url", ""]
+                    .iter()
+                    .find_map(|key| offsite_keys.get(*key))
+                    .copied()
+                    .unwrap_or(yaml::Pos::START);
+                at(pos, &message)
+            })?),
             None => None,
         };
         let app_notify = raw.app.as_ref().and_then(|app| app.notify.clone());
@@ -673,21 +694,30 @@ fn apps<'a>(
 }
 
 /// Checks `backups.offsite` as a whole (its values were checked where
-/// they are, by [`check_scalar`]).
-fn offsite_spec(raw: RawOffsite) -> Result<offsite::Spec, String> {
+/// they are, by [`check_scalar`]). An error comes with the key it is
+/// about (`url` for the environment variables it brings in).
+fn offsite_spec(raw: RawOffsite) -> Result<offsite::Spec, (&'static str, String)> {
+    let key = match (&raw.endpoint, raw.url.starts_with("s3://")) {
+        (Some(_), false) => "endpoint",
+        _ => "url",
+    };
     let target =
         offsite::target::Target::parse(&raw.url, raw.endpoint.as_deref(), raw.region.as_deref())
-            .map_err(|message| format!("`backups.offsite`: {message}"))?;
+            .map_err(|message| (key, format!("`backups.offsite`: {message}")))?;
     if raw.encrypt_to.as_ref().is_some_and(Vec::is_empty) {
-        return Err(
+        return Err((
+            "encrypt_to",
             "`backups.offsite.encrypt_to` is empty: give age1... public keys (or files of them), or remove the key"
                 .to_string(),
-        );
+        ));
     }
     if let Some(policy) = &raw.retention {
-        policy
-            .check()
-            .map_err(|message| format!("`backups.offsite.retention`: {message}"))?;
+        policy.check().map_err(|message| {
+            (
+                "retention",
+                format!("`backups.offsite.retention`: {message}"),
+            )
+        })?;
     }
     Ok(offsite::Spec {
         target,
@@ -703,6 +733,21 @@ fn offsite_spec(raw: RawOffsite) -> Result<offsite::Spec, String> {
 fn check_scalar(scalar: &yaml::Scalar) -> Result<(), String> {
     let keys: Vec<&str> = scalar.keys.iter().map(String::as_str).collect();
     let text = (!scalar.is_null()).then(|| scalar.text.to_string());
+    // An age identity is a secret wherever it is pasted (most likely in
+    // `encrypt_to`): refused before serde could quote it in an error.
+    if offsite::crypt::holds_identity(scalar.text) {
+        return Err(match scalar.is_key {
+            true => format!(
+                "a key holds an age secret key: {}",
+                offsite::crypt::IDENTITY_HINT
+            ),
+            false => format!(
+                "`{}` holds an age secret key: {}",
+                scalar.dotted(),
+                offsite::crypt::IDENTITY_HINT
+            ),
+        });
+    }
     let checked = match (keys.as_slice(), scalar.is_key) {
         // `<<` merges another mapping in: its keys are checked where they are.
         (["databases"], true) if scalar.text != "<<" => {
@@ -769,6 +814,12 @@ fn check_scalar(scalar: &yaml::Scalar) -> Result<(), String> {
         }
         (["backups", "offsite", "endpoint"], false) => {
             offsite::target::check_endpoint(text.as_deref().unwrap_or_default())
+        }
+        (["backups", "offsite", "region"], false) => {
+            offsite::target::check_region(text.as_deref().unwrap_or_default())
+        }
+        (["backups", "offsite", "encrypt_to", _], false) if scalar.text.trim().is_empty() => {
+            Err("an empty entry: give an age1... public key, or the file of one".to_string())
         }
         (["backups", "offsite"], true) if looks_like_a_credential(scalar.text) => Err(format!(
             "`backups.offsite.{}`: credentials are not read from upkeep.yaml; remove it and set \

@@ -137,6 +137,21 @@ pub fn hash_file(path: &Path) -> Result<blake3::Hash> {
     Ok(hasher.finalize())
 }
 
+/// A small file's bytes, refused (`InvalidData`) once it is over `limit`
+/// bytes rather than read whole: for what a damaged or planted file could
+/// make huge (a manifest).
+pub fn read_at_most(path: &Path, limit: u64) -> std::io::Result<Vec<u8>> {
+    let mut bytes = Vec::new();
+    File::open(path)?.take(limit + 1).read_to_end(&mut bytes)?;
+    if bytes.len() as u64 > limit {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            format!("`{}` is over {}", path.display(), human_size(limit)),
+        ));
+    }
+    Ok(bytes)
+}
+
 /// A temporary file in `dir`, readable by its owner only, removed on drop
 /// unless persisted. It is [held](hold) while open: a sweep leaves it
 /// alone, whoever sweeps.

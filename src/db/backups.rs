@@ -91,6 +91,11 @@ pub fn manifest_path(backup: &Path) -> PathBuf {
     fsx::with_suffix(backup, ".manifest.json")
 }
 
+/// The most a manifest may hold, here or off-site: one is a few KiB (its
+/// tables' row counts), so anything over this is damage, or not upkeep's,
+/// and is refused without being read whole.
+pub const MANIFEST_LIMIT: u64 = 4 << 20;
+
 /// Reads a manifest file's bytes. Anything but a whole, well-typed manifest
 /// is an error: the backup then counts as unverified.
 pub fn parse_manifest(bytes: &[u8]) -> Result<Manifest, serde_json::Error> {
@@ -156,7 +161,7 @@ pub fn list(dir: &Path, env: &str) -> Result<Vec<Backup>> {
 
 fn describe(path: PathBuf, name: String, stamp: String, size: u64) -> Backup {
     let manifest_file = manifest_path(&path);
-    let (manifest, status) = match std::fs::read(&manifest_file) {
+    let (manifest, status) = match fsx::read_at_most(&manifest_file, MANIFEST_LIMIT) {
         Err(_) if !manifest_file.exists() => (None, Status::Legacy),
         Err(_) => (None, Status::Unverified),
         Ok(bytes) => match parse_manifest(&bytes) {

@@ -20,9 +20,16 @@ const SECRET_VARIABLES: &[&str] = &[
     "AWS_ACCESS_KEY_ID",
 ];
 
+/// Endpoint variables `object_store` would read on its own: the endpoint
+/// comes from the checked target instead (`AWS_ENDPOINT_URL_S3` and
+/// `AWS_ENDPOINT_URL` are checked there), so that an unchecked one never
+/// reaches the client, nor overrides `backups.offsite.endpoint`.
+const ENDPOINT_VARIABLES: &[&str] = &["AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3", "AWS_ENDPOINT"];
+
 /// An S3 builder with what the environment's `AWS_*` variables say, as
 /// `AmazonS3Builder::from_env` reads them, but that an empty variable is
-/// no value (rather than an empty key).
+/// no value (rather than an empty key), and the endpoint is left to the
+/// target.
 pub fn builder_from_env() -> AmazonS3Builder {
     let mut builder = AmazonS3Builder::new();
     for (name, value) in std::env::vars_os() {
@@ -31,6 +38,7 @@ pub fn builder_from_env() -> AmazonS3Builder {
         };
         if name.starts_with("AWS_")
             && !value.is_empty()
+            && !ENDPOINT_VARIABLES.contains(&name)
             && let Ok(key) = name.to_ascii_lowercase().parse()
         {
             builder = builder.with_config(key, value);

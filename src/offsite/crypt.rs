@@ -2,6 +2,10 @@
 //! `age` tool decrypts them without upkeep. The host holds only the public
 //! recipients (`encrypt_to`): it can write backups, not read old ones; the
 //! identity (secret key) is needed only to restore.
+//!
+//! An identity pasted where a recipient goes (`AGE-SECRET-KEY-1...`, in
+//! upkeep.yaml or a recipients file) is refused wherever it is found, and
+//! never echoed: messages say where it is, not what it is.
 
 use std::io::{Read, Write};
 use std::path::Path;
@@ -10,6 +14,23 @@ use std::str::FromStr;
 use anyhow::{Context, Result, anyhow, bail};
 
 use crate::error::bad_input;
+
+/// What an age identity (secret key) starts with; age writes it in upper
+/// case, Bech32 reads either case.
+const IDENTITY_PREFIX: &str = "age-secret-key-";
+
+/// The hint for an identity given where a recipient goes.
+pub const IDENTITY_HINT: &str = "that is an identity; give its recipient, `age-keygen -y` \
+     (`age-keygen -y KEYFILE` prints it), and keep the identity off this host: it is needed only \
+     to restore (--identity)";
+
+/// The most a recipients file may hold: a few lines each.
+const KEY_FILE_LIMIT: u64 = 1 << 20;
+
+/// Whether `text` holds an age identity anywhere, in any case.
+pub fn holds_identity(text: &str) -> bool {
+    text.to_ascii_lowercase().contains(IDENTITY_PREFIX)
+}
 
 /// The public keys a backup is encrypted to.
 pub struct Recipients {
@@ -26,12 +47,18 @@ impl Recipients {
     pub fn load(entries: &[String], root: &Path) -> Result<Recipients> {
         let mut keys = Vec::new();
         for entry in entries {
+            if holds_identity(entry) {
+                return Err(bad_input(format!(
+                    "backups.offsite.encrypt_to: an entry is an age secret key: {IDENTITY_HINT} \
+                     (nothing was uploaded)"
+                )));
+            }
             if entry.starts_with("age1") {
                 keys.push(parse(entry, "backups.offsite.encrypt_to")?);
                 continue;
             }
             let path = root.join(entry);
-            let text = std::fs::read_to_string(&path).map_err(|error| {
+            let text = read_key_file(&path).map_err(|error| {
                 bad_input(format!(
                     "backups.offsite.encrypt_to: cannot read recipients file `{}`: {error}; \
                      give an age1... public key or the file of one (nothing was uploaded)",
@@ -41,6 +68,14 @@ impl Recipients {
             let before = keys.len();
             for (number, line) in text.lines().enumerate() {
                 let line = line.trim();
+                if holds_identity(line) {
+                    return Err(bad_input(format!(
+                        "backups.offsite.encrypt_to: {}:{} is an age secret key: {IDENTITY_HINT} \
+                         (nothing was uploaded)",
+                        path.display(),
+                        number + 1
+                    )));
+                }
                 if line.is_empty() || line.starts_with('#') {
                     continue;
                 }
@@ -89,6 +124,14 @@ fn parse(text: &str, at: &str) -> Result<age::x25519::Recipient> {
     })
 }
 
+/// A recipients file's text, refused when it is not a small
+/// text file (`/dev/zero` would be read forever).
+fn read_key_file(path: &Path) -> std::io::Result<String> {
+    let bytes = crate::fsx::read_at_most(path, KEY_FILE_LIMIT)?;
+    String::from_utf8(bytes)
+        .map_err(|_| std::io::Error::new(std::io::ErrorKind::InvalidData, "it is not UTF-8 text"))
+}
+
 /// The first 16 hex digits of the key's BLAKE3: enough to tell keys apart
 /// in a manifest, nothing to decrypt with.
 pub fn fingerprint(key: &str) -> String {
@@ -109,6 +152,13 @@ pub struct Identities(Vec<Box<dyn age::Identity>>);
 
 impl Identities {
     pub fn load(path: &Path) -> Result<Identities> {
+        if holds_identity(&path.to_string_lossy()) {
+            bail!(bad_input(
+                "--identity (or UPKEEP_AGE_IDENTITY) takes the path of the file that holds the age \
+                 identity, not the identity itself: write it to a file only you can read, and give \
+                 that file (nothing was changed)"
+            ));
+        }
         let file = age::IdentityFile::from_file(path.to_string_lossy().into_owned()).map_err(|error| {
             bad_input(format!(
                 "cannot read the age identity `{}`: {error}; give the file age-keygen wrote (nothing was changed)",
@@ -182,7 +232,18 @@ mod tests {
             .unwrap();
         let text = format!("{error:#}");
         assert!(text.contains("keys.pub:2"), "{text}");
+        assert!(text.contains("that is an identity"), "{text}");
         assert!(!text.contains(secret), "{text}");
+        for entry in [
+            secret.to_string(),
+            secret.to_ascii_lowercase(),
+            format!("x{secret}"),
+        ] {
+            let error = Recipients::load(&[entry], dir.path()).err().unwrap();
+            let text = format!("{error:#}");
+            assert!(text.contains("give its recipient"), "{text}");
+            assert!(!text.to_ascii_lowercase().contains("qqqqqqqq"), "{text}");
+        }
         assert!(Recipients::load(&["age1nope".to_string()], dir.path()).is_err());
         assert!(Recipients::load(&[], dir.path()).is_err());
     }

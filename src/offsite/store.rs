@@ -6,13 +6,26 @@
 //! into parts and sends each as soon as it is full, a few at a time, so
 //! memory stays bounded whatever the file's size. Downloads stream the same
 //! way through [`Store::reader`].
+//!
+//! Keys are used as written: `object_store`'s `Path::from` would
+//! percent-encode a prefix's `é`, `~` or `%` into the key itself, so that
+//! `s3://bkt/sauvegardés` would hold `sauvegard%C3%A9s/...`, out of reach
+//! of `aws s3 cp` and of the listing. [`Store::key`] parses keys instead
+//! (the URL is encoded on the wire, not the key), and refuses a key the
+//! store could not hold as written (an empty, `.` or `..` part, as a
+//! hostile manifest may name).
+//!
+//! A `file://` store is private like the local backups: folders upkeep
+//! makes there are 0700 and the files it writes 0600 (staging files
+//! included), whatever the umask.
 
 use std::collections::VecDeque;
 use std::io::{Read, Write};
+use std::os::unix::fs::PermissionsExt;
 use std::sync::Arc;
 use std::time::Duration;
 
-use anyhow::{Context, Result, anyhow};
+use anyhow::{Context, Result, anyhow, bail};
 use bytes::Bytes;
 use futures_util::StreamExt;
 use object_store::aws::{AmazonS3, Checksum, S3ConditionalPut};
@@ -27,6 +40,8 @@ use tokio::task::JoinHandle;
 
 use super::credentials;
 use super::target::Target;
+use crate::db::backups::MANIFEST_LIMIT;
+use crate::fsx;
 
 /// Parts in flight at once, per upload.
 const IN_FLIGHT: usize = 4;
@@ -121,7 +136,9 @@ impl Store {
                 let local = LocalFileSystem::new_with_prefix(root).with_context(|| {
                     format!("cannot use the off-site folder `{}`", root.display())
                 })?;
-                Backend::Local(Arc::new(local), root.clone())
+                // As the store resolves it, so that its paths start with it.
+                let root = std::fs::canonicalize(root).unwrap_or_else(|_| root.clone());
+                Backend::Local(Arc::new(local), root)
             }
         };
         Ok(Store {
@@ -139,20 +156,31 @@ impl Store {
         }
     }
 
-    fn key(&self, key: &str) -> Key {
-        match self.prefix.is_empty() {
-            true => Key::from(key),
-            false => Key::from(format!("{}/{key}", self.prefix)),
-        }
+    /// The store's key of `key` (below the URL's prefix), as written.
+    fn key(&self, key: &str) -> Result<Key> {
+        let full = match self.prefix.is_empty() {
+            true => key.to_string(),
+            false => format!("{}/{key}", self.prefix),
+        };
+        Key::parse(&full).map_err(|error| {
+            anyhow!(
+                "`{}` is not a key the off-site store `{}` can hold as written ({error}): \
+                 nothing was read or changed there",
+                full.escape_debug(),
+                self.url
+            )
+        })
     }
 
     /// The objects under `folder` (a key prefix such as `production/`).
     pub fn list(&self, folder: &str) -> Result<Vec<Object>> {
         let objects = self.objects();
-        let prefix = self.key(folder.trim_end_matches('/'));
-        let skip = match self.prefix.is_empty() {
-            true => 0,
-            false => self.prefix.len() + 1,
+        let prefix = self.key(folder.trim_end_matches('/'))?;
+        // What a listing gives back is the store's to say: only keys under
+        // the prefix asked for are taken, so that cutting it off is sound.
+        let under = match self.prefix.is_empty() {
+            true => String::new(),
+            false => format!("{}/", self.prefix),
         };
         let listed: Vec<_> = self
             .runtime
@@ -160,8 +188,16 @@ impl Store {
         let mut found = Vec::new();
         for meta in listed {
             let meta = meta.map_err(|error| self.failed("list", folder, error))?;
+            let Some(key) = meta
+                .location
+                .as_ref()
+                .strip_prefix(&under)
+                .filter(|key| key.starts_with(folder))
+            else {
+                continue;
+            };
             found.push(Object {
-                key: meta.location.as_ref()[skip..].to_string(),
+                key: key.to_string(),
                 size: meta.size,
                 modified: jiff::Timestamp::from_second(meta.last_modified.timestamp())
                     .unwrap_or(jiff::Timestamp::UNIX_EPOCH),
@@ -174,7 +210,7 @@ impl Store {
     /// The size of an object, or `None` when there is none.
     pub fn size(&self, key: &str) -> Result<Option<u64>> {
         let objects = self.objects();
-        let location = self.key(key);
+        let location = self.key(key)?;
         match self.runtime.block_on(objects.head(&location)) {
             Ok(meta) => Ok(Some(meta.size)),
             Err(object_store::Error::NotFound { .. }) => Ok(None),
@@ -182,20 +218,40 @@ impl Store {
         }
     }
 
-    /// A small object's bytes (a manifest).
+    /// A manifest's bytes. One over [`MANIFEST_LIMIT`] is damage, not a
+    /// manifest: it is refused once that much has come, never read whole.
     pub fn read(&self, key: &str) -> Result<Vec<u8>> {
         let objects = self.objects();
-        let location = self.key(key);
-        self.runtime
-            .block_on(async { objects.get(&location).await?.bytes().await })
-            .map(|bytes| bytes.to_vec())
-            .map_err(|error| self.failed("read", key, error))
+        let location = self.key(key)?;
+        let read = self.runtime.block_on(async {
+            let mut stream = objects.get(&location).await?.into_stream();
+            let mut bytes = Vec::new();
+            while let Some(chunk) = stream.next().await {
+                let chunk = chunk?;
+                if bytes.len() + chunk.len() > MANIFEST_LIMIT as usize {
+                    return Ok(None);
+                }
+                bytes.extend_from_slice(&chunk);
+            }
+            Ok(Some(bytes))
+        });
+        match read {
+            Ok(Some(bytes)) => Ok(bytes),
+            Ok(None) => bail!(
+                "`{key}` at off-site store `{}` is over {}: a manifest is a few KiB, so this one is \
+                 damaged (or not upkeep's); its backup is not used",
+                self.url,
+                fsx::human_size(MANIFEST_LIMIT)
+            ),
+            Err(error) => Err(self.failed("read", key, error)),
+        }
     }
 
     /// Writes a small object only if none is there: `false` when one was.
     pub fn create(&self, key: &str, bytes: Vec<u8>) -> Result<bool> {
         let objects = self.objects();
-        let location = self.key(key);
+        let location = self.key(key)?;
+        self.private_folder(&location)?;
         let options = PutOptions {
             mode: PutMode::Create,
             ..PutOptions::default()
@@ -204,7 +260,10 @@ impl Store {
             .runtime
             .block_on(objects.put_opts(&location, PutPayload::from(bytes), options))
         {
-            Ok(_) => Ok(true),
+            Ok(_) => {
+                self.private_file(&location);
+                Ok(true)
+            }
             Err(object_store::Error::AlreadyExists { .. }) => Ok(false),
             Err(error) => Err(self.failed("write", key, error)),
         }
@@ -212,7 +271,7 @@ impl Store {
 
     pub fn delete(&self, key: &str) -> Result<()> {
         let objects = self.objects();
-        let location = self.key(key);
+        let location = self.key(key)?;
         match self.runtime.block_on(objects.delete(&location)) {
             Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
             Err(error) => Err(self.failed("delete", key, error)),
@@ -224,7 +283,7 @@ impl Store {
     /// order: memory stays bounded, and the store serves ranges in parallel.
     pub fn reader(&self, key: &str) -> Result<(u64, Download<'_>)> {
         let objects = self.objects();
-        let location = self.key(key);
+        let location = self.key(key)?;
         let size = self
             .runtime
             .block_on(objects.head(&location))
@@ -257,7 +316,7 @@ impl Store {
         hashed: bool,
         started: &dyn Fn(&str) -> Result<()>,
     ) -> Result<Upload<'_>> {
-        let location = self.key(key);
+        let location = self.key(key)?;
         let kind = match &self.backend {
             Backend::S3(s3) => {
                 let id = self
@@ -273,10 +332,14 @@ impl Store {
                 }
             }
             Backend::Local(local, _) => {
+                self.private_folder(&location)?;
                 let upload = self
                     .runtime
                     .block_on(local.put_multipart(&location))
                     .map_err(|error| self.failed("upload", key, error))?;
+                // Its staging file (`NAME#N`) exists now, empty: private
+                // before the first byte goes in.
+                self.private_staging(&location);
                 Parts::Other {
                     upload,
                     sent: VecDeque::new(),
@@ -304,7 +367,7 @@ impl Store {
         let Backend::S3(s3) = &self.backend else {
             return Ok(None);
         };
-        let location = self.key(key);
+        let location = self.key(key)?;
         match self
             .runtime
             .block_on(s3.abort_multipart(&location, &id.to_string()))
@@ -336,6 +399,61 @@ impl Store {
                 .is_some_and(|(_, n)| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()));
             if staging {
                 let _ = std::fs::remove_file(entry.path());
+            }
+        }
+    }
+
+    /// A local folder's file of `location`, for its mode: `None` on S3.
+    fn local_path(&self, location: &Key) -> Option<std::path::PathBuf> {
+        let Backend::Local(local, _) = &self.backend else {
+            return None;
+        };
+        local.path_to_filesystem(location).ok()
+    }
+
+    /// Makes the folders of `location` below a local store's root, 0700:
+    /// new ones, and those an older upkeep made readable by all. The root
+    /// is the user's folder, left as it is.
+    fn private_folder(&self, location: &Key) -> Result<()> {
+        let (Some(path), Backend::Local(_, root)) = (self.local_path(location), &self.backend)
+        else {
+            return Ok(());
+        };
+        let Some(folder) = path.parent() else {
+            return Ok(());
+        };
+        fsx::create_private_dir(folder)?;
+        for dir in folder
+            .ancestors()
+            .take_while(|dir| dir.starts_with(root) && *dir != root)
+        {
+            let _ = std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700));
+        }
+        Ok(())
+    }
+
+    /// Makes a local store's file of `location` 0600.
+    fn private_file(&self, location: &Key) {
+        if let Some(path) = self.local_path(location) {
+            fsx::make_private(&path);
+        }
+    }
+
+    /// Makes the staging files of `location` (`NAME#N`) 0600.
+    fn private_staging(&self, location: &Key) {
+        let Some(path) = self.local_path(location) else {
+            return;
+        };
+        let (Some(folder), Some(name)) = (path.parent(), path.file_name()) else {
+            return;
+        };
+        let staging = format!("{}#", name.to_string_lossy());
+        let Ok(entries) = std::fs::read_dir(folder) else {
+            return;
+        };
+        for entry in entries.flatten() {
+            if entry.file_name().to_string_lossy().starts_with(&staging) {
+                fsx::make_private(&entry.path());
             }
         }
     }

@@ -353,7 +353,7 @@ fn restore_point(ctx: &Ctx) -> Result<(PathBuf, String)> {
         }
     };
     let manifest = backups::manifest_path(&path);
-    let hash = match std::fs::read(&manifest)
+    let hash = match fsx::read_at_most(&manifest, backups::MANIFEST_LIMIT)
         .ok()
         .and_then(|bytes| serde_json::from_slice::<backups::Manifest>(&bytes).ok())
     {

@@ -958,3 +958,249 @@ fn the_binary_on_mutated_app_keys() {
         }
     }
 }
+
+// ------------------------------------------------------------ off-site keys
+
+/// upkeep.yaml with every key of `backups.offsite`; each `{KEY}` is filled
+/// with a value made of [`OFFSITE_PIECES`], or its line is left out.
+const OFFSITE_CONFIG: &str = "databases:\n  production: data/prod.duckdb\nbackups:\n  offsite:\n    \
+     url: {url}\n    endpoint: {endpoint}\n    region: {region}\n    encrypt_to: {encrypt_to}\n    \
+     retention: {retention}\n";
+
+/// What off-site values are made of: URLs' parts, good and bad (ports
+/// past 65535, unclosed brackets, blanks, credentials), characters the
+/// stores and URL parsers treat apart, regions, keys and identities.
+const OFFSITE_PIECES: &[&str] = &[
+    "s3://",
+    "file://",
+    "/",
+    "upkeep-backups",
+    "b",
+    "http://",
+    "https://",
+    "127.0.0.1",
+    "[::1]",
+    "[::1",
+    "]",
+    "localhost",
+    ":9",
+    ":9000",
+    ":99999",
+    ":65536",
+    ":0",
+    ":",
+    " x",
+    " ",
+    "%",
+    "%zz",
+    "%2F",
+    "é",
+    "~",
+    "[",
+    "{",
+    "}",
+    "^",
+    "|",
+    "*",
+    "?",
+    "#",
+    "@",
+    "user:pw@",
+    "..",
+    ".",
+    "//",
+    "\\",
+    "\"",
+    "'",
+    "us-east-1",
+    "us east",
+    "age1",
+    "age1qyqszqgpqyqszqgpqyqszqgpqyqszqgpqyqszqgpqyqszqgpqyqs3290gq",
+    "AGE-SECRET-KEY-1QQQQQQQQQQQQQQQQQQQQ",
+    "age-secret-key-1qq",
+    "keys/backup.pub",
+    "\u{0}",
+    "\t",
+    "\u{7f}",
+    "\u{85}",
+    "\u{202E}",
+    "🦀",
+    "-",
+    "0",
+    "-1",
+    "99999999999999999999",
+    "last",
+    "daily",
+    "~",
+    "null",
+];
+
+/// `text` as one of YAML's scalar forms: plain, single- or double-quoted
+/// (with YAML's escapes).
+fn yaml_scalar(rng: &mut Rng, text: &str) -> String {
+    match rng.below(3) {
+        0 => text.to_string(),
+        1 => format!("'{}'", text.replace('\'', "''")),
+        _ => {
+            let mut out = String::from("\"");
+            for c in text.chars() {
+                match c {
+                    '"' => out.push_str("\\\""),
+                    '\\' => out.push_str("\\\\"),
+                    c if c.is_control() => out.push_str(&format!("\\u{:04X}", c as u32)),
+                    c => out.push(c),
+                }
+            }
+            out.push('"');
+            out
+        }
+    }
+}
+
+/// A value for the off-site key `key`: mostly near what it takes (an
+/// endpoint starts `http://127.0.0.1`), often broken, sometimes of another
+/// type altogether.
+fn offsite_value(rng: &mut Rng, key: &str) -> String {
+    let words = |rng: &mut Rng, start: &str| {
+        let mut text = start.to_string();
+        for _ in 0..rng.below(5) {
+            text.push_str(rng.pick::<&str>(OFFSITE_PIECES));
+        }
+        text
+    };
+    let start = match key {
+        "url" => *rng.pick(&["s3://upkeep-backups/", "file:///tmp/", "s3://", ""]),
+        "endpoint" => *rng.pick(&["http://127.0.0.1", "http://[::1]", "https://localhost", ""]),
+        "region" => *rng.pick(&["us-east-1", ""]),
+        _ => "",
+    };
+    match (key, rng.below(8)) {
+        (_, 0) => rng
+            .pick(&["~", "", "[]", "{}", "[a, [b]]", "{a: 1}"])
+            .to_string(),
+        ("encrypt_to", 1..=4) => {
+            let items: Vec<String> = (0..rng.below(4))
+                .map(|_| {
+                    let item = words(rng, "");
+                    yaml_scalar(rng, &item)
+                })
+                .collect();
+            format!("[{}]", items.join(", "))
+        }
+        ("retention", 1..=6) => {
+            let rules: Vec<String> = (0..rng.below(4))
+                .map(|_| {
+                    let rule =
+                        rng.pick(&["last", "daily", "weekly", "monthly", "yearly", "hourly"]);
+                    let count =
+                        rng.pick(&["0", "1", "7", "-1", "99999999999999999999", "x", "~", "1.5"]);
+                    format!("{rule}: {count}")
+                })
+                .collect();
+            format!("{{ {} }}", rules.join(", "))
+        }
+        _ => {
+            let text = words(rng, start);
+            yaml_scalar(rng, &text)
+        }
+    }
+}
+
+/// An off-site config: each key left out, or given a value from
+/// [`offsite_value`]; now and then mutated as text on top.
+fn mutate_offsite(rng: &mut Rng, start: &[u8], corpus: &[Vec<u8>]) -> Vec<u8> {
+    let mut text = String::from_utf8_lossy(start).into_owned();
+    for key in ["url", "endpoint", "region", "encrypt_to", "retention"] {
+        let slot = format!("{{{key}}}");
+        let value = match (key, rng.below(4)) {
+            ("url", _) | (_, 0 | 1) => offsite_value(rng, key),
+            _ => {
+                // Left out: its whole line goes.
+                text = text.replace(&format!("    {key}: {slot}\n"), "");
+                continue;
+            }
+        };
+        text = text.replace(&slot, &value);
+    }
+    match rng.one_in(4) {
+        true => mutate_text(rng, text.as_bytes(), corpus),
+        false => text.into_bytes(),
+    }
+}
+
+#[test]
+fn offsite_keys() {
+    fuzz(
+        "offsite",
+        &[OFFSITE_CONFIG.as_bytes().to_vec()],
+        mutate_offsite,
+        &check_config,
+    );
+}
+
+/// Whether an endpoint's host is this machine's loopback: the only place
+/// a fuzzed request may go. What follows the host (a port, a path, junk)
+/// is the client's to refuse; the host is what a connection goes to.
+fn loopback(endpoint: &str) -> bool {
+    let rest = endpoint
+        .strip_prefix("http://")
+        .or_else(|| endpoint.strip_prefix("https://"))
+        .unwrap_or_default();
+    let authority = rest.split(['/', '?', '#']).next().unwrap_or_default();
+    if authority.contains('@') {
+        return false;
+    }
+    let host = match authority.strip_prefix("[::1]") {
+        Some(after) if after.is_empty() || after.starts_with(':') => "[::1]",
+        _ => authority.split(':').next().unwrap_or_default(),
+    };
+    ["127.0.0.1", "localhost", "[::1]"].contains(&host)
+}
+
+/// Off-site configs that load, through the binary as far as a request to
+/// the store (on loopback, where nothing listens, or a folder, read only):
+/// an exit code of upkeep's, never a panic in the S3 client.
+#[test]
+fn offsite_keys_through_the_binary() {
+    let settings = settings();
+    let sandbox = crate::support::Sandbox::new();
+    let corpus = [OFFSITE_CONFIG.as_bytes().to_vec()];
+    let env = [
+        ("AWS_ACCESS_KEY_ID", "AKIAFUZZ0001"),
+        ("AWS_SECRET_ACCESS_KEY", "fuzz-secret"),
+        ("AWS_EC2_METADATA_DISABLED", "true"),
+        ("AWS_SHARED_CREDENTIALS_FILE", "/nonexistent"),
+    ];
+    let mut ran = 0;
+    for case in 0..40_000u64 {
+        if ran == 20 {
+            break;
+        }
+        let mut rng = Rng::new(settings.seed ^ case ^ 0x0FF5_17E5);
+        let text = mutate_offsite(&mut rng, &corpus[0], &corpus);
+        let path = sandbox.path("upkeep.yaml");
+        let Ok(config) = Config::parse(&path, &text) else {
+            continue;
+        };
+        // Mostly S3 endpoints (where the client panicked), a few folders.
+        let reaches = match config.offsite.as_ref().map(|spec| &spec.target) {
+            Some(upkeep::offsite::target::Target::S3 {
+                endpoint: Some(endpoint),
+                ..
+            }) => loopback(endpoint),
+            Some(upkeep::offsite::target::Target::File { .. }) => rng.one_in(8),
+            _ => false,
+        };
+        if !reaches {
+            continue;
+        }
+        std::fs::write(&path, &text).unwrap();
+        let run = sandbox.upkeep_with(&["backups", "production", "--offsite"], &env);
+        assert!(
+            matches!(run.code, Some(0..=2)) && !run.stderr.contains("panicked"),
+            "case {case}: no exit code of upkeep's\n{run}"
+        );
+        ran += 1;
+    }
+    assert_eq!(ran, 20, "too few configs that load reach a store");
+}
