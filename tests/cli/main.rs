@@ -21,6 +21,7 @@ mod live_app;
 mod messages;
 mod migrate;
 mod offsite;
+mod offsite_trust;
 mod pipeline;
 mod reflink;
 mod repair;

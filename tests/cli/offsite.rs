@@ -11,7 +11,7 @@ use crate::support::*;
 
 const KEY_ID: &str = "AKIAUPKEEPTEST0001";
 const SECRET: &str = "upkeep-test-secret-9f8e7d6c5b4a";
-const BUCKET: &str = "upkeep-backups";
+pub(crate) const BUCKET: &str = "upkeep-backups";
 
 /// A server process of a test's, killed when dropped.
 struct Server(Child);
@@ -24,14 +24,14 @@ impl Drop for Server {
 }
 
 /// A real S3 server serving a folder; a bucket is a subfolder.
-struct S3 {
+pub(crate) struct S3 {
     _server: Server,
-    root: tempfile::TempDir,
-    port: u16,
+    pub(crate) root: tempfile::TempDir,
+    pub(crate) port: u16,
 }
 
 impl S3 {
-    fn start() -> S3 {
+    pub(crate) fn start() -> S3 {
         let root = tempfile::Builder::new()
             .prefix("upkeep-s3-")
             .tempdir()
@@ -62,7 +62,7 @@ impl S3 {
         }
     }
 
-    fn endpoint(&self) -> String {
+    pub(crate) fn endpoint(&self) -> String {
         format!("http://127.0.0.1:{}", self.port)
     }
 
@@ -72,12 +72,12 @@ impl S3 {
     }
 
     /// An object's bytes, read from the server's folder.
-    fn object(&self, key: &str) -> Vec<u8> {
+    pub(crate) fn object(&self, key: &str) -> Vec<u8> {
         std::fs::read(self.root.path().join(BUCKET).join(key)).unwrap()
     }
 
     /// Every file under the bucket, relative to it.
-    fn keys(&self) -> Vec<String> {
+    pub(crate) fn keys(&self) -> Vec<String> {
         walk(&self.root.path().join(BUCKET))
             .iter()
             .map(|path| {
@@ -91,7 +91,7 @@ impl S3 {
 }
 
 /// The credentials of the test server, and no other way to find any.
-fn aws() -> Vec<(&'static str, &'static str)> {
+pub(crate) fn aws() -> Vec<(&'static str, &'static str)> {
     vec![
         ("AWS_ACCESS_KEY_ID", KEY_ID),
         ("AWS_SECRET_ACCESS_KEY", SECRET),
@@ -102,7 +102,7 @@ fn aws() -> Vec<(&'static str, &'static str)> {
 }
 
 /// upkeep.yaml with `backups.offsite` (its lines after `offsite:`).
-fn with_offsite(sandbox: &Sandbox, offsite: &str) {
+pub(crate) fn with_offsite(sandbox: &Sandbox, offsite: &str) {
     sandbox.write(
         "upkeep.yaml",
         &CONFIG.replace(
@@ -112,7 +112,7 @@ fn with_offsite(sandbox: &Sandbox, offsite: &str) {
     );
 }
 
-fn s3_offsite(s3: &S3) -> String {
+pub(crate) fn s3_offsite(s3: &S3) -> String {
     format!(
         "    url: s3://{BUCKET}/upkeep\n    endpoint: {}\n",
         s3.endpoint()
@@ -120,11 +120,11 @@ fn s3_offsite(s3: &S3) -> String {
 }
 
 /// A backup's file name.
-fn name_of(backup: &Path) -> String {
+pub(crate) fn name_of(backup: &Path) -> String {
     backup.file_name().unwrap().to_string_lossy().into_owned()
 }
 
-fn push(sandbox: &Sandbox, args: &[&str]) -> Run {
+pub(crate) fn push(sandbox: &Sandbox, args: &[&str]) -> Run {
     let mut all = vec!["push"];
     all.extend(args);
     sandbox.upkeep_with(&all, &aws())
@@ -200,7 +200,7 @@ fn a_push_is_checked_sent_once_and_restores_on_a_new_machine() {
 }
 
 /// A key pair from Debian's `age-keygen`: (identity file, public key).
-fn age_keys(dir: &Path) -> (PathBuf, String) {
+pub(crate) fn age_keys(dir: &Path) -> (PathBuf, String) {
     let identity = dir.join("backup-key.txt");
     let out = Command::new(tool("age-keygen"))
         .arg("-o")
@@ -457,7 +457,7 @@ fn wrong_credentials_a_missing_bucket_and_secrets_in_the_config_are_clear_and_ne
 }
 
 /// A database big enough that an upload takes a while (about 60 MB).
-fn big_db(sandbox: &Sandbox) {
+pub(crate) fn big_db(sandbox: &Sandbox) {
     sql(
         &sandbox.db("prod"),
         "INSERT INTO orders SELECT 100000 + i, i % 97, repeat(md5(i::VARCHAR), 12) FROM range(160000) r(i)",
@@ -597,7 +597,7 @@ fn a_server_stopped_mid_upload_fails_the_push_and_lists_nothing_unverified() {
 }
 
 /// Copies the backup `from` (and its manifest) under the name of `stamp`.
-fn backup_at(sandbox: &Sandbox, from: &Path, stamp: &str) -> String {
+pub(crate) fn backup_at(sandbox: &Sandbox, from: &Path, stamp: &str) -> String {
     let name = format!("production_data_{stamp}.duckdb");
     let to = sandbox.path("backups").join(&name);
     std::fs::copy(from, &to).unwrap();
