@@ -47,7 +47,8 @@ pub struct Cli {
 }
 
 /// Reads the command line, then the environment variables that stand in
-/// for a flag left out (`UPKEEP_CONFIG`, `UPKEEP_AGE_IDENTITY`).
+/// for a flag or argument left out (`UPKEEP_CONFIG`, `UPKEEP_AGE_IDENTITY`,
+/// `ENVIRONMENT`).
 ///
 /// They are read here, after clap has checked the command line, and only
 /// for a command that takes them: clap's `env` counts a variable as a flag
@@ -55,27 +56,44 @@ pub struct Cli {
 /// (`UPKEEP_AGE_IDENTITY` made each local restore invalid), and an empty
 /// variable was a flag without its value (an empty `UPKEEP_CONFIG` made
 /// every command invalid). An empty variable is unset here, as cron and
-/// `.env` files leave them. `ENVIRONMENT` stays clap's: it stands in for
-/// `repair`'s own argument, which nothing else requires or refuses.
+/// `.env` files leave them.
 pub fn parse() -> Result<Cli, clap::Error> {
     let mut cli = Cli::try_parse()?;
-    cli.fill_from(|name| std::env::var_os(name).filter(|value| !value.is_empty()));
+    cli.fill_from(|name| std::env::var_os(name).filter(|value| !value.is_empty()))?;
     Ok(cli)
 }
 
 impl Cli {
-    fn fill_from(&mut self, variable: impl Fn(&str) -> Option<std::ffi::OsString>) {
+    fn fill_from(
+        &mut self,
+        variable: impl Fn(&str) -> Option<std::ffi::OsString>,
+    ) -> Result<(), clap::Error> {
         if self.config.is_none() {
             self.config = variable("UPKEEP_CONFIG").map(PathBuf::from);
         }
-        if let Command::Restore {
-            offsite: true,
-            identity: identity @ None,
-            ..
-        } = &mut self.command
-        {
-            *identity = variable("UPKEEP_AGE_IDENTITY").map(PathBuf::from);
+        match &mut self.command {
+            Command::Restore {
+                offsite: true,
+                identity: identity @ None,
+                ..
+            } => *identity = variable("UPKEEP_AGE_IDENTITY").map(PathBuf::from),
+            Command::Repair { env: env @ None } => {
+                *env = variable("ENVIRONMENT").map(|env| env.to_string_lossy().into_owned());
+                if env.is_none() {
+                    let kind = clap::error::ErrorKind::MissingRequiredArgument;
+                    let message = "the following required argument was not provided: <ENV> (or set ENVIRONMENT)";
+                    let mut command = <Cli as clap::CommandFactory>::command();
+                    command.build();
+                    // With `repair`'s own usage line.
+                    return Err(match command.find_subcommand_mut("repair") {
+                        Some(repair) => repair.error(kind, message),
+                        None => clap::Error::raw(kind, message),
+                    });
+                }
+            }
+            _ => {}
         }
+        Ok(())
     }
 }
 
@@ -209,9 +227,8 @@ pub enum Command {
         after_help = "Examples:\n  upkeep repair production\n  ENVIRONMENT=production upkeep repair\n\nIn practice: docs/operations.md."
     )]
     Repair {
-        /// An environment from upkeep.yaml
-        #[arg(env = "ENVIRONMENT")]
-        env: String,
+        /// An environment from upkeep.yaml (default: ENVIRONMENT)
+        env: Option<String>,
     },
     /// Run a pipeline (default `update`): steps in order, rolled back on failure
     #[command(

@@ -210,7 +210,8 @@ pub fn run(command: &Command, config: &Config, printer: &Printer) -> Result<i32>
             })
         }
         Command::Repair { env } => {
-            let env = config.env(env)?;
+            // `cli::parse` gave it from ENVIRONMENT, or refused.
+            let env = config.env(env.as_deref().unwrap_or_default())?;
             if let Some(status) = around_running_app(
                 config,
                 printer,

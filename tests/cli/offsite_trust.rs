@@ -524,6 +524,11 @@ fn an_environment_variable_never_makes_another_command_invalid() {
         .upkeep(&["restore", "production", "--latest", "--identity", &identity])
         .code(2)
         .stderr_has("--offsite");
+    // Empty is unset: `repair` asks for its argument.
+    sandbox
+        .upkeep_with(&["repair"], &[("ENVIRONMENT", "")])
+        .code(2)
+        .stderr_has("<ENV> (or set ENVIRONMENT)");
     // And each variable still does its own work.
     let elsewhere = Sandbox::empty();
     elsewhere
