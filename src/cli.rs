@@ -22,8 +22,8 @@ use crate::schedule::{self, At, parse_at};
     after_help = EXIT_CODES_HELP
 )]
 pub struct Cli {
-    /// The project configuration (default: upkeep.yaml here or in a parent folder)
-    #[arg(long, global = true, env = "UPKEEP_CONFIG", value_name = "PATH")]
+    /// The project configuration (default: UPKEEP_CONFIG, else upkeep.yaml here or in a parent folder)
+    #[arg(long, global = true, value_name = "PATH")]
     pub config: Option<PathBuf>,
 
     /// Output for people, or one JSON object per line (docs/output.md)
@@ -44,6 +44,57 @@ pub struct Cli {
 
     #[command(subcommand)]
     pub command: Command,
+}
+
+/// Reads the command line, then the environment variables that stand in
+/// for a flag or argument left out (`UPKEEP_CONFIG`, `UPKEEP_AGE_IDENTITY`,
+/// `ENVIRONMENT`).
+///
+/// They are read here, after clap has checked the command line, and only
+/// for a command that takes them: clap's `env` counts a variable as a flag
+/// given, so that `requires` then refused every other use of the command
+/// (`UPKEEP_AGE_IDENTITY` made each local restore invalid), and an empty
+/// variable was a flag without its value (an empty `UPKEEP_CONFIG` made
+/// every command invalid). An empty variable is unset here, as cron and
+/// `.env` files leave them.
+pub fn parse() -> Result<Cli, clap::Error> {
+    let mut cli = Cli::try_parse()?;
+    cli.fill_from(|name| std::env::var_os(name).filter(|value| !value.is_empty()))?;
+    Ok(cli)
+}
+
+impl Cli {
+    fn fill_from(
+        &mut self,
+        variable: impl Fn(&str) -> Option<std::ffi::OsString>,
+    ) -> Result<(), clap::Error> {
+        if self.config.is_none() {
+            self.config = variable("UPKEEP_CONFIG").map(PathBuf::from);
+        }
+        match &mut self.command {
+            Command::Restore {
+                offsite: true,
+                identity: identity @ None,
+                ..
+            } => *identity = variable("UPKEEP_AGE_IDENTITY").map(PathBuf::from),
+            Command::Repair { env: env @ None } => {
+                *env = variable("ENVIRONMENT").map(|env| env.to_string_lossy().into_owned());
+                if env.is_none() {
+                    let kind = clap::error::ErrorKind::MissingRequiredArgument;
+                    let message = "the following required argument was not provided: <ENV> (or set ENVIRONMENT)";
+                    let mut command = <Cli as clap::CommandFactory>::command();
+                    command.build();
+                    // With `repair`'s own usage line.
+                    return Err(match command.find_subcommand_mut("repair") {
+                        Some(repair) => repair.error(kind, message),
+                        None => clap::Error::raw(kind, message),
+                    });
+                }
+            }
+            _ => {}
+        }
+        Ok(())
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -164,23 +215,20 @@ pub enum Command {
         /// Take the backup from the off-site store (downloaded, checked, kept as a local backup)
         #[arg(long)]
         offsite: bool,
-        /// The age identity that decrypts an encrypted off-site backup
-        #[arg(
-            long,
-            env = "UPKEEP_AGE_IDENTITY",
-            value_name = "FILE",
-            requires = "offsite"
-        )]
+        /// The age identity that decrypts an encrypted off-site backup (default: UPKEEP_AGE_IDENTITY)
+        #[arg(long, value_name = "FILE", requires = "offsite")]
         identity: Option<PathBuf>,
+        /// Restore an off-site backup that is not encrypted although `encrypt_to` is set
+        #[arg(long, requires = "offsite")]
+        allow_plaintext: bool,
     },
     /// Quarantine a damaged database and bring back a sound one
     #[command(
         after_help = "Examples:\n  upkeep repair production\n  ENVIRONMENT=production upkeep repair\n\nIn practice: docs/operations.md."
     )]
     Repair {
-        /// An environment from upkeep.yaml
-        #[arg(env = "ENVIRONMENT")]
-        env: String,
+        /// An environment from upkeep.yaml (default: ENVIRONMENT)
+        env: Option<String>,
     },
     /// Run a pipeline (default `update`): steps in order, rolled back on failure
     #[command(

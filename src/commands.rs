@@ -160,10 +160,11 @@ pub fn run(command: &Command, config: &Config, printer: &Printer) -> Result<i32>
             latest: _,
             offsite,
             identity,
+            allow_plaintext,
         } => {
             let env = config.env(env)?;
-            let backup = match offsite {
-                false => backup.clone(),
+            let (backup, verified) = match offsite {
+                false => (backup.clone(), None),
                 true => {
                     let _lock = lock::acquire(
                         &config.state_dir,
@@ -172,10 +173,13 @@ pub fn run(command: &Command, config: &Config, printer: &Printer) -> Result<i32>
                     let pick = backup
                         .clone()
                         .map_or(offsite::Pick::Latest, offsite::Pick::Named);
-                    let (name, downloaded) =
-                        offsite::fetch(config, &env, &pick, identity.as_deref(), &progress)?;
-                    printer.fetched(&env.name, &name, downloaded);
-                    Some(name)
+                    let opening = offsite::Opening {
+                        identity: identity.as_deref(),
+                        allow_plaintext: *allow_plaintext,
+                    };
+                    let fetched = offsite::fetch(config, &env, &pick, opening, schema, &progress)?;
+                    printer.fetched(&env.name, &fetched.name, fetched.downloaded);
+                    (Some(fetched.name), fetched.verified)
                 }
             };
             if let Some(status) = around_running_app(
@@ -188,10 +192,16 @@ pub fn run(command: &Command, config: &Config, printer: &Printer) -> Result<i32>
             )? {
                 return Ok(status);
             }
-            let choice = backup.clone().map_or(Choice::Latest, Choice::Named);
             let _lock = lock::acquire(&config.state_dir, &format!("upkeep restore {}", env.name))?;
             pipeline::run::put_back_interrupted_swaps(std::slice::from_ref(&env), *printer)?;
-            let restored = restore::restore(&env, &config.backups_dir, &choice, schema, &progress)?;
+            let restored = match verified {
+                // A download, verified before it was named: not read twice.
+                Some(verified) => restore::restore_verified(&env, verified, schema, &progress)?,
+                None => {
+                    let choice = backup.clone().map_or(Choice::Latest, Choice::Named);
+                    restore::restore(&env, &config.backups_dir, &choice, schema, &progress)?
+                }
+            };
             printer.restored(&env.name, &restored);
             Ok(if restored.after.ok() {
                 code::OK
@@ -200,7 +210,8 @@ pub fn run(command: &Command, config: &Config, printer: &Printer) -> Result<i32>
             })
         }
         Command::Repair { env } => {
-            let env = config.env(env)?;
+            // `cli::parse` gave it from ENVIRONMENT, or refused.
+            let env = config.env(env.as_deref().unwrap_or_default())?;
             if let Some(status) = around_running_app(
                 config,
                 printer,

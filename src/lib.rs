@@ -45,8 +45,6 @@ pub mod steps;
 pub mod webhook;
 pub mod yaml;
 
-use clap::Parser;
-
 use crate::cli::{Cli, Command};
 use crate::config::Config;
 use crate::error::exit_code;
@@ -54,7 +52,7 @@ use crate::report::Printer;
 
 /// Parses the command line, runs the command, returns the exit code.
 pub fn main() -> i32 {
-    let cli = match Cli::try_parse() {
+    let cli = match cli::parse() {
         Ok(cli) => cli,
         Err(error) => {
             let _ = error.print();

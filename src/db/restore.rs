@@ -39,6 +39,7 @@ pub struct Restored {
 pub type Skipped = Vec<(String, String)>;
 
 /// A backup that passed verification, with its content hash.
+#[derive(Debug, Clone)]
 pub struct Verified {
     pub backup: Backup,
     pub hash: blake3::Hash,
@@ -163,6 +164,29 @@ pub fn restore(
             ),
         },
     };
+    put_in_place(env, verified, skipped, schema, progress)
+}
+
+/// Restores a backup verified just now (a download from off-site,
+/// verified before it was given its name), without reading it twice: the
+/// copy put in place is still checked against its hash.
+pub fn restore_verified(
+    env: &Env,
+    verified: Verified,
+    schema: Option<&Schema>,
+    progress: &Progress,
+) -> Result<Restored> {
+    open::refuse_if_held(&env.db, Access::Exclusive)?;
+    put_in_place(env, verified, Vec::new(), schema, progress)
+}
+
+fn put_in_place(
+    env: &Env,
+    verified: Verified,
+    skipped: Skipped,
+    schema: Option<&Schema>,
+    progress: &Progress,
+) -> Result<Restored> {
     let replaced = swap::replace_with_copy(
         &env.db,
         &env.name,

@@ -7,6 +7,12 @@
 //! there, after the data's size was checked; a data object without one is
 //! never listed as a backup, and the next push removes it. Retention runs
 //! only after a verified upload, and deletes the manifest before the data.
+//!
+//! Whoever can write to the store can plant objects there, so nothing
+//! read back is trusted beyond what upkeep checks: a manifest names only
+//! its own data key; a push skips a backup only when the manifest there is
+//! this backup's; a restore verifies a download before it is named a
+//! backup, and takes plaintext where `encrypt_to` is set only when asked.
 
 mod credentials;
 pub mod crypt;
@@ -21,6 +27,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::config::{Config, Env};
 use crate::db::backups::{self, Backup, Finding, Manifest, Status};
+use crate::db::catalog::Schema;
+use crate::db::restore::{self, Verified};
 use crate::db::retention::{Policy, Rotation};
 use crate::error::bad_input;
 use crate::fsx;
@@ -30,8 +38,9 @@ use target::Target;
 
 const MANIFEST_SUFFIX: &str = ".manifest.json";
 const ENCRYPTED_SUFFIX: &str = ".age";
-/// A data object without a manifest is an upload in progress elsewhere for
-/// this long; older, it is what a crash left, and a push removes it.
+/// A data object without a manifest, or a folder's staging file, not
+/// written to for this long may be an upload in progress on another host;
+/// older, it is what a crash left, and a push removes it.
 const ORPHAN_AGE: jiff::SignedDuration = jiff::SignedDuration::from_hours(1);
 /// How much a download hands its writer at a time.
 const CHUNK: usize = 4 << 20;
@@ -95,6 +104,10 @@ pub struct Remote {
     pub manifest: Option<RemoteManifest>,
     #[serde(skip)]
     stamp: String,
+    /// The data objects of its own name that the store holds (`NAME`,
+    /// `NAME.age`): what retention deletes with its manifest.
+    #[serde(skip)]
+    data: Vec<String>,
 }
 
 impl Remote {
@@ -156,6 +169,17 @@ fn manifest_key(env: &str, name: &str) -> String {
     format!("{env}/{name}{MANIFEST_SUFFIX}")
 }
 
+/// The one key the data of backup `name` of `env` may have: a manifest
+/// that names any other is damage, and is never followed (not read, not
+/// restored, not deleted by retention), so that a manifest can never
+/// point upkeep at another environment's objects or at anything else.
+fn data_key(env: &str, name: &str, encrypted: bool) -> String {
+    match encrypted {
+        true => format!("{env}/{name}{ENCRYPTED_SUFFIX}"),
+        false => format!("{env}/{name}"),
+    }
+}
+
 /// Copies verified local backups of `env` that are not off-site yet, then
 /// applies off-site retention if anything was uploaded. Idempotent: a
 /// second push uploads nothing.
@@ -176,19 +200,27 @@ pub fn push(config: &Config, env: &Env, which: &Which, progress: &Progress) -> R
     let journal = config.state_dir.join("offsite");
     pushed.cleaned = clean_up(&store, &journal, &env.name)?;
     let rotation = rotation(config, spec);
+    let remotes = listed(&store, &env.name)?;
     let chosen = match which {
         // What retention would delete at once is not sent at all.
-        Which::All => retained(&store, &env.name, &rotation, chosen)?,
+        Which::All => retained(&remotes, &rotation, chosen),
         _ => chosen,
     };
+    // Each manifest already there is checked first: one that is not this
+    // backup's stops the push before anything is sent.
+    let mut to_send = Vec::new();
+    let mut not_ours = Vec::new();
     for backup in chosen {
-        if store
-            .size(&manifest_key(&env.name, &backup.name))?
-            .is_some()
-        {
-            pushed.already.push(backup.name.clone());
-            continue;
+        match remotes.iter().find(|remote| remote.name == backup.name) {
+            None => to_send.push(backup),
+            Some(remote) if holds(remote, backup) => pushed.already.push(backup.name.clone()),
+            Some(remote) => not_ours.push(remote),
         }
+    }
+    if !not_ours.is_empty() {
+        return Err(taken(&store, &env.name, &not_ours));
+    }
+    for backup in to_send {
         let size = upload(&store, recipients.as_ref(), env, backup, &journal, progress)?;
         pushed.uploaded.push((backup.name.clone(), size));
     }
@@ -205,15 +237,60 @@ fn rotation(config: &Config, spec: &Spec) -> Rotation {
         .map_or_else(|| config.rotation.clone(), Rotation::Calendar)
 }
 
+/// Whether the off-site backup `remote` is the local `backup`: listed as
+/// verified (its manifest whole, its data object there and of the size
+/// the manifest says), and of the same bytes (plaintext hash and size).
+/// Only then may a push skip it.
+fn holds(remote: &Remote, backup: &Backup) -> bool {
+    match (&remote.manifest, &backup.manifest) {
+        (Some(there), Some(here)) => {
+            remote.ok()
+                && there.plaintext.size == here.size
+                && there.plaintext.blake3 == here.blake3
+        }
+        _ => false,
+    }
+}
+
+/// The refusal of a push whose backups already have a manifest off-site
+/// that is not theirs: said with each manifest's key and what is wrong.
+/// Such a manifest is never replaced: it may be another host's backup of
+/// the same name (which a new upload would overwrite), or the trace of
+/// someone else writing to the store, which a person must see first.
+fn taken(store: &Store, env: &str, remotes: &[&Remote]) -> anyhow::Error {
+    let found: Vec<String> = remotes
+        .iter()
+        .map(|remote| {
+            let why = match remote.ok() {
+                false => remote.status.as_str(),
+                true => "another backup of that name: its hash or size is not the local backup's",
+            };
+            format!("`{}` ({why})", manifest_key(env, &remote.name))
+        })
+        .collect();
+    let data: Vec<String> = remotes
+        .iter()
+        .flat_map(|remote| {
+            [false, true].map(|sealed| format!("`{}`", data_key(env, &remote.name, sealed)))
+        })
+        .collect();
+    anyhow::anyhow!(
+        "off-site store `{}` already holds a manifest that is not this backup's: {}; nothing was sent, \
+         nothing there was changed. Look at it first (someone else may have written it); if it is not a \
+         backup to keep, delete it and its data ({}), then push again",
+        store.url,
+        found.join(", "),
+        data.join(", ")
+    )
+}
+
 /// Of `chosen`, those that off-site retention keeps once they are there
-/// beside the verified backups already off-site.
+/// beside the verified backups already off-site (`remote`).
 fn retained<'a>(
-    store: &Store,
-    env: &str,
+    remote: &[Remote],
     rotation: &Rotation,
     chosen: Vec<&'a Backup>,
-) -> Result<Vec<&'a Backup>> {
-    let remote = listed(store, env)?;
+) -> Vec<&'a Backup> {
     let mut stamps: Vec<&str> = remote
         .iter()
         .filter(|r| r.ok())
@@ -222,12 +299,12 @@ fn retained<'a>(
     let first_chosen = stamps.len();
     stamps.extend(chosen.iter().map(|backup| backup.stamp.as_str()));
     let reasons = rotation.reasons(&stamps);
-    Ok(chosen
+    chosen
         .into_iter()
         .zip(&reasons[first_chosen..])
         .filter(|(_, why)| !why.is_empty())
         .map(|(backup, _)| backup)
-        .collect())
+        .collect()
 }
 
 /// The local backups a push sends: verified ones only.
@@ -287,10 +364,7 @@ fn upload(
         .manifest
         .clone()
         .context("a verified backup has a manifest")?;
-    let key = match recipients {
-        Some(_) => format!("{}/{}{ENCRYPTED_SUFFIX}", env.name, backup.name),
-        None => format!("{}/{}", env.name, backup.name),
-    };
+    let key = data_key(&env.name, &backup.name, recipients.is_some());
     fsx::create_private_dir(journal)?;
     let in_flight = Journaled(journal.join(format!("{}.upload.json", backup.name)));
     let mut upload = store.upload(&key, backup.size, recipients.is_some(), &|id| {
@@ -392,16 +466,32 @@ fn upload(
         pushed_from: crate::lock::hostname(),
         local,
     };
-    // Create-only: if another host committed this backup meanwhile, its
-    // manifest stands (the data is the same backup's).
+    // Create-only: if another host committed this name meanwhile, its
+    // manifest stands, and this push succeeds only if it is this backup.
     let bytes = serde_json::to_vec_pretty(&manifest)?;
-    store.create(&manifest_key(&env.name, &backup.name), bytes)?;
+    if !store.create(&manifest_key(&env.name, &backup.name), bytes)? {
+        let remotes = listed(store, &env.name)?;
+        if !remotes
+            .iter()
+            .any(|remote| remote.name == backup.name && holds(remote, backup))
+        {
+            bail!(
+                "another host committed `{}` at `{}` during this upload, and it is not this backup: \
+                 `{}` is not off-site; see `upkeep verify {} --offsite --read-data`",
+                manifest_key(&env.name, &backup.name),
+                store.url,
+                backup.name,
+                env.name
+            );
+        }
+    }
     Ok(uploaded.size)
 }
 
-/// Removes what crashes left: journaled multipart uploads (aborted), a
-/// local folder's staging files, and data objects without a manifest
-/// older than [`ORPHAN_AGE`]. Returns what was removed.
+/// Removes what crashes left: journaled multipart uploads (aborted), and
+/// a local folder's staging files and data objects without a manifest
+/// that are older than [`ORPHAN_AGE`] (younger, they may be another
+/// host's upload in progress). Returns what was removed.
 fn clean_up(store: &Store, journal: &Path, env: &str) -> Result<Vec<String>> {
     let mut cleaned = Vec::new();
     if let Ok(entries) = std::fs::read_dir(journal) {
@@ -422,7 +512,9 @@ fn clean_up(store: &Store, journal: &Path, env: &str) -> Result<Vec<String>> {
             let _ = std::fs::remove_file(entry.path());
         }
     }
-    store.sweep_staging(env);
+    for staging in store.sweep_staging(env, ORPHAN_AGE.unsigned_abs()) {
+        cleaned.push(format!("{staging} (an interrupted upload's staging file)"));
+    }
     let objects = store.list(&format!("{env}/"))?;
     let now = jiff::Timestamp::now();
     for orphan in orphans(&objects) {
@@ -479,6 +571,10 @@ fn listed(store: &Store, env: &str) -> Result<Vec<Remote>> {
         let status = match &manifest {
             None => "unreadable manifest".to_string(),
             Some(m) if m.env != env || m.name != name => "manifest of another backup".to_string(),
+            Some(m) if m.object.key != data_key(env, &name, m.encrypted) => format!(
+                "its manifest names another object than `{}`: not followed",
+                data_key(env, &name, m.encrypted)
+            ),
             Some(m) => match sizes.get(m.object.key.as_str()) {
                 None => "data object missing".to_string(),
                 Some(size) if *size != m.object.size => {
@@ -490,7 +586,13 @@ fn listed(store: &Store, env: &str) -> Result<Vec<Remote>> {
                 Some(_) => "verified".to_string(),
             },
         };
+        let data = [false, true]
+            .map(|sealed| data_key(env, &name, sealed))
+            .into_iter()
+            .filter(|key| sizes.contains_key(key.as_str()))
+            .collect();
         remotes.push(Remote {
+            data,
             time: backups::human_time(&stamp),
             size: manifest.as_ref().map_or(0, |m| m.plaintext.size),
             encrypted: manifest.as_ref().is_some_and(|m| m.encrypted),
@@ -515,7 +617,9 @@ fn mark_kept(remotes: &mut [Remote], rotation: &Rotation) {
 
 /// Deletes the off-site backups of `env` that `rotation` does not keep:
 /// manifest first, then data. Never the newest verified one, nor the one
-/// just pushed (even if a clock set back makes it look older).
+/// just pushed (even if a clock set back makes it look older). Only the
+/// keys of a backup's own name are deleted (`NAME.manifest.json`, `NAME`,
+/// `NAME.age` under `ENV/`), never the key a manifest names.
 fn retain(store: &Store, env: &str, rotation: &Rotation, just_pushed: &str) -> Result<Vec<String>> {
     let mut remotes = listed(store, env)?;
     mark_kept(&mut remotes, rotation);
@@ -525,8 +629,8 @@ fn retain(store: &Store, env: &str, rotation: &Rotation, just_pushed: &str) -> R
             continue;
         }
         store.delete(&manifest_key(env, &remote.name))?;
-        if let Some(manifest) = &remote.manifest {
-            store.delete(&manifest.object.key)?;
+        for key in &remote.data {
+            store.delete(key)?;
         }
         deleted.push(remote.name.clone());
     }
@@ -587,18 +691,46 @@ pub enum Pick {
     Latest,
 }
 
+/// What the user gives a restore from off-site to open a backup with.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Opening<'a> {
+    /// The age identity file (`--identity`, or `UPKEEP_AGE_IDENTITY`).
+    pub identity: Option<&'a Path>,
+    /// `--allow-plaintext`: an unencrypted backup is taken although
+    /// `encrypt_to` is set.
+    pub allow_plaintext: bool,
+}
+
+/// What [`fetch`] brought.
+#[derive(Debug)]
+pub struct Fetched {
+    /// The backup's local name.
+    pub name: String,
+    /// Downloaded now (else a verified local backup of that name was used).
+    pub downloaded: bool,
+    /// A download, verified before it was given its name: the restore
+    /// need not read it again.
+    pub verified: Option<Verified>,
+}
+
 /// Brings an off-site backup into the local backups folder, checked
 /// against its manifest (object hash, then the plaintext's), decrypted
-/// with `identity` when it is encrypted. Returns its local name, ready for
-/// the normal restore. A verified local backup of that name is used as is.
+/// with `opening.identity` when it is encrypted, then verified as a restore
+/// verifies (DuckDB's full read, row counts) before it is given a backup's
+/// name: a download that fails any check is removed, never listed. With
+/// `encrypt_to` set, an unencrypted backup is refused unless
+/// `opening.allow_plaintext`: anyone who can write to the store could have
+/// put it there. A verified local backup of that name is used as is.
 pub fn fetch(
     config: &Config,
     env: &Env,
     pick: &Pick,
-    identity: Option<&Path>,
+    opening: Opening,
+    schema: Option<&Schema>,
     progress: &Progress,
-) -> Result<(String, bool)> {
-    let store = Store::open(&spec(config)?.target)?;
+) -> Result<Fetched> {
+    let spec = spec(config)?;
+    let store = Store::open(&spec.target)?;
     let remotes = listed(&store, &env.name)?;
     let remote = match pick {
         Pick::Named(name) => remotes.iter().find(|r| &r.name == name).ok_or_else(|| {
@@ -622,6 +754,16 @@ pub fn fetch(
             remote.status
         );
     };
+    if spec.encrypt_to.is_some() && !manifest.encrypted && !opening.allow_plaintext {
+        bail!(
+            "off-site backup `{}` is not encrypted, but `backups.offsite.encrypt_to` is set in `{}`: \
+             anyone who can write to `{}` could have put it there; nothing was changed. \
+             If you know where it comes from, restore it with --allow-plaintext",
+            remote.name,
+            config.path.display(),
+            store.url
+        );
+    }
     let dir = &config.backups_dir;
     if let Ok(local) = backups::resolve(dir, &env.name, &remote.name)
         && local.status == Status::Verified
@@ -630,9 +772,13 @@ pub fn fetch(
             .as_ref()
             .is_some_and(|m| m.blake3 == manifest.plaintext.blake3)
     {
-        return Ok((remote.name.clone(), false));
+        return Ok(Fetched {
+            name: remote.name.clone(),
+            downloaded: false,
+            verified: None,
+        });
     }
-    let identities = match (manifest.encrypted, identity) {
+    let identities = match (manifest.encrypted, opening.identity) {
         (false, _) => None,
         (true, Some(path)) => Some(crypt::Identities::load(path)?),
         (true, None) => {
@@ -673,6 +819,7 @@ pub fn fetch(
     }
     if written != manifest.plaintext.size
         || plain_hash.to_hex().as_str() != manifest.plaintext.blake3
+        || manifest.local.size != written
     {
         bail!(
             "off-site backup `{}` does not match its manifest once decrypted: not used, nothing was changed",
@@ -683,6 +830,27 @@ pub fn fetch(
         .as_file()
         .sync_all()
         .with_context(|| format!("cannot write into `{}`", dir.display()))?;
+    // Verified under its temporary name: dropped on failure, it never
+    // stands in the folder as a backup.
+    let download = Backup {
+        name: remote.name.clone(),
+        path: partial.path().to_path_buf(),
+        stamp: remote.stamp.clone(),
+        time: remote.time.clone(),
+        size: written,
+        status: Status::Verified,
+        manifest: Some(manifest.local.clone()),
+        kept_by: Vec::new(),
+    };
+    let hash = restore::verify(&download, schema)
+        .map_err(|reason| {
+            anyhow::anyhow!(
+                "off-site backup `{}` matches its manifest but does not verify: {reason}; \
+                 the download was removed, nothing was changed",
+                remote.name
+            )
+        })?
+        .hash;
     let path = dir.join(&remote.name);
     if path.exists() {
         // A local file of that name that is not this backup: keep it.
@@ -693,7 +861,14 @@ pub fn fetch(
         fsx::rename_synced(&path, &aside)?;
     }
     backups::publish(partial, &path, &manifest.local)?;
-    Ok((remote.name.clone(), true))
+    Ok(Fetched {
+        name: remote.name.clone(),
+        downloaded: true,
+        verified: Some(Verified {
+            backup: backups::resolve(dir, &env.name, &remote.name)?,
+            hash,
+        }),
+    })
 }
 
 /// Downloads an object into `file` (decrypted with `identities` when it is

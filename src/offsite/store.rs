@@ -381,26 +381,35 @@ impl Store {
         }
     }
 
-    /// Removes what a crash left of uploads to a local folder (its
-    /// `NAME#N` staging files under `folder`); S3 uploads are journaled
-    /// and aborted by id instead.
-    pub fn sweep_staging(&self, folder: &str) {
+    /// Removes what a crash left of uploads to a local folder: its
+    /// `NAME#N` staging files under `folder` not written to for longer
+    /// than `grace` (a younger one may be another host's upload in
+    /// progress). Returns their keys. S3 uploads are journaled and aborted
+    /// by id instead.
+    pub fn sweep_staging(&self, folder: &str, grace: Duration) -> Vec<String> {
         let Backend::Local(_, root) = &self.backend else {
-            return;
+            return Vec::new();
         };
         let dir = root.join(&self.prefix).join(folder);
         let Ok(entries) = std::fs::read_dir(&dir) else {
-            return;
+            return Vec::new();
         };
+        let mut removed = Vec::new();
         for entry in entries.flatten() {
             let name = entry.file_name().to_string_lossy().into_owned();
             let staging = name
                 .rsplit_once('#')
                 .is_some_and(|(_, n)| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()));
-            if staging {
-                let _ = std::fs::remove_file(entry.path());
+            // A time in the future (another host's clock) is not old.
+            let old = entry
+                .metadata()
+                .and_then(|meta| meta.modified())
+                .is_ok_and(|modified| modified.elapsed().is_ok_and(|age| age > grace));
+            if staging && old && std::fs::remove_file(entry.path()).is_ok() {
+                removed.push(format!("{folder}/{name}"));
             }
         }
+        removed
     }
 
     /// A local folder's file of `location`, for its mode: `None` on S3.

@@ -127,7 +127,7 @@ impl Printer {
         self.json(json!({"type": "fetch", "env": env, "backup": name, "downloaded": downloaded}));
         match downloaded {
             true => self.note(&format!(
-                "{}: downloaded {name} from off-site, checked against its manifest; kept as a local backup",
+                "{}: downloaded {name} from off-site, checked against its manifest and verified; kept as a local backup",
                 style(env).bold()
             )),
             false => self.note(&format!(

@@ -22,6 +22,7 @@ mod messages;
 mod migrate;
 mod offsite;
 mod offsite_input;
+mod offsite_trust;
 mod pipeline;
 mod reflink;
 mod repair;

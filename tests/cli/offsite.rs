@@ -27,7 +27,7 @@ impl Drop for Server {
 pub(crate) struct S3 {
     _server: Server,
     pub(crate) root: tempfile::TempDir,
-    port: u16,
+    pub(crate) port: u16,
 }
 
 impl S3 {
@@ -72,12 +72,12 @@ impl S3 {
     }
 
     /// An object's bytes, read from the server's folder.
-    fn object(&self, key: &str) -> Vec<u8> {
+    pub(crate) fn object(&self, key: &str) -> Vec<u8> {
         std::fs::read(self.root.path().join(BUCKET).join(key)).unwrap()
     }
 
     /// Every file under the bucket, relative to it.
-    fn keys(&self) -> Vec<String> {
+    pub(crate) fn keys(&self) -> Vec<String> {
         walk(&self.root.path().join(BUCKET))
             .iter()
             .map(|path| {
@@ -112,7 +112,7 @@ pub(crate) fn with_offsite(sandbox: &Sandbox, offsite: &str) {
     );
 }
 
-fn s3_offsite(s3: &S3) -> String {
+pub(crate) fn s3_offsite(s3: &S3) -> String {
     format!(
         "    url: s3://{BUCKET}/upkeep\n    endpoint: {}\n",
         s3.endpoint()
