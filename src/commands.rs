@@ -235,6 +235,7 @@ pub fn run(command: &Command, config: &Config, printer: &Printer) -> Result<i32>
             lock_wait,
             junit,
             yes,
+            force,
         } => {
             let args = pipeline::RunArgs {
                 pipeline,
@@ -244,6 +245,7 @@ pub fn run(command: &Command, config: &Config, printer: &Printer) -> Result<i32>
                 lock_wait: *lock_wait,
                 junit: junit.as_deref(),
                 yes: *yes,
+                force: *force,
             };
             pipeline::run_command(config, &args, *printer)
         }
@@ -305,6 +307,7 @@ fn around_running_app(
         junit: None,
         // Asked for by name on the command line: no second question.
         yes: true,
+        force: false,
     };
     pipeline::run_command(config, &args, *printer).map(Some)
 }

@@ -136,13 +136,51 @@ pub fn hash_file(path: &Path) -> Result<blake3::Hash> {
     Ok(hasher.finalize())
 }
 
+/// Who is told of each temporary file before it is created (see
+/// [`announce_temporaries`]).
+type Announce = Box<dyn Fn(&Path) -> std::io::Result<()> + Send>;
+
+static ANNOUNCE: std::sync::Mutex<Option<Announce>> = std::sync::Mutex::new(None);
+
+/// Until the guard is dropped, `announce` is told the path of every
+/// temporary file this process makes, before it is created: a pipeline run
+/// writes it to its journal, so that `upkeep recover` removes what a run
+/// killed in the middle of a copy left (a backup's partial file can be as
+/// large as the database). A temporary that cannot be announced is not made.
+pub fn announce_temporaries(announce: Announce) -> AnnounceGuard {
+    *ANNOUNCE
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner()) = Some(announce);
+    AnnounceGuard
+}
+
+/// Stops announcing temporaries when dropped.
+pub struct AnnounceGuard;
+
+impl Drop for AnnounceGuard {
+    fn drop(&mut self) {
+        *ANNOUNCE
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner()) = None;
+    }
+}
+
 /// A temporary file in `dir`, readable by its owner only, removed on drop
-/// unless persisted.
+/// unless persisted; announced first (see [`announce_temporaries`]).
 pub fn partial_file(dir: &Path) -> Result<tempfile::NamedTempFile> {
     tempfile::Builder::new()
         .prefix(PARTIAL_PREFIX)
-        .permissions(std::fs::Permissions::from_mode(PRIVATE_FILE))
-        .tempfile_in(dir)
+        .make_in(dir, |path| {
+            if let Some(announce) = &*ANNOUNCE.lock().unwrap_or_else(|p| p.into_inner()) {
+                announce(&std::path::absolute(path)?)?;
+            }
+            std::fs::OpenOptions::new()
+                .read(true)
+                .write(true)
+                .create_new(true)
+                .mode(PRIVATE_FILE)
+                .open(path)
+        })
         .with_context(|| format!("cannot create a temporary file in `{}`", dir.display()))
 }
 

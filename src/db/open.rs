@@ -9,7 +9,7 @@
 use std::os::fd::AsRawFd;
 use std::path::Path;
 
-use anyhow::Result;
+use anyhow::{Context, Result};
 use duckdb::{AccessMode, Config, Connection};
 
 use crate::error::Busy;
@@ -82,6 +82,57 @@ pub fn open_writable(
 pub fn open_in_memory() -> Result<Connection> {
     let config = duckdb_config(Access::Exclusive)?;
     Ok(Connection::open_in_memory_with_flags(config)?)
+}
+
+/// How many copies of a held database [`read_checkpointed`] tries.
+const COPY_TRIES: usize = 3;
+
+/// Runs `read` on `path`'s database opened read-only; when another process
+/// (the app) holds it, on a copy of it as of its last checkpoint, made in
+/// `scratch` and removed once read. What only the `.wal` holds is not in
+/// that copy: for what is always checkpointed (what upkeep itself wrote
+/// and closed, such as the migrations it recorded).
+///
+/// DuckDB never writes over a block the database header in force uses: a
+/// checkpoint writes its blocks elsewhere, then the header. So the copy is
+/// whole when the headers (the first [`BLOCKS_START`] bytes) are the same
+/// before the copy, in it, and after it; otherwise a checkpoint ran
+/// meanwhile, and the copy is made again.
+///
+/// [`BLOCKS_START`]: crate::db::header::BLOCKS_START
+pub fn read_checkpointed<T>(
+    path: &Path,
+    scratch: &Path,
+    read: impl Fn(&Connection) -> Result<T>,
+) -> Result<T> {
+    use std::os::unix::fs::FileExt;
+    if lock_holder(path, Access::ReadOnly).is_none() {
+        return read(&open(path, Access::ReadOnly)?);
+    }
+    let headers = |file: &std::fs::File| -> std::io::Result<Vec<u8>> {
+        let mut bytes = vec![0u8; crate::db::header::BLOCKS_START as usize];
+        file.read_exact_at(&mut bytes, 0)?;
+        Ok(bytes)
+    };
+    for _ in 0..COPY_TRIES {
+        let input = std::fs::File::open(path)
+            .with_context(|| format!("cannot open `{}`", path.display()))?;
+        let before =
+            headers(&input).with_context(|| format!("cannot read `{}`", path.display()))?;
+        let mut copy = crate::fsx::partial_file(scratch)?;
+        crate::fsx::copy_fast(&input, copy.as_file_mut(), false, &|_| {})?;
+        let after = headers(&input).with_context(|| format!("cannot read `{}`", path.display()))?;
+        let copied = headers(copy.as_file())
+            .with_context(|| format!("cannot read `{}`", copy.path().display()))?;
+        if before == after && copied == before {
+            let conn = open(copy.path(), Access::ReadOnly)?;
+            return read(&conn);
+        }
+    }
+    anyhow::bail!(
+        "`{}` was checkpointed during each of {COPY_TRIES} copies: cannot read it now",
+        path.display()
+    )
 }
 
 /// Fails with [`Busy`] when another process holds a lock on `path` that

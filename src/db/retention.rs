@@ -459,7 +459,10 @@ mod tests {
         // is still the one `keep: 1` keeps, as the newest verified.
         let reasons = Rotation::Newest(1).kept_after(&all_verified, Some(0));
         assert_eq!(reasons[0], ["last", "newest verified"]);
-        assert!(reasons[1].is_empty() && reasons[2].is_empty(), "{reasons:?}");
+        assert!(
+            reasons[1].is_empty() && reasons[2].is_empty(),
+            "{reasons:?}"
+        );
         // An unverified backup just made: the newest verified one stays.
         let listed = [
             ("20240101_020000", true),
