@@ -254,16 +254,17 @@ trial_repair() {
 }
 
 # The steps of pipelines/update.yaml, by index; a rollback runs for those
-# with one (stop-app, pull, migrate, start-app).
+# with one (pending's fetch, stop-app, pull, migrate, start-app).
 update_aims=(
   '"event":"step_started","step":0,' '"event":"step_started","step":1,'
-  '"event":"step_started","step":2,' '"event":"step_started","step":4,'
+  '"event":"step_started","step":2,' '"event":"step_started","step":3,'
   '"event":"step_started","step":5,' '"event":"step_started","step":6,'
-  '"event":"step_started","step":7,' '"event":"step_undo","step":0,'
-  '"event":"step_undo","step":5,' '"event":"step_undo","step":6,'
-  '"event":"step_undo","step":7,'
-  '"event":"rollback_started","step":6}'
-  '"event":"rollback_started","step":5}' '"event":"rollback_started","step":0}'
+  '"event":"step_started","step":7,' '"event":"step_started","step":8,'
+  '"event":"step_undo","step":0,' '"event":"step_undo","step":1,'
+  '"event":"step_undo","step":6,' '"event":"step_undo","step":7,'
+  '"event":"step_undo","step":8,'
+  '"event":"rollback_started","step":7}'
+  '"event":"rollback_started","step":6}' '"event":"rollback_started","step":1}'
 )
 
 trial_update() {

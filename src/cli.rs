@@ -256,6 +256,9 @@ pub enum Command {
         /// On production, run without showing the plan and asking first (only a terminal asks)
         #[arg(long, short)]
         yes: bool,
+        /// Run every step, even when a `pending` step finds nothing new
+        #[arg(long)]
+        force: bool,
     },
     /// Check pipeline files without running anything
     #[command(

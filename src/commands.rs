@@ -246,6 +246,7 @@ pub fn run(command: &Command, config: &Config, printer: &Printer) -> Result<i32>
             lock_wait,
             junit,
             yes,
+            force,
         } => {
             let args = pipeline::RunArgs {
                 pipeline,
@@ -255,6 +256,7 @@ pub fn run(command: &Command, config: &Config, printer: &Printer) -> Result<i32>
                 lock_wait: *lock_wait,
                 junit: junit.as_deref(),
                 yes: *yes,
+                force: *force,
             };
             pipeline::run_command(config, &args, *printer)
         }
@@ -316,6 +318,7 @@ fn around_running_app(
         junit: None,
         // Asked for by name on the command line: no second question.
         yes: true,
+        force: false,
     };
     pipeline::run_command(config, &args, *printer).map(Some)
 }

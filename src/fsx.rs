@@ -152,15 +152,60 @@ pub fn read_at_most(path: &Path, limit: u64) -> std::io::Result<Vec<u8>> {
     Ok(bytes)
 }
 
+/// Who is told of each temporary file before it is created (see
+/// [`announce_temporaries`]).
+type Announce = Box<dyn Fn(&Path) -> std::io::Result<()> + Send>;
+
+static ANNOUNCE: std::sync::Mutex<Option<Announce>> = std::sync::Mutex::new(None);
+
+/// Until the guard is dropped, `announce` is told the path of every
+/// temporary file this process makes, before it is created: a pipeline run
+/// writes it to its journal, so that `upkeep recover` removes what a run
+/// killed in the middle of a copy left (a backup's partial file can be as
+/// large as the database). A temporary that cannot be announced is not made.
+pub fn announce_temporaries(announce: Announce) -> AnnounceGuard {
+    *ANNOUNCE
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner()) = Some(announce);
+    AnnounceGuard
+}
+
+/// Stops announcing temporaries when dropped.
+pub struct AnnounceGuard;
+
+impl Drop for AnnounceGuard {
+    fn drop(&mut self) {
+        *ANNOUNCE
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner()) = None;
+    }
+}
+
+/// Tells the announcer (see [`announce_temporaries`]) of `path`, before it
+/// is created.
+fn announce(path: &Path) -> std::io::Result<()> {
+    match &*ANNOUNCE.lock().unwrap_or_else(|p| p.into_inner()) {
+        Some(announce) => announce(&std::path::absolute(path)?),
+        None => Ok(()),
+    }
+}
+
 /// A temporary file in `dir`, readable by its owner only, removed on drop
-/// unless persisted. It is [held](hold) while open: a sweep leaves it
-/// alone, whoever sweeps.
+/// unless persisted; announced first (see [`announce_temporaries`]). It is
+/// [held](hold) while open: a sweep leaves it alone, whoever sweeps.
 pub fn partial_file(dir: &Path) -> Result<tempfile::NamedTempFile> {
     for _ in 0..HOLD_ATTEMPTS {
         let partial = tempfile::Builder::new()
             .prefix(PARTIAL_PREFIX)
-            .permissions(std::fs::Permissions::from_mode(PRIVATE_FILE))
-            .tempfile_in(dir)
+            .make_in(dir, |path| {
+                announce(path)?;
+                std::fs::OpenOptions::new()
+                    .read(true)
+                    .write(true)
+                    .create_new(true)
+                    .mode(PRIVATE_FILE)
+                    .open(path)
+            })
             .with_context(|| format!("cannot create a temporary file in `{}`", dir.display()))?;
         if hold(partial.as_file(), partial.path()) {
             return Ok(partial);

@@ -82,6 +82,12 @@ pub enum Entry {
         ok: bool,
         message: String,
     },
+    /// A temporary file (a backup's copy, a manifest being written) the run
+    /// is about to create, written before it is: `recover` removes it if
+    /// it is still there (once named, it is gone under this name).
+    Temporary {
+        path: PathBuf,
+    },
     RunFinished {
         exit_code: i32,
     },
@@ -122,6 +128,33 @@ impl Journal {
             file,
             path: path.to_path_buf(),
         })
+    }
+
+    /// A second handle on the same journal, appending after the first: for
+    /// what other layers journal on their own (see [`Journal::announce_temporaries`]).
+    pub fn try_clone(&self) -> Result<Journal> {
+        Ok(Journal {
+            file: self
+                .file
+                .try_clone()
+                .with_context(|| format!("cannot open journal `{}`", self.path.display()))?,
+            path: self.path.clone(),
+        })
+    }
+
+    /// Journals each temporary file the process makes, before it is
+    /// created (see [`crate::fsx::announce_temporaries`]).
+    pub fn announce_temporaries(&self) -> Result<crate::fsx::AnnounceGuard> {
+        let journal = std::sync::Mutex::new(self.try_clone()?);
+        Ok(crate::fsx::announce_temporaries(Box::new(move |path| {
+            journal
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner())
+                .write(&Entry::Temporary {
+                    path: path.to_path_buf(),
+                })
+                .map_err(std::io::Error::other)
+        })))
     }
 
     /// Appends an entry and syncs it (and any entry before it) to disk
@@ -219,6 +252,31 @@ pub fn groups(entries: &[Entry]) -> Vec<Group> {
         }
     }
     found.reverse();
+    found
+}
+
+/// The temporary files the run journaled (see [`Entry::Temporary`]) that
+/// are still there, with the `.wal` DuckDB may have left beside one (a
+/// snapshot hook's copy): what the run had begun and not finished. Only
+/// upkeep's own temporary names: a journal names nothing else for removal.
+pub fn temporaries(entries: &[Entry]) -> Vec<PathBuf> {
+    let mut found = Vec::new();
+    for entry in entries {
+        let Entry::Temporary { path } = entry else {
+            continue;
+        };
+        let ours = path
+            .file_name()
+            .is_some_and(|name| name.to_string_lossy().starts_with(fsx::PARTIAL_PREFIX));
+        if !ours || !path.is_absolute() {
+            continue;
+        }
+        for candidate in [path.clone(), fsx::with_suffix(path, ".wal")] {
+            if candidate.symlink_metadata().is_ok() && !found.contains(&candidate) {
+                found.push(candidate);
+            }
+        }
+    }
     found
 }
 

@@ -188,11 +188,18 @@ fn describe(path: PathBuf, name: String, stamp: String, size: u64) -> Backup {
 /// them) and why: each backup's rules, plus `newest verified` for the
 /// newest verified backup, which is never deleted whatever the rules say.
 pub fn mark_kept(backups: &mut [Backup], rotation: &Rotation) {
+    mark_kept_after(backups, rotation, None);
+}
+
+/// [`mark_kept`] right after `just_made` was made: it counts as the newest
+/// backup (see [`Rotation::kept_after`]).
+fn mark_kept_after(backups: &mut [Backup], rotation: &Rotation, just_made: Option<&str>) {
     let listed: Vec<(&str, bool)> = backups
         .iter()
         .map(|backup| (backup.stamp.as_str(), backup.status == Status::Verified))
         .collect();
-    let reasons = rotation.kept_by(&listed);
+    let just_made = just_made.and_then(|name| backups.iter().position(|b| b.name == name));
+    let reasons = rotation.kept_after(&listed, just_made);
     for (backup, reasons) in backups.iter_mut().zip(reasons) {
         backup.kept_by = reasons;
     }
@@ -237,18 +244,13 @@ pub fn resolve(dir: &Path, env: &str, name: &str) -> Result<Backup> {
 /// Deletes the backups of `env` that `rotation` does not keep. Never
 /// deleted, whatever the rules say: `protect` (the backup just made, even if
 /// a clock set back makes it look older) and the newest verified backup.
-/// With `keep: N`, the backup just made is one of the N. Also removes
-/// manifests whose backup is gone. Returns the names deleted.
+/// The backup just made is one of `keep: N`'s (or `last: N`'s) N, and the
+/// newest verified one: N remain. Also removes manifests whose backup is
+/// gone. Returns the names deleted.
 pub fn rotate(dir: &Path, env: &str, rotation: &Rotation, protect: &str) -> Result<Vec<String>> {
     sweep_orphan_manifests(dir, env);
     let mut backups = list(dir, env)?;
-    match rotation {
-        Rotation::Newest(keep) => {
-            backups.retain(|backup| backup.name != protect);
-            mark_kept(&mut backups, &Rotation::Newest(keep.saturating_sub(1)));
-        }
-        Rotation::Calendar(_) => mark_kept(&mut backups, rotation),
-    }
+    mark_kept_after(&mut backups, rotation, Some(protect));
     let mut deleted = Vec::new();
     for backup in backups.iter().filter(|backup| backup.kept_by.is_empty()) {
         if backup.name == protect {

@@ -9,7 +9,7 @@
 use std::os::fd::AsRawFd;
 use std::path::Path;
 
-use anyhow::Result;
+use anyhow::{Context, Result};
 use duckdb::{AccessMode, Config, Connection};
 
 use crate::error::Busy;
@@ -84,6 +84,57 @@ pub fn open_in_memory() -> Result<Connection> {
     Ok(Connection::open_in_memory_with_flags(config)?)
 }
 
+/// How many copies of a held database [`read_checkpointed`] tries.
+const COPY_TRIES: usize = 3;
+
+/// Runs `read` on `path`'s database opened read-only; when another process
+/// (the app) holds it, on a copy of it as of its last checkpoint, made in
+/// `scratch` and removed once read. What only the `.wal` holds is not in
+/// that copy: for what is always checkpointed (what upkeep itself wrote
+/// and closed, such as the migrations it recorded).
+///
+/// DuckDB never writes over a block the database header in force uses: a
+/// checkpoint writes its blocks elsewhere, then the header. So the copy is
+/// whole when the headers (the first [`BLOCKS_START`] bytes) are the same
+/// before the copy, in it, and after it; otherwise a checkpoint ran
+/// meanwhile, and the copy is made again.
+///
+/// [`BLOCKS_START`]: crate::db::header::BLOCKS_START
+pub fn read_checkpointed<T>(
+    path: &Path,
+    scratch: &Path,
+    read: impl Fn(&Connection) -> Result<T>,
+) -> Result<T> {
+    use std::os::unix::fs::FileExt;
+    if lock_holder(path, Access::ReadOnly).is_none() {
+        return read(&open(path, Access::ReadOnly)?);
+    }
+    let headers = |file: &std::fs::File| -> std::io::Result<Vec<u8>> {
+        let mut bytes = vec![0u8; crate::db::header::BLOCKS_START as usize];
+        file.read_exact_at(&mut bytes, 0)?;
+        Ok(bytes)
+    };
+    for _ in 0..COPY_TRIES {
+        let input = std::fs::File::open(path)
+            .with_context(|| format!("cannot open `{}`", path.display()))?;
+        let before =
+            headers(&input).with_context(|| format!("cannot read `{}`", path.display()))?;
+        let mut copy = crate::fsx::partial_file(scratch)?;
+        crate::fsx::copy_fast(&input, copy.as_file_mut(), false, &|_| {})?;
+        let after = headers(&input).with_context(|| format!("cannot read `{}`", path.display()))?;
+        let copied = headers(copy.as_file())
+            .with_context(|| format!("cannot read `{}`", copy.path().display()))?;
+        if before == after && copied == before {
+            let conn = open(copy.path(), Access::ReadOnly)?;
+            return read(&conn);
+        }
+    }
+    anyhow::bail!(
+        "`{}` was checkpointed during each of {COPY_TRIES} copies: cannot read it now",
+        path.display()
+    )
+}
+
 /// Fails with [`Busy`] when another process holds a lock on `path` that
 /// conflicts with `access`.
 pub fn refuse_if_held(path: &Path, access: Access) -> Result<()> {
@@ -121,21 +172,44 @@ fn busy(path: &Path, pid: u32) -> anyhow::Error {
     )))
 }
 
-/// ` (command line)` of a process, when /proc tells it.
+/// The longest command line shown for another process, in characters.
+const SHOWN_COMMAND: usize = 80;
+
+/// ` (`program args…`)` of another process, when /proc tells it: one line
+/// at most [`SHOWN_COMMAND`] long, so that an app started with a program
+/// in its arguments (`python3 -c "..."`) does not fill the screen. It ends
+/// at the first line break and says `…` where it was cut; credentials in
+/// URLs are masked.
 pub fn describe_process(pid: u32) -> String {
     std::fs::read(format!("/proc/{pid}/cmdline"))
         .ok()
         .map(|raw| {
-            raw.split(|&byte| byte == 0)
+            let words: Vec<String> = raw
+                .split(|&byte| byte == 0)
                 .filter(|part| !part.is_empty())
                 .map(|part| String::from_utf8_lossy(part).into_owned())
-                .collect::<Vec<_>>()
-                .join(" ")
+                .collect();
+            one_line(&words.join(" "))
         })
         .filter(|command| !command.is_empty())
         .map_or_else(String::new, |command| format!(" (`{command}`)"))
 }
 
+/// `command` cut to one short line (see [`describe_process`]).
+fn one_line(command: &str) -> String {
+    let command = command.trim_end();
+    let first = command.lines().next().unwrap_or("").trim_end();
+    let mut shown: String = first
+        .chars()
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .take(SHOWN_COMMAND)
+        .collect();
+    if first.len() < command.len() || first.chars().count() > SHOWN_COMMAND {
+        shown.push('…');
+    }
+    // A backtick would end the quotes the command is shown in.
+    crate::redact::urls(&shown.replace('`', "'"))
+}
 /// DuckDB's lock error reads "... Conflicting lock is held in CMD (PID 123) ...".
 fn pid_in_lock_error(message: &str) -> Option<u32> {
     if !message.contains("lock") {
@@ -165,5 +239,22 @@ mod tests {
         let message = "IO Error: Could not set lock on file \"/x/data.duckdb\": Conflicting lock is held in /usr/bin/app (PID 4242) by user root. See also https://duckdb.org/docs/";
         assert_eq!(pid_in_lock_error(message), Some(4242));
         assert_eq!(pid_in_lock_error("Corrupt database file"), None);
+    }
+
+    #[test]
+    fn another_process_is_shown_on_one_short_line() {
+        assert_eq!(one_line("/usr/bin/app serve"), "/usr/bin/app serve");
+        assert_eq!(
+            one_line("python3 -c import duckdb\nconn = duckdb.connect('x')\n"),
+            "python3 -c import duckdb…"
+        );
+        let long = format!("app {}", "x".repeat(200));
+        let shown = one_line(&long);
+        assert_eq!(shown.chars().count(), SHOWN_COMMAND + 1);
+        assert!(shown.ends_with('…'));
+        assert_eq!(
+            one_line("curl http://admin:hunter2@host/"),
+            "curl http://***@host/"
+        );
     }
 }

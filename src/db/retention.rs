@@ -6,8 +6,9 @@
 //! rule has kept its count; `last` keeps the N newest. A backup is kept
 //! when any rule keeps it, and the rules that did are its reasons. When a
 //! calendar rule finds fewer periods than its count, the oldest backup is
-//! kept too ("oldest"), as restic does since 0.17. Days, ISO weeks (Monday
-//! to Sunday), months and years are those of the backups' UTC stamps.
+//! kept too, as restic does since 0.16.0 (it names that reason "oldest"
+//! since 0.18.0, and so do we). Days, ISO weeks (Monday to Sunday), months
+//! and years are those of the backups' UTC stamps.
 
 use serde::{Deserialize, Serialize};
 
@@ -46,9 +47,29 @@ impl Rotation {
     /// delete it. The newest verified backup is never deleted, whatever
     /// the rules say: it is kept as `newest verified`.
     pub fn kept_by(&self, backups: &[(&str, bool)]) -> Vec<Vec<&'static str>> {
+        self.kept_after(backups, None)
+    }
+
+    /// [`Rotation::kept_by`], right after `just_made` (an index into
+    /// `backups`) was made: it is the newest backup whatever its stamp says
+    /// (a clock set back), so it is one of `keep: N`'s or `last: N`'s N,
+    /// and, verified, the newest verified one. N then remain, counting it.
+    pub fn kept_after(
+        &self,
+        backups: &[(&str, bool)],
+        just_made: Option<usize>,
+    ) -> Vec<Vec<&'static str>> {
         let stamps: Vec<&str> = backups.iter().map(|(stamp, _)| *stamp).collect();
-        let mut reasons = self.reasons(&stamps);
-        if let Some(newest) = backups.iter().rposition(|(_, verified)| *verified) {
+        let order = newest_first(&stamps, just_made);
+        let mut reasons = match self {
+            Rotation::Newest(keep) => Policy {
+                last: Some(*keep),
+                ..Policy::default()
+            }
+            .reasons_in(&stamps, &order),
+            Rotation::Calendar(policy) => policy.reasons_in(&stamps, &order),
+        };
+        if let Some(&newest) = order.iter().find(|&&index| backups[index].1) {
             reasons[newest].push("newest verified");
         }
         reasons
@@ -57,17 +78,21 @@ impl Rotation {
     /// For each backup stamp (`YYYYMMDD_HHMMSS`, any order), the rules
     /// that keep it; empty when rotation may delete it.
     pub fn reasons(&self, stamps: &[&str]) -> Vec<Vec<&'static str>> {
-        match self {
-            Rotation::Newest(keep) => {
-                let policy = Policy {
-                    last: Some(*keep),
-                    ..Policy::default()
-                };
-                policy.reasons(stamps)
-            }
-            Rotation::Calendar(policy) => policy.reasons(stamps),
-        }
+        let unverified: Vec<(&str, bool)> = stamps.iter().map(|stamp| (*stamp, false)).collect();
+        self.kept_after(&unverified, None)
     }
+}
+
+/// The indexes of `stamps`, newest first; `just_made` first of all.
+fn newest_first(stamps: &[&str], just_made: Option<usize>) -> Vec<usize> {
+    let mut order: Vec<usize> = (0..stamps.len()).collect();
+    order.sort_by(|a, b| {
+        let made = |index: &usize| Some(*index) == just_made;
+        made(b)
+            .cmp(&made(a))
+            .then_with(|| stamps[*b].cmp(stamps[*a]))
+    });
+    order
 }
 
 /// A rule: its name, its count, and the period a stamp falls in.
@@ -111,14 +136,18 @@ impl Policy {
 
     /// See [`Rotation::reasons`].
     pub fn reasons(&self, stamps: &[&str]) -> Vec<Vec<&'static str>> {
-        let mut order: Vec<usize> = (0..stamps.len()).collect();
-        order.sort_by(|a, b| stamps[*b].cmp(stamps[*a]));
+        self.reasons_in(stamps, &newest_first(stamps, None))
+    }
+
+    /// The rules that keep each of `stamps`, taken in `order` (newest
+    /// first).
+    fn reasons_in(&self, stamps: &[&str], order: &[usize]) -> Vec<Vec<&'static str>> {
         let mut reasons = vec![Vec::new(); stamps.len()];
         let mut unfilled = false;
         for (name, count, bucket_of) in self.rules() {
             let mut left = count.unwrap_or(0);
             let mut last_bucket: Option<String> = None;
-            for &index in &order {
+            for &index in order {
                 if left == 0 {
                     break;
                 }
@@ -400,6 +429,47 @@ mod tests {
         let stamps = ["20240103_020000", "20240101_020000", "20240102_020000"];
         let reasons = Rotation::Newest(2).reasons(&stamps);
         assert_eq!(reasons, vec![vec!["last"], vec![], vec!["last"]]);
+    }
+
+    #[test]
+    fn the_backup_just_made_is_one_of_the_n_and_the_newest_verified() {
+        let stamps = ["20240101_020000", "20240102_020000", "20240103_020000"];
+        let all_verified: Vec<(&str, bool)> = stamps.iter().map(|s| (*s, true)).collect();
+        let kept = |rotation: &Rotation, listed: &[(&str, bool)], made: usize| -> Vec<usize> {
+            rotation
+                .kept_after(listed, Some(made))
+                .iter()
+                .enumerate()
+                .filter(|(_, why)| !why.is_empty())
+                .map(|(index, _)| index)
+                .collect()
+        };
+        for n in 1..=3u32 {
+            let newest = Rotation::Newest(n);
+            let last = Rotation::Calendar(Policy {
+                last: Some(n),
+                ..Policy::default()
+            });
+            for rotation in [&newest, &last] {
+                let expected: Vec<usize> = (3 - n as usize..3).collect();
+                assert_eq!(kept(rotation, &all_verified, 2), expected, "{rotation:?}");
+            }
+        }
+        // A clock set back: the backup just made has the oldest stamp, and
+        // is still the one `keep: 1` keeps, as the newest verified.
+        let reasons = Rotation::Newest(1).kept_after(&all_verified, Some(0));
+        assert_eq!(reasons[0], ["last", "newest verified"]);
+        assert!(
+            reasons[1].is_empty() && reasons[2].is_empty(),
+            "{reasons:?}"
+        );
+        // An unverified backup just made: the newest verified one stays.
+        let listed = [
+            ("20240101_020000", true),
+            ("20240102_020000", true),
+            ("20240103_020000", false),
+        ];
+        assert_eq!(kept(&Rotation::Newest(1), &listed, 2), [1, 2]);
     }
 
     #[test]

@@ -44,6 +44,8 @@ pub struct RunArgs<'a> {
     pub junit: Option<&'a Path>,
     /// Run on production without asking, even on a terminal.
     pub yes: bool,
+    /// Run every step, even when one finds nothing to do (`pending`).
+    pub force: bool,
 }
 
 /// `upkeep run`: loads and checks everything, then runs or plans.
@@ -86,6 +88,7 @@ pub fn run_command(config: &Config, args: &RunArgs, printer: Printer) -> Result<
         schema,
         vars,
         printer,
+        force: args.force,
     };
     let known = setup.environment("", args.dry_run);
     check_substituted(&pipeline, config, &known)?;

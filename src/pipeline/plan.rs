@@ -65,7 +65,13 @@ pub fn dry_run(pipeline: &Pipeline, setup: &Setup, reports: Reports) -> Result<i
                 when.outcome.as_str()
             ),
         };
-        let (mut summary, blocker, outcome, changes) = ctx.probe(&step.action);
+        let Probed {
+            mut summary,
+            blocker,
+            outcome,
+            changes,
+            ends_run,
+        } = ctx.probe(&step.action);
         // A command changes the app unless its step says otherwise.
         match changes.map(|changes| changes && step.changes) {
             Some(true) => would_change.push(&step.name),
@@ -85,7 +91,7 @@ pub fn dry_run(pipeline: &Pipeline, setup: &Setup, reports: Reports) -> Result<i
             Some(false) => Expect::Known(Outcome::Failed),
             None => Expect::Unknown,
         };
-        let read_only = matches!(&step.action, Action::Builtin { uses, .. } if uses == "integrity");
+        let read_only = matches!(&step.action, Action::Builtin { uses, .. } if uses == "integrity" || uses == "pending");
         changed |= !read_only;
         let conditional = step
             .when
@@ -131,6 +137,15 @@ pub fn dry_run(pipeline: &Pipeline, setup: &Setup, reports: Reports) -> Result<i
         if blocker.is_some() {
             blockers.push(format!("step {} `{}`", index + 1, step.name));
         }
+        // A step that would end the run: the later ones would not run.
+        let ends_run = ends_run.filter(|_| !conditional && blocker.is_none());
+        if ends_run.is_some() {
+            if setup.force {
+                verdict.push_str("; but --force: the run would go on");
+            } else {
+                verdict.push_str(" (`--force` runs the rest)");
+            }
+        }
         events.plan_step(
             index,
             &step.name,
@@ -138,6 +153,18 @@ pub fn dry_run(pipeline: &Pipeline, setup: &Setup, reports: Reports) -> Result<i
             &verdict,
             blocker.as_deref(),
         );
+        if ends_run.is_some() && !setup.force {
+            for (at, later) in pipeline.steps.iter().enumerate().skip(index + 1) {
+                events.plan_step(
+                    at,
+                    &later.name,
+                    &later.action.describe(),
+                    "would be skipped: the run would end before it (`--force` runs it)",
+                    None,
+                );
+            }
+            break;
+        }
     }
     let code = if ctx.bad_input.get() {
         code::BAD_INPUT
@@ -179,6 +206,27 @@ pub fn dry_run(pipeline: &Pipeline, setup: &Setup, reports: Reports) -> Result<i
     Ok(code)
 }
 
+/// What a probe found out about a step (see [`Ctx::probe`]).
+struct Probed {
+    summary: String,
+    blocker: Option<String>,
+    outcome: Option<bool>,
+    changes: Option<bool>,
+    ends_run: Option<String>,
+}
+
+impl Probed {
+    fn blocked(uses: &str, blocker: String) -> Probed {
+        Probed {
+            summary: format!("uses {uses}"),
+            blocker: Some(blocker),
+            outcome: None,
+            changes: None,
+            ends_run: None,
+        }
+    }
+}
+
 struct Ctx<'a> {
     setup: &'a Setup<'a>,
     vars: Vec<(String, String)>,
@@ -195,23 +243,21 @@ impl<'a> Ctx<'a> {
         }
     }
 
-    /// What the action would do, what would stop it, its outcome and
-    /// whether it would change the app, when a read-only probe can tell.
-    fn probe(&self, action: &Action) -> (String, Option<String>, Option<bool>, Option<bool>) {
+    /// What the action would do, what would stop it, its outcome, whether
+    /// it would change the app and end the run, when a read-only probe can
+    /// tell.
+    fn probe(&self, action: &Action) -> Probed {
         match action {
-            Action::Shell { run } => {
-                let blocker = shell::program_exists(run, &self.setup.config.root).err();
-                let shown = crate::redact::urls(run);
-                (format!("would run `{shown}`"), blocker, None, Some(true))
-            }
+            Action::Shell { run } => Probed {
+                summary: format!("would run `{}`", crate::redact::urls(run)),
+                blocker: shell::program_exists(run, &self.setup.config.root).err(),
+                outcome: None,
+                changes: Some(true),
+                ends_run: None,
+            },
             Action::Builtin { uses, with } => {
                 let Some(step) = steps::find(uses) else {
-                    return (
-                        format!("uses {uses}"),
-                        Some(format!("unknown step type `{uses}`")),
-                        None,
-                        None,
-                    );
+                    return Probed::blocked(uses, format!("unknown step type `{uses}`"));
                 };
                 let with: Result<With> = with
                     .iter()
@@ -220,25 +266,18 @@ impl<'a> Ctx<'a> {
                 let with = match with {
                     Ok(with) => with,
                     Err(error) => {
-                        return (
-                            format!("uses {uses}"),
-                            Some(crate::error::describe(&error)),
-                            None,
-                            None,
-                        );
+                        return Probed::blocked(uses, crate::error::describe(&error));
                     }
                 };
                 // What load time let pass as `${NAME}` is checked now, and
                 // the probes never see a refused value.
                 if let Err(message) = step.check(&with) {
                     self.bad_input.set(true);
-                    return (
-                        format!("uses {uses}"),
-                        Some(format!(
+                    return Probed::blocked(
+                        uses,
+                        format!(
                             "`with:` once its variables are substituted: {message}; fix the variable's value"
-                        )),
-                        None,
-                        None,
+                        ),
                     );
                 }
                 let restore_point = std::cell::RefCell::new(None);
@@ -257,12 +296,13 @@ impl<'a> Ctx<'a> {
                 } else {
                     Some(false)
                 };
-                (
-                    format!("would {}", plan.summary),
-                    plan.blocker,
-                    plan.outcome,
+                Probed {
+                    summary: format!("would {}", plan.summary),
+                    blocker: plan.blocker,
+                    outcome: plan.outcome,
                     changes,
-                )
+                    ends_run: plan.ends_run,
+                }
             }
         }
     }

@@ -37,6 +37,10 @@ pub struct Setup<'a> {
     /// The pipeline's `vars`, then `--var` overrides.
     pub vars: Vec<(String, String)>,
     pub printer: Printer,
+    /// `run --force`: no step ends the run early (see [`Ran::ends_run`]).
+    ///
+    /// [`Ran::ends_run`]: crate::steps::Ran::ends_run
+    pub force: bool,
 }
 
 impl Setup<'_> {
@@ -209,6 +213,7 @@ pub fn run(
         vars: vars.iter().cloned().collect(),
         started_at: jiff::Timestamp::now().to_string(),
     })?;
+    let _temporaries = journal.announce_temporaries()?;
     let mut runner = Runner {
         setup,
         journal: Rc::new(RefCell::new(journal)),
@@ -282,6 +287,8 @@ impl RunLog {
 struct Did {
     detail: String,
     changed: bool,
+    /// See [`crate::steps::Ran::ends_run`].
+    ends_run: Option<String>,
 }
 
 /// How a step ended, after its retries.
@@ -293,6 +300,8 @@ struct Attempted {
     /// whether it may have: a command, or a step type that recorded an undo
     /// before it failed.
     changed: bool,
+    /// See [`crate::steps::Ran::ends_run`].
+    ends_run: Option<String>,
 }
 
 /// A step that ran, with how to undo it.
@@ -414,6 +423,7 @@ impl Runner<'_> {
                 result,
                 undo: builtin_undo,
                 changed,
+                ends_run,
             } = self.attempt(index, step);
             if changed {
                 self.changed.insert(index, step.name.clone());
@@ -452,6 +462,25 @@ impl Runner<'_> {
                     name: step.name.clone(),
                     undo,
                 });
+            }
+            if let Some(reason) = ends_run.filter(|_| failure.is_none()) {
+                if self.setup.force {
+                    self.events
+                        .output(index, &format!("{reason}; but --force: the run goes on"));
+                } else {
+                    let later = &pipeline.steps[index + 1..];
+                    for (at, step) in later.iter().enumerate() {
+                        self.events.step_skipped(
+                            index + 1 + at,
+                            &step.name,
+                            "the run ended before it (`--force` runs it)",
+                        );
+                    }
+                    return Ok(Flow::Finished(format!(
+                        "{reason}; {ran} step(s) ran, {} skipped",
+                        skipped + later.len()
+                    )));
+                }
             }
             if let Some(error) = failure {
                 let bad_input = crate::error::exit_code(&error) == code::BAD_INPUT;
@@ -510,6 +539,7 @@ impl Runner<'_> {
                         result: Ok(()),
                         undo: first_undo,
                         changed,
+                        ends_run: did.ends_run,
                     };
                 }
                 Err(error) => {
@@ -538,6 +568,7 @@ impl Runner<'_> {
                             result: Err(error),
                             undo: first_undo,
                             changed,
+                            ends_run: None,
                         };
                     }
                 }
@@ -564,6 +595,7 @@ impl Runner<'_> {
                         Ok(Did {
                             detail: String::new(),
                             changed: true,
+                            ends_run: None,
                         })
                     } else if command_shown {
                         Err(anyhow!("{}", ended.describe()))
@@ -619,6 +651,7 @@ impl Runner<'_> {
                         Ok(Did {
                             detail: ran.detail,
                             changed: ran.changed,
+                            ends_run: ran.ends_run,
                         }),
                         as_undoing(ran.undo),
                     ),
@@ -844,11 +877,16 @@ pub fn recover(config: &Config, printer: Printer, forget: bool) -> Result<i32> {
                     schema: schema.clone(),
                     vars: vars.clone().into_iter().collect(),
                     printer,
+                    force: false,
                 };
                 let log = RunLog::open(config, &run_id)?;
+                let journal = Journal::open(&path)?;
+                // What the rollbacks copy is journaled too: a recover
+                // killed in turn is recovered the same way.
+                let _temporaries = journal.announce_temporaries()?;
                 let mut runner = Runner {
                     setup: &setup,
-                    journal: Rc::new(RefCell::new(Journal::open(&path)?)),
+                    journal: Rc::new(RefCell::new(journal)),
                     restore_point: RefCell::new(None),
                     events: Events::new(printer, Some(log.append.try_clone()?)),
                     log,
@@ -884,6 +922,9 @@ impl Runner<'_> {
                 );
             }
         }
+        // What it had begun to write goes before the rollbacks, which may
+        // need the room (a restore point copied back).
+        self.remove_temporaries(run_id, entries);
         let done: Vec<Done> = journal::pending_undos(entries)
             .into_iter()
             .rev()
@@ -917,6 +958,27 @@ impl Runner<'_> {
         self.events
             .run_finished(exit_code, &summary, started.elapsed(), changed);
         exit_code
+    }
+}
+
+impl Runner<'_> {
+    /// Removes the temporary files the run journaled and left (a backup's
+    /// partial copy), each said on its own line. One that cannot be
+    /// removed is said too, and does not stop the recovery.
+    fn remove_temporaries(&mut self, run_id: &str, entries: &[Entry]) {
+        for path in journal::temporaries(entries) {
+            let line = match std::fs::remove_file(&path) {
+                Ok(()) => format!(
+                    "removed `{}`, which run {run_id} had begun to write",
+                    path.display()
+                ),
+                Err(error) => format!(
+                    "cannot remove `{}`, which run {run_id} had begun to write: {error}; remove it by hand",
+                    path.display()
+                ),
+            };
+            self.events.output(0, &line);
+        }
     }
 }
 
@@ -964,6 +1026,16 @@ fn close_empty(path: &std::path::Path, printer: Printer) -> Result<i32> {
 }
 
 fn forget_run(path: &std::path::Path, entries: &[Entry], printer: Printer) -> Result<i32> {
+    // Half-written copies are of no use to the person who put things
+    // right: only the undos are left to them.
+    for temporary in journal::temporaries(entries) {
+        if std::fs::remove_file(&temporary).is_ok() {
+            printer.note(&format!(
+                "removed `{}`, which the run had begun to write",
+                temporary.display()
+            ));
+        }
+    }
     let pending = journal::pending_undos(entries);
     let names: Vec<String> = pending.iter().map(|(_, name, _)| name.clone()).collect();
     Journal::open(path)?.write(&Entry::RunFinished {

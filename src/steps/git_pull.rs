@@ -185,8 +185,117 @@ fn source(dir: &Path, with: &With) -> Result<(String, String)> {
     Ok((remote, branch))
 }
 
+/// What a pull would bring: the commits of `remote/branch` that HEAD lacks.
+pub(super) struct Incoming {
+    /// `remote/branch`.
+    pub source: String,
+    /// How many; `None` when only a fetch can tell.
+    pub count: Option<u64>,
+    /// The same in words, for people.
+    pub what: String,
+}
+
+/// What a pull would bring, asking the remote (`git ls-remote`): writes
+/// nothing, for dry-runs. It counts only commits already fetched.
+pub(super) fn asked(dir: &Path, with: &With) -> Result<Incoming> {
+    let (remote, branch) = source(dir, with)?;
+    let listing = git(
+        dir,
+        &["ls-remote", "--", &remote, &format!("refs/heads/{branch}")],
+    )?;
+    let remote_head = listing.split_whitespace().next().unwrap_or("");
+    if remote_head.is_empty() {
+        bail!("branch `{branch}` is not on `{remote}`");
+    }
+    if !is_hash(remote_head) {
+        bail!("`{remote}` answered `{remote_head}` for branch `{branch}`, not a commit");
+    }
+    Ok(incoming(dir, remote_head, format!("{remote}/{branch}")))
+}
+
+/// What a pull would bring, after fetching it: exact. The fetch writes
+/// only into `.git` (objects, `FETCH_HEAD`, the remote-tracking branch);
+/// the code that runs is untouched. `record` journals the repository first,
+/// as `run` does: a fetch killed halfway leaves lock files, which the undo
+/// removes (see [`undo_fetch`]).
+pub(super) fn fetched(ctx: &Ctx, with: &With) -> Result<Incoming> {
+    let dir = &ctx.config.root;
+    let (remote, branch) = source(dir, with)?;
+    (ctx.record)(&Undo(json!({ "dir": dir })))?;
+    git(dir, &["fetch", "--quiet", "--", &remote, &branch])?;
+    let target = commit_of(dir, "FETCH_HEAD")?;
+    Ok(incoming(dir, &target, format!("{remote}/{branch}")))
+}
+
+/// Undoes a fetch that may have been killed: removes the lock files of
+/// the repository `undo` names that no process has open.
+pub(super) fn undo_fetch(undo: &Undo) -> Result<String> {
+    let Some(dir) = undo.0.get("dir").and_then(|v| v.as_str()) else {
+        return Ok("nothing to undo".to_string());
+    };
+    let removed = remove_stale_locks(Path::new(dir))?;
+    Ok(if removed.is_empty() {
+        "nothing to undo".to_string()
+    } else {
+        format!(
+            "removed the lock file(s) a killed git left: {}",
+            removed.join(", ")
+        )
+    })
+}
+
+/// The commits between HEAD and `target` (the head of `source`).
+fn incoming(dir: &Path, target: &str, source: String) -> Incoming {
+    let head = git(dir, &["rev-parse", "HEAD"]).unwrap_or_default();
+    let (count, what) = if target == head {
+        (Some(0), "up to date: nothing to pull".to_string())
+    } else if commit_of(dir, target).is_ok() {
+        let count = git(
+            dir,
+            &[
+                "rev-list",
+                "--count",
+                "--end-of-options",
+                &format!("HEAD..{target}"),
+            ],
+        )
+        .ok()
+        .and_then(|count| count.parse::<u64>().ok());
+        match count {
+            Some(0) => (
+                Some(0),
+                format!("nothing to pull: HEAD already has {}", short(target)),
+            ),
+            Some(n) => (
+                Some(n),
+                format!("{n} incoming commit(s), up to {}", short(target)),
+            ),
+            None => (
+                None,
+                format!(
+                    "`{source}` is at {}: cannot count its commits",
+                    short(target)
+                ),
+            ),
+        }
+    } else {
+        (
+            None,
+            format!(
+                "`{source}` is at {}, which is not fetched yet: how many commits, only a fetch can tell (the real run fetches)",
+                short(target)
+            ),
+        )
+    };
+    Incoming {
+        source,
+        count,
+        what,
+    }
+}
+
 /// Refuses when tracked files have uncommitted changes.
-fn clean(dir: &Path) -> Result<()> {
+pub(super) fn clean(dir: &Path) -> Result<()> {
     let changes = git(dir, &["status", "--porcelain", "--untracked-files=no"])?;
     if !changes.is_empty() {
         bail!(
@@ -242,50 +351,13 @@ impl StepType for GitPull {
         if let Err(error) = clean(dir) {
             return blocked(error);
         }
-        let (remote, branch) = match source(dir, with) {
-            Ok(source) => source,
-            Err(error) => return blocked(error),
-        };
-        let head = git(dir, &["rev-parse", "HEAD"]).unwrap_or_default();
-        let remote_head = match git(
-            dir,
-            &["ls-remote", "--", &remote, &format!("refs/heads/{branch}")],
-        ) {
-            Ok(listing) => listing.split_whitespace().next().unwrap_or("").to_string(),
-            Err(error) => return blocked(error),
-        };
-        let mut changes = true;
-        let what = if remote_head.is_empty() {
-            return blocked(anyhow::anyhow!("branch `{branch}` is not on `{remote}`"));
-        } else if !is_hash(&remote_head) {
-            return blocked(anyhow::anyhow!(
-                "`{remote}` answered `{remote_head}` for branch `{branch}`, not a commit"
-            ));
-        } else if remote_head == head {
-            changes = false;
-            "up to date: nothing to pull".to_string()
-        } else if commit_of(dir, &remote_head).is_ok() {
-            let count = git(
-                dir,
-                &[
-                    "rev-list",
-                    "--count",
-                    "--end-of-options",
-                    &format!("HEAD..{remote_head}"),
-                ],
-            )
-            .unwrap_or_default();
-            format!("{count} incoming commit(s), up to {}", short(&remote_head))
-        } else {
-            format!(
-                "`{remote}/{branch}` is at {}, which is not fetched yet: how many commits, only a fetch can tell (the real run fetches)",
-                short(&remote_head)
-            )
-        };
-        Plan {
-            summary: format!("fast-forward to `{remote}/{branch}`: {what}"),
-            changes: Some(changes),
-            ..Plan::default()
+        match asked(dir, with) {
+            Ok(incoming) => Plan {
+                summary: format!("fast-forward to `{}`: {}", incoming.source, incoming.what),
+                changes: Some(incoming.count != Some(0)),
+                ..Plan::default()
+            },
+            Err(error) => blocked(error),
         }
     }
 

@@ -127,6 +127,11 @@ fn folder(ctx: &Ctx, with: &With) -> Result<PathBuf> {
     let dir = with
         .get("dir")
         .ok_or_else(|| bad_input("`migrate` needs `with: { dir: FOLDER }`"))?;
+    folder_named(ctx, dir)
+}
+
+/// The migrations folder `dir` (as `with: { dir }` gives it) in the project.
+fn folder_named(ctx: &Ctx, dir: &str) -> Result<PathBuf> {
     // Empty once its variables are filled in: it would name the project
     // folder, and find no migrations there.
     if dir.trim().is_empty() {
@@ -135,6 +140,40 @@ fn folder(ctx: &Ctx, with: &With) -> Result<PathBuf> {
         ));
     }
     Ok(ctx.config.root.join(dir))
+}
+
+/// The files of the migrations folder `dir` (as `with: { dir }` gives it)
+/// that the database of `ctx.env` has not recorded: what `migrate` would
+/// apply. A recorded file that changed is refused (bad input), as
+/// `migrate` refuses it. Another process (the app) may hold the database:
+/// with `copy`, its recorded migrations are then read from a copy of its
+/// last checkpoint (`migrate` checkpoints as it closes: they are all
+/// there), which goes as soon as it is read; without, `None`: only a real
+/// run can tell.
+pub(super) fn not_recorded(ctx: &Ctx, dir: &str, copy: bool) -> Result<Option<Vec<String>>> {
+    let dir = folder_named(ctx, dir)?;
+    let migrations = scan(&dir)?;
+    let db = &ctx.env.db;
+    if migrations.is_empty() {
+        return Ok(Some(Vec::new()));
+    }
+    let recorded = if !db.exists() {
+        BTreeMap::new()
+    } else if copy {
+        fsx::create_private_dir(&ctx.config.backups_dir)?;
+        open::read_checkpointed(db, &ctx.config.backups_dir, applied)?
+    } else {
+        match open::open(db, Access::ReadOnly).and_then(|conn| applied(&conn)) {
+            Err(error) if exit_code(&error) == code::BUSY => return Ok(None),
+            recorded => recorded?,
+        }
+    };
+    Ok(Some(
+        pending(&migrations, &recorded, &dir)?
+            .iter()
+            .map(|m| m.file.clone())
+            .collect(),
+    ))
 }
 
 fn names(pending: &[&Migration]) -> String {

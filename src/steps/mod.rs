@@ -21,6 +21,7 @@ mod git_pull;
 mod health;
 mod integrity;
 mod migrate;
+mod pending;
 mod push;
 mod repair;
 mod restore;
@@ -63,6 +64,9 @@ pub struct Plan {
     /// Whether the step would change the app's code or data (see
     /// [`Ran::changed`]), when a read-only probe can tell it in advance.
     pub changes: Option<bool>,
+    /// The run would end at this step, and why (see [`Ran::ends_run`]),
+    /// when a read-only probe can tell it in advance.
+    pub ends_run: Option<String>,
 }
 
 impl Plan {
@@ -73,6 +77,7 @@ impl Plan {
             blocker: Some(crate::error::describe(error)),
             outcome: None,
             changes: None,
+            ends_run: None,
         }
     }
 }
@@ -88,6 +93,10 @@ pub struct Ran {
     /// is `changed: false`. Checks, backups (a copy beside the data), and
     /// stopping or starting the app change neither.
     pub changed: bool,
+    /// The run has nothing left to do, and why: it ends after this step,
+    /// successfully, the later steps skipped (`pending`, when nothing is
+    /// new), unless it was asked to run everything (`run --force`).
+    pub ends_run: Option<String>,
 }
 
 impl Ran {
@@ -97,6 +106,7 @@ impl Ran {
             detail,
             undo,
             changed: true,
+            ends_run: None,
         }
     }
 
@@ -107,6 +117,7 @@ impl Ran {
             detail,
             undo,
             changed: false,
+            ends_run: None,
         }
     }
 }
@@ -193,6 +204,7 @@ static REGISTRY: &[&dyn StepType] = &[
     &health::Health,
     &git_pull::GitPull,
     &migrate::Migrate,
+    &pending::Pending,
     &app::StopApp,
     &app::StartApp,
     &push::Push,

@@ -99,6 +99,7 @@ impl StepType for Repair {
             detail,
             undo,
             changed: repaired.outcome.changed(),
+            ends_run: None,
         })
     }
 

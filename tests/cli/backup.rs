@@ -312,3 +312,177 @@ fn rotation_never_deletes_the_backup_just_made() {
     assert_eq!(kept.len(), 1, "{kept:?}");
     assert_ne!(kept[0], future, "the new backup must be the one kept");
 }
+
+/// `keep: N` and `retention: last: N` leave exactly N backups once the new
+/// one is verified, counting it: it is the newest verified one, so the
+/// previous one is not kept as such beside it.
+#[test]
+fn keep_n_and_last_n_leave_exactly_n_counting_the_new_backup() {
+    for n in 1..=3usize {
+        let sandbox = Sandbox::new();
+        for _ in 0..n + 2 {
+            sandbox
+                .upkeep(&["backup", "staging", &format!("--keep={n}")])
+                .code(0);
+        }
+        let kept = sandbox.backups("staging");
+        assert_eq!(kept.len(), n, "--keep {n}: {kept:?}");
+        // In upkeep.yaml, with `keep:` and with `retention: { last: N }`.
+        for backups in [
+            format!("backups:\n  dir: backups\n  keep: {n}\n"),
+            format!("backups:\n  dir: backups\n  retention: {{ last: {n} }}\n"),
+        ] {
+            sandbox.write(
+                "upkeep.yaml",
+                &CONFIG.replace("backups:\n  dir: backups\n", &backups),
+            );
+            let newest = sandbox.backups("staging").last().unwrap().clone();
+            sandbox.upkeep(&["backup", "staging"]).code(0);
+            let now = sandbox.backups("staging");
+            assert_eq!(now.len(), n, "{backups}: {now:?}");
+            assert!(n == 1 || now.contains(&newest), "{now:?}");
+            let listing = sandbox
+                .upkeep(&["backups", "staging"])
+                .code(0)
+                .stdout
+                .clone();
+            assert_eq!(listing.matches("newest verified").count(), 1, "{listing}");
+        }
+    }
+}
+
+/// The last verified backup is never deleted: a backup that fails its
+/// verification leaves it, with `keep: 1`, as the only one.
+#[test]
+fn with_keep_1_a_failed_backup_leaves_the_last_verified_one() {
+    let sandbox = Sandbox::new();
+    let db = sandbox.db("prod");
+    sandbox
+        .upkeep(&["backup", "production", "--keep", "1"])
+        .code(0);
+    sandbox
+        .upkeep(&["backup", "production", "--keep", "1"])
+        .code(0);
+    let good = sandbox.backups("production");
+    assert_eq!(good.len(), 1, "{good:?}");
+    corrupt_block_of(&db, "orders");
+    sandbox
+        .upkeep(&["backup", "production", "--keep", "1"])
+        .code(1)
+        .stderr_has("failed verification");
+    assert_eq!(sandbox.backups("production"), good);
+    sandbox
+        .upkeep(&["backups", "production"])
+        .code(0)
+        .stdout_has("newest verified");
+}
+
+/// What the docs and the code say of restic: it keeps the oldest snapshot
+/// when a rule finds fewer periods than its count since 0.16.0, and calls
+/// that reason "oldest" since 0.18.0. Every "restic ... since" claim in
+/// the docs and sources names one of those.
+#[test]
+fn restic_versions_named_in_docs_and_code_are_the_right_ones() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let mut files = vec![root.join("README.md")];
+    for folder in ["docs", "src"] {
+        files.extend(walk(&root.join(folder)).into_iter().filter(|path| {
+            path.extension()
+                .is_some_and(|ext| ext == "md" || ext == "rs")
+        }));
+    }
+    let mut claims = 0;
+    for file in files {
+        let text = std::fs::read_to_string(&file).unwrap();
+        // A claim may wrap: look at each line with the one before it.
+        let lines: Vec<&str> = text.lines().collect();
+        for (at, line) in lines.iter().enumerate() {
+            let Some((_, after)) = line.split_once("since 0.") else {
+                continue;
+            };
+            let context = format!("{} {line}", if at > 0 { lines[at - 1] } else { "" });
+            if !context.contains("restic") {
+                continue;
+            }
+            claims += 1;
+            let version: String = after
+                .chars()
+                .take_while(|c| c.is_ascii_digit() || *c == '.')
+                .collect();
+            let version = version.trim_end_matches('.');
+            assert!(
+                version == "16.0" || version == "18.0",
+                "{}:{}: restic since 0.{version}: keeping the oldest came in 0.16.0, its `oldest` wording in 0.18.0",
+                file.display(),
+                at + 1
+            );
+            if version == "18.0" {
+                assert!(context.contains("oldest"), "{}:{}", file.display(), at + 1);
+            }
+        }
+    }
+    assert!(claims >= 2, "the docs and retention.rs say which restic");
+}
+
+/// Another process that holds the database is shown by its PID and its
+/// program on one short line, however long its command line: here a
+/// Python program given with `-c`, many lines long, that holds a write
+/// lock on the file as DuckDB does. Every message that names it: backup,
+/// check, and a dry-run's plan.
+#[test]
+fn a_holder_with_a_long_command_line_is_shown_on_one_line() {
+    let sandbox = Sandbox::new();
+    let db = sandbox.db("prod");
+    let program = "import fcntl, sys, time\n\
+                   held = open(sys.argv[1], 'r+b')\n\
+                   fcntl.lockf(held, fcntl.LOCK_EX)\n\
+                   print('ready', flush=True)\n\
+                   time.sleep(600)\n";
+    let mut child = std::process::Command::new("python3")
+        .args(["-c", program])
+        .arg(&db)
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("python3");
+    let mut line = String::new();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(child.stdout.take().unwrap()),
+        &mut line,
+    )
+    .unwrap();
+    assert_eq!(line.trim(), "ready");
+    struct Kill(std::process::Child);
+    impl Drop for Kill {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let holder = Kill(child);
+    let pid = holder.0.id();
+    sandbox.write(
+        "pipelines/b.yaml",
+        "env: production\nsteps:\n- uses: backup\n",
+    );
+    let backup = sandbox.upkeep(&["backup", "production"]);
+    let check = sandbox.upkeep(&["check", "production"]);
+    let plan = sandbox.upkeep(&["run", "b", "--dry-run"]);
+    for (run, text) in [
+        (backup.code(4), &backup.stderr),
+        (check.code(4), &check.stderr),
+        (&plan, &plan.stdout),
+    ] {
+        let lines: Vec<&str> = text
+            .lines()
+            .filter(|line| line.contains(&format!("PID {pid}")))
+            .collect();
+        assert!(!lines.is_empty(), "{run}");
+        for line in lines {
+            assert!(
+                line.contains("python3 -c import fcntl, sys, time…`)"),
+                "{line}\n{run}"
+            );
+        }
+        assert!(!text.contains("fcntl.lockf"), "{run}");
+    }
+}

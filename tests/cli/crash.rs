@@ -207,3 +207,89 @@ fn a_restore_step_killed_after_its_swap_is_undone_by_recover() {
         .stdout_has("put the previous database back");
     assert_eq!(counts(&db), before);
 }
+
+/// The partial copies in `dir`: upkeep's temporary files.
+fn partials(dir: &Path) -> Vec<std::path::PathBuf> {
+    walk(dir)
+        .into_iter()
+        .filter(|p| {
+            p.file_name()
+                .is_some_and(|n| n.to_string_lossy().starts_with(".upkeep-partial"))
+        })
+        .collect()
+}
+
+/// `upkeep run update` killed (-9) during its backup step, at several
+/// moments of the copy: `recover` removes the partial copy the run had
+/// begun (its path was journaled before it was created), so that it does
+/// not fill the disk the next backup needs, and the app runs again on its
+/// code and data as before.
+#[test]
+fn recover_removes_the_partial_backup_of_an_update_killed_while_backing_up() {
+    let app = crate::update::App::new();
+    let db = app.sandbox.path("backend/prod.duckdb");
+    // Big enough (30+ MB) for the copy to take a while.
+    app.script("stop.sh");
+    sql(
+        &db,
+        "CREATE TABLE filler AS SELECT i, md5(i::VARCHAR) || md5((i * 7)::VARCHAR) \
+         || md5((i * 13)::VARCHAR) AS pad FROM range(1000000) r(i); CHECKPOINT;",
+    );
+    let size = std::fs::metadata(&db).unwrap().len();
+    assert!(size > 30_000_000, "{size} bytes");
+    app.start();
+    // Something new: the update goes past its first look.
+    app.release("v2", &[]);
+    let head = app.head();
+    let before = app.data();
+    let backups = app.sandbox.path("backups");
+    let mut args = vec!["run".to_string(), "update".to_string()];
+    for var in app.vars() {
+        args.push("--var".to_string());
+        args.push(var);
+    }
+    for (round, delay) in [0u64, 3, 10, 30, 60].into_iter().enumerate() {
+        let mut upkeep = std::process::Command::new(UPKEEP)
+            .args(&args)
+            .current_dir(app.sandbox.dir.path())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .process_group(0)
+            .spawn()
+            .unwrap();
+        let started = Instant::now();
+        while partials(&backups).is_empty() {
+            assert!(
+                upkeep.try_wait().unwrap().is_none(),
+                "round {round}: the update ended before its backup"
+            );
+            assert!(
+                started.elapsed() < Duration::from_secs(60),
+                "round {round}: no partial copy in sight"
+            );
+            std::thread::sleep(Duration::from_micros(500));
+        }
+        std::thread::sleep(Duration::from_millis(delay));
+        upkeep.kill().unwrap();
+        upkeep.wait().unwrap();
+        let left = partials(&backups);
+        if round == 0 {
+            assert!(!left.is_empty(), "killed too late to test anything");
+        }
+        let run = app.sandbox.upkeep(&["recover"]);
+        run.code(0).stdout_has("recovered run");
+        assert!(
+            partials(&backups).is_empty(),
+            "round {round} ({delay} ms): left {left:?}, still {:?}\n{run}",
+            partials(&backups)
+        );
+        if !left.is_empty() {
+            run.stdout_has("had begun to write");
+        }
+        assert!(
+            app.healthy().is_some(),
+            "round {round}: the app is down\n{run}"
+        );
+    }
+    app.assert_as_before(&head, &before);
+}

@@ -80,7 +80,7 @@ impl App {
         git(dev, &["push", "-q"]);
     }
 
-    fn vars(&self) -> Vec<String> {
+    pub(crate) fn vars(&self) -> Vec<String> {
         vec![
             format!("APP_URL=http://127.0.0.1:{}", self.port),
             format!("APP_PORT={}", self.port),
@@ -110,7 +110,7 @@ impl App {
         assert!(status.success());
     }
 
-    fn start(&self) {
+    pub(crate) fn start(&self) {
         self.script("start.sh");
         for _ in 0..100 {
             if self.health().is_some() {
@@ -163,7 +163,7 @@ impl App {
     }
 
     /// The old code, the old app healthy, the old data.
-    fn assert_as_before(
+    pub(crate) fn assert_as_before(
         &self,
         head: &str,
         data: &(std::collections::BTreeMap<String, i64>, Vec<String>),
@@ -236,15 +236,125 @@ fn a_release_with_a_migration_goes_live() {
     assert_eq!(app.sandbox.backups("production").len(), 1);
     let (_, columns) = app.data();
     assert!(columns.contains(&"phone".to_string()));
-    // Nothing new: the second update changes nothing but takes a backup.
+    // Nothing new: the second update looks, and ends there.
     let head = app.head();
     let before = app.data();
     app.update()
         .code(0)
-        .stdout_has("nothing pending")
-        .stdout_has("up to date");
+        .stdout_has("no migration pending")
+        .stdout_has("up to date")
+        .stdout_has("nothing new");
     assert_eq!(app.head(), head);
     assert_eq!(app.data(), before);
+    assert_eq!(app.sandbox.backups("production").len(), 1);
+}
+
+/// The app's PID, from the pid file its start script writes.
+fn app_pid(app: &App) -> String {
+    std::fs::read_to_string(app.sandbox.path("app.pid"))
+        .unwrap()
+        .trim()
+        .to_string()
+}
+
+/// With nothing to pull and no migration pending, the update ends after
+/// its read-only look: the app keeps running (same process), nothing is
+/// backed up, `changed: false`, exit 0, and it says there was nothing new.
+/// A new commit, or `--force`, runs the whole update.
+#[test]
+fn an_update_with_nothing_new_leaves_the_app_running_untouched() {
+    let app = App::new();
+    app.release("v2", &[("backend/migrations/0001_phone.sql", PHONE)]);
+    app.update().code(0).stdout_has("applied 0001_phone.sql");
+    let pid = app_pid(&app);
+    let head = app.head();
+    let backups = app.sandbox.backups("production");
+    let journals = walk(&app.sandbox.path(".upkeep/runs")).len();
+
+    // Nothing new, while the app holds its database: the migrations it
+    // recorded are read from a copy, which does not stay.
+    let run = app.update_with(&["--format", "json"], &[]);
+    run.code(0);
+    let events: Vec<serde_json::Value> = run.json();
+    let finished = events
+        .iter()
+        .find(|e| e["type"] == "run_finished")
+        .unwrap_or_else(|| panic!("no run_finished\n{run}"));
+    assert_eq!(finished["changed"], false, "{run}");
+    assert!(
+        finished["summary"]
+            .as_str()
+            .is_some_and(|s| s.starts_with("nothing new") && s.contains("app untouched")),
+        "{run}"
+    );
+    let ran: Vec<&str> = events
+        .iter()
+        .filter(|e| e["type"] == "step_finished")
+        .filter_map(|e| e["name"].as_str())
+        .collect();
+    assert_eq!(ran, ["look for news"], "{run}");
+    assert_eq!(
+        app_pid(&app),
+        pid,
+        "the app was restarted
+{run}"
+    );
+    assert!(app.health().unwrap().starts_with("v2 users=3000"));
+    assert_eq!(app.head(), head);
+    assert_eq!(app.sandbox.backups("production"), backups);
+    assert_eq!(walk(&app.sandbox.path(".upkeep/runs")).len(), journals + 1);
+    let left: Vec<_> = walk(&app.sandbox.path("backups"))
+        .into_iter()
+        .filter(|p| p.to_string_lossy().contains(".upkeep-partial"))
+        .collect();
+    assert!(left.is_empty(), "{left:?}");
+    // In words too.
+    app.update()
+        .code(0)
+        .stdout_has("nothing new (no commit to pull, no migration pending)");
+    assert_eq!(app_pid(&app), pid);
+    // The dry-run can tell too once the app is down (it reads no copy).
+    app.script("stop.sh");
+    app.update_with(&["--dry-run"], &[])
+        .code(0)
+        .stdout_has("the run would end before it");
+    app.start();
+    let pid = app_pid(&app);
+
+    // --force: the whole update all the same.
+    app.update_with(&["--force"], &[])
+        .code(0)
+        .stdout_has("--force")
+        .stdout_has("it is healthy");
+    assert_ne!(app_pid(&app), pid, "--force runs the whole update");
+    assert_eq!(app.sandbox.backups("production").len(), backups.len() + 1);
+    let pid = app_pid(&app);
+
+    // A new commit: the whole update.
+    app.release("v3", &[]);
+    let run = app.update_with(&["--format", "json"], &[]);
+    run.code(0);
+    let finished = run.json().into_iter().find(|e| e["type"] == "run_finished");
+    assert_eq!(finished.unwrap()["changed"], true, "{run}");
+    assert_ne!(app_pid(&app), pid);
+    assert!(app.health().unwrap().starts_with("v3 users=3000"));
+    assert_eq!(app.sandbox.backups("production").len(), backups.len() + 2);
+}
+
+/// A migration file that no run applied yet, with nothing to pull: the
+/// update goes on and applies it.
+#[test]
+fn a_pending_migration_without_a_new_commit_runs_the_update() {
+    let app = App::new();
+    // Not committed: untracked files leave the tree clean for git-pull.
+    app.sandbox
+        .write("backend/migrations/0001_phone.sql", PHONE);
+    app.update()
+        .code(0)
+        .stdout_has("1 migration(s) pending: 0001_phone.sql")
+        .stdout_has("applied 0001_phone.sql");
+    let (_, columns) = app.data();
+    assert!(columns.contains(&"phone".to_string()));
 }
 
 #[test]
@@ -373,7 +483,8 @@ fn after_kill_9_during_the_migration_recover_brings_back_the_old_app_and_data() 
         let journaled = walk(&runs).iter().any(|p| {
             std::fs::read_to_string(p)
                 .unwrap_or_default()
-                .contains("\"step_undo\"")
+                .lines()
+                .any(|line| line.contains("\"step_undo\"") && line.contains("\"uses\":\"migrate\""))
         });
         if journaled {
             break;
