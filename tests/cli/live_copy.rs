@@ -32,6 +32,8 @@ use crate::support::{Sandbox, WAL_ROWS, counts};
 const BULK_ROWS: i64 = 130_000;
 /// Three row groups, all touched by each update.
 const WIDE_ROWS: i64 = 300_000;
+/// Copies taken back to back before they are verified.
+const BATCH: usize = 10;
 /// Update classes of `wide` (`id % CLASSES`).
 const CLASSES: i64 = 5;
 
@@ -231,37 +233,44 @@ fn torture(storage_version: Option<&str>) {
 
     let wal = PathBuf::from(format!("{}.wal", db.display()));
     let (mut kept, mut attempts, mut unsettled) = (0usize, 0u32, Vec::new());
-    for n in 0..copies {
-        let dest = sandbox.path(&format!("copies/{n}"));
-        std::fs::create_dir_all(&dest).unwrap();
-        let before = writer.committed();
-        let copied = match upkeep::db::live::copy(&db, &wal, &dest) {
-            Ok(copied) => copied,
-            Err(upkeep::db::live::Refused::Unsettled {
-                attempts: made,
-                last,
-                ..
-            }) => {
-                attempts += made;
-                unsettled.push(last);
-                continue;
+    // Copies are taken back to back, in batches, and verified after each
+    // batch: so that as many as possible overlap a checkpoint.
+    for batch in (0..copies).collect::<Vec<_>>().chunks(BATCH) {
+        let mut taken = Vec::new();
+        for &n in batch {
+            let dest = sandbox.path(&format!("copies/{n}"));
+            std::fs::create_dir_all(&dest).unwrap();
+            let before = writer.committed();
+            match upkeep::db::live::copy(&db, &wal, &dest) {
+                Ok(copied) => {
+                    attempts += copied.attempts;
+                    taken.push((n, before, writer.committed(), copied));
+                }
+                Err(upkeep::db::live::Refused::Unsettled {
+                    attempts: made,
+                    last,
+                    ..
+                }) => {
+                    attempts += made;
+                    unsettled.push(last);
+                }
+                Err(error) => panic!("copy {n}: {error}"),
             }
-            Err(error) => panic!("copy {n}: {error}"),
-        };
-        let after = writer.committed();
-        kept += 1;
-        attempts += copied.attempts;
-        if n % check_every == 0 {
-            deep_check(&sandbox, &copied.db);
         }
-        let k =
-            verify(&copied.db).unwrap_or_else(|problem| panic!("copy {n} ({copied:?}): {problem}"));
-        assert!(
-            before <= k && k <= after + 1,
-            "copy {n} holds transactions 1 to {k}, but {before} were committed before it began \
-             and {after} when it ended ({copied:?})"
-        );
-        std::fs::remove_dir_all(&dest).unwrap();
+        for (n, before, after, copied) in taken {
+            kept += 1;
+            if n % check_every == 0 {
+                deep_check(&sandbox, &copied.db);
+            }
+            let k = verify(&copied.db)
+                .unwrap_or_else(|problem| panic!("copy {n} ({copied:?}): {problem}"));
+            assert!(
+                before <= k && k <= after + 1,
+                "copy {n} holds transactions 1 to {k}, but {before} were committed before it began \
+                 and {after} when it ended ({copied:?})"
+            );
+            std::fs::remove_dir_all(copied.db.parent().unwrap()).unwrap();
+        }
     }
     eprintln!(
         "live copies ({}): {kept} of {copies} kept, {attempts} attempts, {} refused ({unsettled:?}); the writer reached transaction {}",
@@ -352,7 +361,7 @@ fn verify(copy: &Path) -> Result<i64, String> {
     let last_bulk = done()
         .filter(|(_, op)| *op == Op::Bulk)
         .map(|(i, _)| i)
-        .last();
+        .next_back();
     let found = one("SELECT count(*), coalesce(min(tag), 0), coalesce(max(tag), 0) FROM bulk")?;
     let expected = match last_bulk {
         Some(tag) => (BULK_ROWS, tag, tag),
@@ -369,7 +378,7 @@ fn verify(copy: &Path) -> Result<i64, String> {
         let value = done()
             .filter(|(_, op)| *op == Op::Update(class))
             .map(|(i, _)| i)
-            .last()
+            .next_back()
             .unwrap_or(0);
         let found = one(&format!(
             "SELECT count(*), min(v), max(v) FROM wide WHERE id % {CLASSES} = {class}"
