@@ -18,6 +18,7 @@ mod health;
 mod hostile_input;
 mod injection;
 mod live_app;
+mod live_copy;
 mod messages;
 mod migrate;
 mod offsite;
