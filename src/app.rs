@@ -20,19 +20,19 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 
-use crate::config::{AppSpec, Config, Env, HealthSpec};
+use crate::action::{Outcome, Undo};
+use crate::config::{AppSpec, Config, HealthSpec};
+use crate::db::Env;
 use crate::db::backup::{self, Made, Taking};
 use crate::db::catalog::Schema;
 use crate::db::check;
 use crate::db::open::{self, Access};
 use crate::db::retention::Rotation;
 use crate::error::Busy;
-use crate::group;
 use crate::journal::{Entry, Journal, Undoing};
-use crate::pipeline::model::Outcome;
 use crate::probe::Probe;
+use crate::process;
 use crate::progress::Progress;
-use crate::steps::Undo;
 
 /// How long the app may take to let go of its database after `stop`.
 const RELEASE_TIMEOUT: Duration = Duration::from_secs(30);
@@ -82,7 +82,7 @@ impl<'a> App<'a> {
         ]
         .into_iter()
         .find_map(|(what, command)| {
-            let why = group::program_exists(command?, self.root).err()?;
+            let why = process::program_exists(command?, self.root).err()?;
             Some(format!(
                 "the app's {what} command for `{}` cannot run: {why}; fix it under `app:` in upkeep.yaml",
                 self.env.name
@@ -101,7 +101,7 @@ impl<'a> App<'a> {
                      fix the stop command so that it waits until the app has exited",
                     self.env.name,
                     crate::redact::urls(&self.spec.stop),
-                    open::describe_process(pid),
+                    crate::process::describe(pid),
                     self.env.db.display(),
                     RELEASE_TIMEOUT.as_secs()
                 );
@@ -218,19 +218,19 @@ impl<'a> App<'a> {
         let mut shell = self.shell(command, extra);
         shell.stdout(log.try_clone()?).stderr(log);
         let limit = self.spec.hook_timeout;
-        let ended = group::run(shell, limit, group::GRACE)
+        let ended = process::run(shell, limit, process::GRACE)
             .with_context(|| format!("cannot run the app's {what} command `{shown}`"))?;
         let output =
             || tail(&self.log, logged_before).map_or_else(String::new, |tail| format!(": {tail}"));
         match ended {
-            group::Ended::Exited(status) if status.success() => Ok(()),
-            group::Ended::Exited(status) => bail!(
+            process::Ended::Exited(status) if status.success() => Ok(()),
+            process::Ended::Exited(status) => bail!(
                 "the app's {what} command `{shown}` for `{}` failed ({status}){}; its output is in {}",
                 self.env.name,
                 output(),
                 self.log.display()
             ),
-            group::Ended::Overran => bail!(
+            process::Ended::Overran => bail!(
                 "the app's {what} command `{shown}` for `{}` did not end within {} (`hook_timeout` \
                  under `app:`), so its process group was stopped{}; make the command return sooner, \
                  or raise `hook_timeout` in upkeep.yaml; its output is in {}",
@@ -388,7 +388,7 @@ pub fn backup_way(config: &Config, env: &Env, size: u64) -> String {
     };
     let holder = format!(
         "PID {pid}{} holds the database",
-        open::describe_process(pid)
+        crate::process::describe(pid)
     );
     match App::of(config, env) {
         Some(app) if app.has_snapshot() => {
@@ -515,6 +515,6 @@ pub fn held(env: &Env, pid: u32, what_to_do: &str) -> anyhow::Error {
         "database `{}` of `{}` is open in another process: PID {pid}{}; {what_to_do}",
         env.db.display(),
         env.name,
-        open::describe_process(pid)
+        crate::process::describe(pid)
     )))
 }

@@ -8,7 +8,8 @@ use anyhow::{Context, Result};
 
 use crate::app;
 use crate::cli::Command;
-use crate::config::{Config, Env, parse_keep};
+use crate::config::{Config, parse_keep};
+use crate::db::Env;
 use crate::db::catalog::Schema;
 use crate::db::restore::Choice;
 use crate::db::retention::Rotation;
@@ -66,7 +67,7 @@ pub fn run(command: &Command, config: &Config, printer: &Printer) -> Result<i32>
             };
             let envs = config.select(env)?;
             let _lock = lock::acquire(&config.state_dir, &format!("upkeep backup {env}"))?;
-            pipeline::run::put_back_interrupted_swaps(&envs, *printer)?;
+            pipeline::admission::put_back_interrupted_swaps(&envs, *printer)?;
             run_each(&envs, printer, |env| {
                 let notify = |reason: &str| {
                     if let Err(why) = app::notify_down(config, env, reason) {
@@ -89,7 +90,10 @@ pub fn run(command: &Command, config: &Config, printer: &Printer) -> Result<i32>
                 printer.backup(&env.name, &made);
                 if *push {
                     let which = offsite::Which::Named(made.backup.name.clone());
-                    let pushed = offsite::push(config, env, &which, &progress).with_context(|| {
+                    let pushed = config
+                        .offsite()
+                        .and_then(|site| offsite::push(&site, env, &which, &progress))
+                        .with_context(|| {
                         format!(
                             "backup {} of `{}` is made and kept here, but was not copied off-site",
                             made.backup.name, env.name
@@ -122,7 +126,7 @@ pub fn run(command: &Command, config: &Config, printer: &Printer) -> Result<i32>
             Ok(code::OK)
         }),
         Command::Backups { env, offsite: true } => each_env(config, env, printer, |env| {
-            printer.remote_backups(&env.name, &offsite::list(config, env)?);
+            printer.remote_backups(&env.name, &offsite::list(&config.offsite()?, env)?);
             Ok(code::OK)
         }),
         Command::Push { env, backup, all } => {
@@ -134,7 +138,7 @@ pub fn run(command: &Command, config: &Config, printer: &Printer) -> Result<i32>
             let envs = config.select(env)?;
             let _lock = lock::acquire(&config.state_dir, &format!("upkeep push {env}"))?;
             run_each(&envs, printer, |env| {
-                let pushed = offsite::push(config, env, &which, &progress)?;
+                let pushed = offsite::push(&config.offsite()?, env, &which, &progress)?;
                 printer.pushed(&env.name, &pushed);
                 Ok(code::OK)
             })
@@ -145,7 +149,7 @@ pub fn run(command: &Command, config: &Config, printer: &Printer) -> Result<i32>
             read_data,
         } => each_env(config, env, printer, |env| {
             let findings = match offsite {
-                true => offsite::verify(config, env, *read_data, &progress)?,
+                true => offsite::verify(&config.offsite()?, env, *read_data, &progress)?,
                 false => restore::verify_all(&config.backups_dir, &env.name, schema)?,
             };
             printer.findings(&env.name, *offsite, &findings);
@@ -177,7 +181,14 @@ pub fn run(command: &Command, config: &Config, printer: &Printer) -> Result<i32>
                         identity: identity.as_deref(),
                         allow_plaintext: *allow_plaintext,
                     };
-                    let fetched = offsite::fetch(config, &env, &pick, opening, schema, &progress)?;
+                    let fetched = offsite::fetch(
+                        &config.offsite()?,
+                        &env,
+                        &pick,
+                        opening,
+                        schema,
+                        &progress,
+                    )?;
                     printer.fetched(&env.name, &fetched.name, fetched.downloaded);
                     (Some(fetched.name), fetched.verified)
                 }
@@ -193,7 +204,7 @@ pub fn run(command: &Command, config: &Config, printer: &Printer) -> Result<i32>
                 return Ok(status);
             }
             let _lock = lock::acquire(&config.state_dir, &format!("upkeep restore {}", env.name))?;
-            pipeline::run::put_back_interrupted_swaps(std::slice::from_ref(&env), *printer)?;
+            pipeline::admission::put_back_interrupted_swaps(std::slice::from_ref(&env), *printer)?;
             let restored = match verified {
                 // A download, verified before it was named: not read twice.
                 Some(verified) => restore::restore_verified(&env, verified, schema, &progress)?,
@@ -223,7 +234,7 @@ pub fn run(command: &Command, config: &Config, printer: &Printer) -> Result<i32>
                 return Ok(status);
             }
             let _lock = lock::acquire(&config.state_dir, &format!("upkeep repair {}", env.name))?;
-            pipeline::run::put_back_interrupted_swaps(std::slice::from_ref(&env), *printer)?;
+            pipeline::admission::put_back_interrupted_swaps(std::slice::from_ref(&env), *printer)?;
             let sources = repair::Sources {
                 backups_dir: &config.backups_dir,
                 schema,
@@ -261,7 +272,7 @@ pub fn run(command: &Command, config: &Config, printer: &Printer) -> Result<i32>
             pipeline::run_command(config, &args, *printer)
         }
         Command::Validate { pipelines } => pipeline::validate_command(config, pipelines, *printer),
-        Command::Recover { forget } => pipeline::run::recover(config, *printer, *forget),
+        Command::Recover { forget } => pipeline::recover::recover(config, *printer, *forget),
         Command::Schedule(args) => {
             schedule::run(&args.request(), config, printer).map(|()| code::OK)
         }

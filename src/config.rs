@@ -12,8 +12,8 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result};
 use serde::Deserialize;
 
-use crate::db::StorageVersion;
 use crate::db::retention::{Policy, Rotation};
+use crate::db::{Env, StorageVersion};
 use crate::error::bad_input;
 use crate::offsite;
 use crate::probe::Probe;
@@ -113,27 +113,6 @@ fn parse_timeout(text: &str) -> Result<std::time::Duration, String> {
         Err(error) => Err(format!(
             "`{text}` is not a duration ({error}): write e.g. `60s` or `2m`"
         )),
-    }
-}
-
-/// One configured environment: its name and its database file.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Env {
-    pub name: String,
-    pub db: PathBuf,
-}
-
-impl Env {
-    /// No environment: for a pipeline none of whose steps works on one.
-    pub fn none() -> Env {
-        Env {
-            name: String::new(),
-            db: PathBuf::new(),
-        }
-    }
-
-    pub fn is_none(&self) -> bool {
-        self.name.is_empty()
     }
 }
 
@@ -569,6 +548,29 @@ impl Config {
         }
     }
 
+    /// Where off-site copies go (`backups.offsite`), with the folders they
+    /// are made from; an error saying how to configure it when there is
+    /// none.
+    pub fn offsite(&self) -> Result<offsite::Site<'_>> {
+        let spec = self.offsite.as_ref().ok_or_else(|| {
+            bad_input(format!(
+                "no `backups.offsite` in `{}`: add one (url: s3://BUCKET/PREFIX or file:///FOLDER) to copy backups off-site",
+                self.path.display()
+            ))
+        })?;
+        Ok(offsite::Site {
+            spec,
+            config_path: &self.path,
+            root: &self.root,
+            backups_dir: &self.backups_dir,
+            state_dir: &self.state_dir,
+            rotation: spec
+                .retention
+                .clone()
+                .map_or_else(|| self.rotation.clone(), Rotation::Calendar),
+        })
+    }
+
     /// One environment by name; an unknown name lists the known ones.
     pub fn env(&self, name: &str) -> Result<Env> {
         match self.databases.get(name) {
@@ -661,7 +663,8 @@ fn apps<'a>(
             ("start", Some(&start), over.start.is_some()),
             ("snapshot", keys.snapshot.as_ref(), over.snapshot.is_some()),
         ] {
-            if let Some(Err(message)) = command.map(|command| crate::group::check_command(command))
+            if let Some(Err(message)) =
+                command.map(|command| crate::process::check_command(command))
             {
                 let (at, dotted) = key_place(key, overridden);
                 return Err(bad_input(format!("{at}: `{dotted}`: {message}")));
@@ -767,7 +770,7 @@ fn check_scalar(scalar: &yaml::Scalar) -> Result<(), String> {
             ["app", "stop" | "start" | "snapshot"]
             | ["app", "environments", _, "stop" | "start" | "snapshot"],
             false,
-        ) => crate::group::check_command(text.as_deref().unwrap_or_default()),
+        ) => crate::process::check_command(text.as_deref().unwrap_or_default()),
         (
             ["app", "health", probe @ ("url" | "tcp" | "cmd")]
             | [

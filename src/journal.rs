@@ -16,10 +16,9 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result};
 use serde::{Deserialize, Serialize};
 
+use crate::action::{Action, Outcome, Undo};
 use crate::fsx;
-use crate::pipeline::model::{Action, Outcome};
-use crate::pipeline::shell::Group;
-use crate::steps::Undo;
+use crate::process::Group;
 
 /// A run id, which names its journal and its log: the UTC time and the
 /// process id, unique on this machine.

@@ -7,8 +7,10 @@
 //! `commands` (the CLI's verbs), `schedule` (cron / systemd
 //! entries for daily backups), `redact` (credentials in URLs, masked
 //! wherever one is shown), `app` (the app's lifecycle: stop, start,
-//! health, snapshot), `group` (a command in a process group of its own,
-//! held to a time limit), `webhook` (a JSON summary POSTed for `notify:` and
+//! health, snapshot), `process` (a command in a process group of its own,
+//! held to a time limit; another process named in one line), `action` (the
+//! words shared by everything that runs steps: an action, an outcome, an
+//! undo), `offsite` (copies in S3-compatible stores), `webhook` (a JSON summary POSTed for `notify:` and
 //! `app.notify`), `demo` (the README's ready-made sandbox), `yaml`
 //! (the first pass every YAML file goes through, and the tree with
 //! positions that pipelines are checked on).
@@ -17,11 +19,15 @@
 //! turns the command line into the library's own types and hands it to
 //! `commands`, which call `pipeline`, `steps`, `app` and `db`; `report`
 //! (output modes and JSON lines), `error` (exit codes and their ranking),
-//! `config` and the small helpers sit below them all. One arrow still
-//! points up: `app` journals a backup window as a run (the `journal`'s
-//! entries are made of pipeline actions and step undos), so that
-//! `upkeep recover` starts an app that a crash left stopped.
+//! `config` and the small helpers sit below them all. Words that several
+//! layers share live below all of their users: a database's environment
+//! (`db::Env`), a process group (`process::Group`), a step's action,
+//! outcome and undo (`action`), so that `app` journals a backup window as
+//! a run (for `upkeep recover`) without reaching up into `pipeline`. The
+//! config hands `offsite` what it needs of it (`offsite::Site`), so the
+//! two do not import each other. No two folders import each other.
 
+pub mod action;
 pub mod app;
 pub mod cli;
 pub mod commands;
@@ -30,13 +36,13 @@ pub mod db;
 pub mod demo;
 pub mod error;
 pub mod fsx;
-pub mod group;
 pub mod http;
 pub mod journal;
 pub mod lock;
 pub mod offsite;
 pub mod pipeline;
 pub mod probe;
+pub mod process;
 pub mod progress;
 pub mod redact;
 pub mod report;

@@ -127,7 +127,7 @@ fn busy(file: &mut File, path: &Path) -> anyhow::Error {
             "`{}` (PID {pid} on {}, since {})",
             holder.what, holder.host, holder.since
         ),
-        (_, Some(pid)) => format!("process {pid}{}", crate::db::open::describe_process(pid)),
+        (_, Some(pid)) => format!("process {pid}{}", crate::process::describe(pid)),
         (Some(holder), None) => format!(
             "`{}` (PID {} on {}, since {})",
             holder.what, holder.pid, holder.host, holder.since

@@ -6,7 +6,7 @@
 //!
 //! Each look is held to a limit (what is left of the wait): a command
 //! still running then is a failed look, and its whole process group is
-//! killed (`crate::group`), so a probe never outlives its timeout. The
+//! killed (`crate::process`), so a probe never outlives its timeout. The
 //! constructors check a probe's value, so that config and pipeline loading
 //! refuse a probe that could never pass before anything runs; what a probe
 //! says (described, or why it failed) goes through `crate::redact`, as a
@@ -17,8 +17,8 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use crate::group::{self, Ended};
 use crate::http;
+use crate::process::{self, Ended};
 use crate::redact;
 
 /// The longest one HTTP or TCP look may take.
@@ -83,7 +83,7 @@ impl Probe {
 
     /// A probe that runs `command`, checked.
     pub fn cmd(command: &str) -> Result<Probe, String> {
-        group::check_command(command)?;
+        process::check_command(command)?;
         Ok(Probe::Cmd(command.to_string()))
     }
 
@@ -128,7 +128,7 @@ impl Probe {
                     .stdout(Stdio::null())
                     .stderr(Stdio::null());
                 // A look has nothing to clean up: no grace.
-                match group::run(shell, limit.max(LEAST), Duration::ZERO) {
+                match process::run(shell, limit.max(LEAST), Duration::ZERO) {
                     Err(error) => Err(format!("cannot run `{shown}`: {error}")),
                     Ok(Ended::Exited(status)) if status.success() => Ok(()),
                     Ok(Ended::Exited(status)) => Err(format!("`{shown}` {status}")),

@@ -23,7 +23,7 @@ use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 
-use crate::config::Env;
+use crate::db::Env;
 use crate::db::backups::{self, Backup, Manifest};
 use crate::db::blocks;
 use crate::db::catalog::{Catalog, Schema};

@@ -21,4 +21,28 @@ pub mod salvage;
 pub mod swap;
 pub mod wal;
 
+use std::path::PathBuf;
+
 pub use header::StorageVersion;
+
+/// One configured environment (`databases:` in upkeep.yaml): its name and
+/// its database file. Defined here, where every user of it looks down.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Env {
+    pub name: String,
+    pub db: PathBuf,
+}
+
+impl Env {
+    /// No environment: for a pipeline none of whose steps works on one.
+    pub fn none() -> Env {
+        Env {
+            name: String::new(),
+            db: PathBuf::new(),
+        }
+    }
+
+    pub fn is_none(&self) -> bool {
+        self.name.is_empty()
+    }
+}

@@ -168,48 +168,10 @@ fn busy(path: &Path, pid: u32) -> anyhow::Error {
     anyhow::Error::new(Busy(format!(
         "database `{}` is open in another process: PID {pid}{}; stop it (for the app: its stop script) and try again",
         path.display(),
-        describe_process(pid)
+        crate::process::describe(pid)
     )))
 }
 
-/// The longest command line shown for another process, in characters.
-const SHOWN_COMMAND: usize = 80;
-
-/// ` (`program args…`)` of another process, when /proc tells it: one line
-/// at most [`SHOWN_COMMAND`] long, so that an app started with a program
-/// in its arguments (`python3 -c "..."`) does not fill the screen. It ends
-/// at the first line break and says `…` where it was cut; credentials in
-/// URLs are masked.
-pub fn describe_process(pid: u32) -> String {
-    std::fs::read(format!("/proc/{pid}/cmdline"))
-        .ok()
-        .map(|raw| {
-            let words: Vec<String> = raw
-                .split(|&byte| byte == 0)
-                .filter(|part| !part.is_empty())
-                .map(|part| String::from_utf8_lossy(part).into_owned())
-                .collect();
-            one_line(&words.join(" "))
-        })
-        .filter(|command| !command.is_empty())
-        .map_or_else(String::new, |command| format!(" (`{command}`)"))
-}
-
-/// `command` cut to one short line (see [`describe_process`]).
-fn one_line(command: &str) -> String {
-    let command = command.trim_end();
-    let first = command.lines().next().unwrap_or("").trim_end();
-    let mut shown: String = first
-        .chars()
-        .map(|c| if c.is_control() { ' ' } else { c })
-        .take(SHOWN_COMMAND)
-        .collect();
-    if first.len() < command.len() || first.chars().count() > SHOWN_COMMAND {
-        shown.push('…');
-    }
-    // A backtick would end the quotes the command is shown in.
-    crate::redact::urls(&shown.replace('`', "'"))
-}
 /// DuckDB's lock error reads "... Conflicting lock is held in CMD (PID 123) ...".
 fn pid_in_lock_error(message: &str) -> Option<u32> {
     if !message.contains("lock") {
@@ -239,22 +201,5 @@ mod tests {
         let message = "IO Error: Could not set lock on file \"/x/data.duckdb\": Conflicting lock is held in /usr/bin/app (PID 4242) by user root. See also https://duckdb.org/docs/";
         assert_eq!(pid_in_lock_error(message), Some(4242));
         assert_eq!(pid_in_lock_error("Corrupt database file"), None);
-    }
-
-    #[test]
-    fn another_process_is_shown_on_one_short_line() {
-        assert_eq!(one_line("/usr/bin/app serve"), "/usr/bin/app serve");
-        assert_eq!(
-            one_line("python3 -c import duckdb\nconn = duckdb.connect('x')\n"),
-            "python3 -c import duckdb…"
-        );
-        let long = format!("app {}", "x".repeat(200));
-        let shown = one_line(&long);
-        assert_eq!(shown.chars().count(), SHOWN_COMMAND + 1);
-        assert!(shown.ends_with('…'));
-        assert_eq!(
-            one_line("curl http://admin:hunter2@host/"),
-            "curl http://***@host/"
-        );
     }
 }

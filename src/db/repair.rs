@@ -14,7 +14,7 @@ use std::path::PathBuf;
 
 use anyhow::{Result, bail};
 
-use crate::config::Env;
+use crate::db::Env;
 use crate::db::StorageVersion;
 use crate::db::backups::Backup;
 use crate::db::catalog::Schema;

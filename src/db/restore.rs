@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Result, bail};
 
-use crate::config::Env;
+use crate::db::Env;
 use crate::db::backups::{self, Backup, Finding};
 use crate::db::catalog::Schema;
 use crate::db::check::{self, Report};

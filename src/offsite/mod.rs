@@ -25,7 +25,7 @@ use std::path::Path;
 use anyhow::{Context, Result, bail};
 use serde::{Deserialize, Serialize};
 
-use crate::config::{Config, Env};
+use crate::db::Env;
 use crate::db::backups::{self, Backup, Finding, Manifest, Status};
 use crate::db::catalog::Schema;
 use crate::db::restore::{self, Verified};
@@ -46,6 +46,22 @@ const ORPHAN_AGE: jiff::SignedDuration = jiff::SignedDuration::from_hours(1);
 const CHUNK: usize = 4 << 20;
 /// The off-site manifest's format version.
 const FORMAT: u32 = 1;
+
+/// Where the off-site copies of one config go, and the config's folders
+/// they are made from: what every function here works with. The config
+/// hands it down ([`crate::config::Config::offsite`]): off-site copies
+/// know nothing of upkeep.yaml beyond it.
+pub struct Site<'a> {
+    pub spec: &'a Spec,
+    /// upkeep.yaml, for messages.
+    pub config_path: &'a Path,
+    /// Its folder: recipients files are relative to it.
+    pub root: &'a Path,
+    pub backups_dir: &'a Path,
+    pub state_dir: &'a Path,
+    /// Off-site retention: `backups.offsite.retention`, else the local one.
+    pub rotation: Rotation,
+}
 
 /// `backups.offsite`, checked.
 #[derive(Debug, Clone)]
@@ -156,15 +172,6 @@ impl Drop for Journaled {
     }
 }
 
-fn spec(config: &Config) -> Result<&Spec> {
-    config.offsite.as_ref().ok_or_else(|| {
-        bad_input(format!(
-            "no `backups.offsite` in `{}`: add one (url: s3://BUCKET/PREFIX or file:///FOLDER) to copy backups off-site",
-            config.path.display()
-        ))
-    })
-}
-
 fn manifest_key(env: &str, name: &str) -> String {
     format!("{env}/{name}{MANIFEST_SUFFIX}")
 }
@@ -183,27 +190,26 @@ fn data_key(env: &str, name: &str, encrypted: bool) -> String {
 /// Copies verified local backups of `env` that are not off-site yet, then
 /// applies off-site retention if anything was uploaded. Idempotent: a
 /// second push uploads nothing.
-pub fn push(config: &Config, env: &Env, which: &Which, progress: &Progress) -> Result<Pushed> {
-    let spec = spec(config)?;
-    let recipients = match &spec.encrypt_to {
-        Some(entries) => Some(crypt::Recipients::load(entries, &config.root)?),
+pub fn push(site: &Site, env: &Env, which: &Which, progress: &Progress) -> Result<Pushed> {
+    let recipients = match &site.spec.encrypt_to {
+        Some(entries) => Some(crypt::Recipients::load(entries, site.root)?),
         None => None,
     };
-    let local = backups::list(&config.backups_dir, &env.name)?;
-    let chosen = choose(&local, env, which, &config.backups_dir)?;
-    let store = Store::open(&spec.target)?;
+    let local = backups::list(site.backups_dir, &env.name)?;
+    let chosen = choose(&local, env, which, site.backups_dir)?;
+    let store = Store::open(&site.spec.target)?;
     let mut pushed = Pushed {
         url: store.url.clone(),
         encrypted: recipients.is_some(),
         ..Pushed::default()
     };
-    let journal = config.state_dir.join("offsite");
+    let journal = site.state_dir.join("offsite");
     pushed.cleaned = clean_up(&store, &journal, &env.name)?;
-    let rotation = rotation(config, spec);
+    let rotation = &site.rotation;
     let remotes = listed(&store, &env.name)?;
     let chosen = match which {
         // What retention would delete at once is not sent at all.
-        Which::All => retained(&remotes, &rotation, chosen),
+        Which::All => retained(&remotes, rotation, chosen),
         _ => chosen,
     };
     // Each manifest already there is checked first: one that is not this
@@ -225,16 +231,9 @@ pub fn push(config: &Config, env: &Env, which: &Which, progress: &Progress) -> R
         pushed.uploaded.push((backup.name.clone(), size));
     }
     if let Some((newest, _)) = pushed.uploaded.iter().max_by(|a, b| a.0.cmp(&b.0)) {
-        pushed.deleted = retain(&store, &env.name, &rotation, newest)?;
+        pushed.deleted = retain(&store, &env.name, rotation, newest)?;
     }
     Ok(pushed)
-}
-
-/// Off-site retention: `backups.offsite.retention`, else the local one.
-fn rotation(config: &Config, spec: &Spec) -> Rotation {
-    spec.retention
-        .clone()
-        .map_or_else(|| config.rotation.clone(), Rotation::Calendar)
 }
 
 /// Whether the off-site backup `remote` is the local `backup`: listed as
@@ -544,11 +543,10 @@ fn orphans(objects: &[Object]) -> Vec<&Object> {
 
 /// The backups of `env` off-site, oldest first, each checked against its
 /// data object's size.
-pub fn list(config: &Config, env: &Env) -> Result<Vec<Remote>> {
-    let spec = spec(config)?;
-    let store = Store::open(&spec.target)?;
+pub fn list(site: &Site, env: &Env) -> Result<Vec<Remote>> {
+    let store = Store::open(&site.spec.target)?;
     let mut remotes = listed(&store, &env.name)?;
-    mark_kept(&mut remotes, &rotation(config, spec));
+    mark_kept(&mut remotes, &site.rotation);
     Ok(remotes)
 }
 
@@ -641,12 +639,12 @@ fn retain(store: &Store, env: &str, rotation: &Rotation, just_pushed: &str) -> R
 /// right size, and with `read_data`, of the right hash (downloaded).
 /// Data objects without a manifest are findings too.
 pub fn verify(
-    config: &Config,
+    site: &Site,
     env: &Env,
     read_data: bool,
     progress: &Progress,
 ) -> Result<Vec<Finding>> {
-    let store = Store::open(&spec(config)?.target)?;
+    let store = Store::open(&site.spec.target)?;
     let mut findings = Vec::new();
     for remote in listed(&store, &env.name)? {
         let mut finding = Finding {
@@ -722,15 +720,14 @@ pub struct Fetched {
 /// `opening.allow_plaintext`: anyone who can write to the store could have
 /// put it there. A verified local backup of that name is used as is.
 pub fn fetch(
-    config: &Config,
+    site: &Site,
     env: &Env,
     pick: &Pick,
     opening: Opening,
     schema: Option<&Schema>,
     progress: &Progress,
 ) -> Result<Fetched> {
-    let spec = spec(config)?;
-    let store = Store::open(&spec.target)?;
+    let store = Store::open(&site.spec.target)?;
     let remotes = listed(&store, &env.name)?;
     let remote = match pick {
         Pick::Named(name) => remotes.iter().find(|r| &r.name == name).ok_or_else(|| {
@@ -754,17 +751,17 @@ pub fn fetch(
             remote.status
         );
     };
-    if spec.encrypt_to.is_some() && !manifest.encrypted && !opening.allow_plaintext {
+    if site.spec.encrypt_to.is_some() && !manifest.encrypted && !opening.allow_plaintext {
         bail!(
             "off-site backup `{}` is not encrypted, but `backups.offsite.encrypt_to` is set in `{}`: \
              anyone who can write to `{}` could have put it there; nothing was changed. \
              If you know where it comes from, restore it with --allow-plaintext",
             remote.name,
-            config.path.display(),
+            site.config_path.display(),
             store.url
         );
     }
-    let dir = &config.backups_dir;
+    let dir = site.backups_dir;
     if let Ok(local) = backups::resolve(dir, &env.name, &remote.name)
         && local.status == Status::Verified
         && local

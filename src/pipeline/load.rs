@@ -8,9 +8,10 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use crate::action::{Action, Outcome};
 use crate::config::Config;
 use crate::error::BadInput;
-use crate::pipeline::model::{Action, Outcome, Pipeline, Step, When};
+use crate::pipeline::model::{Pipeline, Step, When};
 use crate::pipeline::notify::{self, Notify};
 use crate::steps;
 use crate::yaml::{self, Node, Pos, Value};

@@ -9,6 +9,7 @@
 //! - `events`: what a run prints and logs, kept in a `record` for the
 //!   reports: `junit`, `github` (Actions), `notify` (webhook).
 
+pub mod admission;
 pub mod confirm;
 pub mod events;
 pub mod github;
@@ -18,6 +19,7 @@ pub mod model;
 pub mod notify;
 pub mod plan;
 pub mod record;
+pub mod recover;
 pub mod run;
 pub mod shell;
 
@@ -137,29 +139,25 @@ pub fn run_command(config: &Config, args: &RunArgs, printer: Printer) -> Result<
 /// The environment of a pipeline that names none: the only one of
 /// upkeep.yaml, or none at all when no step works on one; else the first
 /// step that needs one says so.
-fn default_env(
-    config: &Config,
-    pipeline: &model::Pipeline,
-    path: &Path,
-) -> Result<crate::config::Env> {
+fn default_env(config: &Config, pipeline: &model::Pipeline, path: &Path) -> Result<crate::db::Env> {
     if config.databases.len() == 1
         && let Some(name) = config.databases.keys().next()
     {
         return config.env(name);
     }
-    let needs = |action: &model::Action| match action {
-        model::Action::Builtin { uses, with } => {
+    let needs = |action: &crate::action::Action| match action {
+        crate::action::Action::Builtin { uses, with } => {
             !with.contains_key("env")
                 && crate::steps::find(uses).is_some_and(|step| step.needs_env())
         }
-        model::Action::Shell { .. } => false,
+        crate::action::Action::Shell { .. } => false,
     };
     match pipeline
         .steps
         .iter()
         .find(|step| needs(&step.action) || step.rollback.as_ref().is_some_and(needs))
     {
-        None => Ok(crate::config::Env::none()),
+        None => Ok(crate::db::Env::none()),
         Some(step) => Err(bad_input(format!(
             "{}:{}: step `{}` works on an environment, and the pipeline names no `env:`: \
              add `env: NAME` to the pipeline, or pass --env ENV (upkeep.yaml has {})",
@@ -186,7 +184,7 @@ fn check_substituted(
 ) -> Result<()> {
     for step in &pipeline.steps {
         for action in std::iter::once(&step.action).chain(step.rollback.iter()) {
-            let model::Action::Builtin { uses, with } = action else {
+            let crate::action::Action::Builtin { uses, with } = action else {
                 continue;
             };
             let refuse = |error: String| {

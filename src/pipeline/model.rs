@@ -3,8 +3,7 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use serde::{Deserialize, Serialize};
-
+use crate::action::{Action, Outcome};
 use crate::yaml::Pos;
 
 #[derive(Debug, Clone)]
@@ -44,37 +43,6 @@ pub struct Step {
     pub changes: bool,
 }
 
-/// Something a step or a rollback does.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Action {
-    /// A shell command (`sh -c`).
-    Shell { run: String },
-    /// A built-in step type with its `with:` parameters.
-    Builtin {
-        uses: String,
-        with: std::collections::BTreeMap<String, String>,
-    },
-}
-
-impl Action {
-    /// What the action does, for people; credentials in URLs are masked.
-    pub fn describe(&self) -> String {
-        let text = match self {
-            Action::Shell { run } => format!("run `{run}`"),
-            Action::Builtin { uses, with } if with.is_empty() => format!("uses {uses}"),
-            Action::Builtin { uses, with } => format!(
-                "uses {uses} with {}",
-                with.iter()
-                    .map(|(k, v)| format!("{k}={v}"))
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            ),
-        };
-        crate::redact::urls(&text)
-    }
-}
-
 /// `when: ID.ok | ID.failed | ID.skipped`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct When {
@@ -92,24 +60,5 @@ impl When {
             self.step,
             actual.as_str()
         )
-    }
-}
-
-/// How a step ended, as `when:` sees it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Outcome {
-    Ok,
-    Failed,
-    Skipped,
-}
-
-impl Outcome {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Outcome::Ok => "ok",
-            Outcome::Failed => "failed",
-            Outcome::Skipped => "skipped",
-        }
     }
 }

@@ -11,9 +11,10 @@ use std::time::Instant;
 
 use anyhow::Result;
 
+use crate::action::{Action, Outcome};
 use crate::error::code;
 use crate::pipeline::events::{Events, Reports};
-use crate::pipeline::model::{Action, Outcome, Pipeline};
+use crate::pipeline::model::Pipeline;
 use crate::pipeline::run::{Setup, substitute};
 use crate::pipeline::shell;
 use crate::steps::{self, With};

@@ -5,7 +5,9 @@
 //! then those of the steps already done, newest first. A rollback that fails
 //! does not stop the others; the run then exits 3. Every step's start, end
 //! and rollback goes to the journal before the run moves on, so that
-//! `upkeep recover` can finish the job after a crash.
+//! `upkeep recover` can finish the job after a crash (see `recover`, which
+//! rolls back with this runner; the lock and the refusal of unfinished runs
+//! are in `admission`).
 
 use std::cell::RefCell;
 use std::collections::{BTreeMap, HashMap};
@@ -15,19 +17,20 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, Result, anyhow, bail};
+use anyhow::{Context, Result, anyhow};
 
-use crate::config::{Config, Env};
+use crate::action::{Action, Outcome, Undo};
+use crate::config::Config;
+use crate::db::Env;
 use crate::db::catalog::Schema;
-use crate::error::{RollbackIncomplete, code};
+use crate::error::code;
 use crate::journal::{self, Entry, Journal, Undoing};
-use crate::lock;
 use crate::pipeline::events::{Events, Reports, Status};
-use crate::pipeline::model::{Action, Outcome, Pipeline, Step};
+use crate::pipeline::model::{Pipeline, Step};
 use crate::pipeline::shell::{self, Ended, Output};
 use crate::redact;
 use crate::report::Printer;
-use crate::steps::{self, Ctx, Undo, With};
+use crate::steps::{self, Ctx, With};
 
 /// Everything a run needs besides the pipeline.
 pub struct Setup<'a> {
@@ -105,80 +108,12 @@ fn substitute_all(with: &BTreeMap<String, String>, vars: &[(String, String)]) ->
 }
 
 /// Stops the current step on SIGINT / SIGTERM, then rolls back.
-fn stop_flag() -> Arc<AtomicBool> {
+pub(super) fn stop_flag() -> Arc<AtomicBool> {
     let stop = Arc::new(AtomicBool::new(false));
     for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
         let _ = signal_hook::flag::register(signal, Arc::clone(&stop));
     }
     stop
-}
-
-/// Takes the run lock, waiting up to `wait` for it when asked to.
-pub fn take_lock(config: &Config, what: &str, wait: Option<Duration>) -> Result<lock::Lock> {
-    // Past a year, waiting is as good as forever (and cannot overflow).
-    const YEAR: Duration = Duration::from_secs(365 * 24 * 3600);
-    let deadline = wait.map(|wait| Instant::now() + wait.min(YEAR));
-    loop {
-        match lock::acquire(&config.state_dir, what) {
-            Err(error)
-                if crate::error::exit_code(&error) == code::BUSY
-                    && deadline.is_some_and(|deadline| Instant::now() < deadline) =>
-            {
-                std::thread::sleep(Duration::from_millis(200));
-            }
-            other => return other,
-        }
-    }
-}
-
-/// The lock for `recover`. Right after a `kill -9`, the killed upkeep may
-/// hold it for a moment more (the kernel releases it once the process is
-/// gone, which waits for a disk write under way): `recover` waits for that,
-/// and reports busy only when a live upkeep holds the lock.
-fn take_lock_from_the_dead(config: &Config) -> Result<lock::Lock> {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        match lock::acquire(&config.state_dir, "upkeep recover") {
-            Err(error)
-                if crate::error::exit_code(&error) == code::BUSY
-                    && Instant::now() < deadline
-                    && lock::holder_dying(&config.state_dir) =>
-            {
-                std::thread::sleep(Duration::from_millis(50));
-            }
-            other => return other,
-        }
-    }
-}
-
-/// Puts back the `.wal` of a database whose swap (restore, repair, a
-/// rollback) was interrupted before the new file took its place (see
-/// [`crate::db::swap::undo_interrupted`]), before anything opens it.
-/// Holders of the run lock only. Returns whether it put anything back.
-pub fn put_back_interrupted_swaps(envs: &[Env], printer: Printer) -> Result<bool> {
-    let mut any = false;
-    for env in envs {
-        for kept in crate::db::swap::undo_interrupted(&env.db)? {
-            any = true;
-            printer.note(&format!(
-                "`{}`: a swap was interrupted before the new file took its place; its `.wal` is back from `{}`",
-                env.name,
-                kept.display()
-            ));
-        }
-    }
-    Ok(any)
-}
-
-/// Refuses to start while an interrupted run has not been recovered.
-pub fn refuse_if_unfinished(config: &Config) -> Result<()> {
-    if let Some(path) = journal::unfinished(&config.state_dir)?.first() {
-        return Err(anyhow::Error::new(RollbackIncomplete(format!(
-            "an earlier run was interrupted and not rolled back (journal `{}`): run `upkeep recover` first",
-            path.display()
-        ))));
-    }
-    Ok(())
 }
 
 /// Runs `pipeline` for real. Returns the exit code.
@@ -190,13 +125,13 @@ pub fn run(
     ask: bool,
 ) -> Result<i32> {
     let config = setup.config;
-    let _lock = take_lock(
+    let _lock = super::admission::take_lock(
         config,
         &format!("upkeep run {} ({})", pipeline.name, setup.env.name),
         lock_wait,
     )?;
-    refuse_if_unfinished(config)?;
-    put_back_interrupted_swaps(&config.select("all")?, setup.printer)?;
+    super::admission::refuse_if_unfinished(config)?;
+    super::admission::put_back_interrupted_swaps(&config.select("all")?, setup.printer)?;
     // Asked once the run is sure to start: not busy, nothing to recover.
     if ask && !crate::pipeline::confirm::confirmed(pipeline, setup)? {
         return Ok(code::FAILED);
@@ -239,31 +174,31 @@ pub fn run(
     Ok(exit_code)
 }
 
-struct Runner<'a> {
-    setup: &'a Setup<'a>,
-    journal: Rc<RefCell<Journal>>,
+pub(super) struct Runner<'a> {
+    pub(super) setup: &'a Setup<'a>,
+    pub(super) journal: Rc<RefCell<Journal>>,
     /// See [`Ctx::restore_point`].
-    restore_point: RefCell<Option<PathBuf>>,
-    events: Events,
-    log: RunLog,
-    vars: Vec<(String, String)>,
-    stop: Arc<AtomicBool>,
-    rolling_back: bool,
+    pub(super) restore_point: RefCell<Option<PathBuf>>,
+    pub(super) events: Events,
+    pub(super) log: RunLog,
+    pub(super) vars: Vec<(String, String)>,
+    pub(super) stop: Arc<AtomicBool>,
+    pub(super) rolling_back: bool,
     /// The steps that changed the app's code or data, and were not undone
     /// (by number, with their names): the run's `changed`.
-    changed: BTreeMap<usize, String>,
+    pub(super) changed: BTreeMap<usize, String>,
 }
 
 /// The run's log, `state_dir/logs/RUN_ID.log`: opened once for appending
 /// (events, and every command's output) and once for following it.
-struct RunLog {
-    path: PathBuf,
-    append: std::fs::File,
-    follow: std::fs::File,
+pub(super) struct RunLog {
+    pub(super) path: PathBuf,
+    pub(super) append: std::fs::File,
+    pub(super) follow: std::fs::File,
 }
 
 impl RunLog {
-    fn open(config: &Config, run_id: &str) -> Result<RunLog> {
+    pub(super) fn open(config: &Config, run_id: &str) -> Result<RunLog> {
         let logs = config.state_dir.join("logs");
         crate::fsx::create_private_dir(&logs)?;
         let path = logs.join(format!("{run_id}.log"));
@@ -305,10 +240,10 @@ struct Attempted {
 }
 
 /// A step that ran, with how to undo it.
-struct Done {
-    index: usize,
-    name: String,
-    undo: Undoing,
+pub(super) struct Done {
+    pub(super) index: usize,
+    pub(super) name: String,
+    pub(super) undo: Undoing,
 }
 
 /// How the steps went, before any rollback.
@@ -321,13 +256,13 @@ enum Flow {
 /// What a rollback undid, and what it could not undo (why is on the
 /// rollback's own line, and in the log).
 #[derive(Default)]
-struct RolledBack {
-    undone: Vec<String>,
-    not_undone: Vec<String>,
+pub(super) struct RolledBack {
+    pub(super) undone: Vec<String>,
+    pub(super) not_undone: Vec<String>,
 }
 
 impl RolledBack {
-    fn undone_text(&self) -> String {
+    pub(super) fn undone_text(&self) -> String {
         if self.undone.is_empty() {
             "nothing to undo".to_string()
         } else {
@@ -335,7 +270,7 @@ impl RolledBack {
         }
     }
 
-    fn incomplete_text(&self) -> String {
+    pub(super) fn incomplete_text(&self) -> String {
         let not_undone = format!("not undone: {}", self.not_undone.join(", "));
         if self.undone.is_empty() {
             not_undone
@@ -699,7 +634,12 @@ impl Runner<'_> {
 
     /// [`Runner::close`], recording `run_code` in the journal as the run's
     /// outcome (for `recover`: the run failed, its recovery worked).
-    fn close_as(&mut self, exit_code: i32, run_code: i32, summary: String) -> (i32, String) {
+    pub(super) fn close_as(
+        &mut self,
+        exit_code: i32,
+        run_code: i32,
+        summary: String,
+    ) -> (i32, String) {
         if exit_code == code::ROLLBACK_INCOMPLETE {
             return (
                 exit_code,
@@ -726,7 +666,7 @@ impl Runner<'_> {
 
     /// Undoes `done`, newest first (the failed step, if it has a rollback,
     /// is the newest). Returns what was undone and what was not (and why).
-    fn roll_back(&mut self, done: Vec<Done>) -> RolledBack {
+    pub(super) fn roll_back(&mut self, done: Vec<Done>) -> RolledBack {
         // Rollbacks run to their end, whatever signals come now.
         self.rolling_back = true;
         let mut rolled = RolledBack::default();
@@ -829,226 +769,4 @@ fn builtin_undo(ctx: &Ctx, uses: &str, undo: &Undo) -> Result<String> {
     steps::find(uses)
         .ok_or_else(|| anyhow!("unknown step type `{uses}` in the journal"))?
         .undo(ctx, undo)
-}
-
-/// `upkeep recover`: for each run that did not finish (interrupted, or
-/// whose rollback did not complete), stops what it left running, then undoes
-/// what it did and did not undo, newest first. With `forget`, only marks
-/// them finished, for after a person has put things right by hand.
-pub fn recover(config: &Config, printer: Printer, forget: bool) -> Result<i32> {
-    let _lock = take_lock_from_the_dead(config)?;
-    let swaps = put_back_interrupted_swaps(&config.select("all")?, printer)?;
-    let journals = journal::unfinished(&config.state_dir)?;
-    if journals.is_empty() {
-        if !swaps {
-            printer.note("nothing to recover: no interrupted run");
-        }
-        return Ok(code::OK);
-    }
-    let schema = config.schema.as_deref().map(Schema::load).transpose()?;
-    let mut worst = code::OK;
-    for path in journals {
-        let entries = journal::read(&path)?;
-        let status = match entries.first().cloned() {
-            // Killed before it wrote its first line: nothing ran.
-            None => close_empty(&path, printer)?,
-            Some(_) if forget => forget_run(&path, &entries, printer)?,
-            Some(Entry::RunStarted {
-                run_id,
-                pipeline,
-                env,
-                vars,
-                ..
-            }) => {
-                let env = if env.is_empty() {
-                    // A run without an environment.
-                    crate::config::Env::none()
-                } else {
-                    config.env(&env).with_context(|| {
-                        format!(
-                            "journal `{}` names environment `{env}`, which upkeep.yaml no longer has",
-                            path.display()
-                        )
-                    })?
-                };
-                let setup = Setup {
-                    config,
-                    env,
-                    schema: schema.clone(),
-                    vars: vars.clone().into_iter().collect(),
-                    printer,
-                    force: false,
-                };
-                let log = RunLog::open(config, &run_id)?;
-                let journal = Journal::open(&path)?;
-                // What the rollbacks copy is journaled too: a recover
-                // killed in turn is recovered the same way.
-                let _temporaries = journal.announce_temporaries()?;
-                let mut runner = Runner {
-                    setup: &setup,
-                    journal: Rc::new(RefCell::new(journal)),
-                    restore_point: RefCell::new(None),
-                    events: Events::new(printer, Some(log.append.try_clone()?)),
-                    log,
-                    vars: vars.into_iter().collect(),
-                    stop: stop_flag(),
-                    rolling_back: true,
-                    changed: BTreeMap::new(),
-                };
-                runner.recover(&run_id, &pipeline, &entries)
-            }
-            Some(_) => bail!(
-                "journal `{}` does not start with its run: look at the app by hand, then `upkeep recover --forget`",
-                path.display()
-            ),
-        };
-        worst = crate::error::most_serious(worst, status);
-    }
-    Ok(worst)
-}
-
-impl Runner<'_> {
-    fn recover(&mut self, run_id: &str, pipeline: &str, entries: &[Entry]) -> i32 {
-        let started = Instant::now();
-        self.events
-            .recovery_started(pipeline, &self.setup.env.name, run_id);
-        // What the interrupted run started may still be running: stop it
-        // before undoing anything.
-        for group in journal::groups(entries) {
-            if group.stop_if_alive() {
-                self.events.output(
-                    0,
-                    &format!("stopped process group {} left by run {run_id}", group.pgid),
-                );
-            }
-        }
-        // What it had begun to write goes before the rollbacks, which may
-        // need the room (a restore point copied back).
-        self.remove_temporaries(run_id, entries);
-        let done: Vec<Done> = journal::pending_undos(entries)
-            .into_iter()
-            .rev()
-            .map(|(index, name, undo)| Done { index, name, undo })
-            .collect();
-        let rolled = self.roll_back(done);
-        let (exit_code, summary) = if rolled.not_undone.is_empty() {
-            (
-                code::OK,
-                format!(
-                    "recovered run {run_id}{}: rolled back ({})",
-                    interrupted_in(entries),
-                    rolled.undone_text()
-                ),
-            )
-        } else {
-            (
-                code::ROLLBACK_INCOMPLETE,
-                format!(
-                    "recovery of run {run_id}{} is incomplete: {}. A person must look: see the log in {}",
-                    interrupted_in(entries),
-                    rolled.incomplete_text(),
-                    self.log.path.display()
-                ),
-            )
-        };
-        // In the journal, the run itself failed (it was rolled back).
-        let (exit_code, summary) = self.close_as(exit_code, code::FAILED, summary);
-        // Putting back what the run left is a change, when there was any.
-        let changed = !rolled.undone.is_empty();
-        self.events
-            .run_finished(exit_code, &summary, started.elapsed(), changed);
-        exit_code
-    }
-}
-
-impl Runner<'_> {
-    /// Removes the temporary files the run journaled and left (a backup's
-    /// partial copy), each said on its own line. One that cannot be
-    /// removed is said too, and does not stop the recovery.
-    fn remove_temporaries(&mut self, run_id: &str, entries: &[Entry]) {
-        for path in journal::temporaries(entries) {
-            let line = match std::fs::remove_file(&path) {
-                Ok(()) => format!(
-                    "removed `{}`, which run {run_id} had begun to write",
-                    path.display()
-                ),
-                Err(error) => format!(
-                    "cannot remove `{}`, which run {run_id} had begun to write: {error}; remove it by hand",
-                    path.display()
-                ),
-            };
-            self.events.output(0, &line);
-        }
-    }
-}
-
-/// ` (interrupted during step N `name`)`, or during its rollback, from the
-/// journal; empty when the run ended on its own (a rollback left undone).
-fn interrupted_in(entries: &[Entry]) -> String {
-    let mut last = None;
-    for entry in entries {
-        match entry {
-            Entry::StepStarted { step, name, .. } => last = Some((*step, name.clone(), false)),
-            Entry::StepDone { .. } => last = None,
-            Entry::RollbackStarted { step } => {
-                let name = entries
-                    .iter()
-                    .find_map(|e| match e {
-                        Entry::StepStarted { step: s, name, .. } if s == step => Some(name.clone()),
-                        _ => None,
-                    })
-                    .unwrap_or_default();
-                last = Some((*step, name, true));
-            }
-            Entry::RollbackDone { .. } => last = None,
-            _ => {}
-        }
-    }
-    match last {
-        Some((step, name, false)) => format!(" (interrupted during step {} `{name}`)", step + 1),
-        Some((step, name, true)) => format!(
-            " (interrupted while rolling back step {} `{name}`)",
-            step + 1
-        ),
-        None => String::new(),
-    }
-}
-
-fn close_empty(path: &std::path::Path, printer: Printer) -> Result<i32> {
-    Journal::open(path)?.write(&Entry::RunFinished {
-        exit_code: code::FAILED,
-    })?;
-    printer.note(&format!(
-        "recovered run `{}`: it was interrupted before its first step, nothing to undo",
-        path.display()
-    ));
-    Ok(code::OK)
-}
-
-fn forget_run(path: &std::path::Path, entries: &[Entry], printer: Printer) -> Result<i32> {
-    // Half-written copies are of no use to the person who put things
-    // right: only the undos are left to them.
-    for temporary in journal::temporaries(entries) {
-        if std::fs::remove_file(&temporary).is_ok() {
-            printer.note(&format!(
-                "removed `{}`, which the run had begun to write",
-                temporary.display()
-            ));
-        }
-    }
-    let pending = journal::pending_undos(entries);
-    let names: Vec<String> = pending.iter().map(|(_, name, _)| name.clone()).collect();
-    Journal::open(path)?.write(&Entry::RunFinished {
-        exit_code: code::ROLLBACK_INCOMPLETE,
-    })?;
-    printer.note(&format!(
-        "forgot run `{}`{}",
-        path.display(),
-        if names.is_empty() {
-            String::new()
-        } else {
-            format!(" without undoing: {}", names.join(", "))
-        }
-    ));
-    Ok(code::OK)
 }

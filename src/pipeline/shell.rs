@@ -20,8 +20,10 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 
+use crate::process::Group;
+
 /// Shared with the app's hooks, which are checked the same way.
-pub use crate::group::program_exists;
+pub use crate::process::program_exists;
 
 /// How a command ended.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -62,61 +64,8 @@ pub struct Output<'a> {
     pub spawned: &'a mut dyn FnMut(Group) -> Result<()>,
 }
 
-/// A command's process group, with the start time of its leader so that a
-/// reused PID is never mistaken for it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-pub struct Group {
-    pub pgid: i32,
-    pub started: u64,
-}
-
-impl Group {
-    fn of(pgid: i32) -> Group {
-        Group {
-            pgid,
-            started: start_time(pgid).unwrap_or(0),
-        }
-    }
-
-    /// Stops the group if it is still the one that was started: SIGTERM,
-    /// then SIGKILL. For `recover`, after upkeep itself was killed.
-    pub fn stop_if_alive(self) -> bool {
-        if self.pgid <= 0 {
-            return false;
-        }
-        let ours = match start_time(self.pgid) {
-            Some(started) => started == self.started,
-            // The leader is gone, but members of its group may live on (a
-            // server a script started): while they do, the kernel gives
-            // the group's number to no new process, so they are ours.
-            None => group_alive(self.pgid),
-        };
-        if !ours {
-            return false;
-        }
-        // SAFETY: kill(2) with a negative pid signals the process group.
-        unsafe { libc::kill(-self.pgid, libc::SIGTERM) };
-        let deadline = Instant::now() + GRACE;
-        while Instant::now() < deadline && group_alive(self.pgid) {
-            std::thread::sleep(POLL);
-        }
-        // SAFETY: as above.
-        unsafe { libc::kill(-self.pgid, libc::SIGKILL) };
-        true
-    }
-}
-
-/// A process's start time (clock ticks since boot), from /proc.
-fn start_time(pid: i32) -> Option<u64> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    // Fields after the command name, which is in parentheses and may hold
-    // spaces; the start time is field 22 of the whole line.
-    let (_, rest) = stat.rsplit_once(')')?;
-    rest.split_whitespace().nth(19)?.parse().ok()
-}
-
 /// Grace between SIGTERM and SIGKILL when stopping a command.
-const GRACE: Duration = crate::group::GRACE;
+const GRACE: Duration = crate::process::GRACE;
 const POLL: Duration = Duration::from_millis(20);
 
 pub fn run(
@@ -223,12 +172,8 @@ fn stop_group(group: i32, handle: &duct::Handle) {
         let _ = handle.kill();
         return;
     }
-    crate::group::stop(group, GRACE, &mut || {
+    crate::process::stop(group, GRACE, &mut || {
         matches!(handle.try_wait(), Ok(Some(_)))
     });
     let _ = handle.wait();
-}
-
-fn group_alive(group: i32) -> bool {
-    crate::group::alive(group)
 }

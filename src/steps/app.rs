@@ -11,7 +11,8 @@ use serde_json::json;
 
 use super::{Ctx, Plan, Ran, StepType, Undo, With, target_env};
 use crate::app::App;
-use crate::config::{AppSpec, Env};
+use crate::config::AppSpec;
+use crate::db::Env;
 use crate::db::open::{self, Access};
 
 pub struct StopApp;

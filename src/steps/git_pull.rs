@@ -630,7 +630,7 @@ fn remove_stale_locks(dir: &Path) -> Result<Vec<String>> {
             bail!(
                 "`{}` is held by process {pid}{}: a git is still at work in `{}`; wait for it to end, then `upkeep recover`",
                 lock.display(),
-                crate::db::open::describe_process(*pid),
+                crate::process::describe(*pid),
                 dir.display()
             );
         }

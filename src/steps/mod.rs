@@ -9,9 +9,10 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 use anyhow::Result;
-use serde::{Deserialize, Serialize};
 
-use crate::config::{Config, Env};
+pub use crate::action::Undo;
+use crate::config::Config;
+use crate::db::Env;
 use crate::db::catalog::Schema;
 use crate::progress::Progress;
 
@@ -121,40 +122,6 @@ impl Ran {
         }
     }
 }
-
-/// What a step did that its rollback needs to know, kept in the journal so
-/// that `upkeep recover` can undo it after a crash. `null`: nothing to undo.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-#[serde(transparent)]
-pub struct Undo(pub serde_json::Value);
-
-impl Undo {
-    pub fn nothing() -> Undo {
-        Undo(serde_json::Value::Null)
-    }
-
-    pub fn is_nothing(&self) -> bool {
-        self.0.is_null()
-    }
-
-    /// Marks that the run went on after the step (it finished, or failed
-    /// and was allowed to): later steps may have changed what it changed.
-    /// Set by the runner, journaled with the step's end; a type's undo may
-    /// take it into account (migrate then keeps the migrated file aside).
-    pub fn went_on(mut self) -> Undo {
-        if let Some(object) = self.0.as_object_mut() {
-            object.insert(WENT_ON.into(), serde_json::Value::Bool(true));
-        }
-        self
-    }
-
-    /// See [`Undo::went_on`].
-    pub fn did_run_go_on(&self) -> bool {
-        self.0.get(WENT_ON).is_some_and(|v| v == true)
-    }
-}
-
-const WENT_ON: &str = "went_on";
 
 pub trait StepType: Sync {
     fn name(&self) -> &'static str;

@@ -72,7 +72,7 @@ impl StepType for Push {
             true => Which::All,
             false => Which::Newest,
         };
-        let pushed = offsite::push(ctx.config, &env, &which, &ctx.progress)?;
+        let pushed = offsite::push(&ctx.config.offsite()?, &env, &which, &ctx.progress)?;
         let mut summary = match (pushed.uploaded.len(), pushed.already.len()) {
             (0, _) => format!(
                 "`{}`: already off-site at {}, nothing sent",

@@ -894,7 +894,7 @@ fn check_app_config(input: &[u8]) -> Result<bool, String> {
     for (env, app) in &config.apps {
         let commands = [Some(&app.stop), Some(&app.start), app.snapshot.as_ref()];
         for command in commands.into_iter().flatten() {
-            upkeep::group::check_command(command)
+            upkeep::process::check_command(command)
                 .map_err(|why| format!("`{env}` accepted with command {command:?}: {why}"))?;
         }
         if app.hook_timeout.is_zero() {

@@ -17,6 +17,7 @@ mod git_pull;
 mod health;
 mod hostile_input;
 mod injection;
+mod layers;
 mod live_app;
 mod live_copy;
 mod messages;

@@ -1,4 +1,8 @@
-//! A command in a process group of its own, held to a time limit.
+//! Other processes: a command in a process group of its own, held to a
+//! time limit; a [`Group`] as the journal keeps it, to be stopped after a
+//! crash; another process [described](describe) in one line (the app that
+//! holds a database, the run that holds the lock). Below every layer that
+//! runs or names a process: `db`, `lock`, `journal`, `app`, `pipeline`.
 //!
 //! The app's hooks (`stop`, `start`, `snapshot`) and a health probe's
 //! `cmd:` run through here; `pipeline::shell` runs `run:` steps the same
@@ -142,6 +146,98 @@ pub fn program_exists(command: &str, dir: &Path) -> Result<(), String> {
     }
 }
 
+/// A command's process group, with the start time of its leader so that a
+/// reused PID is never mistaken for it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Group {
+    pub pgid: i32,
+    pub started: u64,
+}
+
+impl Group {
+    pub fn of(pgid: i32) -> Group {
+        Group {
+            pgid,
+            started: start_time(pgid).unwrap_or(0),
+        }
+    }
+
+    /// Stops the group if it is still the one that was started: SIGTERM,
+    /// then SIGKILL. For `recover`, after upkeep itself was killed.
+    pub fn stop_if_alive(self) -> bool {
+        if self.pgid <= 0 {
+            return false;
+        }
+        let ours = match start_time(self.pgid) {
+            Some(started) => started == self.started,
+            // The leader is gone, but members of its group may live on (a
+            // server a script started): while they do, the kernel gives
+            // the group's number to no new process, so they are ours.
+            None => alive(self.pgid),
+        };
+        if !ours {
+            return false;
+        }
+        // SAFETY: kill(2) with a negative pid signals the process group.
+        unsafe { libc::kill(-self.pgid, libc::SIGTERM) };
+        let deadline = Instant::now() + GRACE;
+        while Instant::now() < deadline && alive(self.pgid) {
+            std::thread::sleep(POLL);
+        }
+        // SAFETY: as above.
+        unsafe { libc::kill(-self.pgid, libc::SIGKILL) };
+        true
+    }
+}
+
+/// A process's start time (clock ticks since boot), from /proc.
+fn start_time(pid: i32) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // Fields after the command name, which is in parentheses and may hold
+    // spaces; the start time is field 22 of the whole line.
+    let (_, rest) = stat.rsplit_once(')')?;
+    rest.split_whitespace().nth(19)?.parse().ok()
+}
+
+/// The longest command line shown for another process, in characters.
+const SHOWN_COMMAND: usize = 80;
+
+/// ` (`program args…`)` of another process, when /proc tells it: one line
+/// at most [`SHOWN_COMMAND`] long, so that an app started with a program
+/// in its arguments (`python3 -c "..."`) does not fill the screen. It ends
+/// at the first line break and says `…` where it was cut; credentials in
+/// URLs are masked.
+pub fn describe(pid: u32) -> String {
+    std::fs::read(format!("/proc/{pid}/cmdline"))
+        .ok()
+        .map(|raw| {
+            let words: Vec<String> = raw
+                .split(|&byte| byte == 0)
+                .filter(|part| !part.is_empty())
+                .map(|part| String::from_utf8_lossy(part).into_owned())
+                .collect();
+            one_line(&words.join(" "))
+        })
+        .filter(|command| !command.is_empty())
+        .map_or_else(String::new, |command| format!(" (`{command}`)"))
+}
+
+/// `command` cut to one short line (see [`describe`]).
+fn one_line(command: &str) -> String {
+    let command = command.trim_end();
+    let first = command.lines().next().unwrap_or("").trim_end();
+    let mut shown: String = first
+        .chars()
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .take(SHOWN_COMMAND)
+        .collect();
+    if first.len() < command.len() || first.chars().count() > SHOWN_COMMAND {
+        shown.push('…');
+    }
+    // A backtick would end the quotes the command is shown in.
+    crate::redact::urls(&shown.replace('`', "'"))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -184,5 +280,22 @@ mod tests {
             assert!(check_command(bad).is_err(), "{bad:?}");
         }
         assert!(check_command("./stop.sh").is_ok());
+    }
+
+    #[test]
+    fn another_process_is_shown_on_one_short_line() {
+        assert_eq!(one_line("/usr/bin/app serve"), "/usr/bin/app serve");
+        assert_eq!(
+            one_line("python3 -c import duckdb\nconn = duckdb.connect('x')\n"),
+            "python3 -c import duckdb…"
+        );
+        let long = format!("app {}", "x".repeat(200));
+        let shown = one_line(&long);
+        assert_eq!(shown.chars().count(), SHOWN_COMMAND + 1);
+        assert!(shown.ends_with('…'));
+        assert_eq!(
+            one_line("curl http://admin:hunter2@host/"),
+            "curl http://***@host/"
+        );
     }
 }
