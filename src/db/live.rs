@@ -32,6 +32,11 @@ use std::time::{Duration, Instant};
 use crate::db::blocks;
 use crate::db::header::{self, BLOCKS_START, Header};
 use crate::db::layout;
+use crate::db::wal::{
+    CHECKSUMMED_VERSION, END_OF_OBJECT, FIELD_CHECKPOINT_ITERATION, FIELD_DB_IDENTIFIER,
+    FIELD_TYPE, FIELD_VERSION, Fields, MAX_ENTRY, VersionEntry, WAL_CHECKPOINT, WAL_FLUSH,
+    WAL_VERSION_ENTRY,
+};
 use crate::fsx;
 
 /// Attempts before giving up.
@@ -47,19 +52,6 @@ const REREADS: u32 = 3;
 const REREAD_PAUSE: Duration = Duration::from_millis(20);
 /// Blocks read at once.
 const BATCH_BLOCKS: u64 = 32;
-/// A `.wal` entry larger than this is not an entry: garbage or a torn size.
-const MAX_ENTRY: u64 = 1 << 32;
-
-const WAL_VERSION_ENTRY: u64 = 98;
-const WAL_CHECKPOINT: u64 = 99;
-const WAL_FLUSH: u64 = 100;
-/// The `.wal` version upkeep reads (1 has no checksums, 3 is encrypted).
-const WAL_VERSION: u64 = 2;
-const FIELD_TYPE: u16 = 100;
-const FIELD_VERSION: u16 = 101;
-const FIELD_DB_IDENTIFIER: u16 = 102;
-const FIELD_CHECKPOINT_ITERATION: u16 = 103;
-const END_OF_OBJECT: u16 = 0xFFFF;
 
 /// A live copy, in place and synced.
 #[derive(Debug, Clone)]
@@ -481,7 +473,7 @@ fn read_wal(files: &Files) -> Result<Result<Wal, String>, Refused> {
         bytes: &head,
         at: 0,
     };
-    let version = match fields.version_entry() {
+    let version = match fields.entry_while_written() {
         Entry::Whole(version) => version,
         // Cut short while the first commit was written: nothing committed.
         Entry::Short => return Ok(Ok(wal)),
@@ -492,9 +484,9 @@ fn read_wal(files: &Files) -> Result<Result<Wal, String>, Refused> {
             )));
         }
     };
-    if version.number != WAL_VERSION {
+    if version.number != CHECKSUMMED_VERSION {
         return Ok(Err(format!(
-            "`{}` is a version {} .wal, upkeep reads version {WAL_VERSION} (3 is encrypted)",
+            "`{}` is a version {} .wal, upkeep reads version {CHECKSUMMED_VERSION} (3 is encrypted)",
             files.wal.display(),
             version.number
         )));
@@ -662,13 +654,6 @@ fn reread(
     Ok(still)
 }
 
-/// What the version entry says.
-struct VersionEntry {
-    number: u64,
-    db_identifier: Option<[u8; 16]>,
-    checkpoint_iteration: Option<u64>,
-}
-
 enum Entry {
     Whole(VersionEntry),
     /// It starts like one but ends before its end: being written.
@@ -677,14 +662,9 @@ enum Entry {
     Foreign,
 }
 
-/// DuckDB's binary serializer: u16 field ids, LEB128 values.
-struct Fields<'a> {
-    bytes: &'a [u8],
-    at: usize,
-}
-
 impl Fields<'_> {
-    fn version_entry(&mut self) -> Entry {
+    /// The version entry of a `.wal` that may be being written.
+    fn entry_while_written(&mut self) -> Entry {
         let Some(first) = self.field() else {
             return Entry::Short;
         };
@@ -736,25 +716,6 @@ impl Fields<'_> {
             }
         }
         Some((count == 16).then_some(identifier))
-    }
-
-    fn field(&mut self) -> Option<u16> {
-        let bytes = self.bytes.get(self.at..self.at + 2)?;
-        self.at += 2;
-        Some(u16::from_le_bytes([bytes[0], bytes[1]]))
-    }
-
-    fn varint(&mut self) -> Option<u64> {
-        let mut value = 0u64;
-        for shift in (0..64).step_by(7) {
-            let byte = *self.bytes.get(self.at)?;
-            self.at += 1;
-            value |= u64::from(byte & 0x7F) << shift;
-            if byte & 0x80 == 0 {
-                return Some(value);
-            }
-        }
-        None
     }
 }
 

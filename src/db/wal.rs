@@ -26,16 +26,19 @@ use crate::db::header::Header;
 use crate::fsx;
 
 /// Entries larger than this are not entries: a size read from garbage.
-const MAX_ENTRY: u64 = 1 << 32;
+pub(super) const MAX_ENTRY: u64 = 1 << 32;
 /// `WALType::WAL_VERSION`, and the version whose entries carry checksums.
-const WAL_VERSION_ENTRY: u64 = 98;
-const CHECKSUMMED_VERSION: u64 = 2;
+pub(super) const WAL_VERSION_ENTRY: u64 = 98;
+/// The types of the entries a live copy looks for (`WALType`).
+pub(super) const WAL_CHECKPOINT: u64 = 99;
+pub(super) const WAL_FLUSH: u64 = 100;
+pub(super) const CHECKSUMMED_VERSION: u64 = 2;
 /// Field ids of DuckDB's binary serializer (little-endian u16).
-const FIELD_TYPE: u16 = 100;
-const FIELD_VERSION: u16 = 101;
-const FIELD_DB_IDENTIFIER: u16 = 102;
-const FIELD_CHECKPOINT_ITERATION: u16 = 103;
-const END_OF_OBJECT: u16 = 0xFFFF;
+pub(super) const FIELD_TYPE: u16 = 100;
+pub(super) const FIELD_VERSION: u16 = 101;
+pub(super) const FIELD_DB_IDENTIFIER: u16 = 102;
+pub(super) const FIELD_CHECKPOINT_ITERATION: u16 = 103;
+pub(super) const END_OF_OBJECT: u16 = 0xFFFF;
 
 /// The `.wal` file DuckDB keeps beside `db`.
 pub fn path_of(db: &Path) -> PathBuf {
@@ -178,16 +181,17 @@ fn checksum_of(file: &mut impl Read, size: u64) -> std::io::Result<u64> {
 }
 
 /// What the version entry says.
-struct VersionEntry {
-    number: u64,
-    db_identifier: Option<[u8; 16]>,
-    checkpoint_iteration: Option<u64>,
+pub(super) struct VersionEntry {
+    pub(super) number: u64,
+    pub(super) db_identifier: Option<[u8; 16]>,
+    pub(super) checkpoint_iteration: Option<u64>,
 }
 
 /// DuckDB's binary serializer: u16 field ids, LEB128 values.
-struct Fields<'a> {
-    bytes: &'a [u8],
-    at: usize,
+/// Shared with `live`, which reads a `.wal` while it is written.
+pub(super) struct Fields<'a> {
+    pub(super) bytes: &'a [u8],
+    pub(super) at: usize,
 }
 
 impl Fields<'_> {
@@ -229,13 +233,13 @@ impl Fields<'_> {
         }
     }
 
-    fn field(&mut self) -> Option<u16> {
+    pub(super) fn field(&mut self) -> Option<u16> {
         let bytes = self.bytes.get(self.at..self.at + 2)?;
         self.at += 2;
         Some(u16::from_le_bytes([bytes[0], bytes[1]]))
     }
 
-    fn varint(&mut self) -> Option<u64> {
+    pub(super) fn varint(&mut self) -> Option<u64> {
         let mut value = 0u64;
         for shift in (0..64).step_by(7) {
             let byte = *self.bytes.get(self.at)?;
