@@ -124,6 +124,23 @@ pub(crate) fn name_of(backup: &Path) -> String {
     backup.file_name().unwrap().to_string_lossy().into_owned()
 }
 
+/// A new machine: `sandbox`'s upkeep.yaml alone, no database, no backups,
+/// restores production's newest off-site backup, which must hold the rows
+/// of `sandbox`'s database.
+pub(crate) fn restore_on_a_new_machine(sandbox: Sandbox, env: &[(&str, &str)]) -> (Sandbox, Run) {
+    let rows = counts(&sandbox.db("prod"));
+    let config = std::fs::read_to_string(sandbox.path("upkeep.yaml"))
+        .unwrap()
+        .replace("schema: schema.sql\n", "");
+    drop(sandbox);
+    let fresh = Sandbox::empty();
+    fresh.write("upkeep.yaml", &config);
+    let restored = fresh.upkeep_with(&["restore", "production", "--offsite", "--latest"], env);
+    restored.code(0).stdout_has("downloaded");
+    assert_eq!(counts(&fresh.db("prod")), rows, "{restored}");
+    (fresh, restored)
+}
+
 pub(crate) fn push(sandbox: &Sandbox, args: &[&str]) -> Run {
     let mut all = vec!["push"];
     all.extend(args);
@@ -176,21 +193,9 @@ fn a_push_is_checked_sent_once_and_restores_on_a_new_machine() {
         .code(0)
         .stdout_has("data read back and hashed");
 
-    // A new machine: upkeep.yaml alone, no database, no backups.
-    let rows = counts(&sandbox.db("prod"));
-    let config = std::fs::read_to_string(sandbox.path("upkeep.yaml"))
-        .unwrap()
-        .replace("schema: schema.sql\n", "");
-    drop(sandbox);
-    let fresh = Sandbox::empty();
-    fresh.write("upkeep.yaml", &config);
-    let restored = fresh.upkeep_with(&["restore", "production", "--offsite", "--latest"], &aws());
-    restored
-        .code(0)
-        .stdout_has("downloaded")
-        .stdout_has("data/prod.duckdb");
+    let (fresh, restored) = restore_on_a_new_machine(sandbox, &aws());
+    restored.stdout_has("data/prod.duckdb");
     assert!(!restored.stdout.contains(".upkeep-partial"), "{restored}");
-    assert_eq!(counts(&fresh.db("prod")), rows);
     // The download stays as a verified local backup.
     fresh
         .upkeep(&["backups", "production"])

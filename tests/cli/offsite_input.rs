@@ -12,7 +12,8 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use crate::offsite::{
-    BUCKET, S3, Seaweed, age_keys, aws, backup_at, big_db, name_of, push, with_offsite,
+    BUCKET, S3, Seaweed, age_keys, aws, backup_at, big_db, name_of, push, restore_on_a_new_machine,
+    with_offsite,
 };
 use crate::support::*;
 
@@ -147,18 +148,7 @@ fn round_trip(offsite: &str, raw: &Raw, ready: &dyn Fn(&Sandbox)) {
         .code(0)
         .stdout_has("data read back and hashed");
 
-    let rows = counts(&sandbox.db("prod"));
-    let config = std::fs::read_to_string(sandbox.path("upkeep.yaml"))
-        .unwrap()
-        .replace("schema: schema.sql\n", "");
-    drop(sandbox);
-    let fresh = Sandbox::empty();
-    fresh.write("upkeep.yaml", &config);
-    fresh
-        .upkeep_with(&["restore", "production", "--offsite", "--latest"], &aws())
-        .code(0)
-        .stdout_has("downloaded");
-    assert_eq!(counts(&fresh.db("prod")), rows);
+    restore_on_a_new_machine(sandbox, &aws());
 }
 
 #[test]
