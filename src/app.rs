@@ -26,6 +26,7 @@ use crate::db::Env;
 use crate::db::backup::{self, Made, Taking};
 use crate::db::catalog::Schema;
 use crate::db::check;
+use crate::db::live;
 use crate::db::open::{self, Access};
 use crate::db::retention::Rotation;
 use crate::error::Busy;
@@ -351,8 +352,15 @@ pub fn backup(
     let Some(pid) = open::lock_holder(&env.db, Access::Exclusive) else {
         return take(&Taking::Direct);
     };
-    let app = App::of(config, env);
-    match app {
+    // Live first: no downtime, no hook, no `app:` needed.
+    let not_live = match live_refused(config, env) {
+        Some(why) => why,
+        None => match take(&Taking::Live) {
+            Err(error) if falls_back(&error) => crate::error::describe(&error),
+            made => return made,
+        },
+    };
+    let made = match App::of(config, env) {
         Some(app) if app.has_snapshot() => {
             let write = |target: &Path| app.snapshot(target);
             take(&Taking::Snapshot(&write))
@@ -360,8 +368,10 @@ pub fn backup(
         Some(_) if no_window => Err(held(
             env,
             pid,
-            "--no-window forbids stopping the app, and `app:` has no `snapshot` hook for it: \
-             add one for backups without downtime, or leave out --no-window",
+            &format!(
+                "no live copy ({not_live}), --no-window forbids stopping the app, and `app:` has no \
+                 `snapshot` hook for it: add one for backups without downtime, or leave out --no-window"
+            ),
         )),
         Some(app) => {
             if let Some(why) = app.cannot_run() {
@@ -375,8 +385,35 @@ pub fn backup(
             };
             take(&Taking::Window(&window))
         }
-        None => Err(held(env, pid, HINT)),
+        None => Err(held(
+            env,
+            pid,
+            &format!("no live copy ({not_live}); {HINT}"),
+        )),
+    };
+    made.map(|made| Made {
+        not_live: Some(not_live),
+        ..made
+    })
+}
+
+/// Why `env`'s database is not to be copied live (`backups.live`, and the
+/// formats upkeep reads), when it is not.
+fn live_refused(config: &Config, env: &Env) -> Option<String> {
+    match crate::db::header::read(&env.db) {
+        Ok(Ok(header)) => config.live.refuses(&header),
+        Ok(Err(problem)) => Some(format!("its header is damaged: {problem}")),
+        Err(error) => Some(format!("cannot read it: {error}")),
     }
+}
+
+/// Whether a live copy that failed leaves the other ways open: it was
+/// refused (a format, or no consistent copy within the bound), not an
+/// error that another way would meet too (a full disk).
+fn falls_back(error: &anyhow::Error) -> bool {
+    error
+        .downcast_ref::<live::Refused>()
+        .is_some_and(|refused| !matches!(refused, live::Refused::Io { .. }))
 }
 
 /// Which way a backup of `env` (of `size` bytes) would go now, and why,
@@ -390,9 +427,16 @@ pub fn backup_way(config: &Config, env: &Env, size: u64) -> String {
         "PID {pid}{} holds the database",
         crate::process::describe(pid)
     );
-    match App::of(config, env) {
+    let live = match live_refused(config, env) {
+        None => format!(
+            "live: copied while the app runs, no downtime and no hook ({holder}); should no consistent \
+             copy be had within its bound, "
+        ),
+        Some(why) => format!("not live ({why}; {holder}): "),
+    };
+    let fallback = match App::of(config, env) {
         Some(app) if app.has_snapshot() => {
-            format!("through the app's snapshot hook, no downtime ({holder})")
+            "through the app's snapshot hook, no downtime".to_string()
         }
         Some(app) => {
             let now = match app.healthy_now() {
@@ -402,14 +446,14 @@ pub fn backup_way(config: &Config, env: &Env, size: u64) -> String {
                 _ => String::new(),
             };
             format!(
-                "in a window ({holder}): the app stopped for the checkpoint and the copy, {}, then started and waited for{now}",
+                "in a window: the app stopped for the checkpoint and the copy, {}, then started and waited for{now}",
                 window_estimate(config, size)
             )
         }
-        None => format!(
-            "refused now ({holder} and no `app:` is configured), unless a step before it stops the app"
-        ),
-    }
+        None => "refused now (no `app:` is configured), unless a step before it stops the app"
+            .to_string(),
+    };
+    format!("{live}{fallback}")
 }
 
 /// How long the copy of a window backup should take: a clone where the
@@ -454,12 +498,22 @@ pub fn check(
     let Some(pid) = open::lock_holder(&env.db, Access::ReadOnly) else {
         return check::check(&env.db, schema, deep);
     };
+    let not_live = match live_refused(config, env) {
+        Some(why) => why,
+        None => match check_live(config, env, schema, deep) {
+            Err(error) if falls_back(&error) => crate::error::describe(&error),
+            report => return report,
+        },
+    };
     let app = App::of(config, env).filter(App::has_snapshot).ok_or_else(|| {
         held(
             env,
             pid,
-            "check never stops the app: add a `snapshot` hook to `app:` in upkeep.yaml for a verdict \
-             without downtime, or check while the app is stopped (`upkeep run update` does)",
+            &format!(
+                "no live copy ({not_live}), and check never stops the app: add a `snapshot` hook to `app:` \
+                 in upkeep.yaml for a verdict without downtime, or check while the app is stopped \
+                 (`upkeep run update` does)"
+            ),
         )
     })?;
     // A folder of its own, which a concurrent backup's sweep leaves alone:
@@ -480,6 +534,24 @@ pub fn check(
     let mut report = check::check(&path, schema, deep)?;
     report.path = env.db.clone();
     report.from_snapshot = true;
+    Ok(report)
+}
+
+/// Checks a live copy of `env`'s database, taken into a folder of its own
+/// in the backups folder (which a concurrent backup's sweep leaves alone)
+/// and removed after.
+fn check_live(
+    config: &Config,
+    env: &Env,
+    schema: Option<&Schema>,
+    deep: bool,
+) -> Result<check::Report> {
+    crate::fsx::create_private_dir(&config.backups_dir)?;
+    let folder = crate::fsx::partial_dir(&config.backups_dir)?;
+    let copied = live::copy_whole(&env.db, folder.path())?;
+    let mut report = check::check(&copied.db, schema, deep)?;
+    report.path = env.db.clone();
+    report.copied_live = true;
     Ok(report)
 }
 

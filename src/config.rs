@@ -12,6 +12,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result};
 use serde::Deserialize;
 
+use crate::db::live;
 use crate::db::retention::{Policy, Rotation};
 use crate::db::{Env, StorageVersion};
 use crate::error::bad_input;
@@ -36,6 +37,8 @@ pub struct Config {
     pub rotation: Rotation,
     /// `backups.offsite`: where verified backups are copied.
     pub offsite: Option<offsite::Spec>,
+    /// `backups.live`: when a running app's database is copied live.
+    pub live: live::Policy,
     pub schema: Option<PathBuf>,
     pub state_dir: PathBuf,
     /// The storage version to write new database files in, when set.
@@ -179,6 +182,8 @@ struct RawBackups {
     keep: Option<Keep>,
     retention: Option<Policy>,
     offsite: Option<RawOffsite>,
+    #[serde(default)]
+    live: live::Policy,
 }
 
 /// `backups.offsite`. Credentials are never read from here: see
@@ -523,6 +528,7 @@ impl Config {
             backups_dir: folder(raw.backups.dir, "backups"),
             rotation,
             offsite,
+            live: raw.backups.live,
             schema: raw.schema.map(|schema| resolve(&schema.0)),
             state_dir: folder(raw.state_dir, ".upkeep"),
             storage_version: raw.storage_version,

@@ -178,6 +178,9 @@ impl Printer {
         if report.from_snapshot {
             say!("  checked a fresh snapshot from the app's hook: the app kept running");
         }
+        if report.copied_live {
+            say!("  checked a live copy: the app kept running, no hook");
+        }
         self.table_rows(report);
         if report.ok() {
             say!("  {} sound", style("ok").green().bold());
@@ -223,6 +226,7 @@ impl Printer {
     pub fn backup(&self, env: &str, made: &Made) {
         let (taken, downtime_ms, app_down) = match &made.taken {
             Taken::Direct => ("direct", None, None),
+            Taken::Live(_) => ("live", Some(0), None),
             Taken::Snapshot => ("snapshot", None, None),
             Taken::Window {
                 downtime,
@@ -243,6 +247,15 @@ impl Printer {
             "rotation_error": made.rotation_error,
             "wal_kept": made.wal_kept.as_ref().map(|(path, reason)| json!({"path": path, "reason": reason})),
             "taken": taken,
+            "live": match &made.taken {
+                Taken::Live(live) => json!({
+                    "copied": live.copied,
+                    "wal_commits": live.wal_commits,
+                    "attempts": live.attempts,
+                }),
+                _ => serde_json::Value::Null,
+            },
+            "not_live": made.not_live,
             "downtime_ms": downtime_ms,
             "app_down": app_down,
             // A new backup file, always: see docs/output.md, "JSON output".
@@ -260,11 +273,21 @@ impl Printer {
         }
         let how = match &made.taken {
             Taken::Direct => String::new(),
+            Taken::Live(live) => format!(
+                "; copied live: no downtime, {} copied, {} commit(s) from the .wal, {} attempt(s)",
+                human_size(live.copied),
+                live.wal_commits,
+                live.attempts
+            ),
             Taken::Snapshot => "; through the app's snapshot hook, no downtime".to_string(),
             Taken::Window { downtime, .. } => format!(
                 "; in a window: the app was down {:.2}s",
                 downtime.as_secs_f64()
             ),
+        };
+        let how = match &made.not_live {
+            Some(why) => format!("{how}; not live: {why}"),
+            None => how,
         };
         say!(
             "{} {} backed up to {} ({}, {}{how})",

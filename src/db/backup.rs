@@ -30,6 +30,7 @@ use crate::db::catalog::{Catalog, Schema};
 use crate::db::check;
 use crate::db::header;
 use crate::db::layout;
+use crate::db::live;
 use crate::db::open;
 use crate::db::retention::Rotation;
 use crate::fsx;
@@ -50,12 +51,17 @@ pub struct Made {
     pub wal_kept: Option<(PathBuf, String)>,
     /// How the copy was taken.
     pub taken: Taken,
+    /// Why a running app's database was not copied live, when it was
+    /// taken another way.
+    pub not_live: Option<String>,
 }
 
 /// How a backup's copy was taken, as [`Taking`] asked.
 #[derive(Debug, Clone)]
 pub enum Taken {
     Direct,
+    /// Copied while the app ran (see [`crate::db::live`]): no downtime.
+    Live(Live),
     /// The app was stopped for the checkpoint and the copy: for how long,
     /// and why it did not come back healthy, if it did not.
     Window {
@@ -65,11 +71,27 @@ pub enum Taken {
     Snapshot,
 }
 
+/// What a live copy took.
+#[derive(Debug, Clone)]
+pub struct Live {
+    /// Bytes of the database file copied.
+    pub copied: u64,
+    /// Commits that were only in the `.wal`, replayed into the copy.
+    pub wal_commits: u64,
+    /// Attempts made, the last one kept.
+    pub attempts: u32,
+}
+
 /// How to take the copy.
 pub enum Taking<'a> {
     /// Nobody else has the database open: upkeep takes it (DuckDB's
     /// exclusive lock), checkpoints and copies.
     Direct,
+    /// The app holds it: upkeep copies its bytes while it runs, and keeps
+    /// the copy only when DuckDB's own structures prove it consistent
+    /// ([`crate::db::live`]). A refusal is an error whose cause is a
+    /// [`live::Refused`]: the caller falls back to another way.
+    Live,
     /// The app holds it: it is stopped for the checkpoint and the copy
     /// only, started again right after, and the copy is verified while it
     /// runs.
@@ -182,6 +204,10 @@ pub fn backup(
             }
         }
         Taking::Snapshot(write) => (snapshot(env, dir, write)?, Taken::Snapshot),
+        Taking::Live => {
+            let (copy, live) = live_copy(env, dir)?;
+            (copy, Taken::Live(live))
+        }
     };
     let app_down_already = match &taken {
         Taken::Window {
@@ -380,6 +406,51 @@ fn snapshot(env: &Env, dir: &Path, write: &dyn Fn(&Path) -> Result<()>) -> Resul
     })
 }
 
+/// Copies the running app's database live into a temporary folder in
+/// `dir`, whole on its own (see [`live::copy_whole`]); it is then verified
+/// like every backup.
+fn live_copy(env: &Env, dir: &Path) -> Result<(Copy, Live)> {
+    let size = std::fs::metadata(&env.db)
+        .with_context(|| format!("cannot read `{}`", env.db.display()))?
+        .len();
+    let wal = crate::db::wal::path_of(&env.db);
+    let wal_size = wal.metadata().map_or(0, |meta| meta.len());
+    fsx::create_private_dir(dir)?;
+    let free = fsx::free_space(dir)?;
+    if free < size + wal_size + SPACE_MARGIN {
+        bail!(
+            "not enough space for a live copy of `{}` in `{}`: it needs {}, {} is free; free some space (older backups are kept until a new one is verified)",
+            env.name,
+            dir.display(),
+            fsx::human_size(size + wal_size + SPACE_MARGIN),
+            fsx::human_size(free)
+        );
+    }
+    let folder = fsx::partial_dir(dir)?;
+    let copied = live::copy_whole(&env.db, folder.path())?;
+    // Removed with the folder, unless published before.
+    let cleanup = tempfile::TempPath::try_from_path(&copied.db)?;
+    let file = std::fs::File::open(&copied.db)
+        .with_context(|| format!("cannot read `{}`", copied.db.display()))?;
+    let copied_size = file.metadata()?.len();
+    let read_back = blocks::read_back(&copied.db, &file, copied_size);
+    Ok((
+        Copy {
+            partial: tempfile::NamedTempFile::from_parts(file, cleanup),
+            copied: copied_size,
+            read_back,
+            source_rows: None,
+            wal_kept: None,
+            _folder: Some(folder),
+        },
+        Live {
+            copied: copied.size,
+            wal_commits: copied.wal_commits,
+            attempts: copied.attempts,
+        },
+    ))
+}
+
 /// Verifies a copy, writes its manifest, gives it its name, and rotates.
 fn verify_and_publish(
     env: &Env,
@@ -510,6 +581,7 @@ fn verify_and_publish(
         rotation_error,
         wal_kept,
         taken,
+        not_live: None,
     })
 }
 

@@ -33,6 +33,8 @@ pub struct Report {
     /// What was read was a fresh snapshot the app wrote of `path` (it
     /// kept running), not the file itself.
     pub from_snapshot: bool,
+    /// Checked on a live copy (see `db::live`), the app running.
+    pub copied_live: bool,
 }
 
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]
@@ -127,6 +129,7 @@ pub fn check(path: &Path, schema: Option<&Schema>, deep: bool) -> Result<Report>
         problems: Vec::new(),
         blake3: None,
         from_snapshot: false,
+        copied_live: false,
     };
     let header = match header::read(path) {
         Ok(header) => header,

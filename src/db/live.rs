@@ -53,6 +53,45 @@ const REREAD_PAUSE: Duration = Duration::from_millis(20);
 /// Blocks read at once.
 const BATCH_BLOCKS: u64 = 32;
 
+/// When a running app's database may be copied live (`backups.live` in
+/// upkeep.yaml). The rule is proven for DuckDB 2.0 and later only: before
+/// it, a checkpoint could reuse freed blocks before its header was on disk
+/// (see docs/live-copies.md), so a copy could hold blocks of two states
+/// whose checksums all verify.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Policy {
+    /// When the file itself proves that DuckDB 2.0 or later writes it (its
+    /// storage version is v2.0.0, which no older DuckDB opens).
+    #[default]
+    Auto,
+    /// Whatever storage version upkeep reads: the user says the app runs
+    /// DuckDB 2.0 or later.
+    Always,
+    /// Never: the app's snapshot hook or a window.
+    Never,
+}
+
+impl Policy {
+    /// Why the database whose header is `header` is not copied live, if it
+    /// is not.
+    pub fn refuses(self, header: &Header) -> Option<String> {
+        const V2: u64 = 999;
+        match self {
+            Policy::Never => Some("`backups.live: never` in upkeep.yaml".to_string()),
+            Policy::Auto if header.version_number != V2 => Some(format!(
+                "its storage version ({}) does not prove the app runs DuckDB 2.0 or later, \
+                 which live copies need; set `backups.live: always` in upkeep.yaml if it does",
+                header.storage_version().map_or_else(
+                    || header.version_number.to_string(),
+                    |v| v.as_str().to_string()
+                )
+            )),
+            _ => None,
+        }
+    }
+}
+
 /// A live copy, in place and synced.
 #[derive(Debug, Clone)]
 pub struct Copied {
@@ -171,6 +210,33 @@ pub fn copy(db: &Path, wal: &Path, dest_dir: &Path) -> Result<Copied, Refused> {
         attempts: kept.attempts,
         retried: kept.retried,
     })
+}
+
+/// A live copy that stands on its own: [`copy`], then, when the copied
+/// `.wal` holds commits, DuckDB replays it into the copy and checkpoints
+/// (the copy only: the live file is never opened with DuckDB). A refusal
+/// is an error whose cause is the [`Refused`].
+pub fn copy_whole(db: &Path, dest_dir: &Path) -> anyhow::Result<Copied> {
+    let mut copied = copy(db, &crate::db::wal::path_of(db), dest_dir)?;
+    if let Some(wal) = copied.wal.take() {
+        duckdb::Connection::open(&copied.db)
+            .and_then(|conn| conn.execute_batch("CHECKPOINT"))
+            .map_err(|error| {
+                anyhow::anyhow!(
+                    "DuckDB cannot replay the .wal of the live copy of `{}` ({error}); nothing was kept",
+                    db.display()
+                )
+            })?;
+        // DuckDB removes it once checkpointed; one left would be replayed
+        // again by whoever opens the copy.
+        if wal.exists() {
+            anyhow::bail!(
+                "DuckDB left the .wal of the live copy of `{}` after its checkpoint; nothing was kept",
+                db.display()
+            );
+        }
+    }
+    Ok(copied)
 }
 
 struct Files<'a> {

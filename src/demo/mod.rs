@@ -41,6 +41,7 @@ databases:
 backups:
   dir: backend/backups
   keep: 5
+  live: always    # the app runs DuckDB 2.0, which live copies need (its file is in 1.1's format)
 schema: backend/schema.sql
 ";
 
@@ -144,7 +145,7 @@ impl Demo<'_> {
         let app = &self.app;
         std::fs::create_dir_all(app.join("backend/migrations"))?;
         std::fs::create_dir_all(app.join("pipelines"))?;
-        std::fs::write(app.join("upkeep.yaml"), self.config(false))?;
+        std::fs::write(app.join("upkeep.yaml"), self.config("always", false))?;
         std::fs::write(app.join("backend/schema.sql"), SCHEMA)?;
         std::fs::write(app.join("backend/migrations/.keep"), "")?;
         std::fs::write(app.join(".gitignore"), GITIGNORE)?;
@@ -202,12 +203,14 @@ impl Demo<'_> {
         Ok(())
     }
 
-    /// upkeep.yaml: the databases, and the app's lifecycle (`app:`), with
-    /// its snapshot hook or without.
-    fn config(&self, snapshot: bool) -> String {
+    /// upkeep.yaml: the databases, when live copies are taken
+    /// (`backups.live`), and the app's lifecycle (`app:`), with its
+    /// snapshot hook or without.
+    fn config(&self, live: &str, snapshot: bool) -> String {
         let app_bin = self.app_bin();
+        let config = CONFIG.replace("live: always", &format!("live: {live}"));
         let mut text = format!(
-            "{CONFIG}app:\n  stop: ./stop.sh\n  start: APP_BIN={app_bin} APP_PORT={port} ./start.sh\n  \
+            "{config}app:\n  stop: ./stop.sh\n  start: APP_BIN={app_bin} APP_PORT={port} ./start.sh\n  \
              health: {{ url: 'http://127.0.0.1:{port}/health', timeout: 20s }}\n",
             port = self.port
         );
@@ -231,13 +234,16 @@ impl Demo<'_> {
 
     fn scenarios(&self) -> Result<i32> {
         self.printer.note(
-            "--- a backup of the running app, in a window (stopped for the copy only), then through its snapshot hook (no downtime)",
+            "--- backups of the running app: copied live (no downtime, no hook); then, with `backups.live: never`, \
+             in a window (stopped for the copy only) and through its snapshot hook (no downtime)",
         );
+        let live = self.upkeep(&["backup", "production"])?;
+        std::fs::write(self.app.join("upkeep.yaml"), self.config("never", false))?;
         let window = self.upkeep(&["backup", "production"])?;
-        std::fs::write(self.app.join("upkeep.yaml"), self.config(true))?;
+        std::fs::write(self.app.join("upkeep.yaml"), self.config("never", true))?;
         let hook = self.upkeep(&["backup", "production"])?;
-        std::fs::write(self.app.join("upkeep.yaml"), self.config(false))?;
-        if window != code::OK || hook != code::OK {
+        std::fs::write(self.app.join("upkeep.yaml"), self.config("always", false))?;
+        if live != code::OK || window != code::OK || hook != code::OK {
             return Ok(code::FAILED);
         }
         self.release(

@@ -92,6 +92,8 @@ impl StepType for Integrity {
             .join(", ");
         let how = if report.from_snapshot {
             ", checked on a fresh snapshot from the app's hook"
+        } else if report.copied_live {
+            ", checked on a live copy"
         } else {
             ""
         };

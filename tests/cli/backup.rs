@@ -167,15 +167,27 @@ fn a_damaged_source_never_costs_an_older_backup() {
 }
 
 #[test]
-fn a_database_held_by_the_app_is_not_copied() {
+fn a_database_held_by_the_app_is_copied_live_and_with_live_never_not_at_all() {
     let sandbox = Sandbox::new();
     let db = sandbox.db("prod");
-    let app = sandbox.app(&["hold", db.to_str().unwrap()]);
+    let mut app = sandbox.app(&["hold", db.to_str().unwrap()]);
+    sandbox
+        .upkeep(&["backup", "production"])
+        .code(0)
+        .stdout_has("copied live");
+    assert_eq!(sandbox.backups("production").len(), 1);
+    assert!(
+        app.child.try_wait().unwrap().is_none(),
+        "the holder was stopped"
+    );
+
+    sandbox.set_live("never");
     sandbox
         .upkeep(&["backup", "production"])
         .code(4)
-        .stderr_has(&format!("PID {}", app.pid()));
-    assert!(sandbox.backups("production").is_empty());
+        .stderr_has(&format!("PID {}", app.pid()))
+        .stderr_has("backups.live: never");
+    assert_eq!(sandbox.backups("production").len(), 1);
 }
 
 #[test]
@@ -432,6 +444,8 @@ fn restic_versions_named_in_docs_and_code_are_the_right_ones() {
 #[test]
 fn a_holder_with_a_long_command_line_is_shown_on_one_line() {
     let sandbox = Sandbox::new();
+    // Busy, to be shown: not copied live.
+    sandbox.set_live("never");
     let db = sandbox.db("prod");
     let program = "import fcntl, sys, time\n\
                    held = open(sys.argv[1], 'r+b')\n\

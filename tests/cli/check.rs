@@ -133,10 +133,15 @@ fn null_and_duplicate_keys_in_a_table_that_lost_its_constraint() {
 }
 
 #[test]
-fn a_database_held_by_the_app_is_busy_and_named() {
+fn a_database_held_by_the_app_is_checked_live_or_with_live_never_busy_and_named() {
     let sandbox = Sandbox::new();
     let db = sandbox.db("prod");
     let app = sandbox.app(&["hold", db.to_str().unwrap()]);
+    sandbox
+        .upkeep(&["check", "production"])
+        .code(0)
+        .stdout_has("checked a live copy");
+    sandbox.set_live("never");
     sandbox
         .upkeep(&["check", "production"])
         .code(4)

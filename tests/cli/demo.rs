@@ -10,6 +10,7 @@ fn the_demo_updates_the_app_and_rolls_back_a_bad_release() {
     let run = sandbox.upkeep(&["demo", "--dir", dir.to_str().unwrap()]);
     run.code(0)
         .stdout_has("applied 0001_add_phone.sql")
+        .stdout_has("copied live: no downtime")
         .stdout_has("in a window: the app was down")
         .stdout_has("through the app's snapshot hook, no downtime")
         .stdout_has("health: v2 users=2000")

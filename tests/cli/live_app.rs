@@ -44,6 +44,9 @@ impl Live {
                 start.replace('\'', "''")
             ),
         );
+        // The hook and the window, as `app:` allows: not live copies
+        // (tests/cli/live_backup.rs).
+        sandbox.set_live("never");
         let live = Live { sandbox, port };
         live.start();
         live
@@ -155,6 +158,7 @@ fn no_window_with_a_held_database_and_no_hook_is_busy() {
 #[test]
 fn without_app_a_held_database_is_busy_with_a_hint() {
     let sandbox = Sandbox::new();
+    sandbox.set_live("never");
     let db = sandbox.db("prod");
     let _app = sandbox.app(&["hold", db.to_str().unwrap()]);
     sandbox
@@ -561,6 +565,7 @@ fn a_hook_that_hangs_is_stopped_at_hook_timeout_with_its_process_group() {
              snapshot: '{hangs}'\n  hook_timeout: 2s\n"
         ),
     );
+    sandbox.set_live("never");
     let no_survivor = |run: &Run| {
         let pids: Vec<i32> = std::fs::read_to_string(sandbox.path("hook.pids"))
             .unwrap_or_default()
@@ -697,6 +702,7 @@ fn an_app_command_that_cannot_run_is_found_before_the_app_is_stopped() {
         "upkeep.yaml",
         &format!("{CONFIG}app:\n  stop: echo stop >> trace\n  start: ./start.sh\n"),
     );
+    sandbox.set_live("never");
     sandbox.pipeline(
         "p",
         "env: production\nsteps:\n- uses: stop-app\n- uses: start-app\n",

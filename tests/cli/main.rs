@@ -19,6 +19,7 @@ mod hostile_input;
 mod injection;
 mod layers;
 mod live_app;
+mod live_backup;
 mod live_copy;
 mod messages;
 mod migrate;

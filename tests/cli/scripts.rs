@@ -120,10 +120,16 @@ fn check_db_integrity_sh_exits_0_when_sound_and_1_when_damaged() {
 }
 
 #[test]
-fn the_scripts_pass_busy_through() {
+fn the_scripts_copy_a_held_database_live_and_pass_busy_through() {
     let sandbox = project();
     let db = sandbox.db("prod");
     let _app = sandbox.app(&["hold", db.to_str().unwrap()]);
+    script(&sandbox, "check_db_integrity.sh", &["production"])
+        .code(0)
+        .stdout_has("checked a live copy");
+    script(&sandbox, "backup_db.sh", &["production"]).code(0);
+    assert_eq!(sandbox.backups("production").len(), 1);
+    sandbox.set_live("never");
     script(&sandbox, "check_db_integrity.sh", &["production"]).code(4);
     script(&sandbox, "backup_db.sh", &["production"]).code(4);
 }

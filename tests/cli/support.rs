@@ -152,6 +152,21 @@ impl Sandbox {
         found
     }
 
+    /// Sets `backups.live` in upkeep.yaml (`never`: a held database is
+    /// taken through the app's hook or a window, or is busy).
+    pub fn set_live(&self, policy: &str) {
+        let config = std::fs::read_to_string(self.path("upkeep.yaml")).unwrap();
+        assert!(config.contains("\nbackups:\n"), "{config}");
+        self.write(
+            "upkeep.yaml",
+            &config.replacen(
+                "\nbackups:\n",
+                &format!("\nbackups:\n  live: {policy}\n"),
+                1,
+            ),
+        );
+    }
+
     /// Starts the app stand-in on a database and waits until it is ready.
     pub fn app(&self, args: &[&str]) -> App {
         let mut child = Command::new(APP)
