@@ -21,7 +21,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, bail};
 
 use crate::action::{Outcome, Undo};
-use crate::config::{AppSpec, Config, HealthSpec};
+use crate::config::{AppSpec, Config, HealthSpec, Way};
 use crate::db::Env;
 use crate::db::backup::{self, Made, Taking};
 use crate::db::catalog::Schema;
@@ -336,9 +336,11 @@ impl crate::db::backup::Window for Journaled<'_> {
 }
 
 /// Backs up `env` whether or not its app is running: directly when nobody
-/// holds the database; else through the app's snapshot hook (no downtime);
-/// else in a window (the app stopped for the copy only), unless
-/// `no_window`; else busy, with how to configure `app:`.
+/// holds the database; else by the ways of `backups.ways`, in order (by
+/// default a live copy, the app's snapshot hook, then a window: the app
+/// stopped for the copy only, unless `no_window`); else busy, saying why
+/// each way was passed over. Only a refused live copy moves on to the next
+/// way: a hook or a window that fails is the error.
 pub fn backup(
     config: &Config,
     env: &Env,
@@ -352,49 +354,80 @@ pub fn backup(
     let Some(pid) = open::lock_holder(&env.db, Access::Exclusive) else {
         return take(&Taking::Direct);
     };
-    // Live first: no downtime, no hook, no `app:` needed.
-    let not_live = match live_refused(config, env) {
-        Some(why) => why,
-        None => match take(&Taking::Live) {
-            Err(error) if falls_back(&error) => crate::error::describe(&error),
-            made => return made,
-        },
-    };
-    let made = match App::of(config, env) {
-        Some(app) if app.has_snapshot() => {
-            let write = |target: &Path| app.snapshot(target);
-            take(&Taking::Snapshot(&write))
-        }
-        Some(_) if no_window => Err(held(
-            env,
-            pid,
-            &format!(
-                "no live copy ({not_live}), --no-window forbids stopping the app, and `app:` has no \
-                 `snapshot` hook for it: add one for backups without downtime, or leave out --no-window"
-            ),
-        )),
-        Some(app) => {
-            if let Some(why) = app.cannot_run() {
-                bail!("{why}; the app was not stopped, and nothing was backed up");
+    let app = App::of(config, env);
+    let mut passed = Vec::new();
+    let mut not_live = None;
+    for way in &config.ways {
+        let made = match way {
+            Way::Live => {
+                let why = match live_refused(config, env) {
+                    Some(why) => why,
+                    None => match take(&Taking::Live) {
+                        Err(error) if falls_back(&error) => crate::error::describe(&error),
+                        made => return made,
+                    },
+                };
+                passed.push(format!("no live copy ({why})"));
+                not_live = Some(why);
+                continue;
             }
-            let window = Journaled {
-                app: &app,
-                state_dir: &config.state_dir,
-                config_path: &config.path,
-                journal: Default::default(),
-            };
-            take(&Taking::Window(&window))
-        }
-        None => Err(held(
-            env,
-            pid,
-            &format!("no live copy ({not_live}); {HINT}"),
-        )),
+            Way::Hook => match &app {
+                Some(app) if app.has_snapshot() => {
+                    let write = |target: &Path| app.snapshot(target);
+                    take(&Taking::Snapshot(&write))
+                }
+                _ => {
+                    passed.push("no snapshot hook (`app:` has no `snapshot` command)".to_string());
+                    continue;
+                }
+            },
+            Way::Window => match &app {
+                Some(_) if no_window => {
+                    passed.push("--no-window forbids stopping the app".to_string());
+                    continue;
+                }
+                Some(app) => {
+                    if let Some(why) = app.cannot_run() {
+                        bail!("{why}; the app was not stopped, and nothing was backed up");
+                    }
+                    let window = Journaled {
+                        app,
+                        state_dir: &config.state_dir,
+                        config_path: &config.path,
+                        journal: Default::default(),
+                    };
+                    take(&Taking::Window(&window))
+                }
+                None => {
+                    passed.push(
+                        "no window (no `app:` says how to stop and start the app)".to_string(),
+                    );
+                    continue;
+                }
+            },
+        };
+        return made.map(|made| Made { not_live, ..made });
+    }
+    let also = if no_window {
+        ", or leave out --no-window"
+    } else {
+        ""
     };
-    made.map(|made| Made {
-        not_live: Some(not_live),
-        ..made
-    })
+    Err(held(
+        env,
+        pid,
+        &format!(
+            "{} (the ways of `backups.ways`: {}); {HINT}{also}",
+            passed.join(", "),
+            ways(config)
+        ),
+    ))
+}
+
+/// `backups.ways`, as written.
+fn ways(config: &Config) -> String {
+    let names: Vec<&str> = config.ways.iter().map(|way| way.as_str()).collect();
+    names.join(", ")
 }
 
 /// Why `env`'s database is not to be copied live (`backups.live`, and the
@@ -417,43 +450,57 @@ fn falls_back(error: &anyhow::Error) -> bool {
 }
 
 /// Which way a backup of `env` (of `size` bytes) would go now, and why,
-/// for a dry-run. A backup refused now may go through in a real run, once
-/// a step before it has stopped the app.
+/// for a dry-run: the ways of `backups.ways` in order. A backup refused now
+/// may go through in a real run, once a step before it has stopped the app.
 pub fn backup_way(config: &Config, env: &Env, size: u64) -> String {
     let Some(pid) = open::lock_holder(&env.db, Access::Exclusive) else {
         return "directly: nothing holds the database now".to_string();
     };
-    let holder = format!(
+    let app = App::of(config, env);
+    let mut said = vec![format!(
         "PID {pid}{} holds the database",
         crate::process::describe(pid)
-    );
-    let live = match live_refused(config, env) {
-        None => format!(
-            "live: copied while the app runs, no downtime and no hook ({holder}); should no consistent \
-             copy be had within its bound, "
-        ),
-        Some(why) => format!("not live ({why}; {holder}): "),
-    };
-    let fallback = match App::of(config, env) {
-        Some(app) if app.has_snapshot() => {
-            "through the app's snapshot hook, no downtime".to_string()
-        }
-        Some(app) => {
-            let now = match app.healthy_now() {
-                Some(Err(why)) => format!(
-                    "; the app is not healthy now ({why}): the window would wait for it to come back"
+    )];
+    for way in &config.ways {
+        match way {
+            Way::Live => match live_refused(config, env) {
+                None => said.push(
+                    "live: copied while the app runs, no downtime and no hook; should no consistent \
+                     copy be had within its bound"
+                        .to_string(),
                 ),
-                _ => String::new(),
-            };
-            format!(
-                "in a window: the app stopped for the checkpoint and the copy, {}, then started and waited for{now}",
-                window_estimate(config, size)
-            )
+                Some(why) => said.push(format!("not live ({why})")),
+            },
+            Way::Hook => match &app {
+                Some(app) if app.has_snapshot() => {
+                    said.push("through the app's snapshot hook, no downtime".to_string());
+                    return said.join("; ");
+                }
+                _ => said.push("no snapshot hook".to_string()),
+            },
+            Way::Window => match &app {
+                Some(app) => {
+                    let now = match app.healthy_now() {
+                        Some(Err(why)) => format!(
+                            "; the app is not healthy now ({why}): the window would wait for it to come back"
+                        ),
+                        _ => String::new(),
+                    };
+                    said.push(format!(
+                        "in a window: the app stopped for the checkpoint and the copy, {}, then started and waited for{now}",
+                        window_estimate(config, size)
+                    ));
+                    return said.join("; ");
+                }
+                None => said.push("no window (no `app:`)".to_string()),
+            },
         }
-        None => "refused now (no `app:` is configured), unless a step before it stops the app"
-            .to_string(),
-    };
-    format!("{live}{fallback}")
+    }
+    said.push(format!(
+        "refused now (the ways of `backups.ways`: {}), unless a step before it stops the app",
+        ways(config)
+    ));
+    said.join("; ")
 }
 
 /// How long the copy of a window backup should take: a clone where the
@@ -486,9 +533,10 @@ fn window_estimate(config: &Config, size: u64) -> String {
     }
 }
 
-/// Checks `env`'s database; when the app holds it, checks a fresh
-/// snapshot from its hook instead (no downtime). Check never stops the app:
-/// without a hook, a held database is busy, with how to get a verdict.
+/// Checks `env`'s database; when the app holds it, checks a live copy or a
+/// fresh snapshot from its hook, in the order of `backups.ways` (no
+/// downtime). Check never stops the app: with neither, a held database is
+/// busy, with how to get a verdict.
 pub fn check(
     config: &Config,
     env: &Env,
@@ -498,24 +546,47 @@ pub fn check(
     let Some(pid) = open::lock_holder(&env.db, Access::ReadOnly) else {
         return check::check(&env.db, schema, deep);
     };
-    let not_live = match live_refused(config, env) {
-        Some(why) => why,
-        None => match check_live(config, env, schema, deep) {
-            Err(error) if falls_back(&error) => crate::error::describe(&error),
-            report => return report,
-        },
-    };
-    let app = App::of(config, env).filter(App::has_snapshot).ok_or_else(|| {
-        held(
-            env,
-            pid,
-            &format!(
-                "no live copy ({not_live}), and check never stops the app: add a `snapshot` hook to `app:` \
-                 in upkeep.yaml for a verdict without downtime, or check while the app is stopped \
-                 (`upkeep run update` does)"
-            ),
-        )
-    })?;
+    let mut passed = Vec::new();
+    for way in &config.ways {
+        match way {
+            Way::Live => {
+                let why = match live_refused(config, env) {
+                    Some(why) => why,
+                    None => match check_live(config, env, schema, deep) {
+                        Err(error) if falls_back(&error) => crate::error::describe(&error),
+                        report => return report,
+                    },
+                };
+                passed.push(format!("no live copy ({why})"));
+            }
+            Way::Hook => match App::of(config, env).filter(App::has_snapshot) {
+                Some(app) => return check_snapshot(config, env, &app, schema, deep),
+                None => passed.push("no snapshot hook".to_string()),
+            },
+            Way::Window => {}
+        }
+    }
+    Err(held(
+        env,
+        pid,
+        &format!(
+            "{} (the ways of `backups.ways`: {}), and check never stops the app: add a `snapshot` hook to `app:` \
+             in upkeep.yaml for a verdict without downtime, or check while the app is stopped \
+             (`upkeep run update` does)",
+            passed.join(", "),
+            ways(config)
+        ),
+    ))
+}
+
+/// Checks a snapshot of `env`'s database written by the app's hook.
+fn check_snapshot(
+    config: &Config,
+    env: &Env,
+    app: &App,
+    schema: Option<&Schema>,
+    deep: bool,
+) -> Result<check::Report> {
     // A folder of its own, which a concurrent backup's sweep leaves alone:
     // check takes no run lock.
     let (_folder, path) = backup::snapshot_target(&config.backups_dir)?;

@@ -39,6 +39,9 @@ pub struct Config {
     pub offsite: Option<offsite::Spec>,
     /// `backups.live`: when a running app's database is copied live.
     pub live: live::Policy,
+    /// `backups.ways`: the ways tried, in order, to back up a database
+    /// that a running app holds.
+    pub ways: Vec<Way>,
     pub schema: Option<PathBuf>,
     pub state_dir: PathBuf,
     /// The storage version to write new database files in, when set.
@@ -184,6 +187,62 @@ struct RawBackups {
     offsite: Option<RawOffsite>,
     #[serde(default)]
     live: live::Policy,
+    #[serde(default)]
+    ways: Ways,
+}
+
+/// A way to back up a database that a running app holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Way {
+    /// A live copy (`backups.live` says when).
+    Live,
+    /// The app's `snapshot` hook.
+    Hook,
+    /// The app stopped for the copy only.
+    Window,
+}
+
+impl Way {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Way::Live => "live",
+            Way::Hook => "hook",
+            Way::Window => "window",
+        }
+    }
+}
+
+/// `backups.ways`: at least one way, each at most once.
+#[derive(Deserialize)]
+#[serde(try_from = "Vec<Way>")]
+struct Ways(Vec<Way>);
+
+impl Default for Ways {
+    fn default() -> Self {
+        Ways(vec![Way::Live, Way::Hook, Way::Window])
+    }
+}
+
+impl TryFrom<Vec<Way>> for Ways {
+    type Error = String;
+
+    fn try_from(ways: Vec<Way>) -> Result<Self, String> {
+        if ways.is_empty() {
+            return Err(
+                "`backups.ways` is empty: list at least one of live, hook, window".to_string(),
+            );
+        }
+        for (index, way) in ways.iter().enumerate() {
+            if ways[..index].contains(way) {
+                return Err(format!(
+                    "`backups.ways` names `{}` twice: list each way once",
+                    way.as_str()
+                ));
+            }
+        }
+        Ok(Ways(ways))
+    }
 }
 
 /// `backups.offsite`. Credentials are never read from here: see
@@ -529,6 +588,7 @@ impl Config {
             rotation,
             offsite,
             live: raw.backups.live,
+            ways: raw.backups.ways.0,
             schema: raw.schema.map(|schema| resolve(&schema.0)),
             state_dir: folder(raw.state_dir, ".upkeep"),
             storage_version: raw.storage_version,

@@ -53,9 +53,11 @@ pub fn copy_fast(
 }
 
 /// Clones `input` into the empty `target` (`FICLONE`), when the file
-/// system can; the size cloned, or `None` to copy instead.
+/// system can; the size cloned (the target's length), or `None` to copy
+/// instead. The clone is of one moment: the file system holds both files'
+/// locks while it shares the blocks.
 #[cfg(target_os = "linux")]
-fn clone(input: &File, target: &File) -> Option<u64> {
+pub fn clone(input: &File, target: &File) -> Option<u64> {
     use std::os::fd::AsRawFd;
     // _IOW(0x94, 9, int), from linux/fs.h.
     const FICLONE: libc::c_ulong = 0x4004_9409;
@@ -64,11 +66,11 @@ fn clone(input: &File, target: &File) -> Option<u64> {
     if status != 0 {
         return None;
     }
-    input.metadata().ok().map(|meta| meta.len())
+    target.metadata().ok().map(|meta| meta.len())
 }
 
 #[cfg(not(target_os = "linux"))]
-fn clone(_input: &File, _target: &File) -> Option<u64> {
+pub fn clone(_input: &File, _target: &File) -> Option<u64> {
     None
 }
 

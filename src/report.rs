@@ -252,6 +252,8 @@ impl Printer {
                     "copied": live.copied,
                     "wal_commits": live.wal_commits,
                     "attempts": live.attempts,
+                    "cloned": live.cloned,
+                    "copy_seconds": live.copy_time.as_secs_f64(),
                 }),
                 _ => serde_json::Value::Null,
             },
@@ -274,8 +276,10 @@ impl Printer {
         let how = match &made.taken {
             Taken::Direct => String::new(),
             Taken::Live(live) => format!(
-                "; copied live: no downtime, {} copied, {} commit(s) from the .wal, {} attempt(s)",
+                "; copied live: no downtime, {} {} in {:.3}s, {} commit(s) from the .wal, {} attempt(s)",
                 human_size(live.copied),
+                if live.cloned { "cloned" } else { "copied" },
+                live.copy_time.as_secs_f64(),
                 live.wal_commits,
                 live.attempts
             ),

@@ -80,6 +80,10 @@ pub struct Live {
     pub wal_commits: u64,
     /// Attempts made, the last one kept.
     pub attempts: u32,
+    /// Whether the file was cloned (`FICLONE`) instead of read.
+    pub cloned: bool,
+    /// How long taking the file's bytes took (see [`live::Copied`]).
+    pub copy_time: Duration,
 }
 
 /// How to take the copy.
@@ -447,6 +451,8 @@ fn live_copy(env: &Env, dir: &Path) -> Result<(Copy, Live)> {
             copied: copied.size,
             wal_commits: copied.wal_commits,
             attempts: copied.attempts,
+            cloned: copied.cloned,
+            copy_time: copied.copy_time,
         },
     ))
 }

@@ -109,6 +109,12 @@ pub struct Copied {
     pub attempts: u32,
     /// Why each earlier attempt was not kept.
     pub retried: Vec<String>,
+    /// Whether the kept attempt cloned the file (`FICLONE`: XFS with
+    /// reflink, btrfs) instead of reading it.
+    pub cloned: bool,
+    /// How long the kept attempt took to take the file's bytes (the clone,
+    /// or the read and the checksums of each block as it passed).
+    pub copy_time: Duration,
 }
 
 /// Why there is no live copy.
@@ -209,6 +215,8 @@ pub fn copy(db: &Path, wal: &Path, dest_dir: &Path) -> Result<Copied, Refused> {
         size: kept.size,
         attempts: kept.attempts,
         retried: kept.retried,
+        cloned: kept.cloned,
+        copy_time: kept.copy_time,
     })
 }
 
@@ -255,6 +263,8 @@ struct Kept {
     size: u64,
     attempts: u32,
     retried: Vec<String>,
+    cloned: bool,
+    copy_time: Duration,
 }
 
 /// Attempts until one is kept, within the bound.
@@ -371,10 +381,12 @@ fn one_attempt(files: &Files) -> Result<Result<Kept, Retry>, Refused> {
     }
 
     // 3. The file, to its end as found now.
-    let (mut bad, copied_size) = match copy_file(files, &header, &h0)? {
-        Copying::Done { bad, size } => (bad, size),
+    let copy_started = Instant::now();
+    let (mut bad, copied_size, cloned) = match copy_file(files, &header, &h0)? {
+        Copying::Done { bad, size, cloned } => (bad, size, cloned),
         Copying::HeaderMoved => return Ok(Err(moved(&header))),
     };
+    let copy_time = copy_started.elapsed();
 
     // F: every block in use by H1 is in the copy and verifies; a block
     // torn by a checkpoint rewriting metadata in place is read again.
@@ -434,6 +446,8 @@ fn one_attempt(files: &Files) -> Result<Result<Kept, Retry>, Refused> {
         size: copied_size,
         attempts: 0,
         retried: Vec::new(),
+        cloned,
+        copy_time,
     }))
 }
 
@@ -631,49 +645,94 @@ fn entry_type(payload: &[u8]) -> Option<u64> {
 }
 
 enum Copying {
-    Done { bad: Vec<u64>, size: u64 },
+    /// `bad`: the blocks below the header's block count that fail their
+    /// checksum in the copy.
+    Done {
+        bad: Vec<u64>,
+        size: u64,
+        cloned: bool,
+    },
     HeaderMoved,
 }
 
 /// Step 3: copies the live file to its end into the copy, headers (H1)
-/// first, checking every block below the header's block count; returns
-/// those that fail.
+/// first, checking every block below the header's block count (on a
+/// second thread, while the batch is written and handed to the disk).
+/// Where the file system can, the file is cloned instead (one moment of
+/// it, its headers H1), and the clone's blocks are checked: the rule is
+/// the same.
 fn copy_file(files: &Files, header: &Header, h0: &[u8]) -> Result<Copying, Refused> {
     let h1 = read_headers(files.live).map_err(io(files.db))?;
     if h1 != h0 {
         return Ok(Copying::HeaderMoved);
     }
-    files
-        .copy
-        .write_all_at(&h1, 0)
-        .map_err(io(files.copy_path))?;
+    // An earlier attempt's bytes: a clone needs an empty target.
+    files.copy.set_len(0).map_err(io(files.copy_path))?;
+    let cloned = fsx::clone(files.live, files.copy);
+    if let Some(size) = cloned
+        && (size < BLOCKS_START || read_headers(files.copy).map_err(io(files.copy_path))? != h0)
+    {
+        return Ok(Copying::HeaderMoved);
+    }
+    if cloned.is_none() {
+        files
+            .copy
+            .write_all_at(&h1, 0)
+            .map_err(io(files.copy_path))?;
+    }
+    // From the clone, or from the live file into the copy.
+    let (source, source_path) = match cloned {
+        Some(_) => (files.copy, files.copy_path),
+        None => (files.live, files.db),
+    };
     let block = header.block_alloc_size;
     let mut buffer = vec![0u8; (block * BATCH_BLOCKS) as usize];
     let mut bad = Vec::new();
     let mut at = BLOCKS_START;
     let mut next_block = 0u64;
     loop {
-        let filled = fill_at(files.live, &mut buffer, at).map_err(io(files.db))?;
+        let filled = fill_at(source, &mut buffer, at).map_err(io(source_path))?;
         if filled == 0 {
             break;
         }
-        files
-            .copy
-            .write_all_at(&buffer[..filled], at)
-            .map_err(io(files.copy_path))?;
-        for (bytes, id) in buffer[..filled].chunks(block as usize).zip(next_block..) {
-            if id < header.block_count && !blocks::block_ok(bytes) {
-                bad.push(id);
-            }
-        }
+        let bytes = &buffer[..filled];
+        let written = std::thread::scope(|scope| {
+            let checks = scope.spawn(|| failing(header, bytes, next_block));
+            let written = match cloned {
+                Some(_) => Ok(()),
+                None => files.copy.write_all_at(bytes, at).inspect(|()| {
+                    fsx::start_writeback(files.copy, at, filled as u64);
+                }),
+            };
+            bad.extend(checks.join().unwrap_or_default());
+            written
+        });
+        written.map_err(io(files.copy_path))?;
         next_block += (filled as u64).div_ceil(block);
         at += filled as u64;
         if filled < buffer.len() {
             break;
         }
     }
-    files.copy.set_len(at).map_err(io(files.copy_path))?;
-    Ok(Copying::Done { bad, size: at })
+    if cloned.is_none() {
+        files.copy.set_len(at).map_err(io(files.copy_path))?;
+    }
+    Ok(Copying::Done {
+        bad,
+        size: at,
+        cloned: cloned.is_some(),
+    })
+}
+
+/// The blocks of `bytes` (from block `first` on) below the header's block
+/// count that fail their checksum.
+fn failing(header: &Header, bytes: &[u8], first: u64) -> Vec<u64> {
+    bytes
+        .chunks(header.block_alloc_size as usize)
+        .zip(first..)
+        .filter(|(bytes, id)| *id < header.block_count && !blocks::block_ok(bytes))
+        .map(|(_, id)| id)
+        .collect()
 }
 
 /// Reads at `offset` until `buffer` is full or the file ends.

@@ -13,14 +13,14 @@ const WAL_ROWS: &str =
 
 /// Production, re-made in `storage_version` with 200 users, held by the app
 /// stand-in with 37 more in its `.wal`.
-fn held(sandbox: &Sandbox, storage_version: &str) -> App {
+pub fn held(sandbox: &Sandbox, storage_version: &str) -> App {
     let db = sandbox.db("prod");
     std::fs::remove_file(&db).unwrap();
     make_db(&db, Some(storage_version), 200);
     sandbox.app(&["write", db.to_str().unwrap(), WAL_ROWS])
 }
 
-fn event<'a>(events: &'a [serde_json::Value], kind: &str) -> &'a serde_json::Value {
+pub fn event<'a>(events: &'a [serde_json::Value], kind: &str) -> &'a serde_json::Value {
     events
         .iter()
         .find(|e| e["type"] == kind)
@@ -127,11 +127,24 @@ fn a_format_upkeep_does_not_read_falls_back_to_the_hook_and_says_why() {
     });
     bytes[..8].copy_from_slice(&sum.to_le_bytes());
     std::fs::write(&db, &bytes).unwrap();
+    let mut holder = lock(&db);
+    let run = sandbox.upkeep(&["backup", "production"]);
+    let _ = holder.kill();
+    let _ = holder.wait();
+    run.code(4)
+        .stderr_has("no live copy")
+        .stderr_has("not one upkeep reads");
+    assert!(sandbox.backups("production").is_empty(), "{run}");
+}
+
+/// A process that holds `db` as DuckDB does (an exclusive POSIX record
+/// lock), for files the app stand-in cannot open.
+fn lock(db: &std::path::Path) -> std::process::Child {
     let program = "import fcntl, sys, time\nheld = open(sys.argv[1], 'r+b')\n\
                    fcntl.lockf(held, fcntl.LOCK_EX)\nprint('ready', flush=True)\ntime.sleep(600)\n";
     let mut holder = std::process::Command::new("python3")
         .args(["-c", program])
-        .arg(&db)
+        .arg(db)
         .stdout(std::process::Stdio::piped())
         .spawn()
         .expect("python3");
@@ -141,13 +154,106 @@ fn a_format_upkeep_does_not_read_falls_back_to_the_hook_and_says_why() {
         &mut line,
     )
     .unwrap();
-    let run = sandbox.upkeep(&["backup", "production"]);
+    holder
+}
+
+/// upkeep.yaml with `app:` whose snapshot hook copies `source`.
+fn with_hook(sandbox: &Sandbox, backups: &str, source: &std::path::Path) {
+    sandbox.write(
+        "upkeep.yaml",
+        &format!(
+            "{}app:\n  stop: 'true'\n  start: 'true'\n  snapshot: cp {} \"$UPKEEP_SNAPSHOT\"\n",
+            CONFIG.replacen("\nbackups:\n", &format!("\nbackups:\n{backups}"), 1),
+            source.display()
+        ),
+    );
+}
+
+#[test]
+fn an_encrypted_database_is_not_copied_live_and_falls_back_to_the_hook_saying_why() {
+    let sandbox = Sandbox::new();
+    sandbox.set_live("always");
+    let db = sandbox.db("prod");
+    std::fs::remove_file(&db).unwrap();
+    duckdb::Connection::open_in_memory()
+        .unwrap()
+        .execute_batch(&format!(
+            // The bundled DuckDB writes encrypted files only with its
+            // fallback crypto module allowed: the format is what matters.
+            "SET force_mbedtls_unsafe = 'true'; ATTACH '{}' AS secret (ENCRYPTION_KEY 'k3y'); \
+             CREATE TABLE secret.users AS SELECT range AS id FROM range(10); DETACH secret;",
+            db.display()
+        ))
+        .unwrap();
+    let mut holder = lock(&db);
+    let hook_source = sandbox.path("hook-source.duckdb");
+    make_db(&hook_source, None, 5);
+    with_hook(&sandbox, "  live: always\n", &hook_source);
+    let run = sandbox.upkeep(&["backup", "production", "--format", "json"]);
     let _ = holder.kill();
     let _ = holder.wait();
-    run.code(4)
-        .stderr_has("no live copy")
-        .stderr_has("not one upkeep reads");
-    assert!(sandbox.backups("production").is_empty(), "{run}");
+    run.code(0);
+    let events = run.json();
+    let backup = event(&events, "backup");
+    assert_eq!(backup["taken"], "snapshot", "{run}");
+    assert!(
+        backup["not_live"]
+            .as_str()
+            .is_some_and(|why| why.contains("encrypted")),
+        "{run}"
+    );
+}
+
+#[test]
+fn backups_ways_sets_which_ways_a_held_database_is_backed_up_and_in_what_order() {
+    let sandbox = Sandbox::new();
+    let mut app = held(&sandbox, "v2.0.0");
+    let hook_source = sandbox.path("hook-source.duckdb");
+    make_db(&hook_source, None, 5);
+    let taken = |ways: &str| {
+        with_hook(&sandbox, &format!("  ways: {ways}\n"), &hook_source);
+        let run = sandbox.upkeep(&["backup", "production", "--format", "json"]);
+        run.code(0);
+        event(&run.json(), "backup")["taken"].clone()
+    };
+    // The default: live first.
+    assert_eq!(taken("[live, hook, window]"), "live");
+    // The hook first, though a live copy would do.
+    assert_eq!(taken("[hook, live]"), "snapshot");
+    assert_eq!(taken("[hook]"), "snapshot");
+    // The window first: a dry-run says so (a real one would stop the app;
+    // the window tests stop one).
+    with_hook(&sandbox, "  ways: [window, live]\n", &hook_source);
+    sandbox.pipeline("b", "env: production\nsteps:\n  - uses: backup\n");
+    sandbox
+        .upkeep(&["run", "b", "--dry-run"])
+        .stdout_has("in a window");
+    // No way left: busy, each passed over with its reason, nothing stopped.
+    with_hook(&sandbox, "  ways: [live]\n  live: never\n", &hook_source);
+    sandbox
+        .upkeep(&["backup", "production"])
+        .code(4)
+        .stderr_has("no live copy (`backups.live: never`")
+        .stderr_has("the ways of `backups.ways`: live");
+    assert!(
+        app.child.try_wait().unwrap().is_none(),
+        "the holder stopped"
+    );
+    // Bad lists: exit 2, with the line.
+    for (ways, says) in [
+        ("[]", "is empty"),
+        ("[live, hook, live]", "names `live` twice"),
+        ("[live, snapshot]", "snapshot"),
+        ("live", "ways"),
+    ] {
+        with_hook(&sandbox, &format!("  ways: {ways}\n"), &hook_source);
+        sandbox
+            .upkeep(&["backup", "production"])
+            .code(2)
+            .stderr_has(says)
+            .stderr_has("upkeep.yaml");
+    }
+    assert_eq!(sandbox.backups("production").len(), 3);
 }
 
 #[test]

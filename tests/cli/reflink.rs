@@ -118,3 +118,30 @@ fn on_xfs_with_reflink_a_backup_is_a_verified_clone_of_the_database() {
     );
     sandbox.upkeep(&["check", "production", "--deep"]).code(0);
 }
+
+#[test]
+fn on_xfs_with_reflink_a_live_copy_of_a_held_database_is_a_clone() {
+    let xfs = match Xfs::new() {
+        Ok(xfs) => xfs,
+        Err(reason) => {
+            eprintln!("skipped: no XFS with reflink here ({reason})");
+            return;
+        }
+    };
+    let sandbox = Sandbox::new_in(&xfs.mount);
+    let mut app = crate::live_backup::held(&sandbox, "v2.0.0");
+    let run = sandbox.upkeep(&["backup", "production", "--format", "json"]);
+    run.code(0);
+    let events = run.json();
+    let backup = crate::live_backup::event(&events, "backup");
+    assert_eq!(backup["taken"], "live", "{run}");
+    assert_eq!(backup["live"]["cloned"], true, "{run}");
+    assert!(backup["live"]["copy_seconds"].as_f64().is_some(), "{run}");
+    // The clone holds the app's rows, those only in its .wal too.
+    let backups = sandbox.backups("production");
+    assert_eq!(counts(&backups[0])["users"], 237, "{run}");
+    assert!(
+        app.child.try_wait().unwrap().is_none(),
+        "the holder stopped"
+    );
+}
