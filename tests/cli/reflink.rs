@@ -18,6 +18,13 @@ struct Xfs {
 }
 
 impl Xfs {
+    /// The mount, or `None` with the reason printed: the test is skipped.
+    fn or_skip() -> Option<Xfs> {
+        Xfs::new()
+            .inspect_err(|reason| eprintln!("skipped: no XFS with reflink here ({reason})"))
+            .ok()
+    }
+
     fn new() -> Result<Xfs, String> {
         // SAFETY: no arguments, no side effects.
         if unsafe { libc::geteuid() } != 0 {
@@ -91,12 +98,8 @@ fn extents(path: &Path) -> (usize, usize) {
 
 #[test]
 fn on_xfs_with_reflink_a_backup_is_a_verified_clone_of_the_database() {
-    let xfs = match Xfs::new() {
-        Ok(xfs) => xfs,
-        Err(reason) => {
-            eprintln!("skipped: no XFS with reflink here ({reason})");
-            return;
-        }
+    let Some(xfs) = Xfs::or_skip() else {
+        return;
     };
     let sandbox = Sandbox::new_in(&xfs.mount);
     let db = sandbox.db("prod");
@@ -121,12 +124,8 @@ fn on_xfs_with_reflink_a_backup_is_a_verified_clone_of_the_database() {
 
 #[test]
 fn on_xfs_with_reflink_a_live_copy_of_a_held_database_is_a_clone() {
-    let xfs = match Xfs::new() {
-        Ok(xfs) => xfs,
-        Err(reason) => {
-            eprintln!("skipped: no XFS with reflink here ({reason})");
-            return;
-        }
+    let Some(xfs) = Xfs::or_skip() else {
+        return;
     };
     let sandbox = Sandbox::new_in(&xfs.mount);
     let mut app = crate::live_backup::held(&sandbox, "v2.0.0");
