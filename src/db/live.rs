@@ -112,8 +112,9 @@ pub struct Copied {
     /// Whether the kept attempt cloned the file (`FICLONE`: XFS with
     /// reflink, btrfs) instead of reading it.
     pub cloned: bool,
-    /// How long the kept attempt took to take the file's bytes (the clone,
-    /// or the read and the checksums of each block as it passed).
+    /// How long the kept attempt took to take the file's bytes: the clone,
+    /// or the read and write (with the checksums of each block as it
+    /// passed). A clone's blocks are checked after, as verification.
     pub copy_time: Duration,
 }
 
@@ -381,12 +382,15 @@ fn one_attempt(files: &Files) -> Result<Result<Kept, Retry>, Refused> {
     }
 
     // 3. The file, to its end as found now.
-    let copy_started = Instant::now();
-    let (mut bad, copied_size, cloned) = match copy_file(files, &header, &h0)? {
-        Copying::Done { bad, size, cloned } => (bad, size, cloned),
+    let (mut bad, copied_size, cloned, copy_time) = match copy_file(files, &header, &h0)? {
+        Copying::Done {
+            bad,
+            size,
+            cloned,
+            took,
+        } => (bad, size, cloned, took),
         Copying::HeaderMoved => return Ok(Err(moved(&header))),
     };
-    let copy_time = copy_started.elapsed();
 
     // F: every block in use by H1 is in the copy and verifies; a block
     // torn by a checkpoint rewriting metadata in place is read again.
@@ -651,6 +655,8 @@ enum Copying {
         bad: Vec<u64>,
         size: u64,
         cloned: bool,
+        /// Taking the bytes: the clone, or the whole read and write.
+        took: Duration,
     },
     HeaderMoved,
 }
@@ -668,7 +674,9 @@ fn copy_file(files: &Files, header: &Header, h0: &[u8]) -> Result<Copying, Refus
     }
     // An earlier attempt's bytes: a clone needs an empty target.
     files.copy.set_len(0).map_err(io(files.copy_path))?;
+    let started = Instant::now();
     let cloned = fsx::clone(files.live, files.copy);
+    let clone_time = started.elapsed();
     if let Some(size) = cloned
         && (size < BLOCKS_START || read_headers(files.copy).map_err(io(files.copy_path))? != h0)
     {
@@ -721,6 +729,10 @@ fn copy_file(files: &Files, header: &Header, h0: &[u8]) -> Result<Copying, Refus
         bad,
         size: at,
         cloned: cloned.is_some(),
+        took: match cloned {
+            Some(_) => clone_time,
+            None => started.elapsed(),
+        },
     })
 }
 
