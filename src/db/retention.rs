@@ -7,8 +7,13 @@
 //! when any rule keeps it, and the rules that did are its reasons. When a
 //! calendar rule finds fewer periods than its count, the oldest backup is
 //! kept too, as restic does since 0.16.0 (it names that reason "oldest"
-//! since 0.18.0, and so do we). Days, ISO weeks (Monday to Sunday), months
-//! and years are those of the backups' UTC stamps.
+//! since 0.18.0, and so do we). Hours, days, ISO weeks (Monday to Sunday),
+//! months and years are those of the backups' UTC stamps.
+//!
+//! `within: 2y5m7d3h` (restic's `--keep-within`) keeps every backup newer
+//! than that long before the newest one not in the future: years and
+//! months counted on the calendar as Go's `AddDate` does (a day past the
+//! month's end runs into the next month), then days, then hours.
 
 use serde::{Deserialize, Serialize};
 
@@ -17,10 +22,121 @@ use serde::{Deserialize, Serialize};
 #[serde(deny_unknown_fields)]
 pub struct Policy {
     pub last: Option<u32>,
+    pub hourly: Option<u32>,
     pub daily: Option<u32>,
     pub weekly: Option<u32>,
     pub monthly: Option<u32>,
     pub yearly: Option<u32>,
+    pub within: Option<Within>,
+}
+
+/// `within:`, restic's duration: `6y5m234d37h`, each unit at most once.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct Within {
+    pub years: u32,
+    pub months: u32,
+    pub days: u32,
+    pub hours: u32,
+}
+
+impl TryFrom<String> for Within {
+    type Error = String;
+
+    fn try_from(text: String) -> Result<Within, String> {
+        let bad = |why: &str| {
+            format!(
+                "`within: {text}` {why}: write a duration as restic does, a number and a unit each, \
+                 y (years), m (months), d (days), h (hours), e.g. `7d` or `1y6m`"
+            )
+        };
+        let mut within = Within::default();
+        let mut seen = String::new();
+        let mut rest = text.trim();
+        if rest.is_empty() {
+            return Err(bad("is empty"));
+        }
+        while !rest.is_empty() {
+            let digits = rest.bytes().take_while(u8::is_ascii_digit).count();
+            if digits == 0 {
+                return Err(bad("needs a number before each unit"));
+            }
+            let number: u32 = rest[..digits]
+                .parse()
+                .map_err(|_| bad("has a number too large"))?;
+            let Some(unit) = rest[digits..].chars().next() else {
+                return Err(bad("ends without a unit"));
+            };
+            let slot = match unit {
+                'y' => &mut within.years,
+                'm' => &mut within.months,
+                'd' => &mut within.days,
+                'h' => &mut within.hours,
+                _ => return Err(bad(&format!("has an unknown unit `{unit}`"))),
+            };
+            if seen.contains(unit) {
+                return Err(bad(&format!("gives `{unit}` twice")));
+            }
+            seen.push(unit);
+            *slot = number;
+            rest = &rest[digits + unit.len_utf8()..];
+        }
+        if within == Within::default() {
+            return Err(bad("is zero"));
+        }
+        Ok(within)
+    }
+}
+
+impl From<Within> for String {
+    fn from(within: Within) -> String {
+        within.to_string()
+    }
+}
+
+impl std::fmt::Display for Within {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        for (count, unit) in [
+            (self.years, 'y'),
+            (self.months, 'm'),
+            (self.days, 'd'),
+            (self.hours, 'h'),
+        ] {
+            if count > 0 {
+                write!(f, "{count}{unit}")?;
+            }
+        }
+        Ok(())
+    }
+}
+
+impl Within {
+    /// The moment `self` before `newest`, as restic computes it (Go's
+    /// `AddDate(-y, -m, -d)`, then `Add(-h hours)`).
+    fn before(self, newest: jiff::civil::DateTime) -> Option<jiff::civil::DateTime> {
+        let months = i64::from(newest.year()) * 12 + i64::from(newest.month())
+            - 1
+            - i64::from(self.years) * 12
+            - i64::from(self.months);
+        let first = jiff::civil::Date::new(
+            i16::try_from(months.div_euclid(12)).ok()?,
+            i8::try_from(months.rem_euclid(12) + 1).ok()?,
+            1,
+        )
+        .ok()?;
+        let days = i64::from(newest.day()) - 1 - i64::from(self.days);
+        first
+            .checked_add(jiff::Span::new().days(days))
+            .ok()?
+            .to_datetime(newest.time())
+            .checked_sub(jiff::Span::new().hours(i64::from(self.hours)))
+            .ok()
+    }
+}
+
+/// A stamp `YYYYMMDD_HHMMSS` as a UTC date and time.
+fn stamp_time(stamp: &str) -> Option<jiff::civil::DateTime> {
+    jiff::civil::DateTime::strptime("%Y%m%d_%H%M%S", stamp).ok()
 }
 
 /// How rotation chooses what to keep.
@@ -99,9 +215,12 @@ fn newest_first(stamps: &[&str], just_made: Option<usize>) -> Vec<usize> {
 type Rule = (&'static str, Option<u32>, fn(&str) -> String);
 
 impl Policy {
-    fn rules(&self) -> [Rule; 5] {
+    fn rules(&self) -> [Rule; 6] {
         [
             ("last", self.last, |stamp| stamp.to_string()),
+            ("hourly", self.hourly, |stamp| {
+                stamp.get(..11).unwrap_or(stamp).to_string()
+            }),
             ("daily", self.daily, |stamp| stamp[..8].to_string()),
             ("weekly", self.weekly, iso_week),
             ("monthly", self.monthly, |stamp| stamp[..6].to_string()),
@@ -112,13 +231,15 @@ impl Policy {
     /// Refuses a policy that keeps nothing: rotation would then rest on
     /// the newest-verified guard alone.
     pub fn check(&self) -> Result<(), String> {
-        if self
-            .rules()
-            .iter()
-            .all(|(_, count, _)| count.unwrap_or(0) == 0)
+        if self.within.is_none()
+            && self
+                .rules()
+                .iter()
+                .all(|(_, count, _)| count.unwrap_or(0) == 0)
         {
             return Err(
-                "retention keeps nothing: give at least one of last, daily, weekly, monthly, yearly a count of 1 or more"
+                "retention keeps nothing: give at least one of last, hourly, daily, weekly, monthly, yearly a count \
+                 of 1 or more, or `within` a duration"
                     .to_string(),
             );
         }
@@ -126,11 +247,14 @@ impl Policy {
     }
 
     pub fn describe(&self) -> String {
-        let parts: Vec<String> = self
+        let mut parts: Vec<String> = self
             .rules()
             .iter()
             .filter_map(|(name, count, _)| count.filter(|n| *n > 0).map(|n| format!("{n} {name}")))
             .collect();
+        if let Some(within) = self.within {
+            parts.push(format!("all within {within} of the newest"));
+        }
         format!("by calendar ({})", parts.join(", "))
     }
 
@@ -143,6 +267,24 @@ impl Policy {
     /// first).
     fn reasons_in(&self, stamps: &[&str], order: &[usize]) -> Vec<Vec<&'static str>> {
         let mut reasons = vec![Vec::new(); stamps.len()];
+        if let Some(within) = self.within {
+            // The newest not in the future, as restic finds it.
+            let now = jiff::Timestamp::now()
+                .to_zoned(jiff::tz::TimeZone::UTC)
+                .datetime();
+            let times: Vec<Option<jiff::civil::DateTime>> =
+                stamps.iter().map(|stamp| stamp_time(stamp)).collect();
+            let newest = times.iter().flatten().filter(|time| **time < now).max();
+            if let Some(newest) = newest {
+                // Before the calendar's start: everything is within.
+                let cutoff = within.before(*newest);
+                for (index, time) in times.iter().enumerate() {
+                    if time.is_some_and(|time| cutoff.is_none_or(|cutoff| time > cutoff)) {
+                        reasons[index].push("within");
+                    }
+                }
+            }
+        }
         let mut unfilled = false;
         for (name, count, bucket_of) in self.rules() {
             let mut left = count.unwrap_or(0);
@@ -491,5 +633,141 @@ mod tests {
             .check()
             .is_ok()
         );
+    }
+
+    fn within(text: &str) -> Result<Within, String> {
+        Within::try_from(text.to_string())
+    }
+
+    #[test]
+    fn hourly_keeps_the_newest_of_each_hour() {
+        // Every 20 minutes from 10:00 to 14:40.
+        let stamps: Vec<String> = (10..15)
+            .flat_map(|hour| {
+                (0..3).map(move |third| format!("20240105_{hour:02}{:02}00", third * 20))
+            })
+            .collect();
+        let policy = Policy {
+            hourly: Some(3),
+            ..Policy::default()
+        };
+        let kept: Vec<&str> = kept(&policy, &stamps)
+            .into_iter()
+            .filter(|(_, why)| why.contains(&"hourly"))
+            .map(|(stamp, _)| stamp)
+            .collect();
+        assert_eq!(
+            kept,
+            ["20240105_124000", "20240105_134000", "20240105_144000"]
+        );
+        assert_eq!(policy.describe(), "by calendar (3 hourly)");
+    }
+
+    #[test]
+    fn within_is_read_as_restic_reads_it_and_bad_ones_are_refused() {
+        assert_eq!(
+            within("2y5m7d3h"),
+            Ok(Within {
+                years: 2,
+                months: 5,
+                days: 7,
+                hours: 3
+            })
+        );
+        assert_eq!(
+            within("3h1y").map(|w| w.to_string()),
+            Ok("1y3h".to_string())
+        );
+        for bad in [
+            "",
+            " ",
+            "7",
+            "d",
+            "7x",
+            "1d1d",
+            "0d",
+            "-1d",
+            "1.5d",
+            "99999999999d",
+            "7 d",
+        ] {
+            let error = within(bad).unwrap_err();
+            assert!(error.contains("e.g. `7d`"), "{bad}: {error}");
+        }
+        let policy: Policy = serde_json::from_str(r#"{"within": "7d"}"#).unwrap();
+        assert_eq!(policy.check(), Ok(()));
+        assert_eq!(
+            policy.describe(),
+            "by calendar (all within 7d of the newest)"
+        );
+    }
+
+    #[test]
+    fn within_keeps_what_is_newer_than_that_long_before_the_newest() {
+        let stamps = dailies(date(2024, 1, 1), 30);
+        let policy = Policy {
+            within: Some(within("7d").unwrap()),
+            ..Policy::default()
+        };
+        let kept = kept(&policy, &stamps);
+        // Strictly after 7 days before the newest: the newest and the six
+        // days before it; the one exactly 7 days before is not kept.
+        assert_eq!(kept.len(), 7, "{kept:?}");
+        assert_eq!(kept[0].0, "20240124_020000");
+        assert!(kept.iter().all(|(_, why)| why == &["within"]));
+    }
+
+    #[test]
+    fn within_counts_months_as_go_does() {
+        // 2024-03-31 less one month is "February 31st": March 2nd (2024 is
+        // a leap year), as Go's AddDate makes it.
+        let stamps: Vec<String> = [
+            "20240301_120000",
+            "20240302_120000",
+            "20240302_120001",
+            "20240331_120000",
+        ]
+        .map(String::from)
+        .to_vec();
+        let policy = Policy {
+            within: Some(within("1m").unwrap()),
+            ..Policy::default()
+        };
+        let kept: Vec<&str> = kept(&policy, &stamps)
+            .into_iter()
+            .map(|(stamp, _)| stamp)
+            .collect();
+        assert_eq!(kept, ["20240302_120001", "20240331_120000"]);
+        // Hours come after the calendar: 1d2h before 2024-03-01 00:30 is
+        // 2024-02-28 22:30.
+        let newest = jiff::civil::date(2024, 3, 1).at(0, 30, 0, 0);
+        assert_eq!(
+            within("1d2h").unwrap().before(newest),
+            Some(jiff::civil::date(2024, 2, 28).at(22, 30, 0, 0))
+        );
+    }
+
+    #[test]
+    fn within_measures_from_the_newest_backup_not_in_the_future() {
+        let stamps: Vec<String> = ["20240101_000000", "20240105_000000", "29990101_000000"]
+            .map(String::from)
+            .to_vec();
+        let policy = Policy {
+            within: Some(within("2d").unwrap()),
+            ..Policy::default()
+        };
+        let kept: Vec<&str> = kept(&policy, &stamps)
+            .into_iter()
+            .map(|(stamp, _)| stamp)
+            .collect();
+        // From 2024-01-05, not from 2999: the one of the future is newer
+        // than the cutoff and kept too.
+        assert_eq!(kept, ["20240105_000000", "29990101_000000"]);
+        // Longer than the calendar goes back: everything.
+        let policy = Policy {
+            within: Some(within("4000000000y").unwrap()),
+            ..Policy::default()
+        };
+        assert_eq!(super::tests::kept(&policy, &stamps).len(), 3);
     }
 }

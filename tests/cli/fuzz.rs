@@ -1095,10 +1095,25 @@ fn offsite_value(rng: &mut Rng, key: &str) -> String {
         ("retention", 1..=6) => {
             let rules: Vec<String> = (0..rng.below(4))
                 .map(|_| {
-                    let rule =
-                        rng.pick(&["last", "daily", "weekly", "monthly", "yearly", "hourly"]);
-                    let count =
-                        rng.pick(&["0", "1", "7", "-1", "99999999999999999999", "x", "~", "1.5"]);
+                    let rule = rng.pick(&[
+                        "last", "daily", "weekly", "monthly", "yearly", "hourly", "within",
+                    ]);
+                    let count = rng.pick(&[
+                        "0",
+                        "1",
+                        "7",
+                        "-1",
+                        "99999999999999999999",
+                        "x",
+                        "~",
+                        "1.5",
+                        "7d",
+                        "2y5m7d3h",
+                        "1d1d",
+                        "9999999999y",
+                        "0h",
+                        "🦀d",
+                    ]);
                     format!("{rule}: {count}")
                 })
                 .collect();

@@ -698,6 +698,51 @@ fn local_rotation_by_calendar_keeps_what_its_rules_say_and_backups_shows_why() {
 }
 
 #[test]
+fn local_rotation_keeps_all_within_a_duration_and_the_newest_of_each_hour() {
+    let sandbox = Sandbox::new();
+    let retention = |rules: &str| {
+        sandbox.write(
+            "upkeep.yaml",
+            &CONFIG.replace(
+                "  dir: backups\n",
+                &format!("  dir: backups\n  retention: {rules}\n"),
+            ),
+        );
+    };
+    retention("{ within: 10y }");
+    sandbox.upkeep(&["backup", "production"]).code(0);
+    let made = sandbox.backups("production").pop().unwrap();
+    for stamp in ["20240215_020000", "20240215_021500", "20240215_030000"] {
+        backup_at(&sandbox, &made, stamp);
+    }
+    // Everything newer than ten years before the newest (today's).
+    sandbox.upkeep(&["backup", "production"]).code(0);
+    assert_eq!(sandbox.backups("production").len(), 5);
+    sandbox
+        .upkeep(&["backups", "production"])
+        .code(0)
+        .stdout_has("within");
+    // Two hours: this one's, and 2024-02-15 03:00's newest.
+    retention("{ hourly: 2 }");
+    sandbox.upkeep(&["backup", "production"]).code(0);
+    let kept: Vec<String> = sandbox
+        .backups("production")
+        .iter()
+        .map(|path| path.file_name().unwrap().to_string_lossy()[16..31].to_string())
+        .collect();
+    assert_eq!(kept.len(), 2, "{kept:?}");
+    assert_eq!(kept[0], "20240215_030000", "{kept:?}");
+    // A duration restic would not read: exit 2, with the line.
+    retention("{ within: 7x }");
+    sandbox
+        .upkeep(&["backup", "production"])
+        .code(2)
+        .stderr_has("upkeep.yaml:")
+        .stderr_has("unknown unit `x`");
+    assert_eq!(sandbox.backups("production").len(), 2);
+}
+
+#[test]
 fn a_pipeline_pushes_with_the_push_step_and_backup_yaml_skips_it_without_offsite() {
     let store = tempfile::tempdir().unwrap();
     let sandbox = Sandbox::new();
