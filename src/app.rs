@@ -432,7 +432,7 @@ fn ways(config: &Config) -> String {
 
 /// Why `env`'s database is not to be copied live (`backups.live`, and the
 /// formats upkeep reads), when it is not.
-fn live_refused(config: &Config, env: &Env) -> Option<String> {
+pub(crate) fn live_refused(config: &Config, env: &Env) -> Option<String> {
     match crate::db::header::read(&env.db) {
         Ok(Ok(header)) => config.live.refuses(&header),
         Ok(Err(problem)) => Some(format!("its header is damaged: {problem}")),

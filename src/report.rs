@@ -228,6 +228,7 @@ impl Printer {
             Taken::Direct => ("direct", None, None),
             Taken::Live(_) => ("live", Some(0), None),
             Taken::Snapshot => ("snapshot", None, None),
+            Taken::TopUp { .. } => ("topped_up", None, None),
             Taken::Window {
                 downtime,
                 restart_error,
@@ -284,6 +285,10 @@ impl Printer {
                 live.attempts
             ),
             Taken::Snapshot => "; through the app's snapshot hook, no downtime".to_string(),
+            Taken::TopUp { blocks, bytes, .. } => format!(
+                "; a live copy topped up after the stop: {blocks} block(s), {}",
+                human_size(*bytes)
+            ),
             Taken::Window { downtime, .. } => format!(
                 "; in a window: the app was down {:.2}s",
                 downtime.as_secs_f64()

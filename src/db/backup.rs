@@ -69,6 +69,14 @@ pub enum Taken {
         restart_error: Option<String>,
     },
     Snapshot,
+    /// A live copy taken before the app stopped, topped up after with the
+    /// blocks that changed since (see [`crate::db::topup`]).
+    TopUp {
+        live: Live,
+        /// Blocks copied after the stop, and their bytes (headers included).
+        blocks: u64,
+        bytes: u64,
+    },
 }
 
 /// What a live copy took.
@@ -115,15 +123,15 @@ pub trait Window {
 }
 
 /// A copy taken, not yet verified.
-struct Copy {
-    partial: tempfile::NamedTempFile,
-    copied: u64,
-    read_back: Result<blocks::ReadBack>,
+pub(crate) struct Copy {
+    pub(crate) partial: tempfile::NamedTempFile,
+    pub(crate) copied: u64,
+    pub(crate) read_back: Result<blocks::ReadBack>,
     /// The source's row counts, when upkeep read the source itself.
     source_rows: Option<BTreeMap<String, u64>>,
     wal_kept: Option<(PathBuf, String)>,
-    /// The folder a snapshot hook wrote the copy into, kept (and held)
-    /// until the copy is published.
+    /// The folder a snapshot hook or a live copy wrote the copy into, kept
+    /// (and held) until the copy is published.
     _folder: Option<fsx::PartialDir>,
 }
 
@@ -413,7 +421,7 @@ fn snapshot(env: &Env, dir: &Path, write: &dyn Fn(&Path) -> Result<()>) -> Resul
 /// Copies the running app's database live into a temporary folder in
 /// `dir`, whole on its own (see [`live::copy_whole`]); it is then verified
 /// like every backup.
-fn live_copy(env: &Env, dir: &Path) -> Result<(Copy, Live)> {
+pub(crate) fn live_copy(env: &Env, dir: &Path) -> Result<(Copy, Live)> {
     let size = std::fs::metadata(&env.db)
         .with_context(|| format!("cannot read `{}`", env.db.display()))?
         .len();
@@ -458,7 +466,7 @@ fn live_copy(env: &Env, dir: &Path) -> Result<(Copy, Live)> {
 }
 
 /// Verifies a copy, writes its manifest, gives it its name, and rotates.
-fn verify_and_publish(
+pub(crate) fn verify_and_publish(
     env: &Env,
     dir: &Path,
     rotation: &Rotation,

@@ -25,7 +25,7 @@ const BLOCK_CHECKSUM_SIZE: usize = 8;
 const BATCH_BLOCKS: usize = 32;
 
 /// What a full read of a database file found.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct ReadBack {
     pub hash: blake3::Hash,
     pub size: u64,

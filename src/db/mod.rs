@@ -19,6 +19,7 @@ pub mod retention;
 pub mod rewind;
 pub mod salvage;
 pub mod swap;
+pub mod topup;
 pub mod wal;
 
 use std::path::PathBuf;

@@ -7,6 +7,11 @@
 //! upkeep-demo-app write DB SQL      run SQL with checkpoints off, so what it
 //!                                   commits is in the .wal only, say
 //!                                   `ready`, wait (to be killed with -9)
+//! upkeep-demo-app write-until DB SQL STOP_FILE LAST_SQL
+//!                                   as `write`, then, once STOP_FILE
+//!                                   exists, run LAST_SQL and close DB
+//!                                   cleanly (DuckDB checkpoints it): an
+//!                                   app's last commits as it stops
 //! upkeep-demo-app serve DB PORT VERSION
 //!                                   hold DB read-write and answer
 //!                                   `GET /health` on 127.0.0.1:PORT with
@@ -54,6 +59,21 @@ fn run(args: &[String]) -> Result<(), Box<dyn std::error::Error>> {
             conn.execute_batch(sql)?;
             ready_then_wait()
         }
+        ["write-until", db, sql, stop_file, last_sql] => {
+            let conn = duckdb::Connection::open(db)?;
+            conn.execute_batch("SET checkpoint_threshold = '1TB'")?;
+            conn.execute_batch(sql)?;
+            println!("ready {}", std::process::id());
+            std::io::stdout().flush()?;
+            while !std::path::Path::new(stop_file).exists() {
+                std::thread::sleep(std::time::Duration::from_millis(10));
+            }
+            // The app's last commit, then a clean close: DuckDB
+            // checkpoints it into the file.
+            conn.execute_batch(last_sql)?;
+            drop(conn);
+            Ok(())
+        }
         ["serve", db, port, version] => serve(db, port.parse()?, version),
         ["snapshot", port, target] => request_snapshot(port.parse()?, target),
         ["blake3", file] => {
@@ -64,7 +84,7 @@ fn run(args: &[String]) -> Result<(), Box<dyn std::error::Error>> {
             Ok(())
         }
         _ => Err(
-            "usage: upkeep-demo-app hold DB | write DB SQL | serve DB PORT VERSION | snapshot PORT PATH | blake3 FILE"
+            "usage: upkeep-demo-app hold DB | write DB SQL | write-until DB SQL STOP_FILE LAST_SQL | serve DB PORT VERSION | snapshot PORT PATH | blake3 FILE"
                 .into(),
         ),
     }

@@ -281,7 +281,7 @@ impl<'a> Ctx<'a> {
                         ),
                     );
                 }
-                let restore_point = std::cell::RefCell::new(None);
+                let restore_point = std::cell::RefCell::default();
                 let ctx = steps::Ctx {
                     config: self.setup.config,
                     env: &self.setup.env,

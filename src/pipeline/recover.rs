@@ -76,7 +76,7 @@ pub fn recover(config: &Config, printer: Printer, forget: bool) -> Result<i32> {
                 let mut runner = Runner {
                     setup: &setup,
                     journal: Rc::new(RefCell::new(journal)),
-                    restore_point: RefCell::new(None),
+                    restore_point: RefCell::default(),
                     events: Events::new(printer, Some(log.append.try_clone()?)),
                     log,
                     vars: vars.into_iter().collect(),

@@ -30,7 +30,7 @@ use crate::pipeline::model::{Pipeline, Step};
 use crate::pipeline::shell::{self, Ended, Output};
 use crate::redact;
 use crate::report::Printer;
-use crate::steps::{self, Ctx, With};
+use crate::steps::{self, Ctx, RestorePoint, With};
 
 /// Everything a run needs besides the pipeline.
 pub struct Setup<'a> {
@@ -49,7 +49,7 @@ pub struct Setup<'a> {
 impl Setup<'_> {
     fn ctx<'a>(
         &'a self,
-        restore_point: &'a RefCell<Option<PathBuf>>,
+        restore_point: &'a RefCell<RestorePoint>,
         record: &'a dyn Fn(&Undo) -> Result<()>,
         vars: &'a [(String, String)],
     ) -> Ctx<'a> {
@@ -152,7 +152,7 @@ pub fn run(
     let mut runner = Runner {
         setup,
         journal: Rc::new(RefCell::new(journal)),
-        restore_point: RefCell::new(None),
+        restore_point: RefCell::default(),
         events: Events::new(setup.printer, Some(log.append.try_clone()?)),
         log,
         vars,
@@ -178,7 +178,7 @@ pub(super) struct Runner<'a> {
     pub(super) setup: &'a Setup<'a>,
     pub(super) journal: Rc<RefCell<Journal>>,
     /// See [`Ctx::restore_point`].
-    pub(super) restore_point: RefCell<Option<PathBuf>>,
+    pub(super) restore_point: RefCell<RestorePoint>,
     pub(super) events: Events,
     pub(super) log: RunLog,
     pub(super) vars: Vec<(String, String)>,

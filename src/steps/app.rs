@@ -14,6 +14,7 @@ use crate::app::App;
 use crate::config::AppSpec;
 use crate::db::Env;
 use crate::db::open::{self, Access};
+use crate::db::topup;
 
 pub struct StopApp;
 pub struct StartApp;
@@ -35,6 +36,21 @@ fn undo_env(ctx: &Ctx, undo: &Undo) -> Result<Env> {
         Some(name) => ctx.config.env(name),
         None => bail!("the journal does not say which environment's app this was"),
     }
+}
+
+/// A live copy of `env`'s database for the run's restore point, taken
+/// while the app runs; or why not (the backup then copies the whole file).
+fn prepare_live(ctx: &Ctx, env: &Env) -> Result<topup::Prepared, String> {
+    if open::lock_holder(&env.db, Access::Exclusive).is_none() {
+        return Err("nothing holds the database".to_string());
+    }
+    if !ctx.config.ways.contains(&crate::config::Way::Live) {
+        return Err("`backups.ways` leaves out live".to_string());
+    }
+    if let Some(why) = crate::app::live_refused(ctx.config, env) {
+        return Err(why);
+    }
+    topup::prepare(env, &ctx.config.backups_dir).map_err(|error| crate::error::describe(&error))
 }
 
 fn held_by(env: &Env) -> String {
@@ -73,7 +89,17 @@ impl StepType for StopApp {
     }
 
     fn keys(&self) -> &'static [&'static str] {
-        &["env"]
+        &["env", "restore_point"]
+    }
+
+    fn check(&self, with: &With) -> Result<(), String> {
+        match with.get("restore_point").map(String::as_str) {
+            None | Some("live") => Ok(()),
+            Some(other) => Err(format!(
+                "`restore_point: {other}` is not a way stop-app knows: write `restore_point: live` \
+                 (a live copy of the database before the stop, which the backup after it tops up), or leave it out"
+            )),
+        }
     }
 
     /// Stopping and starting bounce the app: its code and data stay.
@@ -82,9 +108,14 @@ impl StepType for StopApp {
     }
 
     fn plan(&self, ctx: &Ctx, with: &With) -> Plan {
+        let first = if with.contains_key("restore_point") {
+            "; its database is copied live first (the backup after the stop adds only what changed)"
+        } else {
+            ""
+        };
         plan(ctx, with, "stop the app", |spec| {
             format!(
-                "(`{}`) and wait until it lets go of the database",
+                "(`{}`) and wait until it lets go of the database{first}",
                 crate::redact::urls(&spec.stop)
             )
         })
@@ -96,14 +127,28 @@ impl StepType for StopApp {
         if let Some(why) = app.cannot_run() {
             bail!("{why}; the app was not stopped");
         }
+        // The restore point's live copy, while the app still runs.
+        let prepared = with
+            .contains_key("restore_point")
+            .then(|| prepare_live(ctx, &env));
         let undo = Undo(json!({ "start": true, "env": env.name }));
         (ctx.record)(&undo)?;
         app.stop()?;
+        let mut summary = format!("stopped the app of `{}`", env.name);
+        match prepared {
+            Some(Ok(prepared)) => {
+                summary.push_str(
+                    "; its database was copied live first: the backup adds only what changed since",
+                );
+                ctx.restore_point.borrow_mut().prepared = Some(prepared);
+            }
+            Some(Err(why)) => summary.push_str(&format!(
+                "; no live copy first ({why}): a backup copies the whole file"
+            )),
+            None => {}
+        }
         // Stopping and starting the app bounce it: its code and data stay.
-        Ok(Ran::unchanged(
-            format!("stopped the app of `{}`", env.name),
-            undo,
-        ))
+        Ok(Ran::unchanged(summary, undo))
     }
 
     fn undo(&self, ctx: &Ctx, undo: &Undo) -> Result<String> {

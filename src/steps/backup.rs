@@ -4,7 +4,9 @@
 use anyhow::Result;
 
 use super::{Ctx, Plan, Ran, StepType, Undo, With, count, target_env};
+use crate::db::open::{self, Access};
 use crate::db::retention::Rotation;
+use crate::db::topup;
 use crate::fsx;
 
 pub struct Backup;
@@ -85,14 +87,36 @@ impl StepType for Backup {
     fn run(&self, ctx: &Ctx, with: &With) -> Result<Ran> {
         let rotation = Self::rotation(ctx, with).map_err(anyhow::Error::msg)?;
         let env = target_env(ctx, with)?;
-        let made = crate::app::backup(
-            ctx.config,
-            &env,
-            &rotation,
-            ctx.schema,
-            &ctx.progress,
-            false,
-        )?;
+        let whole = || {
+            crate::app::backup(
+                ctx.config,
+                &env,
+                &rotation,
+                ctx.schema,
+                &ctx.progress,
+                false,
+            )
+        };
+        // A live copy stop-app took: topped up, when the app let go.
+        let prepared = ctx
+            .restore_point
+            .borrow_mut()
+            .prepared
+            .take_if(|prepared| prepared.env == env.name);
+        let mut not_topped_up = None;
+        let made = match prepared {
+            Some(prepared) if open::lock_holder(&env.db, Access::Exclusive).is_none() => {
+                let dir = &ctx.config.backups_dir;
+                match topup::top_up(&env, dir, &rotation, ctx.schema, prepared) {
+                    Ok(made) => made,
+                    Err(error) => {
+                        not_topped_up = Some(crate::error::describe(&error));
+                        whole()?
+                    }
+                }
+            }
+            _ => whole()?,
+        };
         if let crate::db::backup::Taken::Window {
             restart_error: Some(error),
             ..
@@ -109,7 +133,7 @@ impl StepType for Backup {
             )));
         }
         if env.name == ctx.env.name {
-            *ctx.restore_point.borrow_mut() = Some(made.backup.path.clone());
+            ctx.restore_point.borrow_mut().path = Some(made.backup.path.clone());
         }
         let mut summary = format!(
             "backed up `{}` to {} ({})",
@@ -117,6 +141,17 @@ impl StepType for Backup {
             made.backup.name,
             fsx::human_size(made.backup.size)
         );
+        if let crate::db::backup::Taken::TopUp { blocks, bytes, .. } = &made.taken {
+            summary.push_str(&format!(
+                "; the live copy taken before the stop, topped up with {blocks} block(s) ({}) changed since",
+                fsx::human_size(*bytes)
+            ));
+        }
+        if let Some(why) = not_topped_up {
+            summary.push_str(&format!(
+                "; the live copy taken before the stop could not be topped up ({why}), so the whole file was copied"
+            ));
+        }
         if let Some((kept, reason)) = &made.wal_kept {
             summary.push_str(&format!(
                 "; warning: its .wal could not be replayed ({reason}), a copy is kept in {}",

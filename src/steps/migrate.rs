@@ -381,13 +381,13 @@ fn apply(conn: &Connection, migration: &Migration) -> Result<()> {
 
 /// This run's restore point (path and blake3), or a new verified backup.
 fn restore_point(ctx: &Ctx) -> Result<(PathBuf, String)> {
-    let existing = ctx.restore_point.borrow().clone();
+    let existing = ctx.restore_point.borrow().path.clone();
     let path = match existing {
         Some(path) => path,
         None => {
             let made = backup::backup(ctx.env, &ctx.config.backups_dir, &ctx.config.rotation, ctx.schema, &ctx.progress, &backup::Taking::Direct)
                 .context("migrate makes a backup first (no backup in this run), and it failed: nothing was applied")?;
-            *ctx.restore_point.borrow_mut() = Some(made.backup.path.clone());
+            ctx.restore_point.borrow_mut().path = Some(made.backup.path.clone());
             made.backup.path
         }
     };

@@ -37,15 +37,26 @@ pub struct Ctx<'a> {
     pub env: &'a Env,
     pub schema: Option<&'a Schema>,
     pub progress: Progress,
-    /// The backup this run made of its environment, or put in place by its
-    /// repair: the restore point of `migrate`.
-    pub restore_point: &'a RefCell<Option<PathBuf>>,
+    /// The restore point of `migrate`, and a live copy taken for it.
+    pub restore_point: &'a RefCell<RestorePoint>,
     /// Journals how to undo what the step is about to do, before it does
     /// it: a step that fails halfway, or a crash, is then still undone.
     pub record: &'a dyn Fn(&Undo) -> Result<()>,
     /// The run's variables: the environment of the commands a step runs
     /// (see [`StepType::commands`]), as for `run:` steps.
     pub vars: &'a [(String, String)],
+}
+
+/// The run's restore point.
+#[derive(Default)]
+pub struct RestorePoint {
+    /// The backup this run made of its environment, or put in place by its
+    /// repair.
+    pub path: Option<PathBuf>,
+    /// A live copy of the database taken by `stop-app` before it stopped
+    /// the app (`with: { restore_point: live }`): the next `backup` of its
+    /// environment tops it up instead of copying the whole file.
+    pub prepared: Option<crate::db::topup::Prepared>,
 }
 
 /// A `record` for when nothing is journaled (dry-runs, undos).

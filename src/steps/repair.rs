@@ -86,7 +86,7 @@ impl StepType for Repair {
             );
         }
         if let repair::Outcome::FromBackup { backup, .. } = &repaired.outcome {
-            *ctx.restore_point.borrow_mut() = Some(backup.path.clone());
+            ctx.restore_point.borrow_mut().path = Some(backup.path.clone());
         }
         // In words: what it brought back, and from where.
         let (_, how) = repaired.outcome.describe();

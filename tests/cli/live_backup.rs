@@ -302,8 +302,11 @@ fn kill_9_during_a_live_copy_publishes_nothing_and_leaves_the_app_alone() {
         let _ = backup.wait();
         killed += usize::from(!finished);
         // Every backup listed is whole and verified; the holder runs on.
-        for listed in sandbox.backups("production") {
-            sandbox.upkeep(&["check", listed.to_str().unwrap()]).code(0);
+        let listed = sandbox.backups("production");
+        if !listed.is_empty() {
+            sandbox.upkeep(&["verify", "production"]).code(0);
+        }
+        for listed in listed {
             assert_eq!(counts(&listed)["users"], 237);
         }
         assert!(

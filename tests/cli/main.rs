@@ -21,6 +21,7 @@ mod layers;
 mod live_app;
 mod live_backup;
 mod live_copy;
+mod live_restore_point;
 mod messages;
 mod migrate;
 mod offsite;
