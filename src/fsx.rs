@@ -217,38 +217,64 @@ pub fn partial_file(dir: &Path) -> Result<tempfile::NamedTempFile> {
 }
 
 /// A temporary folder in `dir` (mode 0700) for files that another process
-/// writes (a snapshot hook), removed with what it holds when dropped.
-/// Held like a [`partial_file`], so that no sweep removes it while its
-/// owner lives.
+/// writes (a snapshot hook) or a live copy, removed with what it holds when
+/// dropped; announced first (see [`announce_temporaries`]). Held like a
+/// [`partial_file`], so that no sweep removes it while its owner lives.
 pub struct PartialDir {
-    // Removed while still held: fields drop in this order.
-    folder: tempfile::TempDir,
+    path: PathBuf,
     _held: File,
 }
 
 impl PartialDir {
     pub fn path(&self) -> &Path {
-        self.folder.path()
+        &self.path
+    }
+}
+
+impl Drop for PartialDir {
+    /// Removed while still held: `_held` closes after this.
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.path);
     }
 }
 
 /// A new [`PartialDir`] in `dir`.
 pub fn partial_dir(dir: &Path) -> Result<PartialDir> {
+    use std::os::unix::fs::DirBuilderExt;
     for _ in 0..HOLD_ATTEMPTS {
-        let folder = tempfile::Builder::new()
+        let path = tempfile::Builder::new()
             .prefix(PARTIAL_PREFIX)
-            .tempdir_in(dir)
-            .with_context(|| format!("cannot create a temporary folder in `{}`", dir.display()))?;
-        let held = File::open(folder.path())
-            .with_context(|| format!("cannot open `{}`", folder.path().display()))?;
-        if hold(&held, folder.path()) {
-            return Ok(PartialDir {
-                folder,
-                _held: held,
-            });
+            .make_in(dir, |path| {
+                announce(path)?;
+                std::fs::DirBuilder::new().mode(0o700).create(path)
+            })
+            .with_context(|| format!("cannot create a temporary folder in `{}`", dir.display()))?
+            .into_temp_path()
+            .keep()
+            .with_context(|| format!("cannot keep a temporary folder in `{}`", dir.display()))?;
+        let held = match File::open(&path) {
+            Ok(held) => held,
+            // A sweep got to it first.
+            Err(error) if error.kind() == std::io::ErrorKind::NotFound => continue,
+            Err(error) => {
+                let _ = std::fs::remove_dir_all(&path);
+                return Err(error).with_context(|| format!("cannot open `{}`", path.display()));
+            }
+        };
+        if hold(&held, &path) {
+            return Ok(PartialDir { path, _held: held });
         }
     }
     Err(lost(dir))
+}
+
+/// Removes a temporary file, or folder with what it holds, that a run
+/// killed in the middle left (see [`announce_temporaries`]).
+pub fn remove_partial(path: &Path) -> std::io::Result<()> {
+    match std::fs::symlink_metadata(path) {
+        Ok(meta) if meta.is_dir() => std::fs::remove_dir_all(path),
+        _ => std::fs::remove_file(path),
+    }
 }
 
 /// How many new names [`partial_file`] and [`partial_dir`] try while

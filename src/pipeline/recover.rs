@@ -156,7 +156,7 @@ impl Runner<'_> {
     /// removed is said too, and does not stop the recovery.
     fn remove_temporaries(&mut self, run_id: &str, entries: &[Entry]) {
         for path in journal::temporaries(entries) {
-            let line = match std::fs::remove_file(&path) {
+            let line = match crate::fsx::remove_partial(&path) {
                 Ok(()) => format!(
                     "removed `{}`, which run {run_id} had begun to write",
                     path.display()
@@ -218,7 +218,7 @@ fn forget_run(path: &std::path::Path, entries: &[Entry], printer: Printer) -> Re
     // Half-written copies are of no use to the person who put things
     // right: only the undos are left to them.
     for temporary in journal::temporaries(entries) {
-        if std::fs::remove_file(&temporary).is_ok() {
+        if crate::fsx::remove_partial(&temporary).is_ok() {
             printer.note(&format!(
                 "removed `{}`, which the run had begun to write",
                 temporary.display()

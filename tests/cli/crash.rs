@@ -208,19 +208,26 @@ fn a_restore_step_killed_after_its_swap_is_undone_by_recover() {
     assert_eq!(counts(&db), before);
 }
 
-/// The partial copies in `dir`: upkeep's temporary files.
+/// The partial copies in `dir`: upkeep's temporary files, and the files in
+/// its temporary folders (a live copy's).
 fn partials(dir: &Path) -> Vec<std::path::PathBuf> {
     walk(dir)
         .into_iter()
         .filter(|p| {
-            p.file_name()
-                .is_some_and(|n| n.to_string_lossy().starts_with(".upkeep-partial"))
+            p.strip_prefix(dir).is_ok_and(|relative| {
+                relative.components().any(|part| {
+                    part.as_os_str()
+                        .to_string_lossy()
+                        .starts_with(".upkeep-partial")
+                })
+            })
         })
         .collect()
 }
 
-/// `upkeep run update` killed (-9) during its backup step, at several
-/// moments of the copy: `recover` removes the partial copy the run had
+/// `upkeep run update` killed (-9) while it copies the database (the live
+/// copy stop-app takes for the restore point, or the backup after the stop),
+/// at several moments: `recover` removes the partial copy the run had
 /// begun (its path was journaled before it was created), so that it does
 /// not fill the disk the next backup needs, and the app runs again on its
 /// code and data as before.
@@ -228,15 +235,16 @@ fn partials(dir: &Path) -> Vec<std::path::PathBuf> {
 fn recover_removes_the_partial_backup_of_an_update_killed_while_backing_up() {
     let app = crate::update::App::new();
     let db = app.sandbox.path("backend/prod.duckdb");
-    // Big enough (30+ MB) for the copy to take a while.
+    // Big enough (100+ MB) for the copy to outlast the longest delay: the
+    // update after it (pull, migrate, start) is quick.
     app.script("stop.sh");
     sql(
         &db,
         "CREATE TABLE filler AS SELECT i, md5(i::VARCHAR) || md5((i * 7)::VARCHAR) \
-         || md5((i * 13)::VARCHAR) AS pad FROM range(1000000) r(i); CHECKPOINT;",
+         || md5((i * 13)::VARCHAR) AS pad FROM range(3000000) r(i); CHECKPOINT;",
     );
     let size = std::fs::metadata(&db).unwrap().len();
-    assert!(size > 30_000_000, "{size} bytes");
+    assert!(size > 100_000_000, "{size} bytes");
     app.start();
     // Something new: the update goes past its first look.
     app.release("v2", &[]);
