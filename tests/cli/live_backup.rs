@@ -276,9 +276,9 @@ fn with_app_and_a_hook_a_refused_live_copy_falls_back_to_the_hook() {
     assert!(db.exists());
 }
 
-#[test]
-fn kill_9_during_a_live_copy_publishes_nothing_and_leaves_the_app_alone() {
-    let sandbox = Sandbox::new();
+/// Production re-made in v2.0.0 with 200 users and 200,000 orders: some
+/// 100 MB, many blocks.
+pub fn big_v2_db(sandbox: &Sandbox) -> std::path::PathBuf {
     let db = sandbox.db("prod");
     std::fs::remove_file(&db).unwrap();
     make_db(&db, Some("v2.0.0"), 200);
@@ -286,6 +286,13 @@ fn kill_9_during_a_live_copy_publishes_nothing_and_leaves_the_app_alone() {
         &db,
         "INSERT INTO orders SELECT 100000 + i, i % 97, repeat(md5(i::VARCHAR), 12) FROM range(200000) r(i)",
     );
+    db
+}
+
+#[test]
+fn kill_9_during_a_live_copy_publishes_nothing_and_leaves_the_app_alone() {
+    let sandbox = Sandbox::new();
+    let db = big_v2_db(&sandbox);
     let mut app = sandbox.app(&["write", db.to_str().unwrap(), WAL_ROWS]);
     let mut killed = 0;
     for delay in [5u64, 20, 45, 80, 120] {

@@ -13,13 +13,7 @@ const LAST: &str = "INSERT INTO users (email) VALUES ('last@example.com')";
 /// held by an app that commits `WAL_ROWS` now and `LAST` as it stops
 /// (when the stop command touches `stop-now`), and closes cleanly.
 fn app_and_config(sandbox: &Sandbox, stop: &str) -> App {
-    let db = sandbox.db("prod");
-    std::fs::remove_file(&db).unwrap();
-    make_db(&db, Some("v2.0.0"), 200);
-    sql(
-        &db,
-        "INSERT INTO orders SELECT 100000 + i, i % 97, repeat(md5(i::VARCHAR), 12) FROM range(200000) r(i)",
-    );
+    let db = crate::live_backup::big_v2_db(sandbox);
     let until = sandbox.path("stop-now");
     let app = sandbox.app(&[
         "write-until",

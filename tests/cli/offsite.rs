@@ -659,6 +659,15 @@ fn off_site_retention_deletes_what_its_policy_does_not_keep_manifest_first() {
     );
 }
 
+/// The stamps of production's backups, oldest first.
+fn stamps_kept(sandbox: &Sandbox) -> Vec<String> {
+    sandbox
+        .backups("production")
+        .iter()
+        .map(|path| path.file_name().unwrap().to_string_lossy()[16..31].to_string())
+        .collect()
+}
+
 #[test]
 fn local_rotation_by_calendar_keeps_what_its_rules_say_and_backups_shows_why() {
     let sandbox = Sandbox::new();
@@ -681,11 +690,7 @@ fn local_rotation_by_calendar_keeps_what_its_rules_say_and_backups_shows_why() {
         backup_at(&sandbox, &made, stamp);
     }
     sandbox.upkeep(&["backup", "production"]).code(0);
-    let kept: Vec<String> = sandbox
-        .backups("production")
-        .iter()
-        .map(|path| path.file_name().unwrap().to_string_lossy()[16..31].to_string())
-        .collect();
+    let kept = stamps_kept(&sandbox);
     // Two days and two months: today (two backups, the newest counts), then
     // 2024-02-15 (its newest), which is also February's newest.
     assert_eq!(kept.len(), 2, "{kept:?}");
@@ -725,11 +730,7 @@ fn local_rotation_keeps_all_within_a_duration_and_the_newest_of_each_hour() {
     // Two hours: this one's, and 2024-02-15 03:00's newest.
     retention("{ hourly: 2 }");
     sandbox.upkeep(&["backup", "production"]).code(0);
-    let kept: Vec<String> = sandbox
-        .backups("production")
-        .iter()
-        .map(|path| path.file_name().unwrap().to_string_lossy()[16..31].to_string())
-        .collect();
+    let kept = stamps_kept(&sandbox);
     assert_eq!(kept.len(), 2, "{kept:?}");
     assert_eq!(kept[0], "20240215_030000", "{kept:?}");
     // A duration restic would not read: exit 2, with the line.
