@@ -79,11 +79,7 @@ pub fn read_back(path: &Path, mut file: impl Read, size: u64) -> Result<ReadBack
                 if !checking {
                     return Vec::new();
                 }
-                data.chunks(block)
-                    .zip(next_block..)
-                    .filter(|(bytes, id)| *id < header.block_count && !block_ok(bytes))
-                    .map(|(_, id)| id)
-                    .collect::<Vec<_>>()
+                failing(&header, data, next_block)
             });
             hasher.update(data);
             match checks.join() {
@@ -101,6 +97,17 @@ pub fn read_back(path: &Path, mut file: impl Read, size: u64) -> Result<ReadBack
         checked,
         header,
     })
+}
+
+/// The blocks of `bytes` (block `first` and those after it) below the
+/// header's block count that fail their checksum.
+pub(crate) fn failing(header: &Header, bytes: &[u8], first: u64) -> Vec<u64> {
+    bytes
+        .chunks(header.block_alloc_size as usize)
+        .zip(first..)
+        .filter(|(bytes, id)| *id < header.block_count && !block_ok(bytes))
+        .map(|(_, id)| id)
+        .collect()
 }
 
 /// DuckDB's blocks are 16 to 256 KiB, a power of two (4 KiB and 1 MiB are

@@ -705,17 +705,26 @@ fn copy_file(files: &Files, header: &Header, h0: &[u8]) -> Result<Copying, Refus
         }
         let bytes = &buffer[..filled];
         let written = std::thread::scope(|scope| {
-            let checks = scope.spawn(|| failing(header, bytes, next_block));
+            let checks = scope.spawn(|| blocks::failing(header, bytes, next_block));
             let written = match cloned {
                 Some(_) => Ok(()),
                 None => files.copy.write_all_at(bytes, at).inspect(|()| {
                     fsx::start_writeback(files.copy, at, filled as u64);
                 }),
             };
-            bad.extend(checks.join().unwrap_or_default());
-            written
+            // Never "no bad blocks" by accident: a check that did not
+            // finish fails the attempt.
+            match checks.join() {
+                Ok(failed) => bad.extend(failed),
+                Err(_) => {
+                    return Err(io(files.db)(std::io::Error::other(
+                        "the checksum thread panicked",
+                    )));
+                }
+            }
+            written.map_err(io(files.copy_path))
         });
-        written.map_err(io(files.copy_path))?;
+        written?;
         next_block += (filled as u64).div_ceil(block);
         at += filled as u64;
         if filled < buffer.len() {
@@ -734,17 +743,6 @@ fn copy_file(files: &Files, header: &Header, h0: &[u8]) -> Result<Copying, Refus
             None => started.elapsed(),
         },
     })
-}
-
-/// The blocks of `bytes` (from block `first` on) below the header's block
-/// count that fail their checksum.
-fn failing(header: &Header, bytes: &[u8], first: u64) -> Vec<u64> {
-    bytes
-        .chunks(header.block_alloc_size as usize)
-        .zip(first..)
-        .filter(|(bytes, id)| *id < header.block_count && !blocks::block_ok(bytes))
-        .map(|(_, id)| id)
-        .collect()
 }
 
 /// Reads at `offset` until `buffer` is full or the file ends.

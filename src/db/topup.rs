@@ -72,12 +72,14 @@ pub fn prepare(env: &Env, dir: &Path) -> Result<Prepared> {
     {
         bail!("the live copy does not verify");
     }
+    // Whole blocks only: a partial last one is always copied again.
     let block = read.header.block_alloc_size;
     let mut checksums = Vec::new();
     let mut stored = [0u8; 8];
     let mut at = BLOCKS_START;
-    while at < read.size {
-        file.read_exact_at(&mut stored, at).ok();
+    while at + block <= read.size {
+        file.read_exact_at(&mut stored, at)
+            .context("cannot read the live copy")?;
         checksums.push(u64::from_le_bytes(stored));
         at += block;
     }
@@ -117,9 +119,11 @@ pub fn top_up(
     {
         bail!("the app left a .wal (it did not close its database cleanly)");
     }
-    // Nobody opens the file while its blocks are read.
-    let _held = crate::db::swap::hold(source)?;
-    let file = File::open(source).with_context(|| format!("cannot open `{}`", source.display()))?;
+    // Read through the locked descriptor itself, so that nobody opens the
+    // file meanwhile (a second descriptor closed would drop the lock).
+    let Some(file) = crate::db::swap::hold(source)? else {
+        bail!("no database file at `{}`", source.display());
+    };
     let size = file.metadata()?.len();
     let mut head = vec![0u8; BLOCKS_START as usize];
     file.read_exact_at(&mut head, 0)
@@ -162,7 +166,7 @@ pub fn top_up(
         changed.push((offset, len as u64));
     }
     target.set_len(size)?;
-    drop(_held);
+    drop(file);
     leaves.update(target, size, &changed)?;
     let hash = match leaves.root() {
         Some(hash) => hash,

@@ -22,6 +22,17 @@ struct Live {
 }
 
 impl Live {
+    /// upkeep.yaml, and its `  snapshot:` line.
+    fn config_and_hook(&self) -> (String, String) {
+        let config = std::fs::read_to_string(self.sandbox.path("upkeep.yaml")).unwrap();
+        let hook = config
+            .lines()
+            .find(|line| line.starts_with("  snapshot:"))
+            .unwrap()
+            .to_string();
+        (config, hook)
+    }
+
     fn new(snapshot: bool) -> Live {
         let sandbox = Sandbox::new();
         let port = free_port();
@@ -208,12 +219,7 @@ fn a_hook_that_writes_garbage_or_nothing_publishes_nothing_and_keeps_older_backu
     let live = Live::new(true);
     live.sandbox.upkeep(&["backup", "production"]).code(0);
     let before = live.sandbox.backups("production");
-    let config = std::fs::read_to_string(live.sandbox.path("upkeep.yaml")).unwrap();
-    let hook = config
-        .lines()
-        .find(|line| line.starts_with("  snapshot:"))
-        .unwrap()
-        .to_string();
+    let (config, hook) = live.config_and_hook();
     for bad in [
         "  snapshot: 'head -c 300000 /dev/urandom > \"$UPKEEP_SNAPSHOT\"'",
         "  snapshot: 'true'",
@@ -613,12 +619,7 @@ fn a_hook_that_hangs_is_stopped_at_hook_timeout_with_its_process_group() {
 #[test]
 fn a_backup_never_removes_the_snapshot_that_a_concurrent_check_reads() {
     let live = Live::new(true);
-    let config = std::fs::read_to_string(live.sandbox.path("upkeep.yaml")).unwrap();
-    let hook = config
-        .lines()
-        .find(|line| line.starts_with("  snapshot:"))
-        .unwrap()
-        .to_string();
+    let (config, hook) = live.config_and_hook();
     // The hook lingers after writing its copy: a backup started meanwhile
     // clears the backups folder of what crashes left.
     live.sandbox.write(

@@ -71,9 +71,14 @@ impl S3 {
         self.root
     }
 
+    /// Where the server keeps an object (`key` under the bucket).
+    pub(crate) fn path(&self, key: &str) -> std::path::PathBuf {
+        self.root.path().join(BUCKET).join(key)
+    }
+
     /// An object's bytes, read from the server's folder.
     pub(crate) fn object(&self, key: &str) -> Vec<u8> {
-        std::fs::read(self.root.path().join(BUCKET).join(key)).unwrap()
+        std::fs::read(self.path(key)).unwrap()
     }
 
     /// Every file under the bucket, relative to it.
@@ -509,7 +514,7 @@ fn kill_9_during_push_leaves_no_manifest_without_its_object_and_the_next_push_co
         // Start over for the next trial.
         if s3.keys().iter().any(|key| key.ends_with(".manifest.json")) {
             for key in s3.keys() {
-                std::fs::remove_file(s3.root.path().join(BUCKET).join(key)).unwrap();
+                std::fs::remove_file(s3.path(&key)).unwrap();
             }
         }
     }
@@ -785,11 +790,7 @@ fn damaged_or_cut_objects_are_found_by_verify_and_never_restored() {
     sandbox.upkeep(&["backup", "production"]).code(0);
     let name = name_of(&sandbox.backups("production")[0]);
     push(&sandbox, &["production"]).code(0);
-    let object = s3
-        .root
-        .path()
-        .join(BUCKET)
-        .join(format!("upkeep/production/{name}"));
+    let object = s3.path(&format!("upkeep/production/{name}"));
 
     // Same size, one byte changed: only reading the data finds it.
     let mut data = std::fs::read(&object).unwrap();

@@ -547,11 +547,7 @@ fn a_manifest_over_4_mib_on_s3_is_damage_even_when_it_parses() {
     let name = name_of(&sandbox.backups("production")[0]);
     push(&sandbox, &["production"]).code(0);
     // The real manifest, with 8 MiB of blanks after it: valid JSON still.
-    let manifest = s3
-        .root
-        .path()
-        .join(BUCKET)
-        .join(format!("upkeep/production/{name}.manifest.json"));
+    let manifest = s3.path(&format!("upkeep/production/{name}.manifest.json"));
     let mut padded = bytes(&manifest);
     padded.resize(padded.len() + (8 << 20), b' ');
     std::fs::write(&manifest, padded).unwrap();

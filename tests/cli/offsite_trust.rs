@@ -12,7 +12,7 @@ use std::time::{Duration, Instant, SystemTime};
 use serde_json::{Value, json};
 
 use crate::offsite::{
-    BUCKET, S3, age_keys, aws, backup_at, big_db, name_of, push, s3_offsite, with_offsite,
+    S3, age_keys, aws, backup_at, big_db, name_of, push, s3_offsite, with_offsite,
 };
 use crate::support::*;
 
@@ -233,11 +233,7 @@ fn a_planted_or_foreign_manifest_never_makes_a_push_skip_its_backup() {
     with_offsite(&sandbox, &s3_offsite(&s3));
     sandbox.upkeep(&["backup", "production"]).code(0);
     let name = name_of(&sandbox.backups("production")[0]);
-    let planted = s3
-        .root
-        .path()
-        .join(BUCKET)
-        .join(format!("upkeep/production/{name}.manifest.json"));
+    let planted = s3.path(&format!("upkeep/production/{name}.manifest.json"));
     std::fs::create_dir_all(planted.parent().unwrap()).unwrap();
     std::fs::write(&planted, "{}").unwrap();
     push(&sandbox, &["production"])
