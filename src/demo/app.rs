@@ -10,8 +10,9 @@
 //! upkeep-demo-app write-until DB SQL STOP_FILE LAST_SQL
 //!                                   as `write`, then, once STOP_FILE
 //!                                   exists, run LAST_SQL and close DB
-//!                                   cleanly (DuckDB checkpoints it): an
-//!                                   app's last commits as it stops
+//!                                   cleanly (DuckDB checkpoints it), then
+//!                                   remove STOP_FILE: an app's last
+//!                                   commits as it stops
 //! upkeep-demo-app serve DB PORT VERSION
 //!                                   hold DB read-write and answer
 //!                                   `GET /health` on 127.0.0.1:PORT with
@@ -72,6 +73,8 @@ fn run(args: &[String]) -> Result<(), Box<dyn std::error::Error>> {
             // checkpoints it into the file.
             conn.execute_batch(last_sql)?;
             drop(conn);
+            // Closed: whoever waits for the stop may go on.
+            std::fs::remove_file(stop_file)?;
             Ok(())
         }
         ["serve", db, port, version] => serve(db, port.parse()?, version),

@@ -14,6 +14,15 @@ const LAST: &str = "INSERT INTO users (email) VALUES ('last@example.com')";
 /// (when the stop command touches `stop-now`), and closes cleanly.
 fn app_and_config(sandbox: &Sandbox, stop: &str) -> App {
     let db = crate::live_backup::big_v2_db(sandbox);
+    // A block in use by `orders`, which the app does not change.
+    let in_use: u64 = duckdb::Connection::open(&db)
+        .unwrap()
+        .query_row(
+            "SELECT max(block_id) FROM pragma_storage_info('orders') WHERE block_id >= 0",
+            [],
+            |row| row.get(0),
+        )
+        .unwrap();
     let until = sandbox.path("stop-now");
     let app = sandbox.app(&[
         "write-until",
@@ -24,7 +33,8 @@ fn app_and_config(sandbox: &Sandbox, stop: &str) -> App {
     ]);
     let stop = stop
         .replace("UNTIL", until.to_str().unwrap())
-        .replace("PID", &app.pid().to_string());
+        .replace("PID", &app.pid().to_string())
+        .replace("OFFSET", &(12288 + in_use * (256 << 10)).to_string());
     sandbox.write(
         "upkeep.yaml",
         &format!("{CONFIG}app:\n  stop: {stop}\n  start: 'true'\n"),
@@ -111,4 +121,28 @@ fn stop_app_refuses_a_restore_point_it_does_not_know() {
         .upkeep(&["run", "u", "--dry-run"])
         .code(2)
         .stderr_has("restore_point: live");
+}
+
+#[test]
+fn a_block_damaged_after_the_stop_is_never_published_as_the_restore_point() {
+    let sandbox = Sandbox::new();
+    // The app stops cleanly; then a block in use is damaged (its stored
+    // checksum overwritten) before the backup tops the copy up.
+    let db = sandbox.db("prod");
+    let damage = format!(
+        "touch UNTIL; while [ -e UNTIL ]; do sleep 0.05; done; \
+         printf XXXXXXXX | dd of={} bs=1 seek=OFFSET conv=notrunc 2>/dev/null",
+        db.display()
+    );
+    let mut app = app_and_config(&sandbox, &format!("\"{damage}\""));
+    let run = sandbox.upkeep(&["run", "u"]);
+    let _ = app.child.wait();
+    run.code(1)
+        .stdout_has("copied live first")
+        .stdout_has("failed verification")
+        .stdout_has("fail DuckDB's checksum");
+    assert!(
+        sandbox.backups("production").is_empty(),
+        "a damaged copy was published\n{run}"
+    );
 }
