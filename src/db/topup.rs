@@ -20,6 +20,11 @@
 //! sync writes only what changed. Anything unexpected (a `.wal` left by an
 //! app that did not close cleanly, another block size) is an error, and the
 //! caller makes a whole backup instead.
+//!
+//! An update's integrity check runs [`check`] instead of opening the
+//! database: it tops the copy up and checks the copy, which is then byte for
+//! byte the database. [`top_up`] publishes that copy without checking it
+//! again while the database's headers stay those it was checked at.
 
 use std::collections::{BTreeSet, HashSet};
 use std::fs::File;
@@ -35,6 +40,7 @@ use crate::db::Env;
 use crate::db::backup::{self, Copy, Live, Made, Taken};
 use crate::db::blocks::{self, ReadBack};
 use crate::db::catalog::Schema;
+use crate::db::check;
 use crate::db::header::{self, BLOCKS_START};
 use crate::db::retention::Rotation;
 
@@ -49,11 +55,17 @@ pub struct Prepared {
     pub env: String,
     copy: Copy,
     live: Live,
-    /// The copy as read: its size, header and failing blocks.
+    /// The copy as it stands: its size, header and failing blocks.
     read: ReadBack,
-    /// Each block's stored checksum (its first 8 bytes), by block id.
+    /// Each whole block's stored checksum (its first 8 bytes), by block id.
     checksums: Vec<u64>,
     leaves: Leaves,
+    /// Blocks and bytes copied by the top-ups so far.
+    blocks: u64,
+    bytes: u64,
+    /// The check of the copy just topped up (see [`check`]), and the
+    /// database's headers it was topped up to.
+    checked: Option<(check::Report, Vec<u8>)>,
 }
 
 /// Takes the live copy of `env`'s database (held by its app) into `dir`
@@ -72,17 +84,8 @@ pub fn prepare(env: &Env, dir: &Path) -> Result<Prepared> {
     {
         bail!("the live copy does not verify");
     }
-    // Whole blocks only: a partial last one is always copied again.
-    let block = read.header.block_alloc_size;
-    let mut checksums = Vec::new();
-    let mut stored = [0u8; 8];
-    let mut at = BLOCKS_START;
-    while at + block <= read.size {
-        file.read_exact_at(&mut stored, at)
-            .context("cannot read the live copy")?;
-        checksums.push(u64::from_le_bytes(stored));
-        at += block;
-    }
+    let checksums = stored_checksums(file, read.header.block_alloc_size, read.size)
+        .context("cannot read the live copy")?;
     let leaves = Leaves::of(file, read.size).context("cannot read the live copy")?;
     Ok(Prepared {
         env: env.name.clone(),
@@ -91,96 +94,69 @@ pub fn prepare(env: &Env, dir: &Path) -> Result<Prepared> {
         read,
         checksums,
         leaves,
+        blocks: 0,
+        bytes: 0,
+        checked: None,
     })
 }
 
+/// The integrity check of `env`'s database (its app down) on `prepared`,
+/// topped up first: byte for byte the database (its headers, and every
+/// block whose stored checksum changed, checked as it is copied), so the
+/// database is not opened a second time. The report stays with `prepared`
+/// for [`top_up`], which publishes the copy without checking it again if
+/// the database's headers have not moved since. An error leaves
+/// `prepared` unusable: drop it (the backup then copies the whole file).
+pub fn check(env: &Env, schema: Option<&Schema>, prepared: &mut Prepared) -> Result<check::Report> {
+    let head = prepared.refresh(env)?;
+    let mut report = check::check(prepared.copy.partial.path(), schema, false)?;
+    let damage = crate::db::layout::damage(
+        prepared.copy.partial.as_file(),
+        &prepared.read.header,
+        prepared.read.size,
+        &prepared.read.bad_blocks,
+    );
+    for message in damage.checksum_messages(&prepared.read.header) {
+        report.problems.push(check::Problem {
+            kind: check::ProblemKind::Checksum,
+            message,
+        });
+    }
+    report.path = env.db.clone();
+    prepared.checked = Some((report.clone(), head));
+    Ok(report)
+}
+
 /// Tops up `prepared` with what changed in `env`'s database since it was
-/// copied (the app is down now), verifies it and publishes it as a backup
-/// of `dir`, then rotates.
+/// copied or last topped up (the app is down now), verifies it and
+/// publishes it as a backup of `dir`, then rotates. The check [`check`]
+/// made stands when the database's headers are those it was checked at:
+/// DuckDB changes no block in use without writing a new header, and leaves
+/// a `.wal` when it did not get to.
 pub fn top_up(
     env: &Env,
     dir: &Path,
     rotation: &Rotation,
     schema: Option<&Schema>,
-    prepared: Prepared,
+    mut prepared: Prepared,
 ) -> Result<Made> {
+    let checked = match prepared.checked.take() {
+        Some((report, head)) if headers_now(env)? == head => Some(report),
+        _ => {
+            prepared.refresh(env)?;
+            None
+        }
+    };
     let Prepared {
         mut copy,
         live,
         read,
-        checksums,
-        mut leaves,
+        blocks,
+        bytes,
         ..
     } = prepared;
-    let source = &env.db;
-    if crate::db::wal::path_of(source)
-        .metadata()
-        .is_ok_and(|meta| meta.len() > 0)
-    {
-        bail!("the app left a .wal (it did not close its database cleanly)");
-    }
-    // Read through the locked descriptor itself, so that nobody opens the
-    // file meanwhile (a second descriptor closed would drop the lock).
-    let Some(file) = crate::db::swap::hold(source)? else {
-        bail!("no database file at `{}`", source.display());
-    };
-    let size = file.metadata()?.len();
-    let mut head = vec![0u8; BLOCKS_START as usize];
-    file.read_exact_at(&mut head, 0)
-        .with_context(|| format!("cannot read `{}`", source.display()))?;
-    let header = header::parse(&head, size).map_err(|problem| anyhow::anyhow!("{problem}"))?;
-    let block = header.block_alloc_size;
-    if block != read.header.block_alloc_size || header.encrypted {
-        bail!("the database's block size or encryption changed");
-    }
-    // The copy was opened to be read: write through a descriptor of its own.
-    let target = &File::options()
-        .read(true)
-        .write(true)
-        .open(copy.partial.path())
-        .with_context(|| format!("cannot open `{}`", copy.partial.path().display()))?;
-    target.write_all_at(&head, 0)?;
-    let failed_in_copy: HashSet<u64> = read.bad_blocks.iter().copied().collect();
-    let mut changed = vec![(0, BLOCKS_START)];
-    let mut bad = Vec::new();
-    let mut bytes = vec![0u8; block as usize];
-    let mut stored = [0u8; 8];
-    let blocks = size.saturating_sub(BLOCKS_START).div_ceil(block);
-    for id in 0..blocks {
-        let offset = BLOCKS_START + id * block;
-        let len = block.min(size - offset) as usize;
-        let same = len as u64 == block
-            && offset + block <= read.size
-            && !failed_in_copy.contains(&id)
-            && file.read_exact_at(&mut stored, offset).is_ok()
-            && checksums.get(id as usize) == Some(&u64::from_le_bytes(stored));
-        if same {
-            continue;
-        }
-        file.read_exact_at(&mut bytes[..len], offset)
-            .with_context(|| format!("cannot read `{}`", source.display()))?;
-        if id < header.block_count && !(len as u64 == block && blocks::block_ok(&bytes)) {
-            bad.push(id);
-        }
-        target.write_all_at(&bytes[..len], offset)?;
-        changed.push((offset, len as u64));
-    }
-    target.set_len(size)?;
-    drop(file);
-    leaves.update(target, size, &changed)?;
-    let hash = match leaves.root() {
-        Some(hash) => hash,
-        None => crate::fsx::hash_file(copy.partial.path())?,
-    };
-    let topped = changed.len() as u64 - 1;
-    copy.copied = size;
-    copy.read_back = Ok(ReadBack {
-        hash,
-        size,
-        bad_blocks: bad,
-        checked: true,
-        header,
-    });
+    copy.copied = read.size;
+    copy.read_back = Ok(read);
     backup::verify_and_publish(
         env,
         dir,
@@ -189,10 +165,147 @@ pub fn top_up(
         copy,
         Taken::TopUp {
             live,
-            blocks: topped,
-            bytes: changed.iter().map(|(_, len)| len).sum(),
+            blocks,
+            bytes,
         },
+        checked,
     )
+}
+
+/// The database's headers now, when it has no `.wal` (anything else
+/// matches no headers).
+fn headers_now(env: &Env) -> Result<Vec<u8>> {
+    if wal_left(&env.db) {
+        return Ok(Vec::new());
+    }
+    let Some(file) = crate::db::swap::hold(&env.db)? else {
+        return Ok(Vec::new());
+    };
+    let mut head = vec![0u8; BLOCKS_START as usize];
+    file.read_exact_at(&mut head, 0)
+        .with_context(|| format!("cannot read `{}`", env.db.display()))?;
+    Ok(head)
+}
+
+fn wal_left(db: &Path) -> bool {
+    crate::db::wal::path_of(db)
+        .metadata()
+        .is_ok_and(|meta| meta.len() > 0)
+}
+
+impl Prepared {
+    /// Copies into the copy what changed in `env`'s database since it was
+    /// taken or last topped up: the headers, and every block whose stored
+    /// checksum changed, that failed its checksum, or lies past the copy's
+    /// end, each checked as it is copied; the copy takes the file's length.
+    /// Returns the headers copied. An error leaves `self` unusable.
+    fn refresh(&mut self, env: &Env) -> Result<Vec<u8>> {
+        let source = &env.db;
+        if wal_left(source) {
+            bail!("the app left a .wal (it did not close its database cleanly)");
+        }
+        // Read through the locked descriptor itself, so that nobody opens the
+        // file meanwhile (a second descriptor closed would drop the lock).
+        let Some(file) = crate::db::swap::hold(source)? else {
+            bail!("no database file at `{}`", source.display());
+        };
+        let size = file.metadata()?.len();
+        let mut head = vec![0u8; BLOCKS_START as usize];
+        file.read_exact_at(&mut head, 0)
+            .with_context(|| format!("cannot read `{}`", source.display()))?;
+        let header = header::parse(&head, size).map_err(|problem| anyhow::anyhow!("{problem}"))?;
+        let block = header.block_alloc_size;
+        if block != self.read.header.block_alloc_size || header.encrypted {
+            bail!("the database's block size or encryption changed");
+        }
+        // The copy was opened to be read: write through a descriptor of its own.
+        let target = &File::options()
+            .read(true)
+            .write(true)
+            .open(self.copy.partial.path())
+            .with_context(|| format!("cannot open `{}`", self.copy.partial.path().display()))?;
+        target.write_all_at(&head, 0)?;
+        let failed_before: HashSet<u64> = self.read.bad_blocks.iter().copied().collect();
+        let mut checksums = stored_checksums(&file, block, size)
+            .with_context(|| format!("cannot read `{}`", source.display()))?;
+        let mut changed = vec![(0, BLOCKS_START)];
+        let mut bad = Vec::new();
+        let mut bytes = vec![0u8; block as usize];
+        let blocks = size.saturating_sub(BLOCKS_START).div_ceil(block);
+        for id in 0..blocks {
+            let offset = BLOCKS_START + id * block;
+            let len = block.min(size - offset) as usize;
+            let same = offset + block <= self.read.size
+                && !failed_before.contains(&id)
+                && checksums.get(id as usize) == self.checksums.get(id as usize);
+            if same {
+                continue;
+            }
+            file.read_exact_at(&mut bytes[..len], offset)
+                .with_context(|| format!("cannot read `{}`", source.display()))?;
+            if !(len as u64 == block && blocks::block_ok(&bytes)) {
+                if id < header.block_count {
+                    bad.push(id);
+                }
+                // Copied again next time, like every block that failed.
+                if let Some(stored) = checksums.get_mut(id as usize) {
+                    *stored = !*stored;
+                }
+            }
+            target.write_all_at(&bytes[..len], offset)?;
+            changed.push((offset, len as u64));
+        }
+        target.set_len(size)?;
+        drop(file);
+        self.leaves.update(target, size, &changed)?;
+        let hash = match self.leaves.root() {
+            Some(hash) => hash,
+            None => crate::fsx::hash_file(self.copy.partial.path())?,
+        };
+        self.blocks += changed.len() as u64 - 1;
+        self.bytes += changed.iter().map(|(_, len)| len).sum::<u64>();
+        self.checksums = checksums;
+        self.read = ReadBack {
+            hash,
+            size,
+            // Those in use must verify; the others are free to fail.
+            bad_blocks: bad,
+            checked: true,
+            header,
+        };
+        Ok(head)
+    }
+}
+
+/// The stored checksum (the first 8 bytes) of each whole block of `file`
+/// below `end`, by block id; read on up to 4 threads, since these are as
+/// many reads as blocks (16,384 at 4 GiB).
+fn stored_checksums(file: &File, block: u64, end: u64) -> std::io::Result<Vec<u64>> {
+    let count = end.saturating_sub(BLOCKS_START) / block;
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get().min(4)) as u64;
+    let per_thread = count.div_ceil(threads).max(1);
+    let read = |first: u64| -> std::io::Result<Vec<u64>> {
+        let mut stored = [0u8; 8];
+        (first..count.min(first + per_thread))
+            .map(|id| {
+                file.read_exact_at(&mut stored, BLOCKS_START + id * block)?;
+                Ok(u64::from_le_bytes(stored))
+            })
+            .collect()
+    };
+    std::thread::scope(|scope| {
+        let parts: Vec<_> = (1..threads)
+            .map(|part| scope.spawn(move || read(part * per_thread)))
+            .collect();
+        let mut checksums = read(0)?;
+        for part in parts {
+            let part = part
+                .join()
+                .map_err(|_| std::io::Error::other("a checksum reading thread panicked"))?;
+            checksums.extend(part?);
+        }
+        Ok(checksums)
+    })
 }
 
 /// The chaining values of a file's 64 KiB leaves: its blake3 without

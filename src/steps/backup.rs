@@ -103,7 +103,12 @@ impl StepType for Backup {
             .borrow_mut()
             .prepared
             .take_if(|prepared| prepared.env == env.name);
-        let mut not_topped_up = None;
+        let mut not_topped_up = ctx
+            .restore_point
+            .borrow_mut()
+            .given_up
+            .take_if(|(given_up, _)| *given_up == env.name)
+            .map(|(_, why)| why);
         let made = match prepared {
             Some(prepared) if open::lock_holder(&env.db, Access::Exclusive).is_none() => {
                 let dir = &ctx.config.backups_dir;

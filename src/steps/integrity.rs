@@ -6,6 +6,8 @@ use anyhow::{Result, bail};
 
 use super::{Ctx, Plan, Ran, StepType, Undo, With, flag, target_env};
 use crate::db::check;
+use crate::db::open::{self, Access};
+use crate::db::topup;
 use crate::error::{code, exit_code};
 
 pub struct Integrity;
@@ -76,7 +78,13 @@ impl StepType for Integrity {
         let deep = flag(with, "deep").map_err(anyhow::Error::msg)?;
         let env = target_env(ctx, with)?;
         let ctx = &Ctx { env: &env, ..*ctx };
-        let report = crate::app::check(ctx.config, ctx.env, ctx.schema, deep)?;
+        let (report, restore_point) = match self.on_restore_point(ctx, deep) {
+            Some(report) => (report, true),
+            None => (
+                crate::app::check(ctx.config, ctx.env, ctx.schema, deep)?,
+                false,
+            ),
+        };
         if !report.ok() {
             bail!(
                 "integrity check of `{}` found {} problem(s): {}",
@@ -90,7 +98,9 @@ impl StepType for Integrity {
             .map(|(table, rows)| format!("{table} {rows}"))
             .collect::<Vec<_>>()
             .join(", ");
-        let how = if report.from_snapshot {
+        let how = if restore_point {
+            ", checked on the restore point taken live before the stop, topped up to be byte for byte the database"
+        } else if report.from_snapshot {
             ", checked on a fresh snapshot from the app's hook"
         } else if report.copied_live {
             ", checked on a live copy"
@@ -101,6 +111,35 @@ impl StepType for Integrity {
             format!("`{}` is sound ({tables}){how}", ctx.env.name),
             Undo::nothing(),
         ))
+    }
+}
+
+impl Integrity {
+    /// The quick check of a stopped app's database, made on the live copy
+    /// stop-app took of it, once topped up (see [`topup::check`]): the
+    /// backup after it then publishes what was checked, and the database
+    /// is opened once. `None` when there is no such copy, the app holds the
+    /// database, or the top-up fails (then the backup copies the whole file,
+    /// and says why).
+    fn on_restore_point(&self, ctx: &Ctx, deep: bool) -> Option<check::Report> {
+        if deep || open::lock_holder(&ctx.env.db, Access::Exclusive).is_some() {
+            return None;
+        }
+        let mut restore_point = ctx.restore_point.borrow_mut();
+        let mut prepared = restore_point
+            .prepared
+            .take_if(|prepared| prepared.env == ctx.env.name)?;
+        match topup::check(ctx.env, ctx.schema, &mut prepared) {
+            Ok(report) => {
+                restore_point.prepared = Some(prepared);
+                Some(report)
+            }
+            Err(error) => {
+                restore_point.given_up =
+                    Some((ctx.env.name.clone(), crate::error::describe(&error)));
+                None
+            }
+        }
     }
 }
 

@@ -57,6 +57,9 @@ pub struct RestorePoint {
     /// the app (`with: { restore_point: live }`): the next `backup` of its
     /// environment tops it up instead of copying the whole file.
     pub prepared: Option<crate::db::topup::Prepared>,
+    /// Why the live copy was given up before the backup, and for which
+    /// environment: the integrity check could not top it up.
+    pub given_up: Option<(String, String)>,
 }
 
 /// A `record` for when nothing is journaled (dry-runs, undos).

@@ -245,6 +245,12 @@ impl Run {
     }
 
     #[track_caller]
+    pub fn stdout_lacks(&self, text: &str) -> &Run {
+        assert!(!self.stdout.contains(text), "stdout has {text:?}\n{self}");
+        self
+    }
+
+    #[track_caller]
     pub fn stderr_has(&self, text: &str) -> &Run {
         assert!(self.stderr.contains(text), "stderr lacks {text:?}\n{self}");
         self
