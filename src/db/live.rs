@@ -639,7 +639,7 @@ fn read_all(reader: &mut impl Read, buffer: &mut [u8]) -> std::io::Result<bool> 
 }
 
 /// The type of a `.wal` entry: field 100 of its payload.
-fn entry_type(payload: &[u8]) -> Option<u64> {
+pub(super) fn entry_type(payload: &[u8]) -> Option<u64> {
     let mut fields = Fields {
         bytes: payload,
         at: 0,
@@ -789,7 +789,7 @@ fn reread(
     Ok(still)
 }
 
-enum Entry {
+pub(super) enum Entry {
     Whole(VersionEntry),
     /// It starts like one but ends before its end: being written.
     Short,
@@ -799,7 +799,7 @@ enum Entry {
 
 impl Fields<'_> {
     /// The version entry of a `.wal` that may be being written.
-    fn entry_while_written(&mut self) -> Entry {
+    pub(super) fn entry_while_written(&mut self) -> Entry {
         let Some(first) = self.field() else {
             return Entry::Short;
         };
@@ -855,11 +855,11 @@ impl Fields<'_> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
     /// A version entry as DuckDB writes it, then framed payloads.
-    fn wal(payloads: &[&[u8]]) -> Vec<u8> {
+    pub(crate) fn wal(payloads: &[&[u8]]) -> Vec<u8> {
         let mut bytes = vec![0x64, 0, 98, 0x65, 0, 2, 0x66, 0, 16];
         bytes.extend([7u8; 16]);
         bytes.extend([0x67, 0, 3, 0xFF, 0xFF]);
@@ -871,9 +871,10 @@ mod tests {
         bytes
     }
 
-    const FLUSH: &[u8] = &[0x64, 0, 100, 0xFF, 0xFF];
-    const CHECKPOINT: &[u8] = &[0x64, 0, 99, 0x65, 0, 0x64, 0, 5, 0xFF, 0xFF, 0xFF, 0xFF];
-    const INSERT: &[u8] = &[0x64, 0, 26, 0x65, 0, 1, 2, 3, 0xFF, 0xFF];
+    pub(crate) const FLUSH: &[u8] = &[0x64, 0, 100, 0xFF, 0xFF];
+    pub(crate) const CHECKPOINT: &[u8] =
+        &[0x64, 0, 99, 0x65, 0, 0x64, 0, 5, 0xFF, 0xFF, 0xFF, 0xFF];
+    pub(crate) const INSERT: &[u8] = &[0x64, 0, 26, 0x65, 0, 1, 2, 3, 0xFF, 0xFF];
 
     fn scan(bytes: &[u8]) -> Wal {
         let dir = tempfile::tempdir().unwrap();

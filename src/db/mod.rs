@@ -18,6 +18,7 @@ pub mod restore;
 pub mod retention;
 pub mod rewind;
 pub mod salvage;
+pub mod segment;
 pub mod swap;
 pub mod topup;
 pub mod wal;

@@ -16,6 +16,7 @@
 
 mod credentials;
 pub mod crypt;
+pub mod pack;
 mod store;
 pub mod target;
 

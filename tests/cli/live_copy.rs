@@ -47,7 +47,7 @@ const NAIVE_PER_BATCH: usize = 2;
 /// Update classes of `wide` (`id % CLASSES`).
 const CLASSES: i64 = 5;
 
-const SCHEMA: &str = "\
+pub(crate) const SCHEMA: &str = "\
 CREATE TABLE log (i BIGINT);
 CREATE TABLE pk (id BIGINT PRIMARY KEY, note VARCHAR);
 CREATE TABLE bulk (tag BIGINT, r BIGINT);
@@ -171,13 +171,13 @@ fn op(i: i64) -> Op {
 
 /// The writer process; killed when dropped, so that a failing test does
 /// not leave it running.
-struct Writer {
+pub(crate) struct Writer {
     child: Child,
     progress: std::fs::File,
 }
 
 impl Writer {
-    fn start(db: &Path, progress: &Path) -> Writer {
+    pub(crate) fn start(db: &Path, progress: &Path) -> Writer {
         std::fs::write(progress, 0i64.to_le_bytes()).unwrap();
         let child = Command::new(std::env::current_exe().unwrap())
             .args([
@@ -200,7 +200,7 @@ impl Writer {
     }
 
     /// The last transaction whose commit has returned.
-    fn committed(&mut self) -> i64 {
+    pub(crate) fn committed(&mut self) -> i64 {
         let mut bytes = [0u8; 8];
         self.progress.read_exact_at(&mut bytes, 0).unwrap();
         if let Some(status) = self.child.try_wait().unwrap() {
@@ -217,7 +217,7 @@ impl Drop for Writer {
     }
 }
 
-fn env_number(name: &str, default: usize) -> usize {
+pub(crate) fn env_number(name: &str, default: usize) -> usize {
     std::env::var(name)
         .ok()
         .and_then(|value| value.parse().ok())
@@ -363,7 +363,7 @@ fn naive_copy(db: &Path, wal: &Path, dest: &Path) -> PathBuf {
 }
 
 /// The database the writer starts from, in `storage_version`.
-fn make(db: &Path, storage_version: Option<&str>) {
+pub(crate) fn make(db: &Path, storage_version: Option<&str>) {
     std::fs::create_dir_all(db.parent().unwrap()).unwrap();
     let conn = Connection::open_in_memory().unwrap();
     let version = storage_version
@@ -392,7 +392,7 @@ fn deep_check(sandbox: &Sandbox, copy: &Path) {
 
 /// Opens a copy with DuckDB (replaying its `.wal`) and checks that it holds
 /// exactly the state after transaction k; returns k.
-fn verify(copy: &Path) -> Result<i64, String> {
+pub(crate) fn verify(copy: &Path) -> Result<i64, String> {
     let conn = Connection::open(copy).map_err(|e| format!("DuckDB cannot open it: {e}"))?;
     let one = |sql: &str| -> Result<(i64, i64, i64), String> {
         conn.query_row(sql, [], |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?)))

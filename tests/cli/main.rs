@@ -40,4 +40,5 @@ mod support;
 mod terminal;
 mod update;
 mod wal;
+mod wal_segments;
 mod workflows;

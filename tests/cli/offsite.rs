@@ -971,3 +971,42 @@ fn an_encrypted_round_trip_through_seaweedfs() {
         .code(0);
     assert_eq!(counts(&sandbox.db("prod")), rows);
 }
+
+#[test]
+fn a_block_cut_out_of_a_pack_decrypts_with_the_age_tool() {
+    use upkeep::offsite::pack::{self, Pack};
+    let sandbox = Sandbox::empty();
+    let (identity, public) = age_keys(sandbox.path("").as_path());
+    let recipients =
+        upkeep::offsite::crypt::Recipients::load(&[public], sandbox.path("").as_path()).unwrap();
+    let key = [3u8; 32];
+    let blocks: Vec<Vec<u8>> = (0..3u8)
+        .map(|seed| (0..256 << 10).map(|i: u32| (i as u8) ^ seed).collect())
+        .collect();
+    let mut packed = Pack::default();
+    for block in &blocks {
+        assert!(
+            packed
+                .add(pack::name(&key, block), block, Some(&recipients))
+                .unwrap()
+        );
+    }
+    let (bytes, stored) = packed.finish();
+    // The middle block, as one ranged GET would return it.
+    let middle = &stored[1];
+    let cut = sandbox.path("block.age");
+    std::fs::write(
+        &cut,
+        &bytes[middle.offset as usize..(middle.offset + middle.len) as usize],
+    )
+    .unwrap();
+    let out = Command::new(tool("age"))
+        .arg("-d")
+        .arg("-i")
+        .arg(&identity)
+        .arg(&cut)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    assert!(out.stdout == blocks[1], "age decrypted other bytes");
+}
