@@ -17,6 +17,7 @@
 mod credentials;
 pub mod crypt;
 pub mod pack;
+pub mod points;
 mod store;
 pub mod target;
 

@@ -10,6 +10,8 @@
 //! of a pack. Each block's place in its pack comes with the blake3 of its
 //! stored bytes, so a pack can be checked without the key.
 
+use std::collections::HashSet;
+
 use anyhow::{Result, bail};
 use serde::{Deserialize, Serialize};
 
@@ -42,6 +44,7 @@ pub struct Stored {
 pub struct Pack {
     bytes: Vec<u8>,
     blocks: Vec<Stored>,
+    names: HashSet<String>,
 }
 
 impl Pack {
@@ -69,6 +72,7 @@ impl Pack {
         if offset > 0 && offset + stored.len() as u64 > PACK_LIMIT {
             return Ok(false);
         }
+        self.names.insert(name.clone());
         self.blocks.push(Stored {
             name,
             offset,
@@ -78,6 +82,11 @@ impl Pack {
         });
         self.bytes.extend_from_slice(&stored);
         Ok(true)
+    }
+
+    /// Whether the block `name` is in the pack already.
+    pub fn holds(&self, name: &str) -> bool {
+        self.names.contains(name)
     }
 
     pub fn is_empty(&self) -> bool {

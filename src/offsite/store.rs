@@ -269,6 +269,25 @@ impl Store {
         }
     }
 
+    /// The bytes `range` of an object: one ranged GET.
+    pub fn read_range(&self, key: &str, range: std::ops::Range<u64>) -> Result<Bytes> {
+        let objects = self.objects();
+        let location = self.key(key)?;
+        let want = range.end - range.start;
+        let bytes = self
+            .runtime
+            .block_on(objects.get_range(&location, range))
+            .map_err(|error| self.failed("read", key, error))?;
+        if bytes.len() as u64 != want {
+            bail!(
+                "`{key}` at off-site store `{}` gave {} bytes of a range of {want}: it is shorter than its manifest says",
+                self.url,
+                bytes.len()
+            );
+        }
+        Ok(bytes)
+    }
+
     pub fn delete(&self, key: &str) -> Result<()> {
         let objects = self.objects();
         let location = self.key(key)?;

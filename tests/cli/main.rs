@@ -26,6 +26,7 @@ mod messages;
 mod migrate;
 mod offsite;
 mod offsite_input;
+mod offsite_points;
 mod offsite_trust;
 mod pipeline;
 mod reflink;

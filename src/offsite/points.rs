@@ -1,0 +1,432 @@
+//! Points of continuous off-site copies: a live copy of the database
+//! (`db::live`), stored as the blocks the store does not hold yet, packed
+//! (see [`pack`]), and a manifest that maps every block of the file: a full
+//! map, so that a restore never walks a chain of points. Not yet driven by
+//! a command: continuous copies are being built.
+//!
+//! Under the environment's folder of the store: `ENV/packs/HASH.pack` (the
+//! blake3 of the pack's bytes) and `ENV/points/MS-ITERATION.json` (MS: when
+//! the copy was taken, in Unix milliseconds). The manifest is written last,
+//! create-only: no manifest, no point. The file is cut at its headers (the
+//! first 12 KiB) and then at each of DuckDB's blocks, the grain at which
+//! DuckDB changes it.
+//!
+//! What the app commits after a point goes up as `.wal` segments
+//! (`db::segment`): `ENV/segments/POINT/SEQ-MS-BLAKE3.wal` (`.wal.age`
+//! when sealed), MS being when the segment was read, so every commit in it
+//! was made before then, and BLAKE3 the hash of its stored bytes; segment 0
+//! is the `.wal` the live copy kept. A restore
+//! at a moment T takes the newest point taken at or before T and its
+//! segments read at or before T, in order, with no gap.
+
+use std::collections::{BTreeMap, HashMap};
+use std::fs::File;
+use std::os::unix::fs::FileExt;
+use std::path::Path;
+
+use anyhow::{Context, Result, bail};
+use jiff::Timestamp;
+use serde::{Deserialize, Serialize};
+
+use super::Site;
+use super::crypt::{Identities, Recipients};
+use super::pack::{self, Pack};
+use super::store::Store;
+use crate::db::header::{self, BLOCKS_START};
+
+const FORMAT: u32 = 1;
+/// Adjacent blocks of a pack are fetched together, up to this much a GET.
+const RANGE_LIMIT: u64 = 16 << 20;
+
+/// A block of a point: which pack holds it, and where.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Located {
+    pub pack: String,
+    #[serde(flatten)]
+    pub block: pack::Stored,
+}
+
+/// A point's manifest.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Point {
+    pub format: u32,
+    pub env: String,
+    /// When the copy was taken.
+    pub created_at: String,
+    /// The checkpoint iteration of the file.
+    pub iteration: u64,
+    pub size: u64,
+    pub blake3: String,
+    pub encrypted: bool,
+    /// Every piece of the file, in order: the headers, then each block.
+    pub blocks: Vec<Located>,
+}
+
+/// What shipping a point sent.
+#[derive(Debug, Clone, Serialize)]
+pub struct Shipped {
+    /// The manifest's key.
+    pub key: String,
+    pub blocks: u64,
+    /// Blocks the store did not hold, and their bytes as sent.
+    pub new_blocks: u64,
+    pub new_bytes: u64,
+    pub puts: u64,
+}
+
+/// What a restore at a moment used.
+#[derive(Debug, Clone)]
+pub struct Restored {
+    /// The point's manifest key.
+    pub point: String,
+    /// Segments replayed after it.
+    pub segments: u64,
+}
+
+/// The first two numbers of a point's or a segment's name:
+/// `MS-ITERATION.json`, `SEQ-MS-BLAKE3.wal`.
+fn numbers(key: &str) -> Option<(i64, i64)> {
+    let mut parts = key.rsplit('/').next()?.split('.').next()?.split('-');
+    Some((parts.next()?.parse().ok()?, parts.next()?.parse().ok()?))
+}
+
+/// The points of one environment's database in the store.
+pub struct Points {
+    store: Store,
+    env: String,
+    naming_key: [u8; 32],
+    recipients: Option<Recipients>,
+    /// Every block the store's points use, by name.
+    known: HashMap<String, Located>,
+}
+
+impl Points {
+    /// Opens the points of `env`, reading every manifest once (one LIST)
+    /// to learn which blocks the store holds.
+    pub fn open(site: &Site, env: &str, naming_key: [u8; 32]) -> Result<Points> {
+        let store = Store::open(&site.spec.target)?;
+        let recipients = match &site.spec.encrypt_to {
+            Some(keys) => Some(Recipients::load(keys, site.root)?),
+            None => None,
+        };
+        let mut points = Points {
+            store,
+            env: env.to_string(),
+            naming_key,
+            recipients,
+            known: HashMap::new(),
+        };
+        for key in points.keys()? {
+            for block in points.manifest(&key)?.blocks {
+                points.known.insert(block.block.name.clone(), block);
+            }
+        }
+        Ok(points)
+    }
+
+    /// The manifests' keys, oldest first.
+    pub fn keys(&self) -> Result<Vec<String>> {
+        Ok(self
+            .store
+            .list(&format!("{}/points/", self.env))?
+            .into_iter()
+            .map(|object| object.key)
+            .filter(|key| key.ends_with(".json"))
+            .collect())
+    }
+
+    pub fn manifest(&self, key: &str) -> Result<Point> {
+        let bytes = self.store.read(key)?;
+        let point: Point = serde_json::from_slice(&bytes)
+            .with_context(|| format!("`{key}` is not a point's manifest"))?;
+        if point.format != FORMAT {
+            bail!(
+                "`{key}` is a point of format {}, upkeep reads {FORMAT}",
+                point.format
+            );
+        }
+        // Sizes are read before anything is allocated for them: a damaged
+        // manifest is an error, never an allocation of its say-so.
+        if let Some(block) = point.blocks.iter().find(|located| {
+            located.block.plain_len > pack::PACK_LIMIT || located.block.len > pack::PACK_LIMIT
+        }) {
+            bail!(
+                "`{key}` is damaged: block {} is said to be larger than a pack",
+                block.block.name
+            );
+        }
+        Ok(point)
+    }
+
+    /// Ships the database file at `copy` (a live copy at checkpoint
+    /// `iteration`, taken at `taken_at`) as a point: the blocks the store
+    /// lacks in packs, then the manifest.
+    pub fn ship(&mut self, copy: &Path, iteration: u64, taken_at: Timestamp) -> Result<Shipped> {
+        let file = File::open(copy).with_context(|| format!("cannot read `{}`", copy.display()))?;
+        let size = file.metadata()?.len();
+        let header = header::read(copy)
+            .with_context(|| format!("cannot read `{}`", copy.display()))?
+            .map_err(|problem| anyhow::anyhow!("`{}`: {problem}", copy.display()))?;
+        let mut shipped = Shipped {
+            key: String::new(),
+            blocks: 0,
+            new_blocks: 0,
+            new_bytes: 0,
+            puts: 0,
+        };
+        let (mut names, mut pack, mut hasher) =
+            (Vec::new(), Pack::default(), blake3::Hasher::new());
+        let mut bytes = vec![0u8; header.block_alloc_size.max(BLOCKS_START) as usize];
+        let mut at = 0;
+        while at < size {
+            let len = if at == 0 {
+                BLOCKS_START
+            } else {
+                header.block_alloc_size
+            }
+            .min(size - at);
+            let piece = &mut bytes[..len as usize];
+            file.read_exact_at(piece, at)
+                .with_context(|| format!("cannot read `{}`", copy.display()))?;
+            hasher.update(piece);
+            let name = pack::name(&self.naming_key, piece);
+            shipped.blocks += 1;
+            if !self.known.contains_key(&name) && !pack.holds(&name) {
+                if !pack.add(name.clone(), piece, self.recipients.as_ref())? {
+                    self.send(std::mem::take(&mut pack), &mut shipped)?;
+                    pack.add(name.clone(), piece, self.recipients.as_ref())?;
+                }
+                shipped.new_blocks += 1;
+            }
+            names.push(name);
+            at += len;
+        }
+        if !pack.is_empty() {
+            self.send(pack, &mut shipped)?;
+        }
+        let point = Point {
+            format: FORMAT,
+            env: self.env.clone(),
+            created_at: taken_at.to_string(),
+            iteration,
+            size,
+            blake3: hasher.finalize().to_hex().to_string(),
+            encrypted: self.recipients.is_some(),
+            blocks: names.iter().map(|name| self.known[name].clone()).collect(),
+        };
+        shipped.key = format!(
+            "{}/points/{:013}-{iteration}.json",
+            self.env,
+            taken_at.as_millisecond()
+        );
+        if !self
+            .store
+            .create(&shipped.key, serde_json::to_vec(&point)?)?
+        {
+            bail!("a point named `{}` is already in the store", shipped.key);
+        }
+        shipped.puts += 1;
+        Ok(shipped)
+    }
+
+    /// Sends a full pack, and learns where its blocks are.
+    fn send(&mut self, pack: Pack, shipped: &mut Shipped) -> Result<()> {
+        let (bytes, blocks) = pack.finish();
+        let key = format!("{}/packs/{}.pack", self.env, blake3::hash(&bytes).to_hex());
+        shipped.new_bytes += bytes.len() as u64;
+        // Create-only: a pack of the same bytes already there is the same.
+        self.store.create(&key, bytes)?;
+        shipped.puts += 1;
+        for block in blocks {
+            self.known.insert(
+                block.name.clone(),
+                Located {
+                    pack: key.clone(),
+                    block,
+                },
+            );
+        }
+        Ok(())
+    }
+
+    /// Ships `bytes`, segment `seq` of point `point` (its manifest key), read
+    /// from the `.wal` at `read_at`; create-only. Returns its key.
+    pub fn ship_segment(
+        &self,
+        point: &str,
+        seq: u64,
+        read_at: Timestamp,
+        bytes: &[u8],
+    ) -> Result<String> {
+        let stem = point_stem(point)?;
+        let (stored, suffix) = match &self.recipients {
+            Some(recipients) => {
+                let mut sealed = Vec::with_capacity(bytes.len() + 512);
+                let mut writer = recipients.encrypt(&mut sealed)?;
+                std::io::Write::write_all(&mut writer, bytes)?;
+                writer.finish()?;
+                (sealed, ".wal.age")
+            }
+            None => (bytes.to_vec(), ".wal"),
+        };
+        let key = format!(
+            "{}/segments/{stem}/{seq:010}-{:013}-{}{suffix}",
+            self.env,
+            read_at.as_millisecond(),
+            blake3::hash(&stored).to_hex()
+        );
+        if !self.store.create(&key, stored)? {
+            bail!("a segment named `{key}` is already in the store");
+        }
+        Ok(key)
+    }
+
+    /// Restores the database as it was at `at` into `dest` (a file that
+    /// must not exist) and `dest`'s `.wal`: the newest point taken at or
+    /// before `at`, and its segments read at or before `at`. DuckDB replays
+    /// the `.wal` when it opens the file.
+    pub fn restore_at(
+        &self,
+        at: Timestamp,
+        identities: Option<&Identities>,
+        dest: &Path,
+    ) -> Result<Restored> {
+        let at = at.as_millisecond();
+        let Some(point) = self
+            .keys()?
+            .into_iter()
+            .rfind(|key| numbers(key).is_some_and(|(taken, _)| taken <= at))
+        else {
+            bail!(
+                "no point of `{}` was taken at or before that moment",
+                self.env
+            );
+        };
+        let manifest = self.restore(&point, identities, dest)?;
+        let folder = format!("{}/segments/{}/", self.env, point_stem(&point)?);
+        let mut wal = Vec::new();
+        let mut segments = 0;
+        let mut expected = None;
+        for object in self.store.list(&folder)? {
+            let (seq, read_at) = numbers(&object.key)
+                .with_context(|| format!("`{}` is not a segment's name", object.key))?;
+            if read_at > at {
+                break;
+            }
+            match expected {
+                None if seq > 1 => {
+                    bail!("segments 0 to {} of point `{point}` are missing", seq - 1)
+                }
+                Some(next) if seq != next => bail!("segment {next} of point `{point}` is missing"),
+                _ => {}
+            }
+            expected = Some(seq + 1);
+            let (_, mut download) = self.store.reader(&object.key)?;
+            let mut stored = Vec::new();
+            std::io::Read::read_to_end(&mut download, &mut stored)?;
+            if !object
+                .key
+                .contains(&format!("-{}.", blake3::hash(&stored).to_hex()))
+            {
+                bail!(
+                    "segment {seq} of point `{point}` is damaged (its bytes are not those shipped): \
+                     the moments after it cannot be restored; restore to an earlier moment"
+                );
+            }
+            match (manifest.encrypted, identities) {
+                (true, Some(identities)) => {
+                    std::io::Read::read_to_end(
+                        &mut identities.decrypt(stored.as_slice(), &object.key)?,
+                        &mut wal,
+                    )?;
+                }
+                _ => wal.extend_from_slice(&stored),
+            }
+            segments += 1;
+        }
+        if !wal.is_empty() {
+            std::fs::write(crate::db::wal::path_of(dest), &wal)
+                .with_context(|| format!("cannot write the .wal of `{}`", dest.display()))?;
+        }
+        Ok(Restored { point, segments })
+    }
+
+    /// Writes point `key` into the new file `dest`: adjacent blocks of a
+    /// pack come in one ranged GET; each block is checked (and decrypted
+    /// with `identities`) as it comes; then the whole file's blake3. An
+    /// error may leave `dest` half written: restore into a scratch folder.
+    pub fn restore(
+        &self,
+        key: &str,
+        identities: Option<&Identities>,
+        dest: &Path,
+    ) -> Result<Point> {
+        let point = self.manifest(key)?;
+        if point.encrypted && identities.is_none() {
+            bail!("point `{key}` is encrypted: give the age identity (--identity)");
+        }
+        let file = File::options()
+            .write(true)
+            .create_new(true)
+            .open(dest)
+            .with_context(|| format!("cannot create `{}`", dest.display()))?;
+        // Where each piece goes in the file, grouped by pack, in pack order.
+        let mut by_pack: BTreeMap<&str, Vec<(u64, &Located)>> = BTreeMap::new();
+        let mut at = 0;
+        for block in &point.blocks {
+            by_pack.entry(&block.pack).or_default().push((at, block));
+            at += block.block.plain_len;
+        }
+        if at != point.size {
+            bail!(
+                "point `{key}` maps {at} bytes, not its {} bytes",
+                point.size
+            );
+        }
+        let identities = identities.filter(|_| point.encrypted);
+        for (pack_key, mut pieces) in by_pack {
+            pieces.sort_by_key(|(_, block)| block.block.offset);
+            let mut run = 0;
+            while run < pieces.len() {
+                let start = pieces[run].1.block.offset;
+                let mut end = run + 1;
+                while end < pieces.len()
+                    && pieces[end].1.block.offset
+                        == pieces[end - 1].1.block.offset + pieces[end - 1].1.block.len
+                    && pieces[end].1.block.offset + pieces[end].1.block.len - start <= RANGE_LIMIT
+                {
+                    end += 1;
+                }
+                let last = &pieces[end - 1].1.block;
+                let bytes = self
+                    .store
+                    .read_range(pack_key, start..last.offset + last.len)?;
+                for (file_at, block) in &pieces[run..end] {
+                    let from = (block.block.offset - start) as usize;
+                    let stored = &bytes[from..from + block.block.len as usize];
+                    let plain =
+                        pack::open(pack_key, &block.block, stored, &self.naming_key, identities)?;
+                    file.write_all_at(&plain, *file_at)
+                        .with_context(|| format!("cannot write `{}`", dest.display()))?;
+                }
+                run = end;
+            }
+        }
+        file.sync_all()?;
+        let hash = crate::fsx::hash_file(dest)?;
+        if hash.to_hex().as_str() != point.blake3 {
+            bail!(
+                "the file restored from point `{key}` is not the one shipped (its blake3 differs)"
+            );
+        }
+        Ok(point)
+    }
+}
+
+/// `MS-ITERATION` of `ENV/points/MS-ITERATION.json`.
+fn point_stem(key: &str) -> Result<&str> {
+    key.rsplit('/')
+        .next()
+        .and_then(|name| name.strip_suffix(".json"))
+        .with_context(|| format!("`{key}` is not a point's manifest key"))
+}
