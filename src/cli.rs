@@ -207,11 +207,14 @@ pub enum Command {
         /// An environment from upkeep.yaml
         env: String,
         /// A backup name, as `upkeep backups ENV` lists it
-        #[arg(required_unless_present = "latest")]
+        #[arg(required_unless_present_any = ["latest", "at"])]
         backup: Option<String>,
-        /// The newest backup that verifies
+        /// The newest backup that verifies; with --offsite and continuous copies (`upkeep replicate`), the newest commit shipped
         #[arg(long, conflicts_with = "backup")]
         latest: bool,
+        /// With --offsite: the database as it was at TIME (RFC 3339, such as 2026-12-03T17:00:00Z), from the continuous copies
+        #[arg(long, value_name = "TIME", requires = "offsite", conflicts_with_all = ["backup", "latest"], value_parser = parse_time)]
+        at: Option<jiff::Timestamp>,
         /// Take the backup from the off-site store (downloaded, checked, kept as a local backup)
         #[arg(long)]
         offsite: bool,
@@ -221,6 +224,20 @@ pub enum Command {
         /// Restore an off-site backup that is not encrypted although `encrypt_to` is set
         #[arg(long, requires = "offsite")]
         allow_plaintext: bool,
+    },
+    /// Continuous off-site copies: every commit off the machine within seconds
+    #[command(
+        after_help = "Examples:\n  upkeep replicate production\n  upkeep replicate production --interval 5s --point-every 1h\n\nRuns in the foreground; SIGTERM or Ctrl-C ships what is pending, then stops.\nRestore any moment: upkeep restore production --offsite --at 2026-12-03T17:00:00Z.\nSee docs/offsite.md."
+    )]
+    Replicate {
+        /// An environment from upkeep.yaml
+        env: String,
+        /// How often the commits added to the .wal are shipped
+        #[arg(long, value_name = "DURATION", default_value = "1s", value_parser = humantime::parse_duration)]
+        interval: std::time::Duration,
+        /// A new point (a live copy; only changed blocks go up) at least this often
+        #[arg(long, value_name = "DURATION", default_value = "15m", value_parser = humantime::parse_duration)]
+        point_every: std::time::Duration,
     },
     /// Quarantine a damaged database and bring back a sound one
     #[command(
@@ -357,4 +374,11 @@ impl ScheduleArgs {
             },
         }
     }
+}
+
+/// A moment for `restore --at`: RFC 3339, with its offset.
+fn parse_time(text: &str) -> Result<jiff::Timestamp, String> {
+    text.parse::<jiff::Timestamp>().map_err(|error| {
+        format!("`{text}` is not a moment in RFC 3339 (such as 2026-12-03T17:00:00Z): {error}")
+    })
 }

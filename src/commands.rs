@@ -129,6 +129,26 @@ pub fn run(command: &Command, config: &Config, printer: &Printer) -> Result<i32>
             printer.remote_backups(&env.name, &offsite::list(&config.offsite()?, env)?);
             Ok(code::OK)
         }),
+        Command::Replicate {
+            env,
+            interval,
+            point_every,
+        } => {
+            let env = config.env(env)?;
+            let site = config.offsite()?;
+            let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+            for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+                signal_hook::flag::register(signal, std::sync::Arc::clone(&stop))?;
+            }
+            let options = offsite::replicate::Options {
+                interval: *interval,
+                point_every: *point_every,
+            };
+            offsite::replicate::run(&site, &env, options, &stop, &mut |shipment| {
+                printer.shipment(&env.name, shipment)
+            })?;
+            Ok(code::OK)
+        }
         Command::Push { env, backup, all } => {
             let which = match (backup, all) {
                 (Some(name), _) => offsite::Which::Named(name.clone()),
@@ -161,7 +181,8 @@ pub fn run(command: &Command, config: &Config, printer: &Printer) -> Result<i32>
         Command::Restore {
             env,
             backup,
-            latest: _,
+            latest,
+            at,
             offsite,
             identity,
             allow_plaintext,
@@ -174,23 +195,47 @@ pub fn run(command: &Command, config: &Config, printer: &Printer) -> Result<i32>
                         &config.state_dir,
                         &format!("upkeep restore {} --offsite", env.name),
                     )?;
-                    let pick = backup
-                        .clone()
-                        .map_or(offsite::Pick::Latest, offsite::Pick::Named);
-                    let opening = offsite::Opening {
-                        identity: identity.as_deref(),
-                        allow_plaintext: *allow_plaintext,
+                    // A moment from the continuous copies: --at, or --latest
+                    // when there are any (else the newest pushed backup).
+                    let moment = match (at, latest) {
+                        (Some(_), _) | (None, true) => offsite::points::fetch(
+                            &config.offsite()?,
+                            &env,
+                            *at,
+                            identity.as_deref(),
+                            schema,
+                        )?,
+                        _ => None,
                     };
-                    let fetched = offsite::fetch(
-                        &config.offsite()?,
-                        &env,
-                        &pick,
-                        opening,
-                        schema,
-                        &progress,
-                    )?;
-                    printer.fetched(&env.name, &fetched.name, fetched.downloaded);
-                    (Some(fetched.name), fetched.verified)
+                    if let (Some(at), None) = (at, &moment) {
+                        return Err(bad_input(format!(
+                            "no continuous copy of `{}` off-site (`upkeep replicate`): nothing to restore at {at}; \
+                             pushed backups are restored by name or with --latest; nothing was changed",
+                            env.name
+                        )));
+                    }
+                    if let Some(fetched) = moment {
+                        printer.fetched(&env.name, &fetched.name, fetched.downloaded);
+                        (Some(fetched.name), fetched.verified)
+                    } else {
+                        let pick = backup
+                            .clone()
+                            .map_or(offsite::Pick::Latest, offsite::Pick::Named);
+                        let opening = offsite::Opening {
+                            identity: identity.as_deref(),
+                            allow_plaintext: *allow_plaintext,
+                        };
+                        let fetched = offsite::fetch(
+                            &config.offsite()?,
+                            &env,
+                            &pick,
+                            opening,
+                            schema,
+                            &progress,
+                        )?;
+                        printer.fetched(&env.name, &fetched.name, fetched.downloaded);
+                        (Some(fetched.name), fetched.verified)
+                    }
                 }
             };
             if let Some(status) = around_running_app(

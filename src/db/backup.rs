@@ -607,7 +607,7 @@ pub(crate) fn verify_and_publish(
 
 /// The version of the DuckDB upkeep is built with, as `SELECT version()`
 /// says it, without starting a database for it (that takes 25 ms).
-fn duckdb_version() -> Result<String> {
+pub(crate) fn duckdb_version() -> Result<String> {
     // SAFETY: DuckDB returns a pointer to a static, NUL-terminated string.
     let version = unsafe { std::ffi::CStr::from_ptr(duckdb::ffi::duckdb_library_version()) };
     Ok(version.to_str()?.to_string())

@@ -18,6 +18,7 @@ mod credentials;
 pub mod crypt;
 pub mod pack;
 pub mod points;
+pub mod replicate;
 mod store;
 pub mod target;
 

@@ -21,7 +21,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::fs::File;
-use std::os::unix::fs::FileExt;
+use std::os::unix::fs::{FileExt, OpenOptionsExt};
 use std::path::Path;
 
 use anyhow::{Context, Result, bail};
@@ -58,6 +58,8 @@ pub struct Point {
     pub size: u64,
     pub blake3: String,
     pub encrypted: bool,
+    /// The id of the key its blocks are named with (see [`key_id`]).
+    pub naming_key: String,
     /// Every piece of the file, in order: the headers, then each block.
     pub blocks: Vec<Located>,
 }
@@ -81,6 +83,9 @@ pub struct Restored {
     pub point: String,
     /// Segments replayed after it.
     pub segments: u64,
+    /// The newest moment it holds: when its last segment was read, or
+    /// the point taken.
+    pub moment: Timestamp,
 }
 
 /// The first two numbers of a point's or a segment's name:
@@ -94,34 +99,39 @@ fn numbers(key: &str) -> Option<(i64, i64)> {
 pub struct Points {
     store: Store,
     env: String,
-    naming_key: [u8; 32],
+    /// The key this host names its blocks with (see [`Points::naming_key`]).
+    naming_key: Option<[u8; 32]>,
     recipients: Option<Recipients>,
     /// Every block the store's points use, by name.
     known: HashMap<String, Located>,
 }
 
 impl Points {
-    /// Opens the points of `env`, reading every manifest once (one LIST)
-    /// to learn which blocks the store holds.
-    pub fn open(site: &Site, env: &str, naming_key: [u8; 32]) -> Result<Points> {
+    /// Opens the points of `env` in `site`'s store.
+    pub fn open(site: &Site, env: &str) -> Result<Points> {
         let store = Store::open(&site.spec.target)?;
         let recipients = match &site.spec.encrypt_to {
             Some(keys) => Some(Recipients::load(keys, site.root)?),
             None => None,
         };
-        let mut points = Points {
+        Ok(Points {
             store,
             env: env.to_string(),
-            naming_key,
+            naming_key: None,
             recipients,
             known: HashMap::new(),
-        };
-        for key in points.keys()? {
-            for block in points.manifest(&key)?.blocks {
-                points.known.insert(block.block.name.clone(), block);
+        })
+    }
+
+    /// Reads every manifest once (one LIST) to learn which blocks the
+    /// store holds: before shipping, so that only new blocks go up.
+    pub fn learn(&mut self) -> Result<()> {
+        for key in self.keys()? {
+            for block in self.manifest(&key)?.blocks {
+                self.known.insert(block.block.name.clone(), block);
             }
         }
-        Ok(points)
+        Ok(())
     }
 
     /// The manifests' keys, oldest first.
@@ -162,6 +172,9 @@ impl Points {
     /// `iteration`, taken at `taken_at`) as a point: the blocks the store
     /// lacks in packs, then the manifest.
     pub fn ship(&mut self, copy: &Path, iteration: u64, taken_at: Timestamp) -> Result<Shipped> {
+        let Some(naming_key) = self.naming_key else {
+            bail!("no naming key: call Points::naming_key first");
+        };
         let file = File::open(copy).with_context(|| format!("cannot read `{}`", copy.display()))?;
         let size = file.metadata()?.len();
         let header = header::read(copy)
@@ -189,7 +202,7 @@ impl Points {
             file.read_exact_at(piece, at)
                 .with_context(|| format!("cannot read `{}`", copy.display()))?;
             hasher.update(piece);
-            let name = pack::name(&self.naming_key, piece);
+            let name = pack::name(&naming_key, piece);
             shipped.blocks += 1;
             if !self.known.contains_key(&name) && !pack.holds(&name) {
                 if !pack.add(name.clone(), piece, self.recipients.as_ref())? {
@@ -212,6 +225,7 @@ impl Points {
             size,
             blake3: hasher.finalize().to_hex().to_string(),
             encrypted: self.recipients.is_some(),
+            naming_key: key_id(&naming_key),
             blocks: names.iter().map(|name| self.known[name].clone()).collect(),
         };
         shipped.key = format!(
@@ -247,6 +261,82 @@ impl Points {
             );
         }
         Ok(())
+    }
+
+    /// The key this host names its blocks with: kept in `state_dir`
+    /// (`naming-key-ENV`, 0600), else made at random there; and in the
+    /// store as `ENV/naming-keys/ID` (sealed to the recipients as `ID.age`),
+    /// so that a restore elsewhere reads it (with the identity). A host that
+    /// cannot read the store's key (it holds no identity) makes its own.
+    pub fn naming_key(&mut self, state_dir: &Path) -> Result<[u8; 32]> {
+        let local = state_dir.join(format!("naming-key-{}", self.env));
+        let key = match std::fs::read(&local) {
+            Ok(bytes) => <[u8; 32]>::try_from(bytes.as_slice()).map_err(|_| {
+                anyhow::anyhow!(
+                    "`{}` is not a naming key (32 bytes): remove it, and a new one is made",
+                    local.display()
+                )
+            })?,
+            Err(error) if error.kind() == std::io::ErrorKind::NotFound => {
+                let mut key = [0u8; 32];
+                File::open("/dev/urandom")
+                    .and_then(|mut random| std::io::Read::read_exact(&mut random, &mut key))
+                    .context("cannot read /dev/urandom")?;
+                crate::fsx::create_private_dir(state_dir)?;
+                let mut file = File::options()
+                    .write(true)
+                    .create_new(true)
+                    .mode(0o600)
+                    .open(&local)
+                    .with_context(|| format!("cannot write `{}`", local.display()))?;
+                std::io::Write::write_all(&mut file, &key)?;
+                file.sync_all()?;
+                key
+            }
+            Err(error) => {
+                return Err(error).with_context(|| format!("cannot read `{}`", local.display()));
+            }
+        };
+        let (bytes, suffix) = match &self.recipients {
+            Some(recipients) => {
+                let mut sealed = Vec::new();
+                let mut writer = recipients.encrypt(&mut sealed)?;
+                std::io::Write::write_all(&mut writer, &key)?;
+                writer.finish()?;
+                (sealed, ".age")
+            }
+            None => (key.to_vec(), ""),
+        };
+        // Create-only: the same key is already there after the first run.
+        self.store.create(
+            &format!("{}/naming-keys/{}{suffix}", self.env, key_id(&key)),
+            bytes,
+        )?;
+        self.naming_key = Some(key);
+        Ok(key)
+    }
+
+    /// The naming key `id` as the store holds it.
+    fn stored_key(&self, id: &str, identities: Option<&Identities>) -> Result<[u8; 32]> {
+        let folder = format!("{}/naming-keys/{id}", self.env);
+        let bytes = match identities {
+            Some(identities) => {
+                let key = format!("{folder}.age");
+                let mut plain = Vec::new();
+                std::io::Read::read_to_end(
+                    &mut identities.decrypt(self.store.read(&key)?.as_slice(), &key)?,
+                    &mut plain,
+                )?;
+                plain
+            }
+            None => self.store.read(&folder)?,
+        };
+        match <[u8; 32]>::try_from(bytes.as_slice()) {
+            Ok(key) if key_id(&key) == id => Ok(key),
+            _ => bail!(
+                "the naming key `{folder}` in the store is damaged: its points cannot be restored"
+            ),
+        }
     }
 
     /// Ships `bytes`, segment `seq` of point `point` (its manifest key), read
@@ -307,6 +397,7 @@ impl Points {
         let mut wal = Vec::new();
         let mut segments = 0;
         let mut expected = None;
+        let mut newest = numbers(&point).map_or(0, |(taken, _)| taken);
         for object in self.store.list(&folder)? {
             let (seq, read_at) = numbers(&object.key)
                 .with_context(|| format!("`{}` is not a segment's name", object.key))?;
@@ -321,6 +412,7 @@ impl Points {
                 _ => {}
             }
             expected = Some(seq + 1);
+            newest = newest.max(read_at);
             let (_, mut download) = self.store.reader(&object.key)?;
             let mut stored = Vec::new();
             std::io::Read::read_to_end(&mut download, &mut stored)?;
@@ -348,7 +440,11 @@ impl Points {
             std::fs::write(crate::db::wal::path_of(dest), &wal)
                 .with_context(|| format!("cannot write the .wal of `{}`", dest.display()))?;
         }
-        Ok(Restored { point, segments })
+        Ok(Restored {
+            point,
+            segments,
+            moment: Timestamp::from_millisecond(newest).unwrap_or(Timestamp::UNIX_EPOCH),
+        })
     }
 
     /// Writes point `key` into the new file `dest`: adjacent blocks of a
@@ -362,6 +458,12 @@ impl Points {
         dest: &Path,
     ) -> Result<Point> {
         let point = self.manifest(key)?;
+        if self.recipients.is_some() && !point.encrypted {
+            bail!(
+                "point `{key}` is not encrypted, but `backups.offsite.encrypt_to` is set: \
+                 anyone who can write to the store could have put it there; nothing was changed"
+            );
+        }
         if point.encrypted && identities.is_none() {
             bail!("point `{key}` is encrypted: give the age identity (--identity)");
         }
@@ -384,6 +486,7 @@ impl Points {
             );
         }
         let identities = identities.filter(|_| point.encrypted);
+        let naming_key = self.stored_key(&point.naming_key, identities)?;
         for (pack_key, mut pieces) in by_pack {
             pieces.sort_by_key(|(_, block)| block.block.offset);
             let mut run = 0;
@@ -405,7 +508,7 @@ impl Points {
                     let from = (block.block.offset - start) as usize;
                     let stored = &bytes[from..from + block.block.len as usize];
                     let plain =
-                        pack::open(pack_key, &block.block, stored, &self.naming_key, identities)?;
+                        pack::open(pack_key, &block.block, stored, &naming_key, identities)?;
                     file.write_all_at(&plain, *file_at)
                         .with_context(|| format!("cannot write `{}`", dest.display()))?;
                 }
@@ -429,4 +532,104 @@ fn point_stem(key: &str) -> Result<&str> {
         .next()
         .and_then(|name| name.strip_suffix(".json"))
         .with_context(|| format!("`{key}` is not a point's manifest key"))
+}
+
+/// A naming key's id: the first 16 hex digits of its blake3.
+fn key_id(key: &[u8; 32]) -> String {
+    blake3::hash(key).to_hex()[..16].to_string()
+}
+
+/// Restores `env`'s database as it was at `at` (the newest shipped commit
+/// when `None`) from its points into a verified local backup, as `fetch`
+/// does for a pushed one: the point and its segments are written into a
+/// temporary folder, DuckDB replays the `.wal` and checkpoints, the deep
+/// check passes, and only then is it given its name (the moment's stamp)
+/// and a manifest. `None` when the store holds no point of `env`.
+pub fn fetch(
+    site: &Site,
+    env: &crate::db::Env,
+    at: Option<Timestamp>,
+    identity: Option<&Path>,
+    schema: Option<&crate::db::catalog::Schema>,
+) -> Result<Option<super::Fetched>> {
+    use crate::db::backups;
+    use crate::db::open::{self, Access};
+    let points = Points::open(site, &env.name)?;
+    if points.keys()?.is_empty() {
+        return Ok(None);
+    }
+    let identities = identity.map(Identities::load).transpose()?;
+    let dir = site.backups_dir;
+    crate::fsx::create_private_dir(dir)?;
+    let folder = crate::fsx::partial_dir(dir)?;
+    let dest = folder.path().join("moment.duckdb");
+    // A moment a little ahead: every segment shipped so far.
+    let moment = at.unwrap_or_else(|| Timestamp::now() + jiff::SignedDuration::from_secs(60));
+    let restored = points.restore_at(moment, identities.as_ref(), &dest)?;
+    let conn = open::open(&dest, Access::Exclusive)?;
+    conn.execute_batch("CHECKPOINT").with_context(|| {
+        format!(
+            "DuckDB cannot replay the .wal of point `{}`",
+            restored.point
+        )
+    })?;
+    drop(conn);
+    if crate::db::wal::path_of(&dest).exists() {
+        bail!(
+            "DuckDB left the .wal of point `{}` unreplayed: not used, nothing was changed",
+            restored.point
+        );
+    }
+    let report = crate::db::check::check(&dest, schema, true)?;
+    let (true, Some(hash)) = (report.ok(), report.blake3) else {
+        bail!(
+            "the database restored from point `{}` does not pass the deep check: {}; not used, nothing was changed",
+            restored.point,
+            report
+                .problems
+                .iter()
+                .map(|problem| problem.message.as_str())
+                .collect::<Vec<_>>()
+                .join("; ")
+        );
+    };
+    let shown = at.unwrap_or(restored.moment);
+    let name = backups::file_name(&env.name, &shown.strftime("%Y%m%d_%H%M%S").to_string());
+    let path = dir.join(&name);
+    if path.exists() {
+        bail!(
+            "a local backup `{name}` is already in `{}`: restore it by name (`upkeep restore {} {name}`); nothing was changed",
+            dir.display(),
+            env.name
+        );
+    }
+    let size = std::fs::metadata(&dest)?.len();
+    let manifest = backups::Manifest {
+        env: env.name.clone(),
+        source: env.db.clone(),
+        created_at: shown.to_string(),
+        size,
+        blake3: hash.to_hex().to_string(),
+        tables: report
+            .rows()
+            .map(|(table, rows)| (table.to_string(), rows))
+            .collect(),
+        duckdb_version: crate::db::backup::duckdb_version()?,
+        storage_version: report.storage_version.clone().unwrap_or_default(),
+        upkeep_version: env!("CARGO_PKG_VERSION").to_string(),
+        verified: true,
+    };
+    let file = File::open(&dest).with_context(|| format!("cannot read `{}`", dest.display()))?;
+    let partial =
+        tempfile::NamedTempFile::from_parts(file, tempfile::TempPath::try_from_path(&dest)?);
+    backups::publish(partial, &path, &manifest)?;
+    drop(folder);
+    Ok(Some(super::Fetched {
+        name: name.clone(),
+        downloaded: true,
+        verified: Some(crate::db::restore::Verified {
+            backup: backups::resolve(dir, &env.name, &name)?,
+            hash,
+        }),
+    }))
 }

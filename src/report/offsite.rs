@@ -7,6 +7,7 @@ use serde_json::json;
 use super::Printer;
 use crate::db::backups::Finding;
 use crate::fsx::human_size;
+use crate::offsite::replicate::Shipment;
 use crate::offsite::{Pushed, Remote};
 
 impl Printer {
@@ -121,6 +122,39 @@ impl Printer {
                 finding.detail
             );
         }
+    }
+
+    /// One round of `upkeep replicate` that shipped something.
+    pub fn shipment(&self, env: &str, shipment: &Shipment) {
+        let mut value = serde_json::to_value(shipment).unwrap_or_default();
+        value["type"] = json!("replicate");
+        value["env"] = json!(env);
+        value["at"] = json!(jiff::Timestamp::now().to_string());
+        self.json(value);
+        let env = style(env).bold();
+        self.note(&match shipment {
+            Shipment::Point {
+                why,
+                blocks,
+                new_blocks,
+                bytes,
+                puts,
+                ..
+            } => format!(
+                "{env}: new point ({why}): {new_blocks} of {blocks} blocks sent ({}), {puts} request(s)",
+                human_size(*bytes)
+            ),
+            Shipment::Segment {
+                commits,
+                bytes,
+                puts,
+                ..
+            } => format!(
+                "{env}: {commits} commit(s) shipped ({}), {puts} request(s)",
+                human_size(*bytes)
+            ),
+            Shipment::Retry { why } => format!("{env}: {why}; trying again next round"),
+        });
     }
 
     pub fn fetched(&self, env: &str, name: &str, downloaded: bool) {

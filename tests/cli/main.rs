@@ -31,6 +31,7 @@ mod offsite_trust;
 mod pipeline;
 mod reflink;
 mod repair;
+mod replicate;
 mod reports;
 mod restore;
 mod schedule;

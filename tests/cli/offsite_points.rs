@@ -20,8 +20,6 @@ use crate::live_copy::{SCHEMA, Writer, make, verify};
 use crate::offsite::{age_keys, with_offsite};
 use crate::support::*;
 
-const NAMING_KEY: [u8; 32] = [42; 32];
-
 /// A live copy of production, held by an app that committed `WAL_ROWS`.
 fn live_copy(sandbox: &Sandbox, db: &Path, n: usize) -> (PathBuf, u64) {
     let dest = sandbox.path(&format!("copies/{n}"));
@@ -51,7 +49,9 @@ fn a_point_restores_byte_for_byte_and_the_next_one_uploads_only_changed_blocks()
     let site = config.offsite().unwrap();
     let app = sandbox.app(&["hold", db.to_str().unwrap()]);
     let (first, iteration) = live_copy(&sandbox, &db, 0);
-    let mut points = Points::open(&site, "production", NAMING_KEY).unwrap();
+    let mut points = Points::open(&site, "production").unwrap();
+    points.learn().unwrap();
+    points.naming_key(&sandbox.path(".upkeep")).unwrap();
     let shipped = points.ship(&first, iteration, Timestamp::now()).unwrap();
     let size = std::fs::metadata(&first).unwrap().len();
     assert!(shipped.new_blocks > 100, "{shipped:?}");
@@ -76,7 +76,7 @@ fn a_point_restores_byte_for_byte_and_the_next_one_uploads_only_changed_blocks()
     eprintln!("first point: {shipped:?}\nsecond point: {again:?}");
 
     // A new machine: only the store.
-    let fresh = Points::open(&site, "production", NAMING_KEY).unwrap();
+    let fresh = Points::open(&site, "production").unwrap();
     let keys = fresh.keys().unwrap();
     assert_eq!(keys.len(), 2);
     for (n, (key, copy)) in keys.iter().zip([&first, &second]).enumerate() {
@@ -103,7 +103,9 @@ fn an_encrypted_point_needs_the_identity_and_a_damaged_pack_is_never_restored() 
     let site = config.offsite().unwrap();
     let db = sandbox.db("prod");
     let (copy, iteration) = live_copy(&sandbox, &db, 0);
-    let mut points = Points::open(&site, "production", NAMING_KEY).unwrap();
+    let mut points = Points::open(&site, "production").unwrap();
+    points.learn().unwrap();
+    points.naming_key(&sandbox.path(".upkeep")).unwrap();
     let shipped = points.ship(&copy, iteration, Timestamp::now()).unwrap();
     let identities = Identities::load(&identity).unwrap();
     let dest = sandbox.path("restored.duckdb");
@@ -152,7 +154,9 @@ fn a_restore_at_any_moment_holds_exactly_the_commits_made_before_it() {
     make(&db, None);
     let config = config(&sandbox, None);
     let site = config.offsite().unwrap();
-    let mut points = Points::open(&site, "production", NAMING_KEY).unwrap();
+    let mut points = Points::open(&site, "production").unwrap();
+    points.learn().unwrap();
+    points.naming_key(&sandbox.path(".upkeep")).unwrap();
     let wal = PathBuf::from(format!("{}.wal", db.display()));
     let mut writer = Writer::start(&db, &sandbox.path("progress"));
     while writer.committed() < 25 {
@@ -235,7 +239,7 @@ fn a_restore_at_any_moment_holds_exactly_the_commits_made_before_it() {
 
     // Moments: at each of 30 shipments spread over the run, and halfway to
     // the next one. A new machine: only the store.
-    let fresh = Points::open(&site, "production", NAMING_KEY).unwrap();
+    let fresh = Points::open(&site, "production").unwrap();
     let step = (log.len() / 30).max(1);
     let mut checked = 0;
     for (n, pair) in log.windows(2).enumerate().step_by(step) {

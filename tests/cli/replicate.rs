@@ -1,0 +1,114 @@
+//! `upkeep replicate` against a real S3 server (s3s-fs), with an app
+//! holding the database: every commit goes off the machine, SIGTERM stops
+//! it cleanly, and a new machine restores the newest commit, or any moment
+//! before, from upkeep.yaml and the store alone.
+
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::offsite::{S3, aws, s3_offsite, with_offsite};
+use crate::support::*;
+
+const LAST: &str = "INSERT INTO users (email) VALUES ('last@example.com')";
+
+/// Waits until the store holds `count` points of production.
+fn points(s3: &S3, count: usize) {
+    let started = Instant::now();
+    loop {
+        let held = s3
+            .keys()
+            .iter()
+            .filter(|key| key.contains("production/points/"))
+            .count();
+        if held >= count {
+            return;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "{held} point(s) in the store after a minute: {:?}",
+            s3.keys()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn every_commit_goes_off_site_and_a_new_machine_restores_the_newest_or_any_moment() {
+    let s3 = S3::start();
+    let sandbox = Sandbox::new();
+    with_offsite(&sandbox, &s3_offsite(&s3));
+    let db = sandbox.db("prod");
+    // 3,000 users in the file, 25 in the .wal; one more as it stops.
+    let until = sandbox.path("stop-now");
+    let mut app = sandbox.app(&[
+        "write-until",
+        db.to_str().unwrap(),
+        WAL_ROWS,
+        until.to_str().unwrap(),
+        LAST,
+    ]);
+    let replicate = Command::new(UPKEEP)
+        .args([
+            "--format",
+            "json",
+            "replicate",
+            "production",
+            "--interval",
+            "100ms",
+        ])
+        .current_dir(sandbox.path(""))
+        .envs(aws())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    points(&s3, 1);
+    // A second replicator of the same environment is refused.
+    sandbox
+        .upkeep_with(&["replicate", "production"], &aws())
+        .code(4)
+        .stderr_has("one replicator per environment");
+    std::thread::sleep(Duration::from_millis(1100));
+    let before_last = jiff::Timestamp::now();
+    std::thread::sleep(Duration::from_millis(1100));
+    // The app's last commit, then a clean close (a checkpoint): the .wal
+    // ends, a new point is taken.
+    std::fs::write(&until, "").unwrap();
+    assert!(app.child.wait().unwrap().success());
+    points(&s3, 2);
+    // SIGTERM: ships what is pending, then exits 0.
+    unsafe { libc::kill(replicate.id() as i32, libc::SIGTERM) };
+    let out = replicate.wait_with_output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{out:?}");
+    assert!(stdout.contains("\"kind\":\"point\""), "{stdout}");
+
+    // A new machine: upkeep.yaml and the store only.
+    let config = std::fs::read_to_string(sandbox.path("upkeep.yaml"))
+        .unwrap()
+        .replace("schema: schema.sql\n", "");
+    drop(sandbox);
+    let fresh = Sandbox::empty();
+    fresh.write("upkeep.yaml", &config);
+    let restored = fresh.upkeep_with(&["restore", "production", "--offsite", "--latest"], &aws());
+    restored.code(0).stdout_has("downloaded");
+    assert_eq!(counts(&fresh.db("prod"))["users"], 3_026, "{restored}");
+    // Before the last commit: the 25 of the .wal, without the last one.
+    let at = before_last.to_string();
+    let restored = fresh.upkeep_with(&["restore", "production", "--offsite", "--at", &at], &aws());
+    restored.code(0);
+    assert_eq!(counts(&fresh.db("prod"))["users"], 3_025, "{restored}");
+    // Before anything was shipped: refused, nothing changed.
+    let restored = fresh.upkeep_with(
+        &[
+            "restore",
+            "production",
+            "--offsite",
+            "--at",
+            "2001-01-01T00:00:00Z",
+        ],
+        &aws(),
+    );
+    assert_ne!(restored.code, Some(0), "{restored}");
+    assert_eq!(counts(&fresh.db("prod"))["users"], 3_025, "{restored}");
+}
