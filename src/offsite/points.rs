@@ -21,7 +21,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::fs::File;
-use std::os::unix::fs::{FileExt, OpenOptionsExt};
+use std::os::unix::fs::FileExt;
 use std::path::Path;
 
 use anyhow::{Context, Result, bail};
@@ -283,14 +283,8 @@ impl Points {
                     .and_then(|mut random| std::io::Read::read_exact(&mut random, &mut key))
                     .context("cannot read /dev/urandom")?;
                 crate::fsx::create_private_dir(state_dir)?;
-                let mut file = File::options()
-                    .write(true)
-                    .create_new(true)
-                    .mode(0o600)
-                    .open(&local)
-                    .with_context(|| format!("cannot write `{}`", local.display()))?;
-                std::io::Write::write_all(&mut file, &key)?;
-                file.sync_all()?;
+                // Whole or not at all: a crash never leaves half a key.
+                crate::fsx::write_atomic(&local, &key)?;
                 key
             }
             Err(error) => {

@@ -23,7 +23,10 @@ use super::points::Points;
 use crate::db::Env;
 use crate::db::live::{self, Refused};
 use crate::db::segment::{self, Cursor, Next};
-use crate::error::Busy;
+use crate::error::{Busy, bad_input};
+
+/// The shortest interval: the `.wal` is read at most 10 times a second.
+const MIN_INTERVAL: Duration = Duration::from_millis(100);
 
 /// How often the `.wal` is read, and when points are taken again.
 #[derive(Debug, Clone, Copy)]
@@ -74,11 +77,28 @@ pub fn run(
     stop: &Arc<AtomicBool>,
     report: &mut dyn FnMut(&Shipment),
 ) -> Result<()> {
+    if options.interval < MIN_INTERVAL || options.point_every < options.interval {
+        bail!(bad_input(format!(
+            "--interval must be at least {} and --point-every at least --interval (given {} and {})",
+            humantime::format_duration(MIN_INTERVAL),
+            humantime::format_duration(options.interval),
+            humantime::format_duration(options.point_every)
+        )));
+    }
+    if !env.db.exists() {
+        bail!(bad_input(format!(
+            "no database file at `{}` for `{}`: check `databases` in upkeep.yaml",
+            env.db.display(),
+            env.name
+        )));
+    }
     let _lock = lock(site, env)?;
     let mut points = Points::open(site, &env.name)?;
     points.learn()?;
     points.naming_key(site.state_dir)?;
     crate::fsx::create_private_dir(site.backups_dir)?;
+    // The live copies a killed replicator left.
+    crate::fsx::sweep_partials(site.backups_dir);
     let wal = crate::db::wal::path_of(&env.db);
     let mut current: Option<Current> = None;
     let mut why = "the replicator started".to_string();

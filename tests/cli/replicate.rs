@@ -112,3 +112,77 @@ fn every_commit_goes_off_site_and_a_new_machine_restores_the_newest_or_any_momen
     assert_ne!(restored.code, Some(0), "{restored}");
     assert_eq!(counts(&fresh.db("prod"))["users"], 3_025, "{restored}");
 }
+
+#[test]
+fn bad_intervals_and_a_missing_database_are_refused_before_anything_is_sent() {
+    let sandbox = Sandbox::new();
+    std::fs::create_dir_all(sandbox.path("store")).unwrap();
+    with_offsite(
+        &sandbox,
+        &format!("    url: file://{}\n", sandbox.path("store").display()),
+    );
+    for (args, says) in [
+        (&["--interval", "10ms"][..], "--interval must be at least"),
+        (&["--point-every", "1ms"][..], "--point-every at least"),
+        (&["--interval", "soon"][..], "invalid value"),
+    ] {
+        let mut all = vec!["replicate", "production"];
+        all.extend(args);
+        sandbox.upkeep(&all).code(2).stderr_has(says);
+    }
+    std::fs::remove_file(sandbox.db("prod")).unwrap();
+    sandbox
+        .upkeep(&["replicate", "production"])
+        .code(2)
+        .stderr_has("no database file");
+    assert_eq!(std::fs::read_dir(sandbox.path("store")).unwrap().count(), 0);
+}
+
+#[test]
+fn a_replicator_killed_at_any_moment_starts_again_and_leaves_nothing_behind() {
+    let s3 = S3::start();
+    let sandbox = Sandbox::new();
+    with_offsite(&sandbox, &s3_offsite(&s3));
+    let db = sandbox.db("prod");
+    let _app = sandbox.app(&["write", db.to_str().unwrap(), WAL_ROWS]);
+    let start = || {
+        Command::new(UPKEEP)
+            .args(["replicate", "production", "--interval", "100ms"])
+            .current_dir(sandbox.path(""))
+            .envs(aws())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap()
+    };
+    // kill -9 while it starts, copies, uploads, or waits.
+    for delay in [5u64, 40, 120, 300, 700] {
+        let mut child = start();
+        std::thread::sleep(Duration::from_millis(delay));
+        child.kill().unwrap();
+        child.wait().unwrap();
+    }
+    let child = start();
+    let shipped = s3
+        .keys()
+        .iter()
+        .filter(|key| key.contains("production/points/"))
+        .count();
+    points(&s3, shipped + 1);
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    assert!(child.wait_with_output().unwrap().status.success());
+    // The killed replicators' live copies were swept.
+    let left: Vec<_> = std::fs::read_dir(sandbox.path("backups"))
+        .unwrap()
+        .map(|entry| entry.unwrap().file_name())
+        .collect();
+    assert!(left.is_empty(), "{left:?}");
+    let config = std::fs::read_to_string(sandbox.path("upkeep.yaml"))
+        .unwrap()
+        .replace("schema: schema.sql\n", "");
+    let fresh = Sandbox::empty();
+    fresh.write("upkeep.yaml", &config);
+    let restored = fresh.upkeep_with(&["restore", "production", "--offsite", "--latest"], &aws());
+    restored.code(0);
+    assert_eq!(counts(&fresh.db("prod"))["users"], 3_025, "{restored}");
+}
