@@ -1,8 +1,8 @@
 #!/usr/bin/env python3
 """A stand-in app for the live-copy rows of scripts/bench_live.py.
 
-Usage: bench_app.py DB LATENCIES [RATE]   (run with the bench venv's python:
-the official DuckDB 2.0 build, as an app would run it)
+Usage: bench_app.py DB LATENCIES [RATE [CHECKPOINT_EVERY]]   (run with the
+bench venv's python: the official DuckDB 2.0 build, as an app would run it)
 
 It opens DB read-write and keeps it open, so it holds DuckDB's lock the
 whole time, as a running app does. Two threads, each on its own cursor:
@@ -13,7 +13,8 @@ whole time, as a running app does. Two threads, each on its own cursor:
   each a single-row INSERT into a table of its own (`bench_app_commits`),
   each its own transaction, paced at 1/RATE apart from where the last one
   started (no catching up after a slow commit: the slow one shows as its
-  own latency).
+  own latency); with CHECKPOINT_EVERY (seconds), a `CHECKPOINT` that often,
+  as a long-running app's automatic ones would.
 
 On SIGTERM or SIGINT it stops the writer and writes one line per commit to
 LATENCIES: the commit's start (time.monotonic(), the system-wide
@@ -30,6 +31,7 @@ import duckdb
 
 db, latencies = sys.argv[1], sys.argv[2]
 rate = float(sys.argv[3]) if len(sys.argv) > 3 else 100.0
+checkpoint_every = float(sys.argv[4]) if len(sys.argv) > 4 else None
 con = duckdb.connect(db)
 con.execute("CREATE TABLE IF NOT EXISTS bench_app_commits (id BIGINT, started DOUBLE, payload VARCHAR)")
 stop = threading.Event()
@@ -41,7 +43,11 @@ def writer():
     pause = 1.0 / rate
     n = 0
     due = time.monotonic()
+    checkpoint_due = due + (checkpoint_every or 0)
     while not stop.is_set():
+        if checkpoint_every and time.monotonic() >= checkpoint_due:
+            cursor.execute("CHECKPOINT")
+            checkpoint_due += checkpoint_every
         now = time.monotonic()
         if now < due:
             time.sleep(due - now)

@@ -103,6 +103,9 @@ pub struct Copied {
     pub iteration: u64,
     /// Transactions in the copied `.wal` (its `WAL_FLUSH` entries).
     pub wal_commits: u64,
+    /// The device and inode of the live `.wal` it was copied from (still
+    /// that file when the copy ended): where its commits go on.
+    pub wal_file: Option<(u64, u64)>,
     /// Bytes of the database file copied.
     pub size: u64,
     /// Attempts made, the last one kept.
@@ -213,6 +216,7 @@ pub fn copy(db: &Path, wal: &Path, dest_dir: &Path) -> Result<Copied, Refused> {
         wal,
         iteration: kept.iteration,
         wal_commits: kept.wal_commits,
+        wal_file: kept.wal_file,
         size: kept.size,
         attempts: kept.attempts,
         retried: kept.retried,
@@ -261,6 +265,7 @@ struct Files<'a> {
 struct Kept {
     iteration: u64,
     wal_commits: u64,
+    wal_file: Option<(u64, u64)>,
     size: u64,
     attempts: u32,
     retried: Vec<String>,
@@ -447,6 +452,7 @@ fn one_attempt(files: &Files) -> Result<Result<Kept, Retry>, Refused> {
     Ok(Ok(Kept {
         iteration: header.iteration,
         wal_commits: wal.commits,
+        wal_file: wal.identity,
         size: copied_size,
         attempts: 0,
         retried: Vec::new(),

@@ -49,6 +49,15 @@ pub struct Cursor {
     file: (u64, u64),
 }
 
+impl Cursor {
+    /// The cursor of a copy of a `.wal` (a live copy's), made to follow
+    /// the live `.wal` it was copied from, `file` (its device and inode):
+    /// the copy is a prefix of it up to a `WAL_FLUSH`.
+    pub fn following(self, file: (u64, u64)) -> Cursor {
+        Cursor { file, ..self }
+    }
+}
+
 /// What [`next`] found.
 #[derive(Debug)]
 pub enum Next {

@@ -48,9 +48,10 @@ pub enum Shipment {
         bytes: u64,
         puts: u64,
     },
-    /// Commits of the `.wal`.
+    /// Commits of the `.wal`: those committed before `read_at`.
     Segment {
         key: String,
+        read_at: String,
         commits: u64,
         bytes: u64,
         puts: u64,
@@ -137,6 +138,7 @@ pub fn run(
                     point.cursor = Some(cursor);
                     report(&Shipment::Segment {
                         key,
+                        read_at: read_at.to_string(),
                         commits,
                         bytes: bytes.len() as u64,
                         puts: 1,
@@ -189,14 +191,14 @@ fn take_point(
     let shipped = points.ship(&copied.db, copied.iteration, taken_at)?;
     let mut cursor = None;
     let mut puts = shipped.puts;
-    if let Some(kept) = &copied.wal
+    if let (Some(kept), Some(file)) = (&copied.wal, copied.wal_file)
         && let Next::Commits {
             bytes, cursor: at, ..
         } = segment::next(kept, None)?
     {
         points.ship_segment(&shipped.key, 0, taken_at, &bytes)?;
         puts += 1;
-        cursor = Some(at);
+        cursor = Some(at.following(file));
     }
     Ok(Ok((
         Current {

@@ -193,7 +193,7 @@ fn a_restore_at_any_moment_holds_exactly_the_commits_made_before_it() {
                 points
                     .ship_segment(&shipped.key, 0, taken_at, &bytes)
                     .unwrap();
-                cursor = Some(at);
+                cursor = Some(at.following(copied.wal_file.unwrap()));
             }
             log.push(Shipment {
                 at: taken_at.as_millisecond(),
