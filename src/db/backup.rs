@@ -546,12 +546,11 @@ pub(crate) fn verify_and_publish(
         .map(|(table, rows)| (table.to_string(), rows))
         .collect();
     if !report.ok() {
-        let problems: Vec<&str> = report.problems.iter().map(|p| p.message.as_str()).collect();
         bail!(
             "backup of `{}` failed verification, so it was not kept and no older backup was deleted: {}; \
              the database itself may be damaged: run `upkeep check {} --deep`",
             env.name,
-            problems.join("; "),
+            report.problem_list(),
             env.name
         );
     }

@@ -105,6 +105,15 @@ impl Report {
         })
     }
 
+    /// The problems' messages, in one line.
+    pub fn problem_list(&self) -> String {
+        self.problems
+            .iter()
+            .map(|problem| problem.message.as_str())
+            .collect::<Vec<_>>()
+            .join("; ")
+    }
+
     pub fn rows(&self) -> impl Iterator<Item = (&str, u64)> {
         self.tables
             .iter()

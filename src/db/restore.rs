@@ -64,8 +64,7 @@ pub fn verify(backup: &Backup, schema: Option<&Schema>) -> Result<Verified, Stri
         );
     }
     if !report.ok() {
-        let problems: Vec<&str> = report.problems.iter().map(|p| p.message.as_str()).collect();
-        return Err(problems.join("; "));
+        return Err(report.problem_list());
     }
     if let Some(manifest) = &backup.manifest {
         let rows: std::collections::BTreeMap<String, u64> = report

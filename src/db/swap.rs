@@ -243,11 +243,10 @@ pub fn replace_with_copy(
         .with_context(|| format!("cannot sync the copy of `{}`", source.display()))?;
     let mut report = report?;
     if !report.ok() {
-        let problems: Vec<&str> = report.problems.iter().map(|p| p.message.as_str()).collect();
         bail!(
             "the copy of `{}` does not pass the check ({}); nothing was changed",
             source.display(),
-            problems.join("; ")
+            report.problem_list()
         );
     }
     let partial = partial.into_temp_path();

@@ -579,12 +579,7 @@ pub fn fetch(
         bail!(
             "the database restored from point `{}` does not pass the deep check: {}; not used, nothing was changed",
             restored.point,
-            report
-                .problems
-                .iter()
-                .map(|problem| problem.message.as_str())
-                .collect::<Vec<_>>()
-                .join("; ")
+            report.problem_list()
         );
     };
     let shown = at.unwrap_or(restored.moment);

@@ -52,7 +52,7 @@ impl StepType for Integrity {
                 summary: format!(
                     "{summary}: {} problem(s) now: {}",
                     report.problems.len(),
-                    problems(&report)
+                    report.problem_list()
                 ),
                 outcome: Some(false),
                 ..Plan::default()
@@ -90,7 +90,7 @@ impl StepType for Integrity {
                 "integrity check of `{}` found {} problem(s): {}",
                 ctx.env.name,
                 report.problems.len(),
-                problems(&report)
+                report.problem_list()
             );
         }
         let tables = report
@@ -141,13 +141,4 @@ impl Integrity {
             }
         }
     }
-}
-
-fn problems(report: &check::Report) -> String {
-    report
-        .problems
-        .iter()
-        .map(|problem| problem.message.as_str())
-        .collect::<Vec<_>>()
-        .join("; ")
 }

@@ -134,16 +134,23 @@ pub(crate) fn name_of(backup: &Path) -> String {
 /// of `sandbox`'s database.
 pub(crate) fn restore_on_a_new_machine(sandbox: Sandbox, env: &[(&str, &str)]) -> (Sandbox, Run) {
     let rows = counts(&sandbox.db("prod"));
+    let fresh = new_machine(sandbox);
+    let restored = fresh.upkeep_with(&["restore", "production", "--offsite", "--latest"], env);
+    restored.code(0).stdout_has("downloaded");
+    assert_eq!(counts(&fresh.db("prod")), rows, "{restored}");
+    (fresh, restored)
+}
+
+/// A new machine for `sandbox`'s off-site store: its upkeep.yaml (without
+/// the schema file it names), nothing else.
+pub(crate) fn new_machine(sandbox: Sandbox) -> Sandbox {
     let config = std::fs::read_to_string(sandbox.path("upkeep.yaml"))
         .unwrap()
         .replace("schema: schema.sql\n", "");
     drop(sandbox);
     let fresh = Sandbox::empty();
     fresh.write("upkeep.yaml", &config);
-    let restored = fresh.upkeep_with(&["restore", "production", "--offsite", "--latest"], env);
-    restored.code(0).stdout_has("downloaded");
-    assert_eq!(counts(&fresh.db("prod")), rows, "{restored}");
-    (fresh, restored)
+    fresh
 }
 
 pub(crate) fn push(sandbox: &Sandbox, args: &[&str]) -> Run {

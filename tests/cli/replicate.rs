@@ -6,7 +6,7 @@
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::offsite::{S3, aws, s3_offsite, with_offsite};
+use crate::offsite::{S3, aws, new_machine, s3_offsite, with_offsite};
 use crate::support::*;
 
 const LAST: &str = "INSERT INTO users (email) VALUES ('last@example.com')";
@@ -84,12 +84,7 @@ fn every_commit_goes_off_site_and_a_new_machine_restores_the_newest_or_any_momen
     assert!(stdout.contains("\"kind\":\"point\""), "{stdout}");
 
     // A new machine: upkeep.yaml and the store only.
-    let config = std::fs::read_to_string(sandbox.path("upkeep.yaml"))
-        .unwrap()
-        .replace("schema: schema.sql\n", "");
-    drop(sandbox);
-    let fresh = Sandbox::empty();
-    fresh.write("upkeep.yaml", &config);
+    let fresh = new_machine(sandbox);
     let restored = fresh.upkeep_with(&["restore", "production", "--offsite", "--latest"], &aws());
     restored.code(0).stdout_has("downloaded");
     assert_eq!(counts(&fresh.db("prod"))["users"], 3_026, "{restored}");
@@ -177,11 +172,7 @@ fn a_replicator_killed_at_any_moment_starts_again_and_leaves_nothing_behind() {
         .map(|entry| entry.unwrap().file_name())
         .collect();
     assert!(left.is_empty(), "{left:?}");
-    let config = std::fs::read_to_string(sandbox.path("upkeep.yaml"))
-        .unwrap()
-        .replace("schema: schema.sql\n", "");
-    let fresh = Sandbox::empty();
-    fresh.write("upkeep.yaml", &config);
+    let fresh = new_machine(sandbox);
     let restored = fresh.upkeep_with(&["restore", "production", "--offsite", "--latest"], &aws());
     restored.code(0);
     assert_eq!(counts(&fresh.db("prod"))["users"], 3_025, "{restored}");
