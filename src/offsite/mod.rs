@@ -533,6 +533,14 @@ fn orphans(objects: &[Object]) -> Vec<&Object> {
     let keys: std::collections::BTreeSet<&str> = objects.iter().map(|o| o.key.as_str()).collect();
     objects
         .iter()
+        // Pushed backups lie right in `ENV/`; the folders below it are the
+        // continuous copies' (`offsite::points`), never a push's to remove.
+        .filter(|object| {
+            !object
+                .key
+                .split_once('/')
+                .is_some_and(|(_, name)| name.contains('/'))
+        })
         .filter(|object| !object.key.ends_with(MANIFEST_SUFFIX))
         .filter(|object| {
             let name = object

@@ -177,3 +177,44 @@ fn a_replicator_killed_at_any_moment_starts_again_and_leaves_nothing_behind() {
     restored.code(0);
     assert_eq!(counts(&fresh.db("prod"))["users"], 3_025, "{restored}");
 }
+
+#[test]
+fn a_push_never_takes_the_continuous_copies_for_leftovers() {
+    let s3 = S3::start();
+    let sandbox = Sandbox::new();
+    with_offsite(&sandbox, &s3_offsite(&s3));
+    let db = sandbox.db("prod");
+    let mut app = sandbox.app(&["write", db.to_str().unwrap(), WAL_ROWS]);
+    let replicate = Command::new(UPKEEP)
+        .args(["replicate", "production", "--interval", "100ms"])
+        .current_dir(sandbox.path(""))
+        .envs(aws())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    points(&s3, 1);
+    unsafe { libc::kill(replicate.id() as i32, libc::SIGTERM) };
+    assert!(replicate.wait_with_output().unwrap().status.success());
+    let _ = app.child.kill();
+    let _ = app.child.wait();
+    // Hours old, as a push's cleanup counts leftovers of crashed uploads.
+    let stored = s3.keys();
+    let aged = Command::new("sh")
+        .arg("-c")
+        .arg("find \"$0\" -type f -exec touch -d '3 hours ago' {} +")
+        .arg(s3.root.path())
+        .status()
+        .unwrap();
+    assert!(aged.success());
+    sandbox.upkeep(&["backup", "production"]).code(0);
+    sandbox.upkeep_with(&["push", "production"], &aws()).code(0);
+    let kept = s3.keys();
+    for key in stored.iter().filter(|key| key.contains("production/")) {
+        assert!(kept.contains(key), "the push removed {key}");
+    }
+    let fresh = new_machine(sandbox);
+    let restored = fresh.upkeep_with(&["restore", "production", "--offsite", "--latest"], &aws());
+    restored.code(0);
+    assert_eq!(counts(&fresh.db("prod"))["users"], 3_025, "{restored}");
+}
