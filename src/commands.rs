@@ -126,7 +126,10 @@ pub fn run(command: &Command, config: &Config, printer: &Printer) -> Result<i32>
             Ok(code::OK)
         }),
         Command::Backups { env, offsite: true } => each_env(config, env, printer, |env| {
-            printer.remote_backups(&env.name, &offsite::list(&config.offsite()?, env)?);
+            let site = config.offsite()?;
+            printer.remote_backups(&env.name, &offsite::list(&site, env)?);
+            let span = offsite::points::Points::open(&site, &env.name)?.span()?;
+            printer.continuous(&env.name, span.as_ref());
             Ok(code::OK)
         }),
         Command::Replicate {

@@ -88,6 +88,49 @@ pub struct Restored {
     pub moment: Timestamp,
 }
 
+/// The moments the continuous copies of an environment can restore.
+#[derive(Debug, Clone, Serialize)]
+pub struct Span {
+    pub points: usize,
+    /// When the oldest point was taken (RFC 3339).
+    pub from: String,
+    /// The newest moment shipped: the newest point's last segment, or the
+    /// point itself.
+    pub to: String,
+}
+
+impl Points {
+    /// What `backups --offsite` says of the continuous copies; `None`
+    /// when there are none.
+    pub fn span(&self) -> Result<Option<Span>> {
+        let keys = self.keys()?;
+        let moments: Vec<i64> = keys
+            .iter()
+            .filter_map(|key| numbers(key).map(|(taken, _)| taken))
+            .collect();
+        let (Some(&from), Some(newest)) = (moments.iter().min(), keys.last()) else {
+            return Ok(None);
+        };
+        let mut to = moments.iter().copied().max().unwrap_or(from);
+        let folder = format!("{}/segments/{}/", self.env, point_stem(newest)?);
+        for object in self.store.list(&folder)? {
+            if let Some((_, read_at)) = numbers(&object.key) {
+                to = to.max(read_at);
+            }
+        }
+        let moment = |ms: i64| {
+            Timestamp::from_millisecond(ms)
+                .unwrap_or(Timestamp::UNIX_EPOCH)
+                .to_string()
+        };
+        Ok(Some(Span {
+            points: keys.len(),
+            from: moment(from),
+            to: moment(to),
+        }))
+    }
+}
+
 /// The first two numbers of a point's or a segment's name:
 /// `MS-ITERATION.json`, `SEQ-MS-BLAKE3.wal`.
 fn numbers(key: &str) -> Option<(i64, i64)> {

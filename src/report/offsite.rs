@@ -7,6 +7,7 @@ use serde_json::json;
 use super::Printer;
 use crate::db::backups::Finding;
 use crate::fsx::human_size;
+use crate::offsite::points::Span;
 use crate::offsite::replicate::Shipment;
 use crate::offsite::{Pushed, Remote};
 
@@ -120,6 +121,21 @@ impl Printer {
                 style(env).bold(),
                 finding.name,
                 finding.detail
+            );
+        }
+    }
+
+    /// The continuous copies' moments, after `backups --offsite`.
+    pub fn continuous(&self, env: &str, span: Option<&Span>) {
+        self.json(json!({"type": "continuous", "env": env, "span": span}));
+        if let Some(span) = span {
+            say!(
+                "{}: continuous copies ({} point(s)): restorable to any moment from {} to {} \
+                 (`upkeep restore {env} --offsite --at TIME`)",
+                style(env).bold(),
+                span.points,
+                span.from,
+                span.to
             );
         }
     }

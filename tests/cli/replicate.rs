@@ -85,6 +85,10 @@ fn every_commit_goes_off_site_and_a_new_machine_restores_the_newest_or_any_momen
 
     // A new machine: upkeep.yaml and the store only.
     let fresh = new_machine(sandbox);
+    fresh
+        .upkeep_with(&["backups", "production", "--offsite"], &aws())
+        .code(0)
+        .stdout_has("restorable to any moment from");
     let restored = fresh.upkeep_with(&["restore", "production", "--offsite", "--latest"], &aws());
     restored.code(0).stdout_has("downloaded");
     assert_eq!(counts(&fresh.db("prod"))["users"], 3_026, "{restored}");
