@@ -682,6 +682,7 @@ pub fn verify(
         }
         findings.push(finding);
     }
+    findings.extend(points::Points::open(site, &env.name)?.verify(read_data)?);
     for orphan in orphans(&store.list(&format!("{}/", env.name))?) {
         findings.push(Finding {
             name: orphan.key.clone(),

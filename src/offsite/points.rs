@@ -665,3 +665,134 @@ pub fn fetch(
         }),
     }))
 }
+
+impl Points {
+    /// `verify --offsite` of the continuous copies, without the key: each
+    /// point's packs are there and long enough for its blocks, its naming
+    /// key is there, its segments follow each other with no gap; with
+    /// `read_data`, every pack and segment is read back and hashed (a
+    /// pack's name and a segment's are the blake3 of their bytes) and each
+    /// block checked against its stored hash.
+    pub fn verify(&self, read_data: bool) -> Result<Vec<crate::db::backups::Finding>> {
+        let sizes: HashMap<String, u64> = self
+            .store
+            .list(&format!("{}/", self.env))?
+            .into_iter()
+            .map(|object| (object.key, object.size))
+            .collect();
+        let mut checked_packs: HashMap<String, Result<(), String>> = HashMap::new();
+        let mut findings = Vec::new();
+        for key in self.keys()? {
+            let problem = match self.manifest(&key) {
+                Ok(point) => self.problem(&key, &point, &sizes, read_data, &mut checked_packs)?,
+                Err(error) => Some(crate::error::describe(&error)),
+            };
+            findings.push(crate::db::backups::Finding {
+                name: key.clone(),
+                ok: problem.is_none(),
+                detail: problem.unwrap_or_else(|| {
+                    match read_data {
+                        true => "point verified, its packs and segments read back and hashed",
+                        false => "point verified: its packs, segments and naming key are there",
+                    }
+                    .to_string()
+                }),
+            });
+        }
+        Ok(findings)
+    }
+
+    /// What is wrong with point `key`, if anything.
+    fn problem(
+        &self,
+        key: &str,
+        point: &Point,
+        sizes: &HashMap<String, u64>,
+        read_data: bool,
+        checked_packs: &mut HashMap<String, Result<(), String>>,
+    ) -> Result<Option<String>> {
+        let naming = format!("{}/naming-keys/{}", self.env, point.naming_key);
+        if !sizes.contains_key(&naming) && !sizes.contains_key(&format!("{naming}.age")) {
+            return Ok(Some(format!("its naming key `{naming}` is missing")));
+        }
+        let mut ends: BTreeMap<&str, u64> = BTreeMap::new();
+        for located in &point.blocks {
+            let end = ends.entry(&located.pack).or_default();
+            *end = (*end).max(located.block.offset + located.block.len);
+        }
+        for (pack, end) in &ends {
+            match sizes.get(*pack) {
+                None => return Ok(Some(format!("pack `{pack}` is missing"))),
+                Some(size) if size < end => {
+                    return Ok(Some(format!(
+                        "pack `{pack}` is {size} bytes, its blocks need {end}"
+                    )));
+                }
+                Some(_) => {}
+            }
+            if read_data {
+                if !checked_packs.contains_key(*pack) {
+                    let checked = self.read_pack(pack, point)?;
+                    checked_packs.insert(pack.to_string(), checked);
+                }
+                if let Some(Err(problem)) = checked_packs.get(*pack) {
+                    return Ok(Some(problem.clone()));
+                }
+            }
+        }
+        let folder = format!("{}/segments/{}/", self.env, point_stem(key)?);
+        let mut expected = None;
+        for (segment, _) in sizes
+            .iter()
+            .filter(|(name, _)| name.starts_with(&folder))
+            .collect::<BTreeMap<_, _>>()
+        {
+            let Some((seq, _)) = numbers(segment) else {
+                return Ok(Some(format!("`{segment}` is not a segment's name")));
+            };
+            match expected {
+                None if seq > 1 => {
+                    return Ok(Some(format!("segments 0 to {} are missing", seq - 1)));
+                }
+                Some(next) if seq != next => return Ok(Some(format!("segment {next} is missing"))),
+                _ => {}
+            }
+            expected = Some(seq + 1);
+            if read_data {
+                let (_, mut download) = self.store.reader(segment)?;
+                let mut stored = Vec::new();
+                std::io::Read::read_to_end(&mut download, &mut stored)?;
+                if !segment.contains(&format!("-{}.", blake3::hash(&stored).to_hex())) {
+                    return Ok(Some(format!(
+                        "segment `{segment}` is damaged (its bytes are not those shipped)"
+                    )));
+                }
+            }
+        }
+        Ok(None)
+    }
+
+    /// Reads pack `pack` back: its blake3 must be its name, and each block
+    /// of `point` in it must match its stored hash.
+    fn read_pack(&self, pack: &str, point: &Point) -> Result<Result<(), String>> {
+        let (_, mut download) = self.store.reader(pack)?;
+        let mut bytes = Vec::new();
+        std::io::Read::read_to_end(&mut download, &mut bytes)?;
+        if !pack.ends_with(&format!("/{}.pack", blake3::hash(&bytes).to_hex())) {
+            return Ok(Err(format!(
+                "pack `{pack}` is damaged (its bytes are not those sent)"
+            )));
+        }
+        for located in point.blocks.iter().filter(|located| located.pack == pack) {
+            let block = &located.block;
+            let stored = bytes.get(block.offset as usize..(block.offset + block.len) as usize);
+            if stored.is_none_or(|stored| blake3::hash(stored).to_hex().as_str() != block.blake3) {
+                return Ok(Err(format!(
+                    "block {} of pack `{pack}` is damaged",
+                    block.name
+                )));
+            }
+        }
+        Ok(Ok(()))
+    }
+}

@@ -222,3 +222,53 @@ fn a_push_never_takes_the_continuous_copies_for_leftovers() {
     restored.code(0);
     assert_eq!(counts(&fresh.db("prod"))["users"], 3_025, "{restored}");
 }
+
+#[test]
+fn verify_finds_a_damaged_pack_and_a_missing_naming_key_without_the_identity() {
+    let s3 = S3::start();
+    let sandbox = Sandbox::new();
+    with_offsite(&sandbox, &s3_offsite(&s3));
+    let db = sandbox.db("prod");
+    let mut app = sandbox.app(&["write", db.to_str().unwrap(), WAL_ROWS]);
+    let replicate = Command::new(UPKEEP)
+        .args(["replicate", "production", "--interval", "100ms"])
+        .current_dir(sandbox.path(""))
+        .envs(aws())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    points(&s3, 1);
+    unsafe { libc::kill(replicate.id() as i32, libc::SIGTERM) };
+    assert!(replicate.wait_with_output().unwrap().status.success());
+    let _ = app.child.kill();
+    let _ = app.child.wait();
+    let verify = |args: &[&str]| {
+        let mut all = vec!["verify", "production", "--offsite"];
+        all.extend(args);
+        sandbox.upkeep_with(&all, &aws())
+    };
+    verify(&[]).code(0).stdout_has("point verified");
+    verify(&["--read-data"])
+        .code(0)
+        .stdout_has("read back and hashed");
+    // One byte of a pack: same size, so only reading it finds it.
+    let pack = s3
+        .keys()
+        .into_iter()
+        .find(|key| key.contains("production/packs/"))
+        .unwrap();
+    let path = s3.path(&pack);
+    let mut bytes = std::fs::read(&path).unwrap();
+    bytes[100] ^= 1;
+    std::fs::write(&path, bytes).unwrap();
+    verify(&[]).code(0);
+    verify(&["--read-data"]).code(1).stdout_has("is damaged");
+    let key = s3
+        .keys()
+        .into_iter()
+        .find(|key| key.contains("production/naming-keys/"))
+        .unwrap();
+    std::fs::remove_file(s3.path(&key)).unwrap();
+    verify(&[]).code(1).stdout_has("naming key");
+}
