@@ -502,7 +502,10 @@ impl Points {
             );
         }
         if point.encrypted && identities.is_none() {
-            bail!("point `{key}` is encrypted: give the age identity (--identity)");
+            bail!(crate::error::bad_input(format!(
+                "point `{key}` is encrypted: give its age identity with --identity FILE \
+                 (or UPKEEP_AGE_IDENTITY); nothing was changed"
+            )));
         }
         let file = File::options()
             .write(true)

@@ -272,3 +272,51 @@ fn verify_finds_a_damaged_pack_and_a_missing_naming_key_without_the_identity() {
     std::fs::remove_file(s3.path(&key)).unwrap();
     verify(&[]).code(1).stdout_has("naming key");
 }
+
+#[test]
+fn encrypted_continuous_copies_restore_only_with_the_identity() {
+    let s3 = S3::start();
+    let sandbox = Sandbox::new();
+    let (identity, public) = crate::offsite::age_keys(&sandbox.path(""));
+    with_offsite(
+        &sandbox,
+        &format!("{}    encrypt_to: [{public}]\n", s3_offsite(&s3)),
+    );
+    let db = sandbox.db("prod");
+    let mut app = sandbox.app(&["write", db.to_str().unwrap(), WAL_ROWS]);
+    let replicate = Command::new(UPKEEP)
+        .args(["replicate", "production", "--interval", "100ms"])
+        .current_dir(sandbox.path(""))
+        .envs(aws())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    points(&s3, 1);
+    unsafe { libc::kill(replicate.id() as i32, libc::SIGTERM) };
+    assert!(replicate.wait_with_output().unwrap().status.success());
+    let _ = app.child.kill();
+    let _ = app.child.wait();
+    // No plaintext row in the store.
+    for key in s3.keys() {
+        let bytes = s3.object(&key);
+        assert!(
+            !bytes.windows(18).any(|w| w == b"user17@example.com"),
+            "{key} holds plaintext"
+        );
+    }
+    let kept = std::fs::read(&identity).unwrap();
+    let fresh = new_machine(sandbox);
+    let restore = ["restore", "production", "--offsite", "--latest"];
+    fresh
+        .upkeep_with(&restore, &aws())
+        .code(2)
+        .stderr_has("--identity");
+    let key = fresh.path("key.txt");
+    std::fs::write(&key, kept).unwrap();
+    let mut with_key = restore.to_vec();
+    with_key.extend(["--identity", key.to_str().unwrap()]);
+    let restored = fresh.upkeep_with(&with_key, &aws());
+    restored.code(0);
+    assert_eq!(counts(&fresh.db("prod"))["users"], 3_025, "{restored}");
+}
