@@ -32,6 +32,27 @@ fn points(s3: &S3, count: usize) {
     }
 }
 
+/// An app holding production with `WAL_ROWS` in its `.wal`; a replicator
+/// runs until a point is in the store, then is stopped (SIGTERM), and the
+/// app too.
+fn replicated_once(sandbox: &Sandbox, s3: &S3) {
+    let db = sandbox.db("prod");
+    let mut app = sandbox.app(&["write", db.to_str().unwrap(), WAL_ROWS]);
+    let replicate = Command::new(UPKEEP)
+        .args(["replicate", "production", "--interval", "100ms"])
+        .current_dir(sandbox.path(""))
+        .envs(aws())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    points(s3, 1);
+    unsafe { libc::kill(replicate.id() as i32, libc::SIGTERM) };
+    assert!(replicate.wait_with_output().unwrap().status.success());
+    let _ = app.child.kill();
+    let _ = app.child.wait();
+}
+
 #[test]
 fn every_commit_goes_off_site_and_a_new_machine_restores_the_newest_or_any_moment() {
     let s3 = S3::start();
@@ -176,10 +197,7 @@ fn a_replicator_killed_at_any_moment_starts_again_and_leaves_nothing_behind() {
         .map(|entry| entry.unwrap().file_name())
         .collect();
     assert!(left.is_empty(), "{left:?}");
-    let fresh = new_machine(sandbox);
-    let restored = fresh.upkeep_with(&["restore", "production", "--offsite", "--latest"], &aws());
-    restored.code(0);
-    assert_eq!(counts(&fresh.db("prod"))["users"], 3_025, "{restored}");
+    assert_eq!(users_of_the_latest_on_a_new_machine(sandbox), 3_025);
 }
 
 #[test]
@@ -187,21 +205,7 @@ fn a_push_never_takes_the_continuous_copies_for_leftovers() {
     let s3 = S3::start();
     let sandbox = Sandbox::new();
     with_offsite(&sandbox, &s3_offsite(&s3));
-    let db = sandbox.db("prod");
-    let mut app = sandbox.app(&["write", db.to_str().unwrap(), WAL_ROWS]);
-    let replicate = Command::new(UPKEEP)
-        .args(["replicate", "production", "--interval", "100ms"])
-        .current_dir(sandbox.path(""))
-        .envs(aws())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    points(&s3, 1);
-    unsafe { libc::kill(replicate.id() as i32, libc::SIGTERM) };
-    assert!(replicate.wait_with_output().unwrap().status.success());
-    let _ = app.child.kill();
-    let _ = app.child.wait();
+    replicated_once(&sandbox, &s3);
     // Hours old, as a push's cleanup counts leftovers of crashed uploads.
     let stored = s3.keys();
     let aged = Command::new("sh")
@@ -217,10 +221,7 @@ fn a_push_never_takes_the_continuous_copies_for_leftovers() {
     for key in stored.iter().filter(|key| key.contains("production/")) {
         assert!(kept.contains(key), "the push removed {key}");
     }
-    let fresh = new_machine(sandbox);
-    let restored = fresh.upkeep_with(&["restore", "production", "--offsite", "--latest"], &aws());
-    restored.code(0);
-    assert_eq!(counts(&fresh.db("prod"))["users"], 3_025, "{restored}");
+    assert_eq!(users_of_the_latest_on_a_new_machine(sandbox), 3_025);
 }
 
 #[test]
@@ -228,21 +229,7 @@ fn verify_finds_a_damaged_pack_and_a_missing_naming_key_without_the_identity() {
     let s3 = S3::start();
     let sandbox = Sandbox::new();
     with_offsite(&sandbox, &s3_offsite(&s3));
-    let db = sandbox.db("prod");
-    let mut app = sandbox.app(&["write", db.to_str().unwrap(), WAL_ROWS]);
-    let replicate = Command::new(UPKEEP)
-        .args(["replicate", "production", "--interval", "100ms"])
-        .current_dir(sandbox.path(""))
-        .envs(aws())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    points(&s3, 1);
-    unsafe { libc::kill(replicate.id() as i32, libc::SIGTERM) };
-    assert!(replicate.wait_with_output().unwrap().status.success());
-    let _ = app.child.kill();
-    let _ = app.child.wait();
+    replicated_once(&sandbox, &s3);
     let verify = |args: &[&str]| {
         let mut all = vec!["verify", "production", "--offsite"];
         all.extend(args);
@@ -282,21 +269,7 @@ fn encrypted_continuous_copies_restore_only_with_the_identity() {
         &sandbox,
         &format!("{}    encrypt_to: [{public}]\n", s3_offsite(&s3)),
     );
-    let db = sandbox.db("prod");
-    let mut app = sandbox.app(&["write", db.to_str().unwrap(), WAL_ROWS]);
-    let replicate = Command::new(UPKEEP)
-        .args(["replicate", "production", "--interval", "100ms"])
-        .current_dir(sandbox.path(""))
-        .envs(aws())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    points(&s3, 1);
-    unsafe { libc::kill(replicate.id() as i32, libc::SIGTERM) };
-    assert!(replicate.wait_with_output().unwrap().status.success());
-    let _ = app.child.kill();
-    let _ = app.child.wait();
+    replicated_once(&sandbox, &s3);
     // No plaintext row in the store.
     for key in s3.keys() {
         let bytes = s3.object(&key);
@@ -319,4 +292,12 @@ fn encrypted_continuous_copies_restore_only_with_the_identity() {
     let restored = fresh.upkeep_with(&with_key, &aws());
     restored.code(0);
     assert_eq!(counts(&fresh.db("prod"))["users"], 3_025, "{restored}");
+}
+
+/// Restores the newest commit shipped on a new machine: its users.
+fn users_of_the_latest_on_a_new_machine(sandbox: Sandbox) -> i64 {
+    let fresh = new_machine(sandbox);
+    let restored = fresh.upkeep_with(&["restore", "production", "--offsite", "--latest"], &aws());
+    restored.code(0);
+    counts(&fresh.db("prod"))["users"]
 }
