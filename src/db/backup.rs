@@ -567,18 +567,7 @@ pub(crate) fn verify_and_publish(
     }
 
     let (name, path) = free_name(dir, &env.name)?;
-    let manifest = Manifest {
-        env: env.name.clone(),
-        source: env.db.clone(),
-        created_at: jiff::Timestamp::now().to_string(),
-        size: copied,
-        blake3: read_back.hash.to_hex().to_string(),
-        tables: copy_rows,
-        duckdb_version: duckdb_version()?,
-        storage_version: report.storage_version.clone().unwrap_or_default(),
-        upkeep_version: env!("CARGO_PKG_VERSION").to_string(),
-        verified: true,
-    };
+    let manifest = manifest(env, jiff::Timestamp::now(), copied, read_back.hash, &report)?;
     backups::publish(partial, &path, &manifest).with_context(|| {
         format!(
             "backup of `{}` was verified but could not be given its name; older backups are untouched",
@@ -604,9 +593,35 @@ pub(crate) fn verify_and_publish(
     })
 }
 
+/// The manifest of a verified backup of `env`, as of `created_at`: its
+/// size and blake3, and what its check (`report`) found in it.
+pub(crate) fn manifest(
+    env: &Env,
+    created_at: jiff::Timestamp,
+    size: u64,
+    hash: blake3::Hash,
+    report: &check::Report,
+) -> Result<Manifest> {
+    Ok(Manifest {
+        env: env.name.clone(),
+        source: env.db.clone(),
+        created_at: created_at.to_string(),
+        size,
+        blake3: hash.to_hex().to_string(),
+        tables: report
+            .rows()
+            .map(|(table, rows)| (table.to_string(), rows))
+            .collect(),
+        duckdb_version: duckdb_version()?,
+        storage_version: report.storage_version.clone().unwrap_or_default(),
+        upkeep_version: env!("CARGO_PKG_VERSION").to_string(),
+        verified: true,
+    })
+}
+
 /// The version of the DuckDB upkeep is built with, as `SELECT version()`
 /// says it, without starting a database for it (that takes 25 ms).
-pub(crate) fn duckdb_version() -> Result<String> {
+fn duckdb_version() -> Result<String> {
     // SAFETY: DuckDB returns a pointer to a static, NUL-terminated string.
     let version = unsafe { std::ffi::CStr::from_ptr(duckdb::ffi::duckdb_library_version()) };
     Ok(version.to_str()?.to_string())

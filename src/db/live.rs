@@ -231,23 +231,13 @@ pub fn copy(db: &Path, wal: &Path, dest_dir: &Path) -> Result<Copied, Refused> {
 /// is an error whose cause is the [`Refused`].
 pub fn copy_whole(db: &Path, dest_dir: &Path) -> anyhow::Result<Copied> {
     let mut copied = copy(db, &crate::db::wal::path_of(db), dest_dir)?;
-    if let Some(wal) = copied.wal.take() {
-        duckdb::Connection::open(&copied.db)
-            .and_then(|conn| conn.execute_batch("CHECKPOINT"))
-            .map_err(|error| {
-                anyhow::anyhow!(
-                    "DuckDB cannot replay the .wal of the live copy of `{}` ({error}); nothing was kept",
-                    db.display()
-                )
-            })?;
-        // DuckDB removes it once checkpointed; one left would be replayed
-        // again by whoever opens the copy.
-        if wal.exists() {
-            anyhow::bail!(
-                "DuckDB left the .wal of the live copy of `{}` after its checkpoint; nothing was kept",
+    if copied.wal.take().is_some() {
+        crate::db::wal::replay(&copied.db).map_err(|error| {
+            anyhow::anyhow!(
+                "the live copy of `{}`: {error:#}; nothing was kept",
                 db.display()
-            );
-        }
+            )
+        })?;
     }
     Ok(copied)
 }

@@ -45,6 +45,20 @@ pub fn path_of(db: &Path) -> PathBuf {
     fsx::with_suffix(db, ".wal")
 }
 
+/// Has DuckDB replay the `.wal` beside `db` (a copy of upkeep's, never an
+/// app's file) into it and checkpoint, and checks that DuckDB removed the
+/// `.wal` then: one left would be replayed again by whoever opens `db`.
+/// The error says which of the two went wrong; the caller says about what.
+pub fn replay(db: &Path) -> Result<()> {
+    crate::db::open::open(db, crate::db::open::Access::Exclusive)?
+        .execute_batch("CHECKPOINT")
+        .map_err(|error| anyhow::anyhow!("DuckDB cannot replay its .wal ({error})"))?;
+    if path_of(db).exists() {
+        anyhow::bail!("DuckDB left its .wal after the checkpoint");
+    }
+    Ok(())
+}
+
 /// Why the `.wal` beside `db` cannot be replayed, if it cannot. `header`
 /// is the database's own. Formats upkeep cannot judge (a `.wal` of an
 /// encrypted database, or from DuckDB before 1.1) are left to DuckDB.

@@ -100,6 +100,15 @@ impl Recipients {
         Ok(Recipients { keys, fingerprints })
     }
 
+    /// `plain`, sealed as one age file to every recipient.
+    pub fn seal(&self, plain: &[u8]) -> Result<Vec<u8>> {
+        let mut sealed = Vec::with_capacity(plain.len() + 512);
+        let mut writer = self.encrypt(&mut sealed)?;
+        writer.write_all(plain)?;
+        writer.finish()?;
+        Ok(sealed)
+    }
+
     /// Wraps `output` so that what is written to it is encrypted to every
     /// recipient. Call `finish` on the result, or the file is cut short.
     pub fn encrypt<W: Write>(&self, output: W) -> Result<age::stream::StreamWriter<W>> {
@@ -178,6 +187,15 @@ impl Identities {
             )));
         }
         Ok(Identities(identities))
+    }
+
+    /// The plaintext of the age file `sealed`, named `name` in messages.
+    pub fn open(&self, sealed: &[u8], name: &str) -> Result<Vec<u8>> {
+        let mut plain = Vec::with_capacity(sealed.len());
+        self.decrypt(sealed, name)?
+            .read_to_end(&mut plain)
+            .with_context(|| format!("cannot decrypt `{name}`"))?;
+        Ok(plain)
     }
 
     /// Reads the plaintext of the age stream `input`.

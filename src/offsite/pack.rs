@@ -59,13 +59,7 @@ impl Pack {
         recipients: Option<&Recipients>,
     ) -> Result<bool> {
         let stored = match recipients {
-            Some(recipients) => {
-                let mut sealed = Vec::with_capacity(plain.len() + 512);
-                let mut writer = recipients.encrypt(&mut sealed)?;
-                std::io::Write::write_all(&mut writer, plain)?;
-                writer.finish()?;
-                sealed
-            }
+            Some(recipients) => recipients.seal(plain)?,
             None => plain.to_vec(),
         };
         let offset = self.bytes.len() as u64;
@@ -120,11 +114,7 @@ pub fn open(
         );
     }
     let plain = match identities {
-        Some(identities) => {
-            let mut plain = Vec::with_capacity(block.plain_len as usize);
-            std::io::Read::read_to_end(&mut identities.decrypt(stored, &at())?, &mut plain)?;
-            plain
-        }
+        Some(identities) => identities.open(stored, &at())?,
         None => stored.to_vec(),
     };
     if plain.len() as u64 != block.plain_len || name(key, &plain) != block.name {

@@ -1,8 +1,8 @@
 //! Points of continuous off-site copies: a live copy of the database
 //! (`db::live`), stored as the blocks the store does not hold yet, packed
 //! (see [`pack`]), and a manifest that maps every block of the file: a full
-//! map, so that a restore never walks a chain of points. Not yet driven by
-//! a command: continuous copies are being built.
+//! map, so that a restore never walks a chain of points. `upkeep
+//! replicate` ([`super::replicate`]) ships them.
 //!
 //! Under the environment's folder of the store: `ENV/packs/HASH.pack` (the
 //! blake3 of the pack's bytes) and `ENV/points/MS-ITERATION.json` (MS: when
@@ -97,38 +97,6 @@ pub struct Span {
     /// The newest moment shipped: the newest point's last segment, or the
     /// point itself.
     pub to: String,
-}
-
-impl Points {
-    /// What `backups --offsite` says of the continuous copies; `None`
-    /// when there are none.
-    pub fn span(&self) -> Result<Option<Span>> {
-        let keys = self.keys()?;
-        let moments: Vec<i64> = keys
-            .iter()
-            .filter_map(|key| numbers(key).map(|(taken, _)| taken))
-            .collect();
-        let (Some(&from), Some(newest)) = (moments.iter().min(), keys.last()) else {
-            return Ok(None);
-        };
-        let mut to = moments.iter().copied().max().unwrap_or(from);
-        let folder = format!("{}/segments/{}/", self.env, point_stem(newest)?);
-        for object in self.store.list(&folder)? {
-            if let Some((_, read_at)) = numbers(&object.key) {
-                to = to.max(read_at);
-            }
-        }
-        let moment = |ms: i64| {
-            Timestamp::from_millisecond(ms)
-                .unwrap_or(Timestamp::UNIX_EPOCH)
-                .to_string()
-        };
-        Ok(Some(Span {
-            points: keys.len(),
-            from: moment(from),
-            to: moment(to),
-        }))
-    }
 }
 
 /// The first two numbers of a point's or a segment's name:
@@ -335,13 +303,7 @@ impl Points {
             }
         };
         let (bytes, suffix) = match &self.recipients {
-            Some(recipients) => {
-                let mut sealed = Vec::new();
-                let mut writer = recipients.encrypt(&mut sealed)?;
-                std::io::Write::write_all(&mut writer, &key)?;
-                writer.finish()?;
-                (sealed, ".age")
-            }
+            Some(recipients) => (recipients.seal(&key)?, ".age"),
             None => (key.to_vec(), ""),
         };
         // Create-only: the same key is already there after the first run.
@@ -359,12 +321,7 @@ impl Points {
         let bytes = match identities {
             Some(identities) => {
                 let key = format!("{folder}.age");
-                let mut plain = Vec::new();
-                std::io::Read::read_to_end(
-                    &mut identities.decrypt(self.store.read(&key)?.as_slice(), &key)?,
-                    &mut plain,
-                )?;
-                plain
+                identities.open(&self.store.read(&key)?, &key)?
             }
             None => self.store.read(&folder)?,
         };
@@ -387,13 +344,7 @@ impl Points {
     ) -> Result<String> {
         let stem = point_stem(point)?;
         let (stored, suffix) = match &self.recipients {
-            Some(recipients) => {
-                let mut sealed = Vec::with_capacity(bytes.len() + 512);
-                let mut writer = recipients.encrypt(&mut sealed)?;
-                std::io::Write::write_all(&mut writer, bytes)?;
-                writer.finish()?;
-                (sealed, ".wal.age")
-            }
+            Some(recipients) => (recipients.seal(bytes)?, ".wal.age"),
             None => (bytes.to_vec(), ".wal"),
         };
         let key = format!(
@@ -430,48 +381,29 @@ impl Points {
             );
         };
         let manifest = self.restore(&point, identities, dest)?;
-        let folder = format!("{}/segments/{}/", self.env, point_stem(&point)?);
+        let segments: Vec<Segment> = self
+            .segments(&point)?
+            .into_iter()
+            .take_while(|segment| segment.read_at <= at)
+            .collect();
+        if let Some(missing) = gap(&segments) {
+            bail!("point `{point}`: {missing}, so the moments after it cannot be restored");
+        }
         let mut wal = Vec::new();
-        let mut segments = 0;
-        let mut expected = None;
         let mut newest = numbers(&point).map_or(0, |(taken, _)| taken);
-        for object in self.store.list(&folder)? {
-            let (seq, read_at) = numbers(&object.key)
-                .with_context(|| format!("`{}` is not a segment's name", object.key))?;
-            if read_at > at {
-                break;
-            }
-            match expected {
-                None if seq > 1 => {
-                    bail!("segments 0 to {} of point `{point}` are missing", seq - 1)
-                }
-                Some(next) if seq != next => bail!("segment {next} of point `{point}` is missing"),
-                _ => {}
-            }
-            expected = Some(seq + 1);
-            newest = newest.max(read_at);
-            let (_, mut download) = self.store.reader(&object.key)?;
-            let mut stored = Vec::new();
-            std::io::Read::read_to_end(&mut download, &mut stored)?;
-            if !object
-                .key
-                .contains(&format!("-{}.", blake3::hash(&stored).to_hex()))
-            {
+        for segment in &segments {
+            let Some(stored) = self.read_segment(&segment.key)? else {
                 bail!(
-                    "segment {seq} of point `{point}` is damaged (its bytes are not those shipped): \
-                     the moments after it cannot be restored; restore to an earlier moment"
+                    "segment {} of point `{point}` is damaged (its bytes are not those shipped): \
+                     the moments after it cannot be restored; restore to an earlier moment",
+                    segment.seq
                 );
-            }
+            };
             match (manifest.encrypted, identities) {
-                (true, Some(identities)) => {
-                    std::io::Read::read_to_end(
-                        &mut identities.decrypt(stored.as_slice(), &object.key)?,
-                        &mut wal,
-                    )?;
-                }
+                (true, Some(identities)) => wal.extend(identities.open(&stored, &segment.key)?),
                 _ => wal.extend_from_slice(&stored),
             }
-            segments += 1;
+            newest = newest.max(segment.read_at);
         }
         if !wal.is_empty() {
             std::fs::write(crate::db::wal::path_of(dest), &wal)
@@ -479,9 +411,38 @@ impl Points {
         }
         Ok(Restored {
             point,
-            segments,
+            segments: segments.len() as u64,
             moment: Timestamp::from_millisecond(newest).unwrap_or(Timestamp::UNIX_EPOCH),
         })
+    }
+
+    /// The segments of point `point` (its manifest key) in the store, in
+    /// order (one LIST).
+    fn segments(&self, point: &str) -> Result<Vec<Segment>> {
+        let folder = format!("{}/segments/{}/", self.env, point_stem(point)?);
+        self.store
+            .list(&folder)?
+            .into_iter()
+            .map(|object| {
+                let (seq, read_at) = numbers(&object.key)
+                    .with_context(|| format!("`{}` is not a segment's name", object.key))?;
+                Ok(Segment {
+                    seq,
+                    read_at,
+                    key: object.key,
+                })
+            })
+            .collect()
+    }
+
+    /// A segment's bytes as stored; `None` when they are not those shipped
+    /// (its name holds their blake3).
+    fn read_segment(&self, key: &str) -> Result<Option<Vec<u8>>> {
+        let (_, mut download) = self.store.reader(key)?;
+        let mut stored = Vec::new();
+        std::io::Read::read_to_end(&mut download, &mut stored)?;
+        let shipped = key.contains(&format!("-{}.", blake3::hash(&stored).to_hex()));
+        Ok(shipped.then_some(stored))
     }
 
     /// Writes point `key` into the new file `dest`: adjacent blocks of a
@@ -566,6 +527,31 @@ impl Points {
     }
 }
 
+/// A segment of a point in the store.
+struct Segment {
+    seq: i64,
+    read_at: i64,
+    key: String,
+}
+
+/// The first segment missing from `segments` (in order, from the first),
+/// said in words; `None` when they follow each other from 0 or 1 (segment
+/// 0, the live copy's own `.wal`, is there only when it held commits).
+fn gap(segments: &[Segment]) -> Option<String> {
+    let mut expected = None;
+    for segment in segments {
+        match expected {
+            None if segment.seq > 1 => {
+                return Some(format!("segments 0 to {} are missing", segment.seq - 1));
+            }
+            Some(next) if segment.seq != next => return Some(format!("segment {next} is missing")),
+            _ => {}
+        }
+        expected = Some(segment.seq + 1);
+    }
+    None
+}
+
 /// `MS-ITERATION` of `ENV/points/MS-ITERATION.json`.
 fn point_stem(key: &str) -> Result<&str> {
     key.rsplit('/')
@@ -593,7 +579,6 @@ pub fn fetch(
     schema: Option<&crate::db::catalog::Schema>,
 ) -> Result<Option<super::Fetched>> {
     use crate::db::backups;
-    use crate::db::open::{self, Access};
     let points = Points::open(site, &env.name)?;
     if points.keys()?.is_empty() {
         return Ok(None);
@@ -606,20 +591,12 @@ pub fn fetch(
     // A moment a little ahead: every segment shipped so far.
     let moment = at.unwrap_or_else(|| Timestamp::now() + jiff::SignedDuration::from_secs(60));
     let restored = points.restore_at(moment, identities.as_ref(), &dest)?;
-    let conn = open::open(&dest, Access::Exclusive)?;
-    conn.execute_batch("CHECKPOINT").with_context(|| {
-        format!(
-            "DuckDB cannot replay the .wal of point `{}`",
+    crate::db::wal::replay(&dest).map_err(|error| {
+        anyhow::anyhow!(
+            "point `{}` and its segments: {error:#}; not used, nothing was changed",
             restored.point
         )
     })?;
-    drop(conn);
-    if crate::db::wal::path_of(&dest).exists() {
-        bail!(
-            "DuckDB left the .wal of point `{}` unreplayed: not used, nothing was changed",
-            restored.point
-        );
-    }
     let report = crate::db::check::check(&dest, schema, true)?;
     let (true, Some(hash)) = (report.ok(), report.blake3) else {
         bail!(
@@ -639,21 +616,7 @@ pub fn fetch(
         );
     }
     let size = std::fs::metadata(&dest)?.len();
-    let manifest = backups::Manifest {
-        env: env.name.clone(),
-        source: env.db.clone(),
-        created_at: shown.to_string(),
-        size,
-        blake3: hash.to_hex().to_string(),
-        tables: report
-            .rows()
-            .map(|(table, rows)| (table.to_string(), rows))
-            .collect(),
-        duckdb_version: crate::db::backup::duckdb_version()?,
-        storage_version: report.storage_version.clone().unwrap_or_default(),
-        upkeep_version: env!("CARGO_PKG_VERSION").to_string(),
-        verified: true,
-    };
+    let manifest = crate::db::backup::manifest(env, shown, size, hash, &report)?;
     let file = File::open(&dest).with_context(|| format!("cannot read `{}`", dest.display()))?;
     let partial =
         tempfile::NamedTempFile::from_parts(file, tempfile::TempPath::try_from_path(&dest)?);
@@ -667,6 +630,38 @@ pub fn fetch(
             hash,
         }),
     }))
+}
+
+impl Points {
+    /// What `backups --offsite` says of the continuous copies; `None`
+    /// when there are none.
+    pub fn span(&self) -> Result<Option<Span>> {
+        let keys = self.keys()?;
+        let moments: Vec<i64> = keys
+            .iter()
+            .filter_map(|key| numbers(key).map(|(taken, _)| taken))
+            .collect();
+        let (Some(&from), Some(newest)) = (moments.iter().min(), keys.last()) else {
+            return Ok(None);
+        };
+        let mut to = moments.iter().copied().max().unwrap_or(from);
+        let folder = format!("{}/segments/{}/", self.env, point_stem(newest)?);
+        for object in self.store.list(&folder)? {
+            if let Some((_, read_at)) = numbers(&object.key) {
+                to = to.max(read_at);
+            }
+        }
+        let moment = |ms: i64| {
+            Timestamp::from_millisecond(ms)
+                .unwrap_or(Timestamp::UNIX_EPOCH)
+                .to_string()
+        };
+        Ok(Some(Span {
+            points: keys.len(),
+            from: moment(from),
+            to: moment(to),
+        }))
+    }
 }
 
 impl Points {
@@ -743,31 +738,16 @@ impl Points {
                 }
             }
         }
-        let folder = format!("{}/segments/{}/", self.env, point_stem(key)?);
-        let mut expected = None;
-        for (segment, _) in sizes
-            .iter()
-            .filter(|(name, _)| name.starts_with(&folder))
-            .collect::<BTreeMap<_, _>>()
-        {
-            let Some((seq, _)) = numbers(segment) else {
-                return Ok(Some(format!("`{segment}` is not a segment's name")));
-            };
-            match expected {
-                None if seq > 1 => {
-                    return Ok(Some(format!("segments 0 to {} are missing", seq - 1)));
-                }
-                Some(next) if seq != next => return Ok(Some(format!("segment {next} is missing"))),
-                _ => {}
-            }
-            expected = Some(seq + 1);
-            if read_data {
-                let (_, mut download) = self.store.reader(segment)?;
-                let mut stored = Vec::new();
-                std::io::Read::read_to_end(&mut download, &mut stored)?;
-                if !segment.contains(&format!("-{}.", blake3::hash(&stored).to_hex())) {
+        let segments = self.segments(key)?;
+        if let Some(missing) = gap(&segments) {
+            return Ok(Some(missing));
+        }
+        if read_data {
+            for segment in &segments {
+                if self.read_segment(&segment.key)?.is_none() {
                     return Ok(Some(format!(
-                        "segment `{segment}` is damaged (its bytes are not those shipped)"
+                        "segment `{}` is damaged (its bytes are not those shipped)",
+                        segment.key
                     )));
                 }
             }
