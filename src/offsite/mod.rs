@@ -162,7 +162,10 @@ pub struct Pushed {
 #[derive(Serialize, Deserialize)]
 struct InFlight {
     key: String,
-    id: String,
+    /// None from just before the upload is started until the store
+    /// answers with its id: a crash then leaves an upload the store may
+    /// have started and upkeep cannot name.
+    id: Option<String>,
 }
 
 /// The journal entry of an upload, removed once the upload is settled
@@ -369,12 +372,16 @@ fn upload(
     let key = data_key(&env.name, &backup.name, recipients.is_some());
     fsx::create_private_dir(journal)?;
     let in_flight = Journaled(journal.join(format!("{}.upload.json", backup.name)));
-    let mut upload = store.upload(&key, backup.size, recipients.is_some(), &|id| {
+    let write_down = |id: Option<&str>| {
         let entry = serde_json::to_vec(&InFlight {
             key: key.clone(),
-            id: id.to_string(),
+            id: id.map(str::to_string),
         })?;
         fsx::write_atomic(&in_flight.0, &entry)
+    };
+    write_down(None)?;
+    let mut upload = store.upload(&key, backup.size, recipients.is_some(), &|id| {
+        write_down(Some(id))
     })?;
     let bar = progress.bytes(&format!("push {}", backup.name), backup.size);
     let streamed = (|| -> Result<(u64, blake3::Hash)> {
@@ -502,7 +509,19 @@ fn clean_up(store: &Store, journal: &Path, env: &str) -> Result<Vec<String>> {
                 continue;
             };
             if let Ok(in_flight) = serde_json::from_slice::<InFlight>(&bytes) {
-                cleaned.push(match store.abort(&in_flight.key, &in_flight.id)? {
+                let Some(id) = &in_flight.id else {
+                    if store.tracks_uploads() {
+                        cleaned.push(format!(
+                            "{} (an upload interrupted as it started, before the store's id for it \
+                             was written down: if the store had started it, a lifecycle rule for \
+                             incomplete uploads removes its parts)",
+                            in_flight.key
+                        ));
+                    }
+                    let _ = std::fs::remove_file(entry.path());
+                    continue;
+                };
+                cleaned.push(match store.abort(&in_flight.key, id)? {
                     None => format!("{} (an interrupted upload)", in_flight.key),
                     Some(refused) => format!(
                         "{} (an interrupted upload, which the store would not abort: {refused}; \

@@ -377,6 +377,12 @@ impl Store {
         })
     }
 
+    /// Whether the store keeps uploads in progress that only their id can
+    /// abort (S3's multipart uploads).
+    pub fn tracks_uploads(&self) -> bool {
+        matches!(self.backend, Backend::S3(_))
+    }
+
     /// Aborts an upload a crash left behind (S3: its parts are dropped).
     /// One the store no longer knows is gone already (a crash may come
     /// after the upload completed). When the store answers but refuses,

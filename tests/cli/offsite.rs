@@ -490,6 +490,9 @@ fn kill_9_during_push_leaves_no_manifest_without_its_object_and_the_next_push_co
     sandbox.upkeep(&["backup", "production"]).code(0);
     let name = name_of(&sandbox.backups("production")[0]);
     let mut killed_before_the_end = 0;
+    // Uploads the store may have started while the push died before it
+    // could write their id down: its journal then says so (`"id":null`).
+    let mut started_unnamed = 0;
     for delay_ms in [30, 120, 300, 700] {
         let mut child = Command::new(UPKEEP)
             .args(["push", "production"])
@@ -505,6 +508,10 @@ fn kill_9_during_push_leaves_no_manifest_without_its_object_and_the_next_push_co
         let status = child.wait().unwrap();
         if status.code().is_none() {
             killed_before_the_end += 1;
+        }
+        let journal = sandbox.path(&format!(".upkeep/offsite/{name}.upload.json"));
+        if std::fs::read_to_string(&journal).is_ok_and(|entry| entry.contains(r#""id":null"#)) {
+            started_unnamed += 1;
         }
         // A part the dead push was sending may still be landing on the
         // server: S3 says an abort can race parts in progress ("it might be
@@ -536,9 +543,16 @@ fn kill_9_during_push_leaves_no_manifest_without_its_object_and_the_next_push_co
         ".upkeep/offsite/gone.upload.json",
         &format!(r#"{{"key":"production/{name}","id":"0b5e7c1e-0000-4000-8000-000000000000"}}"#),
     );
+    // A kill after the journal entry, before the store answered with the
+    // upload's id: the push says what may be left.
+    sandbox.write(
+        ".upkeep/offsite/unnamed.upload.json",
+        &format!(r#"{{"key":"production/{name}","id":null}}"#),
+    );
     push(&sandbox, &["production"])
         .code(0)
-        .stdout_has(&format!("pushed {name}"));
+        .stdout_has(&format!("pushed {name}"))
+        .stdout_has("before the store's id for it was written down");
     sandbox
         .upkeep_with(
             &["verify", "production", "--offsite", "--read-data"],
@@ -559,12 +573,13 @@ fn kill_9_during_push_leaves_no_manifest_without_its_object_and_the_next_push_co
     // when its completion starts, so a push killed during the completion
     // leaves parts the server no longer knows and refuses to abort: the
     // push says so and goes on (a bucket's lifecycle rule removes them).
+    // Only an upload whose id the dead push never learned may stay.
     let tracked: Vec<String> = std::fs::read_dir(s3.root.path())
         .unwrap()
         .map(|entry| entry.unwrap().file_name().to_string_lossy().into_owned())
         .filter(|name| name.starts_with(".upload-") && name.ends_with(".json"))
         .collect();
-    assert!(tracked.is_empty(), "{tracked:?}");
+    assert!(tracked.len() <= started_unnamed, "{tracked:?}");
 }
 
 #[test]
