@@ -232,12 +232,12 @@ pub enum Command {
     Replicate {
         /// An environment from upkeep.yaml
         env: String,
-        /// How often the commits added to the .wal are shipped
-        #[arg(long, value_name = "DURATION", default_value = "1s", value_parser = humantime::parse_duration)]
-        interval: std::time::Duration,
-        /// A new point (a live copy; only changed blocks go up) at least this often
-        #[arg(long, value_name = "DURATION", default_value = "15m", value_parser = humantime::parse_duration)]
-        point_every: std::time::Duration,
+        /// How often the commits added to the .wal are shipped (default: backups.offsite.continuous.interval, else 1s)
+        #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration)]
+        interval: Option<std::time::Duration>,
+        /// A new point (a live copy; only changed blocks go up) at least this often (default: continuous.point_every, else 15m)
+        #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration)]
+        point_every: Option<std::time::Duration>,
     },
     /// Quarantine a damaged database and bring back a sound one
     #[command(
@@ -294,9 +294,9 @@ pub enum Command {
         #[arg(long)]
         forget: bool,
     },
-    /// Print (or install) the daily backup entry: cron, systemd timer or Windows task
+    /// Print (or install) the daily backup entry: cron, systemd timer or Windows task; or a replicator
     #[command(
-        after_help = "Examples:\n  upkeep schedule\n  upkeep schedule --at 03:30 --keep 50 --install\n  upkeep schedule --systemd --install\n  upkeep schedule --windows\n\nThe cron line ends with `# upkeep schedule: /path/to/upkeep.yaml`: --install replaces\nthe line with this project's marker (or adds it), --uninstall removes it, and other\nlines are left alone. Times are the machine's local time.\n\nExit 1: `crontab` is missing or refused the table (nothing was changed); 2: bad flag.\n\nDaily backups: docs/operations.md."
+        after_help = "Examples:\n  upkeep schedule\n  upkeep schedule --at 03:30 --keep 50 --install\n  upkeep schedule --systemd --install\n  upkeep schedule --windows\n  upkeep schedule --replicate --env production --install            # cron @reboot\n  upkeep schedule --replicate --env production --systemd --install  # a service kept running\n\nThe cron line ends with `# upkeep schedule: /path/to/upkeep.yaml` (a replicator's with\n`# upkeep replicate ENV: /path/to/upkeep.yaml`): --install replaces the line with that\nmarker (or adds it), --uninstall removes it, and other lines are left alone. Times are\nthe machine's local time.\n\nExit 1: `crontab` is missing or refused the table (nothing was changed); 2: bad flag.\n\nDaily backups: docs/operations.md; continuous copies: docs/offsite.md."
     )]
     Schedule(ScheduleArgs),
     /// The demo's app stand-in (a process holding a DuckDB, serving /health)
@@ -330,13 +330,17 @@ pub struct ScheduleArgs {
     /// When the backup runs each day (24-hour clock, local time)
     #[arg(long, value_name = "HH:MM", default_value = "02:00", value_parser = parse_at)]
     pub at: At,
-    /// An environment from upkeep.yaml, `both` or `all`
+    /// An environment from upkeep.yaml, `both` or `all` (with --replicate: one environment)
     #[arg(long, value_name = "ENV", default_value = "both")]
     pub env: String,
     /// How many backups to keep (default: backups.keep in upkeep.yaml, else 30)
     #[arg(long, value_name = "N", allow_negative_numbers = true)]
     pub keep: Option<i64>,
-    /// A systemd user service and timer instead of a cron line
+    /// The replicator of --env (`upkeep replicate ENV`, continuous off-site copies) instead of
+    /// the daily backup: started at boot by cron (@reboot), or a systemd service kept running
+    #[arg(long, conflicts_with_all = ["at", "keep"])]
+    pub replicate: bool,
+    /// A systemd user service and timer (with --replicate: a service) instead of a cron line
     #[arg(long, conflicts_with = "windows")]
     pub systemd: bool,
     /// The Windows Task Scheduler command (schtasks) for scripts\backup_db.ps1
@@ -355,9 +359,15 @@ impl ScheduleArgs {
     /// conflict).
     pub fn request(&self) -> schedule::Request<'_> {
         schedule::Request {
-            at: self.at,
+            entry: if self.replicate {
+                schedule::Entry::Replicate
+            } else {
+                schedule::Entry::Backup {
+                    at: self.at,
+                    keep: self.keep,
+                }
+            },
             env: &self.env,
-            keep: self.keep,
             scheduler: if self.windows {
                 schedule::Scheduler::Windows
             } else if self.systemd {

@@ -128,7 +128,8 @@ pub fn run(command: &Command, config: &Config, printer: &Printer) -> Result<i32>
         Command::Backups { env, offsite: true } => each_env(config, env, printer, |env| {
             let site = config.offsite()?;
             printer.remote_backups(&env.name, &offsite::list(&site, env)?);
-            let span = offsite::points::Points::open(&site, &env.name)?.span()?;
+            let span = offsite::points::Points::open(&site, &env.name)?
+                .span(site.spec.continuous.wal_retention)?;
             printer.continuous(&env.name, span.as_ref());
             Ok(code::OK)
         }),
@@ -144,8 +145,9 @@ pub fn run(command: &Command, config: &Config, printer: &Printer) -> Result<i32>
                 signal_hook::flag::register(signal, std::sync::Arc::clone(&stop))?;
             }
             let options = offsite::replicate::Options {
-                interval: *interval,
-                point_every: *point_every,
+                interval: interval.unwrap_or(site.spec.continuous.interval),
+                point_every: point_every.unwrap_or(site.spec.continuous.point_every),
+                ..site.spec.continuous
             };
             offsite::replicate::run(&site, &env, options, &stop, &mut |shipment| {
                 printer.shipment(&env.name, shipment)

@@ -255,6 +255,19 @@ struct RawOffsite {
     region: Option<String>,
     encrypt_to: Option<Vec<String>>,
     retention: Option<Policy>,
+    continuous: Option<RawContinuous>,
+}
+
+/// `backups.offsite.continuous`: durations, humantime's (`1s`, `15m`, `48h`).
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawContinuous {
+    #[serde(default, deserialize_with = "humantime_serde_shim::option")]
+    interval: Option<std::time::Duration>,
+    #[serde(default, deserialize_with = "humantime_serde_shim::option")]
+    point_every: Option<std::time::Duration>,
+    #[serde(default, deserialize_with = "humantime_serde_shim::option")]
+    wal_retention: Option<std::time::Duration>,
 }
 
 /// `databases:`, environment name -> database file: at least one.
@@ -788,10 +801,26 @@ fn offsite_spec(raw: RawOffsite) -> Result<offsite::Spec, (&'static str, String)
             )
         })?;
     }
+    let defaults = offsite::replicate::Options::default();
+    let continuous = match raw.continuous {
+        None => defaults,
+        Some(set) => offsite::replicate::Options {
+            interval: set.interval.unwrap_or(defaults.interval),
+            point_every: set.point_every.unwrap_or(defaults.point_every),
+            wal_retention: set.wal_retention.unwrap_or(defaults.wal_retention),
+        },
+    };
+    continuous.check().map_err(|message| {
+        (
+            "continuous",
+            format!("`backups.offsite.continuous`: {message}"),
+        )
+    })?;
     Ok(offsite::Spec {
         target,
         encrypt_to: raw.encrypt_to,
         retention: raw.retention,
+        continuous,
     })
 }
 

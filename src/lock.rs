@@ -90,7 +90,102 @@ pub fn acquire(state_dir: &Path, what: &str) -> Result<Lock> {
     lock.file
         .write_all(serde_json::to_string(&holder)?.as_bytes())?;
     lock.file.sync_all()?;
+    wait_for_rounds(state_dir)?;
     Ok(lock)
+}
+
+/// How long a lock holder waits for a replicator's point in progress.
+const ROUNDS_WAIT: std::time::Duration = std::time::Duration::from_secs(120);
+
+/// Work that reads the database beside its app and must never overlap a
+/// command that changes it (a replicator's point: `offsite::replicate`)
+/// holds the shared side of `state_dir/rounds` while it runs, and starts
+/// only when [`holder`] is no such command. Once a command holds the lock,
+/// it waits here for the exclusive side, so for the work in progress to
+/// end. From then on, any new work sees the lock held and waits.
+fn wait_for_rounds(state_dir: &Path) -> Result<()> {
+    let path = state_dir.join("rounds");
+    let file = fsx::private_options()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(&path)
+        .with_context(|| format!("cannot open `{}`", path.display()))?;
+    let until = std::time::Instant::now() + ROUNDS_WAIT;
+    // SAFETY: a valid descriptor (flock: not the record lock of `lock`).
+    while unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+        if std::time::Instant::now() >= until {
+            bail!(Busy(format!(
+                "a replicator has been taking a point of a database here for {}s (it holds `{}`): \
+                 stop `upkeep replicate`, or try again",
+                ROUNDS_WAIT.as_secs(),
+                path.display()
+            )));
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    // Dropping `file` releases it: the work may go on once it sees the lock.
+    Ok(())
+}
+
+/// The shared side of `state_dir/rounds` (see [`wait_for_rounds`]), held
+/// while the work runs.
+pub struct Round(#[allow(dead_code)] File);
+
+/// Starts a round of work that must not overlap a command that changes
+/// the database: `Ok(None)` while one holds the lock (see [`changes`]).
+pub fn round(state_dir: &Path) -> Result<Option<Round>> {
+    fsx::create_private_dir(state_dir)?;
+    let path = state_dir.join("rounds");
+    let file = fsx::private_options()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(&path)
+        .with_context(|| format!("cannot open `{}`", path.display()))?;
+    // SAFETY: a valid descriptor. Blocks only while a lock holder checks
+    // that no round is in progress (a moment).
+    if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_SH) } != 0 {
+        return Err(std::io::Error::last_os_error())
+            .with_context(|| format!("cannot lock `{}`", path.display()));
+    }
+    Ok(holder(state_dir)
+        .filter(changes)
+        .is_none()
+        .then_some(Round(file)))
+}
+
+/// Who holds the lock in `state_dir` now, if anyone: what it recorded, or
+/// only its PID when what it recorded is not its own (being written).
+/// For processes that never take the lock (opening the file and closing
+/// it would drop a lock this process held).
+pub fn holder(state_dir: &Path) -> Option<Holder> {
+    if HELD.load(Ordering::SeqCst) {
+        return None;
+    }
+    let mut file = File::open(lock_path(state_dir)).ok()?;
+    let pid = holder_pid(&file)?;
+    let mut text = String::new();
+    let _ = file.read_to_string(&mut text);
+    match serde_json::from_str::<Holder>(&text) {
+        Ok(holder) if holder.pid == pid => Some(holder),
+        _ => Some(Holder {
+            pid,
+            host: hostname(),
+            what: format!("process {pid}"),
+            since: String::new(),
+        }),
+    }
+}
+
+/// Whether a holder of the lock may change a database: anything but a
+/// backup or a push, which only read it.
+pub fn changes(holder: &Holder) -> bool {
+    !["upkeep backup ", "upkeep push "]
+        .iter()
+        .any(|reader| holder.what.starts_with(reader))
 }
 
 fn lock_path(state_dir: &Path) -> PathBuf {

@@ -170,6 +170,41 @@ fn checksum_remainder(rest: &[u8]) -> u64 {
     h
 }
 
+/// The stored checksum (the first 8 bytes) of each whole block of `file`
+/// below `end`, by block id; read on up to 4 threads, since these are as
+/// many reads as blocks (16,384 at 4 GiB).
+pub fn stored_checksums(file: &std::fs::File, block: u64, end: u64) -> std::io::Result<Vec<u64>> {
+    let count = end.saturating_sub(BLOCKS_START) / block;
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get().min(4)) as u64;
+    let per_thread = count.div_ceil(threads).max(1);
+    let read = |first: u64| -> std::io::Result<Vec<u64>> {
+        let mut stored = [0u8; 8];
+        (first..count.min(first + per_thread))
+            .map(|id| {
+                std::os::unix::fs::FileExt::read_exact_at(
+                    file,
+                    &mut stored,
+                    BLOCKS_START + id * block,
+                )?;
+                Ok(u64::from_le_bytes(stored))
+            })
+            .collect()
+    };
+    std::thread::scope(|scope| {
+        let parts: Vec<_> = (1..threads)
+            .map(|part| scope.spawn(move || read(part * per_thread)))
+            .collect();
+        let mut checksums = read(0)?;
+        for part in parts {
+            let part = part
+                .join()
+                .map_err(|_| std::io::Error::other("a checksum reading thread panicked"))?;
+            checksums.extend(part?);
+        }
+        Ok(checksums)
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

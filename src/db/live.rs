@@ -39,6 +39,9 @@ use crate::db::wal::{
 };
 use crate::fsx;
 
+mod onto;
+pub use onto::{Base, copy_onto};
+
 /// Attempts before giving up.
 const MAX_ATTEMPTS: u32 = 8;
 /// No new attempt starts after this, or after four times the first
@@ -189,7 +192,7 @@ pub fn copy(db: &Path, wal: &Path, dest_dir: &Path) -> Result<Copied, Refused> {
         wal_copy: &wal_copy,
         wal_copy_path: &dest_wal,
     };
-    let result = attempts(&files);
+    let result = attempts(&files, None);
     match &result {
         Ok(kept) if kept.wal_commits > 0 => {}
         _ => {
@@ -264,14 +267,14 @@ struct Kept {
 }
 
 /// Attempts until one is kept, within the bound.
-fn attempts(files: &Files) -> Result<Kept, Refused> {
+fn attempts(files: &Files, mut base: Option<&mut Base>) -> Result<Kept, Refused> {
     let started = Instant::now();
     let mut budget = MIN_BUDGET;
     let mut retried = Vec::new();
     let mut in_a_row = 0u32;
     for attempt in 1..=MAX_ATTEMPTS {
         let begun = Instant::now();
-        let outcome = one_attempt(files)?;
+        let outcome = one_attempt(files, base.as_deref_mut())?;
         if attempt == 1 {
             budget = budget.max(begun.elapsed() * 4);
         }
@@ -324,7 +327,7 @@ fn wait_for_header(files: &Files, h0: &[u8], limit: Duration) -> Result<(), Refu
 }
 
 /// One attempt: steps 1 to 4 and the checks (see the module docs).
-fn one_attempt(files: &Files) -> Result<Result<Kept, Retry>, Refused> {
+fn one_attempt(files: &Files, mut base: Option<&mut Base>) -> Result<Result<Kept, Retry>, Refused> {
     // 1. H0, before the .wal: for a .wal without an iteration (storage
     // before v1.3.0), only the unchanged header proves its generation.
     let h0 = read_headers(files.live).map_err(io(files.db))?;
@@ -377,7 +380,11 @@ fn one_attempt(files: &Files) -> Result<Result<Kept, Retry>, Refused> {
     }
 
     // 3. The file, to its end as found now.
-    let (mut bad, copied_size, cloned, copy_time) = match copy_file(files, &header, &h0)? {
+    let copying = match base.as_deref_mut() {
+        Some(base) => onto::top_up_file(files, &header, &h0, base)?,
+        None => copy_file(files, &header, &h0)?,
+    };
+    let (mut bad, copied_size, cloned, copy_time) = match copying {
         Copying::Done {
             bad,
             size,
@@ -418,7 +425,7 @@ fn one_attempt(files: &Files) -> Result<Result<Kept, Retry>, Refused> {
             return Ok(Err(Retry::AfterCheckpoint(reason, h0)));
         }
         std::thread::sleep(REREAD_PAUSE);
-        bad = reread(files, &header, &bad, &suspects)?;
+        bad = reread(files, &header, &bad, &suspects, base.as_deref_mut())?;
     }
 
     // 4. H2, and the .wal path: nothing was replaced meanwhile.
@@ -762,6 +769,7 @@ fn reread(
     header: &Header,
     bad: &[u64],
     suspects: &[u64],
+    mut base: Option<&mut Base>,
 ) -> Result<Vec<u64>, Refused> {
     let block = header.block_alloc_size;
     let mut bytes = vec![0u8; block as usize];
@@ -778,6 +786,9 @@ fn reread(
                 .copy
                 .write_all_at(&bytes, offset)
                 .map_err(io(files.copy_path))?;
+            if let Some(base) = base.as_deref_mut() {
+                base.wrote(id, offset, &bytes, true);
+            }
         } else {
             still.push(id);
         }

@@ -11,6 +11,7 @@ pub mod check;
 pub mod fresh;
 pub mod header;
 pub mod layout;
+pub mod leaves;
 pub mod live;
 pub mod open;
 pub mod repair;

@@ -74,6 +74,8 @@ pub struct Spec {
     pub encrypt_to: Option<Vec<String>>,
     /// Its own retention; else the local rotation applies.
     pub retention: Option<Policy>,
+    /// `continuous:`, for `upkeep replicate`.
+    pub continuous: replicate::Options,
 }
 
 /// A manifest off-site: what the data object must be, and the local

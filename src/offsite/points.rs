@@ -19,7 +19,7 @@
 //! at a moment T takes the newest point taken at or before T and its
 //! segments read at or before T, in order, with no gap.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fs::File;
 use std::os::unix::fs::FileExt;
 use std::path::Path;
@@ -33,6 +33,10 @@ use super::crypt::{Identities, Recipients};
 use super::pack::{self, Pack};
 use super::store::Store;
 use crate::db::header::{self, BLOCKS_START};
+use crate::db::leaves::Leaves;
+
+mod prune;
+pub use prune::{Keep, Pruned};
 
 const FORMAT: u32 = 1;
 /// Adjacent blocks of a pack are fetched together, up to this much a GET.
@@ -62,6 +66,17 @@ pub struct Point {
     pub naming_key: String,
     /// Every piece of the file, in order: the headers, then each block.
     pub blocks: Vec<Located>,
+}
+
+/// What the last point shipped from a copy named, so that the next point
+/// of the same copy names only what changed (see [`Points::ship`]).
+#[derive(Default)]
+pub struct Named {
+    /// The block size the names are of.
+    block: u64,
+    /// The name of each piece: the headers, then each block.
+    names: Vec<String>,
+    leaves: Option<Leaves>,
 }
 
 /// What shipping a point sent.
@@ -97,6 +112,9 @@ pub struct Span {
     /// The newest moment shipped: the newest point's last segment, or the
     /// point itself.
     pub to: String,
+    /// The moments of the points before `from` that retention kept, each
+    /// restorable as it was then (RFC 3339, oldest first).
+    pub older: Vec<String>,
 }
 
 /// The first two numbers of a point's or a segment's name:
@@ -115,6 +133,8 @@ pub struct Points {
     recipients: Option<Recipients>,
     /// Every block the store's points use, by name.
     known: HashMap<String, Located>,
+    /// The packs each point learned or shipped uses, by manifest key.
+    packs: HashMap<String, BTreeSet<String>>,
 }
 
 impl Points {
@@ -131,6 +151,7 @@ impl Points {
             naming_key: None,
             recipients,
             known: HashMap::new(),
+            packs: HashMap::new(),
         })
     }
 
@@ -138,11 +159,23 @@ impl Points {
     /// store holds: before shipping, so that only new blocks go up.
     pub fn learn(&mut self) -> Result<()> {
         for key in self.keys()? {
-            for block in self.manifest(&key)?.blocks {
-                self.known.insert(block.block.name.clone(), block);
-            }
+            let point = self.manifest(&key)?;
+            self.learn_point(&key, &point);
         }
         Ok(())
+    }
+
+    /// Learns the blocks of point `key`, and the packs it uses.
+    fn learn_point(&mut self, key: &str, point: &Point) {
+        let packs = point
+            .blocks
+            .iter()
+            .map(|block| block.pack.clone())
+            .collect();
+        self.packs.insert(key.to_string(), packs);
+        for block in &point.blocks {
+            self.known.insert(block.block.name.clone(), block.clone());
+        }
     }
 
     /// The manifests' keys, oldest first.
@@ -181,40 +214,71 @@ impl Points {
 
     /// Ships the database file at `copy` (a live copy at checkpoint
     /// `iteration`, taken at `taken_at`) as a point: the blocks the store
-    /// lacks in packs, then the manifest.
-    pub fn ship(&mut self, copy: &Path, iteration: u64, taken_at: Timestamp) -> Result<Shipped> {
+    /// lacks in packs, then the manifest. `named` is what the last point
+    /// shipped from the same copy named, and `changed` the byte ranges of
+    /// the copy written since: only those pieces are read and named again,
+    /// and its blake3 is computed from the leaves kept in `named`. A new
+    /// `Named` reads the whole file.
+    pub fn ship(
+        &mut self,
+        copy: &Path,
+        iteration: u64,
+        taken_at: Timestamp,
+        changed: &[(u64, u64)],
+        named: &mut Named,
+    ) -> Result<Shipped> {
         let Some(naming_key) = self.naming_key else {
             bail!("no naming key: call Points::naming_key first");
         };
-        let file = File::open(copy).with_context(|| format!("cannot read `{}`", copy.display()))?;
+        let unreadable = || format!("cannot read `{}`", copy.display());
+        let file = File::open(copy).with_context(unreadable)?;
         let size = file.metadata()?.len();
         let header = header::read(copy)
-            .with_context(|| format!("cannot read `{}`", copy.display()))?
+            .with_context(unreadable)?
             .map_err(|problem| anyhow::anyhow!("`{}`: {problem}", copy.display()))?;
+        let block = header.block_alloc_size;
+        let piece_of = |offset: u64| match offset.checked_sub(BLOCKS_START) {
+            None => 0,
+            Some(past) => 1 + past / block,
+        };
+        let pieces = 1 + size.saturating_sub(BLOCKS_START).div_ceil(block);
+        if named.block != block {
+            named.names.clear();
+            named.block = block;
+        }
+        let dirty: BTreeSet<u64> = changed
+            .iter()
+            .filter(|(_, len)| *len > 0)
+            .flat_map(|&(offset, len)| piece_of(offset)..=piece_of(offset + len - 1))
+            .collect();
+        named.names.truncate(pieces as usize);
         let mut shipped = Shipped {
             key: String::new(),
-            blocks: 0,
+            blocks: pieces,
             new_blocks: 0,
             new_bytes: 0,
             puts: 0,
         };
-        let (mut names, mut pack, mut hasher) =
-            (Vec::new(), Pack::default(), blake3::Hasher::new());
-        let mut bytes = vec![0u8; header.block_alloc_size.max(BLOCKS_START) as usize];
-        let mut at = 0;
-        while at < size {
-            let len = if at == 0 {
-                BLOCKS_START
-            } else {
-                header.block_alloc_size
+        let mut pack = Pack::default();
+        let mut bytes = vec![0u8; block.max(BLOCKS_START) as usize];
+        for index in 0..pieces {
+            let reused = named
+                .names
+                .get(index as usize)
+                .filter(|name| !dirty.contains(&index) && self.known.contains_key(*name));
+            if reused.is_some() {
+                continue;
             }
-            .min(size - at);
+            let (at, len) = match index {
+                0 => (0, BLOCKS_START.min(size)),
+                _ => {
+                    let at = BLOCKS_START + (index - 1) * block;
+                    (at, block.min(size - at))
+                }
+            };
             let piece = &mut bytes[..len as usize];
-            file.read_exact_at(piece, at)
-                .with_context(|| format!("cannot read `{}`", copy.display()))?;
-            hasher.update(piece);
+            file.read_exact_at(piece, at).with_context(unreadable)?;
             let name = pack::name(&naming_key, piece);
-            shipped.blocks += 1;
             if !self.known.contains_key(&name) && !pack.holds(&name) {
                 if !pack.add(name.clone(), piece, self.recipients.as_ref())? {
                     self.send(std::mem::take(&mut pack), &mut shipped)?;
@@ -222,22 +286,37 @@ impl Points {
                 }
                 shipped.new_blocks += 1;
             }
-            names.push(name);
-            at += len;
+            match named.names.get_mut(index as usize) {
+                Some(slot) => *slot = name,
+                None => named.names.push(name),
+            }
         }
         if !pack.is_empty() {
             self.send(pack, &mut shipped)?;
         }
+        match named.leaves.as_mut() {
+            Some(leaves) => leaves.update(&file, size, changed),
+            None => Leaves::of(&file, size).map(|leaves| named.leaves = Some(leaves)),
+        }
+        .with_context(unreadable)?;
+        let blake3 = match named.leaves.as_ref().and_then(Leaves::root) {
+            Some(hash) => hash,
+            None => crate::fsx::hash_file(copy)?,
+        };
         let point = Point {
             format: FORMAT,
             env: self.env.clone(),
             created_at: taken_at.to_string(),
             iteration,
             size,
-            blake3: hasher.finalize().to_hex().to_string(),
+            blake3: blake3.to_hex().to_string(),
             encrypted: self.recipients.is_some(),
             naming_key: key_id(&naming_key),
-            blocks: names.iter().map(|name| self.known[name].clone()).collect(),
+            blocks: named
+                .names
+                .iter()
+                .map(|name| self.known[name].clone())
+                .collect(),
         };
         shipped.key = format!(
             "{}/points/{:013}-{iteration}.json",
@@ -251,6 +330,7 @@ impl Points {
             bail!("a point named `{}` is already in the store", shipped.key);
         }
         shipped.puts += 1;
+        self.learn_point(&shipped.key, &point);
         Ok(shipped)
     }
 
@@ -635,13 +715,14 @@ pub fn fetch(
 impl Points {
     /// What `backups --offsite` says of the continuous copies; `None`
     /// when there are none.
-    pub fn span(&self) -> Result<Option<Span>> {
+    pub fn span(&self, wal_retention: std::time::Duration) -> Result<Option<Span>> {
         let keys = self.keys()?;
         let moments: Vec<i64> = keys
             .iter()
             .filter_map(|key| numbers(key).map(|(taken, _)| taken))
             .collect();
-        let (Some(&from), Some(newest)) = (moments.iter().min(), keys.last()) else {
+        let base = prune::base(&moments, wal_retention, Timestamp::now());
+        let (Some(&from), Some(newest)) = (moments.get(base), keys.last()) else {
             return Ok(None);
         };
         let mut to = moments.iter().copied().max().unwrap_or(from);
@@ -660,6 +741,7 @@ impl Points {
             points: keys.len(),
             from: moment(from),
             to: moment(to),
+            older: moments[..base].iter().map(|&ms| moment(ms)).collect(),
         }))
     }
 }

@@ -19,7 +19,7 @@ use jiff::Timestamp;
 use serde::Serialize;
 
 use super::Site;
-use super::points::Points;
+use super::points::{Keep, Named, Points, Pruned};
 use crate::db::Env;
 use crate::db::live::{self, Refused};
 use crate::db::segment::{self, Cursor, Next};
@@ -27,12 +27,62 @@ use crate::error::{Busy, bad_input};
 
 /// The shortest interval: the `.wal` is read at most 10 times a second.
 const MIN_INTERVAL: Duration = Duration::from_millis(100);
+/// Retention is applied after the first point, then after a point at
+/// most this often: it lists the store, which the rounds never do.
+const PRUNE_EVERY: Duration = Duration::from_secs(3600);
+/// Packs younger than this are never pruned (another host's point may be
+/// on its way): the age push gives data without a manifest.
+const PACK_GRACE: Duration = Duration::from_secs(3600);
 
-/// How often the `.wal` is read, and when points are taken again.
-#[derive(Debug, Clone, Copy)]
+/// `backups.offsite.continuous` in upkeep.yaml (`--interval` and
+/// `--point-every` override the first two): how often the `.wal` is read,
+/// when points are taken again, and how long every commit stays
+/// restorable (older moments keep only their points, as retention says).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Options {
     pub interval: Duration,
     pub point_every: Duration,
+    pub wal_retention: Duration,
+}
+
+impl Default for Options {
+    fn default() -> Options {
+        Options {
+            interval: Duration::from_secs(1),
+            point_every: Duration::from_secs(15 * 60),
+            wal_retention: Duration::from_secs(48 * 3600),
+        }
+    }
+}
+
+impl Options {
+    /// Refuses settings that cannot work, naming them as upkeep.yaml does.
+    pub fn check(&self) -> Result<(), String> {
+        let show = |duration: Duration| humantime::format_duration(duration).to_string();
+        if self.interval < MIN_INTERVAL {
+            return Err(format!(
+                "`interval: {}` is shorter than {}: the .wal is read at most 10 times a second",
+                show(self.interval),
+                show(MIN_INTERVAL)
+            ));
+        }
+        if self.point_every < self.interval {
+            return Err(format!(
+                "`point_every: {}` is shorter than `interval: {}`: give point_every at least the interval",
+                show(self.point_every),
+                show(self.interval)
+            ));
+        }
+        if self.wal_retention < self.point_every {
+            return Err(format!(
+                "`wal_retention: {}` is shorter than `point_every: {}`: every commit would not stay \
+                 restorable from one point to the next; give wal_retention at least point_every",
+                show(self.wal_retention),
+                show(self.point_every)
+            ));
+        }
+        Ok(())
+    }
 }
 
 /// What one round shipped (a round that shipped nothing is not reported).
@@ -58,6 +108,11 @@ pub enum Shipment {
     },
     /// No point could be taken this round (a checkpoint kept moving).
     Retry { why: String },
+    /// An upkeep command that changes the database runs: no point until
+    /// it ends.
+    Paused { why: String },
+    /// Retention applied (see [`super::points::Keep`]): what was deleted.
+    Pruned(Pruned),
 }
 
 /// The point being followed.
@@ -78,12 +133,9 @@ pub fn run(
     stop: &Arc<AtomicBool>,
     report: &mut dyn FnMut(&Shipment),
 ) -> Result<()> {
-    if options.interval < MIN_INTERVAL || options.point_every < options.interval {
+    if let Err(problem) = options.check() {
         bail!(bad_input(format!(
-            "--interval must be at least {} and --point-every at least --interval (given {} and {})",
-            humantime::format_duration(MIN_INTERVAL),
-            humantime::format_duration(options.interval),
-            humantime::format_duration(options.point_every)
+            "{problem} (from `backups.offsite.continuous` in upkeep.yaml, or --interval and --point-every)"
         )));
     }
     if !env.db.exists() {
@@ -100,15 +152,43 @@ pub fn run(
     crate::fsx::create_private_dir(site.backups_dir)?;
     // The live copies a killed replicator left.
     crate::fsx::sweep_partials(site.backups_dir);
+    // The copy each point is made on, kept from one to the next so that a
+    // point reads and names only what changed.
+    let scratch = crate::fsx::partial_dir(site.backups_dir)?;
+    let mut copy = Copy {
+        base: live::Base::new(&env.db, scratch.path())?,
+        named: Named::default(),
+    };
     let wal = crate::db::wal::path_of(&env.db);
     let mut current: Option<Current> = None;
     let mut why = "the replicator started".to_string();
+    let mut pruned = None;
+    let mut paused: Option<String> = None;
     loop {
         let stopping = stop.load(Ordering::SeqCst);
         let started = Instant::now();
+        // An upkeep command that changes the database holds the lock: the
+        // current point's `.wal` is still shipped while it lasts (it ends
+        // when the app stops or the file is replaced), but no point is
+        // taken until the command ends; then one at once.
+        let blocker = crate::lock::holder(site.state_dir).filter(crate::lock::changes);
+        match (blocker, &paused) {
+            (Some(holder), None) => {
+                report(&Shipment::Paused {
+                    why: format!("`{}` holds the lock", holder.what),
+                });
+                paused = Some(holder.what);
+            }
+            (None, Some(what)) => {
+                why = format!("`{what}` ended");
+                paused = None;
+                current = None;
+            }
+            _ => {}
+        }
         if let Some(point) = current
             .as_ref()
-            .filter(|point| point.taken.elapsed() >= options.point_every)
+            .filter(|point| point.taken.elapsed() >= options.point_every && paused.is_none())
         {
             why = format!(
                 "{} since point {}",
@@ -118,10 +198,15 @@ pub fn run(
             current = None;
         }
         match current.as_mut() {
-            None => match take_point(&mut points, env, &wal, site, &why)? {
+            None if paused.is_some() => {}
+            None => match take_point(&mut points, &mut copy, env, &wal, site, &why)? {
                 Ok((point, shipment)) => {
                     report(&shipment);
                     current = Some(point);
+                    if pruned.is_none_or(|at: Instant| at.elapsed() >= PRUNE_EVERY) {
+                        report(&prune(&mut points, site, options)?);
+                        pruned = Some(Instant::now());
+                    }
                 }
                 Err(retry) => report(&retry),
             },
@@ -168,17 +253,32 @@ pub fn run(
     }
 }
 
-/// A live copy of `env`'s database shipped as a point, with the `.wal` it
-/// kept as segment 0; `Err` is a round to retry.
+/// The copy points are made on, and what its last point named.
+struct Copy {
+    base: live::Base,
+    named: Named,
+}
+
+/// A live copy of `env`'s database onto `copy`, shipped as a point, with
+/// the `.wal` it kept as segment 0; `Err` is a round to retry.
 fn take_point(
     points: &mut Points,
+    copy: &mut Copy,
     env: &Env,
     wal: &std::path::Path,
     site: &Site,
     why: &str,
 ) -> Result<Result<(Current, Shipment), Shipment>> {
-    let folder = crate::fsx::partial_dir(site.backups_dir)?;
-    let copied = match live::copy(&env.db, wal, folder.path()) {
+    // Never while a command that changes the database runs (see
+    // `lock::round`): it waits for this copy to end before it starts.
+    let Some(round) = crate::lock::round(site.state_dir)? else {
+        return Ok(Err(Shipment::Retry {
+            why: "an upkeep command took the lock".to_string(),
+        }));
+    };
+    let copied = live::copy_onto(&env.db, wal, &mut copy.base);
+    drop(round);
+    let copied = match copied {
         Ok(copied) => copied,
         Err(Refused::Unsettled { last, .. }) => {
             return Ok(Err(Shipment::Retry {
@@ -188,7 +288,14 @@ fn take_point(
         Err(error) => return Err(error.into()),
     };
     let taken_at = Timestamp::now();
-    let shipped = points.ship(&copied.db, copied.iteration, taken_at)?;
+    let changed = copy.base.take_changed();
+    let shipped = points.ship(
+        &copied.db,
+        copied.iteration,
+        taken_at,
+        &changed,
+        &mut copy.named,
+    )?;
     let mut cursor = None;
     let mut puts = shipped.puts;
     if let (Some(kept), Some(file)) = (&copied.wal, copied.wal_file)
@@ -217,6 +324,16 @@ fn take_point(
             puts,
         },
     )))
+}
+
+/// Applies retention to the points of `points` now.
+fn prune(points: &mut Points, site: &Site, options: Options) -> Result<Shipment> {
+    let keep = Keep {
+        rotation: site.rotation.clone(),
+        wal_retention: options.wal_retention,
+        grace: PACK_GRACE,
+    };
+    Ok(Shipment::Pruned(points.prune(&keep, Timestamp::now())?))
 }
 
 /// The replicator's lock of `env`: `replicate-ENV.lock` in the state

@@ -137,6 +137,14 @@ impl Printer {
                 span.from,
                 span.to
             );
+            if !span.older.is_empty() {
+                say!(
+                    "{}: and to the moments of {} older point(s) kept by retention: {}",
+                    style(env).bold(),
+                    span.older.len(),
+                    span.older.join(", ")
+                );
+            }
         }
     }
 
@@ -170,6 +178,19 @@ impl Printer {
                 human_size(*bytes)
             ),
             Shipment::Retry { why } => format!("{env}: {why}; trying again next round"),
+            Shipment::Paused { why } => {
+                format!("{env}: paused ({why}); a new point once it ends")
+            }
+            Shipment::Pruned(pruned) if pruned.is_empty() => {
+                format!("{env}: retention applied: nothing to delete")
+            }
+            Shipment::Pruned(pruned) => format!(
+                "{env}: retention applied: {} point(s), {} segment(s) and {} pack(s) ({}) deleted",
+                pruned.points.len(),
+                pruned.segments,
+                pruned.packs,
+                human_size(pruned.bytes)
+            ),
         });
     }
 

@@ -12,9 +12,10 @@ use std::time::{Duration, Instant};
 use jiff::Timestamp;
 
 use upkeep::config::Config;
+use upkeep::db::retention::{Policy, Rotation};
 use upkeep::db::segment::{self, Next};
 use upkeep::offsite::crypt::Identities;
-use upkeep::offsite::points::Points;
+use upkeep::offsite::points::{Keep, Named, Points};
 
 use crate::live_copy::{SCHEMA, Writer, make, verify};
 use crate::offsite::{age_keys, with_offsite};
@@ -52,7 +53,15 @@ fn a_point_restores_byte_for_byte_and_the_next_one_uploads_only_changed_blocks()
     let mut points = Points::open(&site, "production").unwrap();
     points.learn().unwrap();
     points.naming_key(&sandbox.path(".upkeep")).unwrap();
-    let shipped = points.ship(&first, iteration, Timestamp::now()).unwrap();
+    let shipped = points
+        .ship(
+            &first,
+            iteration,
+            Timestamp::now(),
+            &[],
+            &mut Named::default(),
+        )
+        .unwrap();
     let size = std::fs::metadata(&first).unwrap().len();
     assert!(shipped.new_blocks > 100, "{shipped:?}");
     assert!(shipped.new_bytes <= size, "{shipped:?}");
@@ -66,7 +75,15 @@ fn a_point_restores_byte_for_byte_and_the_next_one_uploads_only_changed_blocks()
     );
     let app = sandbox.app(&["hold", db.to_str().unwrap()]);
     let (second, iteration) = live_copy(&sandbox, &db, 1);
-    let again = points.ship(&second, iteration, Timestamp::now()).unwrap();
+    let again = points
+        .ship(
+            &second,
+            iteration,
+            Timestamp::now(),
+            &[],
+            &mut Named::default(),
+        )
+        .unwrap();
     assert_eq!(again.blocks, shipped.blocks, "{again:?}");
     assert!(
         again.new_blocks * 20 < again.blocks && again.new_bytes * 20 < size,
@@ -106,7 +123,15 @@ fn an_encrypted_point_needs_the_identity_and_a_damaged_pack_is_never_restored() 
     let mut points = Points::open(&site, "production").unwrap();
     points.learn().unwrap();
     points.naming_key(&sandbox.path(".upkeep")).unwrap();
-    let shipped = points.ship(&copy, iteration, Timestamp::now()).unwrap();
+    let shipped = points
+        .ship(
+            &copy,
+            iteration,
+            Timestamp::now(),
+            &[],
+            &mut Named::default(),
+        )
+        .unwrap();
     let identities = Identities::load(&identity).unwrap();
     let dest = sandbox.path("restored.duckdb");
     let error = points.restore(&shipped.key, None, &dest).unwrap_err();
@@ -162,7 +187,14 @@ fn a_restore_at_any_moment_holds_exactly_the_commits_made_before_it() {
     while writer.committed() < 25 {
         std::thread::sleep(Duration::from_millis(20));
     }
-    // Ship as a replicator would, every 20 ms, for 15 seconds.
+    // Ship as a replicator would, every 20 ms, for 15 seconds: each point
+    // a live copy onto the last one, which reads and names only what
+    // changed.
+    let scratch = sandbox.path("copy");
+    std::fs::create_dir_all(&scratch).unwrap();
+    let mut base = upkeep::db::live::Base::new(&db, &scratch).unwrap();
+    let mut named = Named::default();
+    let (mut blocks, mut new_blocks) = (0, 0);
     let mut log: Vec<Shipment> = Vec::new();
     let mut current = None;
     let started = Instant::now();
@@ -170,10 +202,8 @@ fn a_restore_at_any_moment_holds_exactly_the_commits_made_before_it() {
     while started.elapsed() < Duration::from_secs(15) {
         let before = writer.committed();
         let Some((point, cursor, seq, iteration)) = current.as_mut() else {
-            let dest = sandbox.path(&format!("copies/{copies}"));
             copies += 1;
-            std::fs::create_dir_all(&dest).unwrap();
-            let copied = match upkeep::db::live::copy(&db, &wal, &dest) {
+            let copied = match upkeep::db::live::copy_onto(&db, &wal, &mut base) {
                 Ok(copied) => copied,
                 Err(upkeep::db::live::Refused::Unsettled { .. }) => continue,
                 Err(error) => panic!("{error}"),
@@ -181,7 +211,12 @@ fn a_restore_at_any_moment_holds_exactly_the_commits_made_before_it() {
             let taken_at = Timestamp::now();
             points_taken += 1;
             let after = writer.committed();
-            let shipped = points.ship(&copied.db, copied.iteration, taken_at).unwrap();
+            let changed = base.take_changed();
+            let shipped = points
+                .ship(&copied.db, copied.iteration, taken_at, &changed, &mut named)
+                .unwrap();
+            new_blocks += shipped.new_blocks;
+            blocks += shipped.blocks;
             let mut cursor = None;
             if let Some(kept) = &copied.wal {
                 let Next::Commits {
@@ -202,7 +237,6 @@ fn a_restore_at_any_moment_holds_exactly_the_commits_made_before_it() {
                 last: false,
             });
             current = Some((shipped.key, cursor, 1, copied.iteration));
-            std::fs::remove_dir_all(&dest).unwrap();
             continue;
         };
         match segment::next(&wal, cursor.as_ref()).unwrap() {
@@ -264,51 +298,205 @@ fn a_restore_at_any_moment_holds_exactly_the_commits_made_before_it() {
         }
     }
     eprintln!(
-        "{} shipments over {points_taken} points; {checked} moments restored and verified",
+        "{} shipments over {points_taken} points ({new_blocks} of {blocks} blocks new); \
+         {checked} moments restored and verified",
         log.len()
     );
 
     // A segment damaged, then missing: never restored silently. A point
-    // with segments 1 and 2; restored at segment 2's moment (its point is
-    // the newest then: the next one is taken after its .wal ended).
-    let files = walk(&sandbox.path("store/production/segments"));
-    let named = |seq: &str| -> Vec<&PathBuf> {
-        files
-            .iter()
-            .filter(|path| path.file_name().unwrap().to_string_lossy().starts_with(seq))
-            .collect()
-    };
-    let third = named("0000000002-")[0];
-    let second = named("0000000001-")
-        .into_iter()
-        .find(|path| path.parent() == third.parent())
+    // onto the same copy, then three commits shipped as segments 1 to 3
+    // (the app: this process, with no checkpoint meanwhile); restored at
+    // segment 3's moment.
+    let app = duckdb::Connection::open(&db).unwrap();
+    app.execute_batch("PRAGMA wal_autocheckpoint = '1GB'; CREATE TABLE tail (i INTEGER)")
         .unwrap();
-    let name = third.file_name().unwrap().to_string_lossy().into_owned();
-    let at = Timestamp::from_millisecond(name.split('-').nth(1).unwrap().parse().unwrap()).unwrap();
+    let copied = upkeep::db::live::copy_onto(&db, &wal, &mut base).unwrap();
+    let changed = base.take_changed();
+    let point = points
+        .ship(
+            &copied.db,
+            copied.iteration,
+            Timestamp::now(),
+            &changed,
+            &mut named,
+        )
+        .unwrap();
+    // Segment 0: the copy's .wal, with the table's creation.
+    let Next::Commits {
+        bytes,
+        cursor: kept,
+        ..
+    } = segment::next(copied.wal.as_ref().unwrap(), None).unwrap()
+    else {
+        panic!("the copy's .wal has no commits")
+    };
+    points
+        .ship_segment(&point.key, 0, Timestamp::now(), &bytes)
+        .unwrap();
+    let mut cursor = Some(kept.following(copied.wal_file.unwrap()));
+    let mut at = Timestamp::now();
+    for seq in 1..=3 {
+        app.execute(&format!("INSERT INTO tail VALUES ({seq})"), [])
+            .unwrap();
+        let Next::Commits {
+            bytes,
+            cursor: next,
+            ..
+        } = segment::next(&wal, cursor.as_ref()).unwrap()
+        else {
+            panic!("commit {seq} is not in the .wal")
+        };
+        std::thread::sleep(Duration::from_millis(2));
+        at = Timestamp::now();
+        points.ship_segment(&point.key, seq, at, &bytes).unwrap();
+        cursor = Some(next);
+    }
+    drop(app);
+    let stem = point
+        .key
+        .rsplit('/')
+        .next()
+        .unwrap()
+        .trim_end_matches(".json");
+    let second = walk(&sandbox.path(&format!("store/production/segments/{stem}")))
+        .into_iter()
+        .find(|path| {
+            path.file_name()
+                .unwrap()
+                .to_string_lossy()
+                .starts_with("0000000001-")
+        })
+        .unwrap();
     let dest = sandbox.path("damaged/r.duckdb");
     std::fs::create_dir_all(dest.parent().unwrap()).unwrap();
-    let mut bytes = std::fs::read(second).unwrap();
+    fresh.restore_at(at, None, &dest).unwrap();
+    assert_eq!(counts(&dest)["tail"], 3);
+    std::fs::remove_file(&dest).unwrap();
+    let mut bytes = std::fs::read(&second).unwrap();
     let last = bytes.len() - 1;
     bytes[last] ^= 1;
-    std::fs::write(second, bytes).unwrap();
+    std::fs::write(&second, bytes).unwrap();
     let error = fresh.restore_at(at, None, &dest).unwrap_err();
     assert!(error.to_string().contains("is damaged"), "{error}");
-    std::fs::remove_file(second).unwrap();
+    std::fs::remove_file(&second).unwrap();
     std::fs::remove_file(&dest).unwrap();
     let error = fresh.restore_at(at, None, &dest).unwrap_err();
     assert!(error.to_string().contains("missing"), "{error}");
 }
 
-/// Every file under `dir`.
-fn walk(dir: &Path) -> Vec<PathBuf> {
-    let mut files = Vec::new();
-    for entry in std::fs::read_dir(dir).unwrap() {
-        let path = entry.unwrap().path();
-        if path.is_dir() {
-            files.extend(walk(&path));
-        } else {
-            files.push(path);
+#[test]
+fn prune_keeps_what_retention_keeps_and_every_pack_a_kept_point_needs() {
+    let sandbox = Sandbox::new();
+    let db = sandbox.db("prod");
+    let config = config(&sandbox, None);
+    let site = config.offsite().unwrap();
+    let mut points = Points::open(&site, "production").unwrap();
+    points.learn().unwrap();
+    points.naming_key(&sandbox.path(".upkeep")).unwrap();
+    let now = Timestamp::now();
+    let hours = |h: i64| jiff::SignedDuration::from_hours(h);
+    // Six points taken 6 days, 5, 4, 3 days, 30 hours and 1 hour ago, the
+    // rows changed before each; segments 0 to 2 after each.
+    let ages = [144, 120, 96, 72, 30, 1];
+    let mut keys = Vec::new();
+    let mut copies = Vec::new();
+    for (n, age) in ages.iter().enumerate() {
+        sql(
+            &db,
+            &format!("UPDATE users SET email = 'v{n}-' || id || '@example.com'; CHECKPOINT"),
+        );
+        let (copy, iteration) = live_copy(&sandbox, &db, n);
+        let taken = now - hours(*age);
+        let shipped = points
+            .ship(&copy, iteration, taken, &[], &mut Named::default())
+            .unwrap();
+        for seq in 0..3 {
+            let read_at = taken + jiff::SignedDuration::from_mins(seq);
+            points
+                .ship_segment(&shipped.key, seq as u64, read_at, b"commits")
+                .unwrap();
         }
+        keys.push(shipped.key);
+        copies.push(copy);
     }
-    files
+    let segments = |key: &str| {
+        let stem = key.rsplit('/').next().unwrap().trim_end_matches(".json");
+        walk(&sandbox.path(&format!("store/production/segments/{stem}"))).len()
+    };
+    let packs = || walk(&sandbox.path("store/production/packs")).len();
+    let packs_before = packs();
+    // Every moment of the last 48 hours: the points of 30 hours and 1 hour
+    // ago, and the base before them (3 days ago). Older: 4 daily points,
+    // of which the one of 4 days ago is not within 48 hours.
+    let keep = Keep {
+        rotation: Rotation::Calendar(Policy {
+            daily: Some(4),
+            ..Policy::default()
+        }),
+        wal_retention: Duration::from_secs(48 * 3600),
+        grace: Duration::from_secs(3600),
+    };
+    let pruned = points.prune(&keep, now).unwrap();
+    assert_eq!(pruned.points, keys[..2], "{pruned:?}");
+    // All of the two deleted points' segments; 1 and 2 of the trimmed one.
+    assert_eq!(pruned.segments, 2 * 3 + 2, "{pruned:?}");
+    // The packs are younger than the grace period: none goes yet.
+    assert_eq!((pruned.packs, packs()), (0, packs_before), "{pruned:?}");
+    assert_eq!(
+        keys.iter().map(|key| segments(key)).collect::<Vec<_>>(),
+        [0, 0, 1, 3, 3, 3]
+    );
+    let fresh = Points::open(&site, "production").unwrap();
+    assert_eq!(fresh.keys().unwrap(), keys[2..]);
+    // Once the grace period is over, the packs only deleted points used go.
+    let later = Keep {
+        grace: Duration::ZERO,
+        ..keep.clone()
+    };
+    let pruned = points.prune(&later, now).unwrap();
+    assert!(
+        pruned.points.is_empty() && pruned.segments == 0,
+        "{pruned:?}"
+    );
+    assert!(pruned.packs > 0 && packs() < packs_before, "{pruned:?}");
+    // Every point kept restores byte for byte; nothing is missing.
+    for (key, copy) in keys[2..].iter().zip(&copies[2..]) {
+        let dest = sandbox.path("restored.duckdb");
+        fresh.restore(key, None, &dest).unwrap();
+        assert!(
+            std::fs::read(&dest).unwrap() == std::fs::read(copy).unwrap(),
+            "{key}"
+        );
+        std::fs::remove_file(&dest).unwrap();
+    }
+    let findings = fresh.verify(true).unwrap();
+    assert!(
+        findings.len() == 4 && findings.iter().all(|finding| finding.ok),
+        "{findings:?}"
+    );
+    // Listing: any moment from the base on; the trimmed point alone before.
+    let span = fresh.span(keep.wal_retention).unwrap().unwrap();
+    let moment = |age: i64| {
+        Timestamp::from_millisecond((now - hours(age)).as_millisecond())
+            .unwrap()
+            .to_string()
+    };
+    assert_eq!((span.points, span.from), (4, moment(72)));
+    assert_eq!(span.older, [moment(96)]);
+    // The second point's blocks again (the pack of those it changed is
+    // gone, the first pack stays: later points use some of its blocks). A
+    // replicator that forgot them sends them again, so the new point
+    // restores.
+    let again = points
+        .ship(&copies[1], 1, now, &[], &mut Named::default())
+        .unwrap();
+    assert!(again.new_blocks > 0, "{again:?}");
+    let dest = sandbox.path("again.duckdb");
+    Points::open(&site, "production")
+        .unwrap()
+        .restore(&again.key, None, &dest)
+        .unwrap();
+    assert!(std::fs::read(&dest).unwrap() == std::fs::read(&copies[1]).unwrap());
+    // Nothing more to do.
+    assert!(points.prune(&later, now).unwrap().is_empty());
 }

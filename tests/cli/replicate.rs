@@ -142,14 +142,41 @@ fn bad_intervals_and_a_missing_database_are_refused_before_anything_is_sent() {
         &format!("    url: file://{}\n", sandbox.path("store").display()),
     );
     for (args, says) in [
-        (&["--interval", "10ms"][..], "--interval must be at least"),
-        (&["--point-every", "1ms"][..], "--point-every at least"),
+        (
+            &["--interval", "10ms"][..],
+            "`interval: 10ms` is shorter than 100ms",
+        ),
+        (
+            &["--point-every", "1ms"][..],
+            "`point_every: 1ms` is shorter than `interval: 1s`",
+        ),
         (&["--interval", "soon"][..], "invalid value"),
     ] {
         let mut all = vec!["replicate", "production"];
         all.extend(args);
         sandbox.upkeep(&all).code(2).stderr_has(says);
     }
+    // The same settings in upkeep.yaml: refused where they are written.
+    let offsite = format!("    url: file://{}\n", sandbox.path("store").display());
+    for (continuous, says) in [
+        (
+            "{ wal_retention: 1m }",
+            "`wal_retention: 1m` is shorter than `point_every: 15m`",
+        ),
+        ("{ interval: 0s }", "leaves no time at all"),
+        ("{ every: 1s }", "unknown field `every`"),
+    ] {
+        with_offsite(
+            &sandbox,
+            &format!("{offsite}    continuous: {continuous}\n"),
+        );
+        sandbox
+            .upkeep(&["replicate", "production"])
+            .code(2)
+            .stderr_has("upkeep.yaml")
+            .stderr_has(says);
+    }
+    with_offsite(&sandbox, &offsite);
     std::fs::remove_file(sandbox.db("prod")).unwrap();
     sandbox
         .upkeep(&["replicate", "production"])
