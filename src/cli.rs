@@ -76,6 +76,11 @@ impl Cli {
                 offsite: true,
                 identity: identity @ None,
                 ..
+            }
+            | Command::Verify {
+                restore_test: true,
+                identity: identity @ None,
+                ..
             } => *identity = variable("UPKEEP_AGE_IDENTITY").map(PathBuf::from),
             Command::Repair { env: env @ None } => {
                 *env = variable("ENVIRONMENT").map(|env| env.to_string_lossy().into_owned());
@@ -198,6 +203,12 @@ pub enum Command {
         /// With --offsite: download every object and check its hash
         #[arg(long, requires = "offsite")]
         read_data: bool,
+        /// With --offsite: restore the newest moment of the continuous copies into a scratch folder and check it
+        #[arg(long, requires = "offsite")]
+        restore_test: bool,
+        /// The age identity that decrypts encrypted continuous copies for --restore-test (default: UPKEEP_AGE_IDENTITY)
+        #[arg(long, value_name = "FILE", requires = "restore_test")]
+        identity: Option<PathBuf>,
     },
     /// Put a backup in place; the current database is kept aside
     #[command(

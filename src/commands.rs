@@ -172,11 +172,22 @@ pub fn run(command: &Command, config: &Config, printer: &Printer) -> Result<i32>
             env,
             offsite,
             read_data,
+            restore_test,
+            identity,
         } => each_env(config, env, printer, |env| {
-            let findings = match offsite {
+            let mut findings = match offsite {
                 true => offsite::verify(&config.offsite()?, env, *read_data, &progress)?,
                 false => restore::verify_all(&config.backups_dir, &env.name, schema)?,
             };
+            if *restore_test {
+                let site = config.offsite()?;
+                findings.push(offsite::points::restore_test(
+                    &site,
+                    env,
+                    identity.as_deref(),
+                    schema,
+                )?);
+            }
             printer.findings(&env.name, *offsite, &findings);
             Ok(match findings.iter().all(|finding| finding.ok) {
                 true => code::OK,

@@ -21,7 +21,10 @@
 //!                                   run $APP_SQL first, if set, leaving
 //!                                   its rows in the .wal; `POST /snapshot`
 //!                                   (body: a path) writes a consistent
-//!                                   copy of DB there
+//!                                   copy of DB there; `POST /order`
+//!                                   (body: a number N) commits order N
+//!                                   (again: nothing new), as an app's
+//!                                   users do
 //! upkeep-demo-app snapshot PORT PATH
 //!                                   the snapshot hook: ask the app on
 //!                                   PORT for a copy at PATH
@@ -137,8 +140,23 @@ fn answer(mut stream: std::net::TcpStream, conn: &duckdb::Connection, version: &
         }
     }
     let text = String::from_utf8_lossy(&request).into_owned();
-    let (status, body) = if text.starts_with("POST /snapshot") {
-        let target = text.split("\r\n\r\n").nth(1).unwrap_or("").trim();
+    let body_text = text.split("\r\n\r\n").nth(1).unwrap_or("").trim();
+    let (status, body) = if text.starts_with("POST /order") {
+        match body_text.parse::<i64>().map(|id| {
+            conn.execute(
+                "INSERT OR IGNORE INTO orders (id, user_id, note) VALUES (?, 0, 'live')",
+                [id],
+            )
+        }) {
+            Ok(Ok(_)) => ("200 OK", "committed\n".to_string()),
+            Ok(Err(error)) => ("500 Internal Server Error", format!("{error}\n")),
+            Err(_) => (
+                "400 Bad Request",
+                "the body is an order number\n".to_string(),
+            ),
+        }
+    } else if text.starts_with("POST /snapshot") {
+        let target = body_text;
         match snapshot(conn, target) {
             Ok(()) => ("200 OK", format!("snapshot written to {target}\n")),
             Err(error) => ("500 Internal Server Error", format!("{error}\n")),

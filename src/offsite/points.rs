@@ -568,34 +568,42 @@ impl Points {
         }
         let identities = identities.filter(|_| point.encrypted);
         let naming_key = self.stored_key(&point.naming_key, identities)?;
+        // Runs of adjacent blocks of a pack, each fetched with one ranged
+        // GET, several at once.
+        let mut runs: Vec<(String, std::ops::Range<u64>)> = Vec::new();
+        let mut run_pieces: Vec<Vec<(u64, &Located)>> = Vec::new();
         for (pack_key, mut pieces) in by_pack {
             pieces.sort_by_key(|(_, block)| block.block.offset);
-            let mut run = 0;
-            while run < pieces.len() {
-                let start = pieces[run].1.block.offset;
-                let mut end = run + 1;
-                while end < pieces.len()
-                    && pieces[end].1.block.offset
-                        == pieces[end - 1].1.block.offset + pieces[end - 1].1.block.len
-                    && pieces[end].1.block.offset + pieces[end].1.block.len - start <= RANGE_LIMIT
-                {
-                    end += 1;
+            for piece in pieces {
+                let block = &piece.1.block;
+                let extends = runs.last().zip(run_pieces.last()).is_some_and(|(run, _)| {
+                    run.0 == pack_key
+                        && run.1.end == block.offset
+                        && block.offset + block.len - run.1.start <= RANGE_LIMIT
+                });
+                match (extends, runs.last_mut(), run_pieces.last_mut()) {
+                    (true, Some(run), Some(pieces)) => {
+                        run.1.end = block.offset + block.len;
+                        pieces.push(piece);
+                    }
+                    _ => {
+                        runs.push((pack_key.to_string(), block.offset..block.offset + block.len));
+                        run_pieces.push(vec![piece]);
+                    }
                 }
-                let last = &pieces[end - 1].1.block;
-                let bytes = self
-                    .store
-                    .read_range(pack_key, start..last.offset + last.len)?;
-                for (file_at, block) in &pieces[run..end] {
-                    let from = (block.block.offset - start) as usize;
-                    let stored = &bytes[from..from + block.block.len as usize];
-                    let plain =
-                        pack::open(pack_key, &block.block, stored, &naming_key, identities)?;
-                    file.write_all_at(&plain, *file_at)
-                        .with_context(|| format!("cannot write `{}`", dest.display()))?;
-                }
-                run = end;
             }
         }
+        self.store.read_ranges(&runs, &mut |index, bytes| {
+            let (pack_key, range) = &runs[index];
+            for (file_at, block) in &run_pieces[index] {
+                let from = (block.block.offset - range.start) as usize;
+                let stored = &bytes[from..from + block.block.len as usize];
+                let plain = pack::open(pack_key, &block.block, stored, &naming_key, identities)?;
+                file.write_all_at(&plain, *file_at)
+                    .with_context(|| format!("cannot write `{}`", dest.display()))?;
+            }
+            Ok(())
+        })?;
         file.sync_all()?;
         let hash = crate::fsx::hash_file(dest)?;
         if hash.to_hex().as_str() != point.blake3 {
@@ -667,24 +675,12 @@ pub fn fetch(
     let dir = site.backups_dir;
     crate::fsx::create_private_dir(dir)?;
     let folder = crate::fsx::partial_dir(dir)?;
-    let dest = folder.path().join("moment.duckdb");
-    // A moment a little ahead: every segment shipped so far.
-    let moment = at.unwrap_or_else(|| Timestamp::now() + jiff::SignedDuration::from_secs(60));
-    let restored = points.restore_at(moment, identities.as_ref(), &dest)?;
-    crate::db::wal::replay(&dest).map_err(|error| {
-        anyhow::anyhow!(
-            "point `{}` and its segments: {error:#}; not used, nothing was changed",
-            restored.point
-        )
-    })?;
-    let report = crate::db::check::check(&dest, schema, true)?;
-    let (true, Some(hash)) = (report.ok(), report.blake3) else {
-        bail!(
-            "the database restored from point `{}` does not pass the deep check: {}; not used, nothing was changed",
-            restored.point,
-            report.problem_list()
-        );
-    };
+    let Checked {
+        dest,
+        restored,
+        report,
+        hash,
+    } = restore_checked(&points, at, identities.as_ref(), schema, folder.path())?;
     let shown = at.unwrap_or(restored.moment);
     let name = backups::file_name(&env.name, &shown.strftime("%Y%m%d_%H%M%S").to_string());
     let path = dir.join(&name);
@@ -710,6 +706,93 @@ pub fn fetch(
             hash,
         }),
     }))
+}
+
+/// A moment restored and checked (see [`restore_checked`]).
+struct Checked {
+    dest: std::path::PathBuf,
+    restored: Restored,
+    report: crate::db::check::Report,
+    hash: blake3::Hash,
+}
+
+/// The database as it was `at` (default: the newest commit shipped),
+/// restored into `folder` as `moment.duckdb`: DuckDB replays its segments
+/// and checkpoints, then the deep check must pass.
+fn restore_checked(
+    points: &Points,
+    at: Option<Timestamp>,
+    identities: Option<&Identities>,
+    schema: Option<&crate::db::catalog::Schema>,
+    folder: &Path,
+) -> Result<Checked> {
+    let dest = folder.join("moment.duckdb");
+    // A moment a little ahead: every segment shipped so far.
+    let moment = at.unwrap_or_else(|| Timestamp::now() + jiff::SignedDuration::from_secs(60));
+    let restored = points.restore_at(moment, identities, &dest)?;
+    crate::db::wal::replay(&dest).map_err(|error| {
+        anyhow::anyhow!(
+            "point `{}` and its segments: {error:#}; not used, nothing was changed",
+            restored.point
+        )
+    })?;
+    let report = crate::db::check::check(&dest, schema, true)?;
+    let (true, Some(hash)) = (report.ok(), report.blake3) else {
+        bail!(
+            "the database restored from point `{}` does not pass the deep check: {}; not used, nothing was changed",
+            restored.point,
+            report.problem_list()
+        );
+    };
+    Ok(Checked {
+        dest,
+        restored,
+        report,
+        hash,
+    })
+}
+
+/// `verify --offsite --restore-test`: the newest moment of `env`'s
+/// continuous copies restored into a temporary folder of the backups
+/// folder and checked as a restore checks it, then removed.
+pub fn restore_test(
+    site: &Site,
+    env: &crate::db::Env,
+    identity: Option<&Path>,
+    schema: Option<&crate::db::catalog::Schema>,
+) -> Result<crate::db::backups::Finding> {
+    let name = "restore test of the newest moment".to_string();
+    let points = Points::open(site, &env.name)?;
+    if points.keys()?.is_empty() {
+        return Ok(crate::db::backups::Finding {
+            name,
+            ok: true,
+            detail: format!(
+                "no continuous copies of `{}`: nothing to restore (`upkeep replicate {}` makes them)",
+                env.name, env.name
+            ),
+        });
+    }
+    let identities = identity.map(Identities::load).transpose()?;
+    crate::fsx::create_private_dir(site.backups_dir)?;
+    let folder = crate::fsx::partial_dir(site.backups_dir)?;
+    Ok(
+        match restore_checked(&points, None, identities.as_ref(), schema, folder.path()) {
+            Ok(checked) => crate::db::backups::Finding {
+                name,
+                ok: true,
+                detail: format!(
+                    "{} restored from point `{}` and {} segment(s): DuckDB replayed them, the deep check passed",
+                    checked.restored.moment, checked.restored.point, checked.restored.segments
+                ),
+            },
+            Err(error) => crate::db::backups::Finding {
+                name,
+                ok: false,
+                detail: format!("{error:#}"),
+            },
+        },
+    )
 }
 
 impl Points {

@@ -4,9 +4,18 @@
 //! a new point ([`super::points`], a live copy of which only the blocks the
 //! store lacks go up) at the start, when the `.wal` it follows ends (a
 //! checkpoint, or upkeep's own restore, repair or update replaced the
-//! file), and at least every `point_every`. A round with nothing new makes
-//! no request. On SIGTERM or SIGINT it ships what is pending, then stops.
-//! One replicator per environment: a lock in the state folder.
+//! file), and at least every `point_every`. Each point is a live copy onto
+//! the copy of the last one (`db::live::copy_onto`): it reads and names
+//! only what changed. A round with nothing new makes no request. On
+//! SIGTERM or SIGINT it ships what is pending, then stops. One replicator
+//! per environment: a lock in the state folder.
+//!
+//! While an upkeep command that changes the database holds upkeep's lock
+//! (a restore, a repair, an update), no point is taken (see
+//! [`crate::lock::round`]); the current point's `.wal` is shipped until it
+//! ends, and a new point is taken once the command ends. After its first
+//! point, then at most hourly, it applies retention
+//! ([`super::points::Keep`]).
 
 use std::os::fd::AsRawFd;
 use std::path::PathBuf;

@@ -43,6 +43,9 @@ use super::target::Target;
 use crate::db::backups::MANIFEST_LIMIT;
 use crate::fsx;
 
+/// Ranged reads in flight at once (see [`Store::read_ranges`]).
+pub const RANGES_IN_FLIGHT: usize = 8;
+
 /// Parts in flight at once, per upload.
 const IN_FLIGHT: usize = 4;
 /// The size of a part; S3 wants at least 5 MiB but for the last.
@@ -269,23 +272,44 @@ impl Store {
         }
     }
 
-    /// The bytes `range` of an object: one ranged GET.
-    pub fn read_range(&self, key: &str, range: std::ops::Range<u64>) -> Result<Bytes> {
+    /// Reads the `(key, range)` pairs of `wanted`, up to
+    /// [`RANGES_IN_FLIGHT`] at once, handing each to `each` with its index
+    /// as it arrives (in any order), on this thread. The first error
+    /// stops the reads.
+    pub fn read_ranges(
+        &self,
+        wanted: &[(String, std::ops::Range<u64>)],
+        each: &mut dyn FnMut(usize, Bytes) -> Result<()>,
+    ) -> Result<()> {
         let objects = self.objects();
-        let location = self.key(key)?;
-        let want = range.end - range.start;
-        let bytes = self
-            .runtime
-            .block_on(objects.get_range(&location, range))
-            .map_err(|error| self.failed("read", key, error))?;
-        if bytes.len() as u64 != want {
-            bail!(
-                "`{key}` at off-site store `{}` gave {} bytes of a range of {want}: it is shorter than its manifest says",
-                self.url,
-                bytes.len()
-            );
-        }
-        Ok(bytes)
+        let mut reads = futures_util::stream::iter(wanted.iter().enumerate())
+            .map(|(index, (key, range))| {
+                let objects = Arc::clone(&objects);
+                let location = self.key(key);
+                let range = range.clone();
+                async move {
+                    let bytes = objects.get_range(&location?, range).await;
+                    Ok::<_, anyhow::Error>((index, bytes))
+                }
+            })
+            .buffer_unordered(RANGES_IN_FLIGHT);
+        self.runtime.block_on(async {
+            while let Some(read) = reads.next().await {
+                let (index, bytes) = read?;
+                let (key, range) = &wanted[index];
+                let bytes = bytes.map_err(|error| self.failed("read", key, error))?;
+                let want = range.end - range.start;
+                if bytes.len() as u64 != want {
+                    bail!(
+                        "`{key}` at off-site store `{}` gave {} bytes of a range of {want}: it is shorter than its manifest says",
+                        self.url,
+                        bytes.len()
+                    );
+                }
+                each(index, bytes)?;
+            }
+            Ok(())
+        })
     }
 
     pub fn delete(&self, key: &str) -> Result<()> {

@@ -266,6 +266,16 @@ fn verify_finds_a_damaged_pack_and_a_missing_naming_key_without_the_identity() {
     verify(&["--read-data"])
         .code(0)
         .stdout_has("read back and hashed");
+    // The newest moment restored into a scratch folder and checked; then
+    // the folder is gone.
+    verify(&["--restore-test"])
+        .code(0)
+        .stdout_has("the deep check passed");
+    let left: Vec<_> = std::fs::read_dir(sandbox.path("backups"))
+        .unwrap()
+        .map(|entry| entry.unwrap().file_name())
+        .collect();
+    assert!(left.is_empty(), "{left:?}");
     // One byte of a pack: same size, so only reading it finds it.
     let pack = s3
         .keys()
@@ -278,6 +288,10 @@ fn verify_finds_a_damaged_pack_and_a_missing_naming_key_without_the_identity() {
     std::fs::write(&path, bytes).unwrap();
     verify(&[]).code(0);
     verify(&["--read-data"]).code(1).stdout_has("is damaged");
+    verify(&["--restore-test"])
+        .code(1)
+        .stdout_has("restore test of the newest moment")
+        .stdout_has("is damaged");
     let key = s3
         .keys()
         .into_iter()
@@ -319,6 +333,18 @@ fn encrypted_continuous_copies_restore_only_with_the_identity() {
     let restored = fresh.upkeep_with(&with_key, &aws());
     restored.code(0);
     assert_eq!(counts(&fresh.db("prod"))["users"], 3_025, "{restored}");
+    // The restore test decrypts with the identity, and only with it.
+    let test = ["verify", "production", "--offsite", "--restore-test"];
+    fresh
+        .upkeep_with(&test, &aws())
+        .code(1)
+        .stdout_has("identity");
+    let mut with_key = test.to_vec();
+    with_key.extend(["--identity", key.to_str().unwrap()]);
+    fresh
+        .upkeep_with(&with_key, &aws())
+        .code(0)
+        .stdout_has("the deep check passed");
 }
 
 /// Restores the newest commit shipped on a new machine: its users.
@@ -327,4 +353,282 @@ fn users_of_the_latest_on_a_new_machine(sandbox: Sandbox) -> i64 {
     let restored = fresh.upkeep_with(&["restore", "production", "--offsite", "--latest"], &aws());
     restored.code(0);
     counts(&fresh.db("prod"))["users"]
+}
+
+/// An order the test committed through the app: when it was first sent,
+/// and when the app said it was committed (Unix ms).
+struct Order {
+    id: i64,
+    sent: i64,
+    acked: i64,
+}
+
+fn now_ms() -> i64 {
+    jiff::Timestamp::now().as_millisecond()
+}
+
+/// The first order the test makes: above the sandbox's own orders.
+const FIRST_ORDER: i64 = 1_000_000;
+
+/// Posts orders `FIRST_ORDER`, and on, to the app on `port` until `stop`, each until
+/// the app commits it (a retry of one it committed without answering is
+/// a no-op), as an app's users do; the app may be down meanwhile.
+fn order_writer(
+    port: u16,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+) -> std::thread::JoinHandle<Vec<Order>> {
+    std::thread::spawn(move || {
+        use std::io::{Read, Write};
+        let mut orders = Vec::new();
+        let mut id = FIRST_ORDER;
+        let mut sent = None;
+        while !stop.load(std::sync::atomic::Ordering::SeqCst) {
+            let first = *sent.get_or_insert_with(now_ms);
+            let body = id.to_string();
+            let answer = std::net::TcpStream::connect(("127.0.0.1", port)).and_then(|mut stream| {
+                stream.set_read_timeout(Some(Duration::from_secs(5)))?;
+                write!(
+                    stream,
+                    "POST /order HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: {}\r\n\r\n{body}",
+                    body.len()
+                )?;
+                let mut text = String::new();
+                stream.read_to_string(&mut text)?;
+                Ok(text)
+            });
+            if answer.is_ok_and(|text| text.starts_with("HTTP/1.1 200")) {
+                orders.push(Order {
+                    id,
+                    sent: first,
+                    acked: now_ms(),
+                });
+                id += 1;
+                sent = None;
+            }
+            std::thread::sleep(Duration::from_millis(30));
+        }
+        orders
+    })
+}
+
+/// The orders the test made in a database, and whether its `users` has
+/// the column the release added.
+fn orders_and_phone(db: &std::path::Path) -> (Vec<i64>, bool) {
+    let conn = duckdb::Connection::open(db).unwrap();
+    let ids = conn
+        .prepare("SELECT id FROM orders WHERE note = 'live' ORDER BY id")
+        .unwrap()
+        .query_map([], |row| row.get(0))
+        .unwrap()
+        .collect::<Result<Vec<i64>, _>>()
+        .unwrap();
+    let phone: i64 = conn
+        .query_row(
+            "SELECT count(*) FROM duckdb_columns() WHERE table_name = 'users' AND column_name = 'phone'",
+            [],
+            |row| row.get(0),
+        )
+        .unwrap();
+    (ids, phone == 1)
+}
+
+#[test]
+fn an_update_and_a_restore_while_replicating_restore_at_any_moment_as_it_was() {
+    let s3 = S3::start();
+    let app = crate::update::App::new();
+    let sandbox = &app.sandbox;
+    // The app's upkeep.yaml is in its repository: the off-site store goes
+    // into a copy beside it (not tracked), which every command here names.
+    let config = std::fs::read_to_string(sandbox.path("upkeep.yaml")).unwrap();
+    let offsite = s3_offsite(&s3);
+    sandbox.write(
+        "offsite.yaml",
+        &config.replace(
+            "  dir: backups\n",
+            &format!("  dir: backups\n  offsite:\n{offsite}"),
+        ),
+    );
+    let with_config = ["--config", "offsite.yaml"];
+    let port: u16 = app
+        .vars()
+        .iter()
+        .find_map(|var| var.strip_prefix("APP_PORT="))
+        .unwrap()
+        .parse()
+        .unwrap();
+    let log = sandbox.path("replicate.jsonl");
+    let mut replicator = Command::new(UPKEEP)
+        .args(with_config)
+        .args([
+            "--format",
+            "json",
+            "replicate",
+            "production",
+            "--interval",
+            "200ms",
+        ])
+        .current_dir(sandbox.path(""))
+        .envs(aws())
+        .stdout(std::fs::File::create(&log).unwrap())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    points(&s3, 1);
+    let first_point = now_ms();
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let writer = order_writer(port, stop.clone());
+    std::thread::sleep(Duration::from_secs(4));
+
+    // An update with a migration, while orders come in.
+    app.release(
+        "v2",
+        &[("backend/migrations/0001_phone.sql", crate::update::PHONE)],
+    );
+    let update = (now_ms(), {
+        app.update_with(&with_config, &[])
+            .code(0)
+            .stdout_has("applied 0001_phone.sql");
+        now_ms()
+    });
+    std::thread::sleep(Duration::from_secs(4));
+    // Then the app is killed (kill -9), and the newest backup restored
+    // (the update's restore point, from before the migration).
+    let restore_point = sandbox.backups("production").pop().unwrap();
+    let (in_restore_point, _) = orders_and_phone(&restore_point);
+    assert!(
+        !in_restore_point.is_empty(),
+        "{restore_point:?} holds no order"
+    );
+    let pid: i32 = crate::update::app_pid(&app).parse().unwrap();
+    unsafe { libc::kill(pid, libc::SIGKILL) };
+    while std::path::Path::new(&format!("/proc/{pid}/status")).exists()
+        && !std::fs::read_to_string(format!("/proc/{pid}/status"))
+            .unwrap_or_default()
+            .contains("State:\tZ")
+    {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let restore_started = now_ms();
+    sandbox
+        .upkeep(&[
+            "--config",
+            "offsite.yaml",
+            "restore",
+            "production",
+            "--latest",
+        ])
+        .code(0);
+    app.start();
+    let restore = (restore_started, now_ms());
+    std::thread::sleep(Duration::from_secs(3));
+    stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    let orders = writer.join().unwrap();
+    std::thread::sleep(Duration::from_millis(500));
+    let end = now_ms();
+    unsafe { libc::kill(replicator.id() as i32, libc::SIGTERM) };
+    assert!(replicator.wait().unwrap().success());
+    let shipped = std::fs::read_to_string(&log).unwrap();
+    assert!(shipped.contains(r#""kind":"paused""#), "{shipped}");
+    assert!(
+        orders.len() > 100 && orders.iter().any(|order| order.sent > restore.1),
+        "{} orders",
+        orders.len()
+    );
+
+    // A new machine restores moments every 300 ms from the first point
+    // to the end: each one exactly a state the database was in.
+    let fresh = Sandbox::empty();
+    fresh.write(
+        "upkeep.yaml",
+        &format!("databases:\n  production: data/prod.duckdb\nbackups:\n  dir: backups\n  offsite:\n{offsite}"),
+    );
+    let slack = 200 + 2000;
+    let acked_by = |t: i64| {
+        orders
+            .iter()
+            .filter(move |o| o.acked <= t - slack)
+            .map(|o| o.id)
+    };
+    let sent_after = |t: i64| orders.iter().filter(|o| o.sent > t).map(|o| o.id).min();
+    let mut at = first_point + 500;
+    let (mut checked, mut bounded) = (0, [0; 3]);
+    while at < end {
+        let moment = jiff::Timestamp::from_millisecond(at).unwrap().to_string();
+        // A new machine each time: no database, no backups.
+        let _ = std::fs::remove_dir_all(fresh.path("data"));
+        let _ = std::fs::remove_dir_all(fresh.path("backups"));
+        fresh
+            .upkeep_with(
+                &["restore", "production", "--offsite", "--at", &moment],
+                &aws(),
+            )
+            .code(0);
+        let (ids, phone) = orders_and_phone(&fresh.db("prod"));
+        let context = format!(
+            "at {at} (update {update:?}, restore {restore:?}): orders {:?}..{:?} ({} of them), phone {phone}",
+            ids.first(),
+            ids.last(),
+            ids.len()
+        );
+        // Never an order first sent after the moment.
+        if let Some(later) = sent_after(at) {
+            assert!(ids.iter().all(|id| *id < later), "{context}");
+        }
+        let after_restore = at > restore.1 + slack;
+        let before_restore = at < restore.0;
+        if before_restore {
+            // Orders FIRST_ORDER to k, with no gap.
+            assert!(
+                ids.iter()
+                    .enumerate()
+                    .all(|(n, id)| *id == FIRST_ORDER + n as i64),
+                "{context}"
+            );
+            if at < update.0 {
+                assert!(!phone, "{context}");
+            }
+            if at > update.1 + slack {
+                assert!(phone, "{context}");
+            }
+            // Every order the app committed long enough before: except
+            // while an update runs, whose app stops and whose last
+            // commits may come off-site with the point after it.
+            if !(update.0..update.1 + slack).contains(&at) {
+                assert!(acked_by(at).all(|id| ids.contains(&id)), "{context}");
+                bounded[usize::from(at > update.1)] += usize::from(acked_by(at).next().is_some());
+            }
+        }
+        if after_restore {
+            // The restore point's orders, then each order since, no gap.
+            assert!(!phone, "{context}");
+            assert!(ids.starts_with(&in_restore_point), "{context}");
+            let since = &ids[in_restore_point.len()..];
+            let first = orders
+                .iter()
+                .find(|o| o.acked > restore.0)
+                .map_or(0, |o| o.id);
+            assert!(
+                since
+                    .iter()
+                    .enumerate()
+                    .all(|(n, id)| *id == first + n as i64),
+                "{context}: after the restore point's, {since:?}"
+            );
+            assert!(
+                acked_by(at)
+                    .filter(|id| *id >= first)
+                    .all(|id| ids.contains(&id)),
+                "{context}"
+            );
+            bounded[2] += usize::from(acked_by(at).any(|id| id >= first));
+        }
+        checked += 1;
+        at += 300;
+    }
+    eprintln!(
+        "{checked} moments restored and checked, {} orders; moments that had to hold orders \
+         before the update, after it, after the restore: {bounded:?}",
+        orders.len()
+    );
+    assert!(bounded.iter().all(|count| *count >= 3), "{bounded:?}");
 }

@@ -217,7 +217,7 @@ impl Drop for App {
     }
 }
 
-const PHONE: &str = "ALTER TABLE users ADD COLUMN phone VARCHAR;";
+pub(crate) const PHONE: &str = "ALTER TABLE users ADD COLUMN phone VARCHAR;";
 
 #[test]
 fn a_release_with_a_migration_goes_live() {
@@ -250,7 +250,7 @@ fn a_release_with_a_migration_goes_live() {
 }
 
 /// The app's PID, from the pid file its start script writes.
-fn app_pid(app: &App) -> String {
+pub(crate) fn app_pid(app: &App) -> String {
     std::fs::read_to_string(app.sandbox.path("app.pid"))
         .unwrap()
         .trim()
