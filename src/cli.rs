@@ -78,7 +78,7 @@ impl Cli {
                 ..
             }
             | Command::Verify {
-                restore_test: true,
+                offsite: true,
                 identity: identity @ None,
                 ..
             } => *identity = variable("UPKEEP_AGE_IDENTITY").map(PathBuf::from),
@@ -206,8 +206,11 @@ pub enum Command {
         /// With --offsite: restore the newest moment of the continuous copies into a scratch folder and check it
         #[arg(long, requires = "offsite")]
         restore_test: bool,
-        /// The age identity that decrypts encrypted continuous copies for --restore-test (default: UPKEEP_AGE_IDENTITY)
-        #[arg(long, value_name = "FILE", requires = "restore_test")]
+        /// With --read-data: also fetch, decrypt and check every block of this point of the continuous copies (its manifest's name, MS-ITERATION.json, or `newest`; repeatable; default with --identity: newest)
+        #[arg(long = "point", value_name = "NAME", requires = "read_data")]
+        points: Vec<String>,
+        /// The age identity that decrypts encrypted continuous copies for --restore-test and --point (default: UPKEEP_AGE_IDENTITY)
+        #[arg(long, value_name = "FILE", requires = "offsite")]
         identity: Option<PathBuf>,
     },
     /// Put a backup in place; the current database is kept aside
@@ -305,7 +308,7 @@ pub enum Command {
         #[arg(long)]
         forget: bool,
     },
-    /// Print (or install) the daily backup entry: cron, systemd timer or Windows task; or a replicator
+    /// Print (or install) the daily backup or a replicator: cron, systemd, Windows
     #[command(
         after_help = "Examples:\n  upkeep schedule\n  upkeep schedule --at 03:30 --keep 50 --install\n  upkeep schedule --systemd --install\n  upkeep schedule --windows\n  upkeep schedule --replicate --env production --install            # cron @reboot\n  upkeep schedule --replicate --env production --systemd --install  # a service kept running\n\nThe cron line ends with `# upkeep schedule: /path/to/upkeep.yaml` (a replicator's with\n`# upkeep replicate ENV: /path/to/upkeep.yaml`): --install replaces the line with that\nmarker (or adds it), --uninstall removes it, and other lines are left alone. Times are\nthe machine's local time.\n\nExit 1: `crontab` is missing or refused the table (nothing was changed); 2: bad flag.\n\nDaily backups: docs/operations.md; continuous copies: docs/offsite.md."
     )]

@@ -173,12 +173,22 @@ pub fn run(command: &Command, config: &Config, printer: &Printer) -> Result<i32>
             offsite,
             read_data,
             restore_test,
+            points,
             identity,
         } => each_env(config, env, printer, |env| {
             let mut findings = match offsite {
                 true => offsite::verify(&config.offsite()?, env, *read_data, &progress)?,
                 false => restore::verify_all(&config.backups_dir, &env.name, schema)?,
             };
+            // The points' plaintext: asked for by name, or with the key.
+            if *read_data && (!points.is_empty() || identity.is_some()) {
+                findings.extend(offsite::points::read_points(
+                    &config.offsite()?,
+                    env,
+                    points,
+                    identity.as_deref(),
+                )?);
+            }
             if *restore_test {
                 let site = config.offsite()?;
                 findings.push(offsite::points::restore_test(

@@ -421,6 +421,20 @@ pub fn private_options() -> std::fs::OpenOptions {
     options
 }
 
+/// Opens (creating it, private) a file that is only ever locked, never
+/// read for its bytes by the lock's users: upkeep's lock, the rounds
+/// file, a replicator's lock.
+pub fn open_lock_file(path: &Path) -> anyhow::Result<std::fs::File> {
+    use anyhow::Context;
+    private_options()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(path)
+        .with_context(|| format!("cannot open `{}`", path.display()))
+}
+
 /// The mode of the files upkeep creates for itself or moves out of the way.
 pub const PRIVATE_FILE: u32 = 0o600;
 

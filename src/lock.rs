@@ -60,13 +60,7 @@ pub fn acquire(state_dir: &Path, what: &str) -> Result<Lock> {
     }
     fsx::create_private_dir(state_dir)?;
     let path = lock_path(state_dir);
-    let mut file = fsx::private_options()
-        .read(true)
-        .write(true)
-        .create(true)
-        .truncate(false)
-        .open(&path)
-        .with_context(|| format!("cannot open lock file `{}`", path.display()))?;
+    let mut file = fsx::open_lock_file(&path)?;
     if let Err(error) = set_lock(&file, libc::F_SETLK) {
         if matches!(error.raw_os_error(), Some(libc::EAGAIN | libc::EACCES)) {
             return Err(busy(&mut file, &path));
@@ -105,13 +99,7 @@ const ROUNDS_WAIT: std::time::Duration = std::time::Duration::from_secs(120);
 /// end. From then on, any new work sees the lock held and waits.
 fn wait_for_rounds(state_dir: &Path) -> Result<()> {
     let path = state_dir.join("rounds");
-    let file = fsx::private_options()
-        .read(true)
-        .write(true)
-        .create(true)
-        .truncate(false)
-        .open(&path)
-        .with_context(|| format!("cannot open `{}`", path.display()))?;
+    let file = fsx::open_lock_file(&path)?;
     let until = std::time::Instant::now() + ROUNDS_WAIT;
     // SAFETY: a valid descriptor (flock: not the record lock of `lock`).
     while unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
@@ -138,13 +126,7 @@ pub struct Round(#[allow(dead_code)] File);
 pub fn round(state_dir: &Path) -> Result<Option<Round>> {
     fsx::create_private_dir(state_dir)?;
     let path = state_dir.join("rounds");
-    let file = fsx::private_options()
-        .read(true)
-        .write(true)
-        .create(true)
-        .truncate(false)
-        .open(&path)
-        .with_context(|| format!("cannot open `{}`", path.display()))?;
+    let file = fsx::open_lock_file(&path)?;
     // SAFETY: a valid descriptor. Blocks only while a lock holder checks
     // that no round is in progress (a moment).
     if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_SH) } != 0 {

@@ -214,18 +214,7 @@ pub fn copy(db: &Path, wal: &Path, dest_dir: &Path) -> Result<Copied, Refused> {
         path: dest_dir.to_path_buf(),
         source: std::io::Error::other(format!("{error:#}")),
     })?;
-    Ok(Copied {
-        db: dest_db,
-        wal,
-        iteration: kept.iteration,
-        wal_commits: kept.wal_commits,
-        wal_file: kept.wal_file,
-        size: kept.size,
-        attempts: kept.attempts,
-        retried: kept.retried,
-        cloned: kept.cloned,
-        copy_time: kept.copy_time,
-    })
+    Ok(kept.copied(dest_db, wal))
 }
 
 /// A live copy that stands on its own: [`copy`], then, when the copied
@@ -264,6 +253,24 @@ struct Kept {
     retried: Vec<String>,
     cloned: bool,
     copy_time: Duration,
+}
+
+impl Kept {
+    /// The kept attempt as a copy of the file at `db`, its `.wal` at `wal`.
+    fn copied(self, db: PathBuf, wal: Option<PathBuf>) -> Copied {
+        Copied {
+            db,
+            wal,
+            iteration: self.iteration,
+            wal_commits: self.wal_commits,
+            wal_file: self.wal_file,
+            size: self.size,
+            attempts: self.attempts,
+            retried: self.retried,
+            cloned: self.cloned,
+            copy_time: self.copy_time,
+        }
+    }
 }
 
 /// Attempts until one is kept, within the bound.

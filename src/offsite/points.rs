@@ -752,6 +752,74 @@ fn restore_checked(
     })
 }
 
+/// `verify --offsite --read-data --point NAME` (or with an identity): every
+/// block of the chosen points (`newest` by default) fetched, decrypted and
+/// checked against its name, and the file against its blake3, as a
+/// restore of the point does, into a temporary folder of the backups
+/// folder, then removed. A point is named as its manifest
+/// (`MS-ITERATION.json`) or `newest`.
+pub fn read_points(
+    site: &Site,
+    env: &crate::db::Env,
+    chosen: &[String],
+    identity: Option<&Path>,
+) -> Result<Vec<crate::db::backups::Finding>> {
+    use crate::db::backups::Finding;
+    let points = Points::open(site, &env.name)?;
+    let keys = points.keys()?;
+    let identities = identity.map(Identities::load).transpose()?;
+    crate::fsx::create_private_dir(site.backups_dir)?;
+    let folder = crate::fsx::partial_dir(site.backups_dir)?;
+    let newest = ["newest".to_string()];
+    let chosen = match chosen.is_empty() {
+        true => &newest[..],
+        false => chosen,
+    };
+    let mut findings = Vec::new();
+    for name in chosen {
+        let key = match name.as_str() {
+            "newest" => keys.last(),
+            _ => keys
+                .iter()
+                .find(|key| key.rsplit('/').next() == Some(name.as_str())),
+        };
+        let Some(key) = key else {
+            findings.push(Finding {
+                name: name.clone(),
+                ok: false,
+                detail: format!(
+                    "no point `{name}` of `{}` in the store: name one as its manifest (MS-ITERATION.json), or `newest`",
+                    env.name
+                ),
+            });
+            continue;
+        };
+        let dest = folder.path().join("point.duckdb");
+        let read = points.restore(key, identities.as_ref(), &dest);
+        let _ = std::fs::remove_file(&dest);
+        findings.push(match read {
+            Ok(point) => Finding {
+                name: key.clone(),
+                ok: true,
+                detail: format!(
+                    "every block of the point read back{}, checked against its name, and the file against its blake3 ({} blocks)",
+                    match point.encrypted {
+                        true => " and decrypted",
+                        false => "",
+                    },
+                    point.blocks.len()
+                ),
+            },
+            Err(error) => Finding {
+                name: key.clone(),
+                ok: false,
+                detail: format!("{error:#}"),
+            },
+        });
+    }
+    Ok(findings)
+}
+
 /// `verify --offsite --restore-test`: the newest moment of `env`'s
 /// continuous copies restored into a temporary folder of the backups
 /// folder and checked as a restore checks it, then removed.

@@ -350,13 +350,7 @@ fn prune(points: &mut Points, site: &Site, options: Options) -> Result<Shipment>
 fn lock(site: &Site, env: &Env) -> Result<std::fs::File> {
     crate::fsx::create_private_dir(site.state_dir)?;
     let path: PathBuf = site.state_dir.join(format!("replicate-{}.lock", env.name));
-    let file = crate::fsx::private_options()
-        .read(true)
-        .write(true)
-        .create(true)
-        .truncate(false)
-        .open(&path)
-        .with_context(|| format!("cannot open `{}`", path.display()))?;
+    let file = crate::fsx::open_lock_file(&path)?;
     // SAFETY: a valid descriptor.
     if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
         let error = std::io::Error::last_os_error();

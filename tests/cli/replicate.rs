@@ -333,18 +333,28 @@ fn encrypted_continuous_copies_restore_only_with_the_identity() {
     let restored = fresh.upkeep_with(&with_key, &aws());
     restored.code(0);
     assert_eq!(counts(&fresh.db("prod"))["users"], 3_025, "{restored}");
-    // The restore test decrypts with the identity, and only with it.
-    let test = ["verify", "production", "--offsite", "--restore-test"];
-    fresh
-        .upkeep_with(&test, &aws())
-        .code(1)
-        .stdout_has("identity");
-    let mut with_key = test.to_vec();
-    with_key.extend(["--identity", key.to_str().unwrap()]);
-    fresh
-        .upkeep_with(&with_key, &aws())
+    // The restore test decrypts with the identity, and only with it; so
+    // does --read-data of the newest point's blocks. A point named that is
+    // not there is a failure.
+    let verify = |args: &[&str]| {
+        let mut all = vec!["verify", "production", "--offsite"];
+        all.extend(args);
+        fresh.upkeep_with(&all, &aws())
+    };
+    let key = key.to_str().unwrap();
+    verify(&["--restore-test"]).code(1).stdout_has("identity");
+    verify(&["--restore-test", "--identity", key])
         .code(0)
         .stdout_has("the deep check passed");
+    verify(&["--read-data", "--identity", key])
+        .code(0)
+        .stdout_has("read back and decrypted");
+    verify(&["--read-data", "--identity", key, "--point", "1-1.json"])
+        .code(1)
+        .stdout_has("no point `1-1.json`");
+    verify(&["--read-data", "--point", "newest"])
+        .code(1)
+        .stdout_has("identity");
 }
 
 /// Restores the newest commit shipped on a new machine: its users.

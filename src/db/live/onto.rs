@@ -133,18 +133,7 @@ pub fn copy_onto(db: &Path, wal: &Path, base: &mut Base) -> Result<Copied, Refus
         }
         _ => Some(wal_copy_path),
     };
-    Ok(Copied {
-        db: copy_path,
-        wal,
-        iteration: kept.iteration,
-        wal_commits: kept.wal_commits,
-        wal_file: kept.wal_file,
-        size: kept.size,
-        attempts: kept.attempts,
-        retried: kept.retried,
-        cloned: false,
-        copy_time: kept.copy_time,
-    })
+    Ok(kept.copied(copy_path, wal))
 }
 
 /// Step 3 onto a kept copy: H1, then the blocks that changed (see the
