@@ -241,7 +241,12 @@ pub fn run(command: &Command, config: &Config, printer: &Printer) -> Result<i32>
                         )));
                     }
                     if let Some(fetched) = moment {
-                        printer.fetched(&env.name, &fetched.name, fetched.downloaded);
+                        printer.fetched(
+                            &env.name,
+                            &fetched.name,
+                            fetched.downloaded,
+                            fetched.resumed,
+                        );
                         (Some(fetched.name), fetched.verified)
                     } else {
                         let pick = backup
@@ -259,7 +264,12 @@ pub fn run(command: &Command, config: &Config, printer: &Printer) -> Result<i32>
                             schema,
                             &progress,
                         )?;
-                        printer.fetched(&env.name, &fetched.name, fetched.downloaded);
+                        printer.fetched(
+                            &env.name,
+                            &fetched.name,
+                            fetched.downloaded,
+                            fetched.resumed,
+                        );
                         (Some(fetched.name), fetched.verified)
                     }
                 }

@@ -739,6 +739,8 @@ pub struct Fetched {
     pub name: String,
     /// Downloaded now (else a verified local backup of that name was used).
     pub downloaded: bool,
+    /// Blocks of a point that an interrupted restore had fetched already.
+    pub resumed: u64,
     /// A download, verified before it was given its name: the restore
     /// need not read it again.
     pub verified: Option<Verified>,
@@ -803,6 +805,7 @@ pub fn fetch(
             .is_some_and(|m| m.blake3 == manifest.plaintext.blake3)
     {
         return Ok(Fetched {
+            resumed: 0,
             name: remote.name.clone(),
             downloaded: false,
             verified: None,
@@ -892,6 +895,7 @@ pub fn fetch(
     }
     backups::publish(partial, &path, &manifest.local)?;
     Ok(Fetched {
+        resumed: 0,
         name: remote.name.clone(),
         downloaded: true,
         verified: Some(Verified {

@@ -101,6 +101,8 @@ pub struct Restored {
     /// The newest moment it holds: when its last segment was read, or
     /// the point taken.
     pub moment: Timestamp,
+    /// Blocks an interrupted restore had fetched already.
+    pub resumed: u64,
 }
 
 /// The moments the continuous copies of an environment can restore.
@@ -460,7 +462,7 @@ impl Points {
                 self.env
             );
         };
-        let manifest = self.restore(&point, identities, dest)?;
+        let (manifest, resumed) = self.restore(&point, identities, dest)?;
         let segments: Vec<Segment> = self
             .segments(&point)?
             .into_iter()
@@ -493,6 +495,7 @@ impl Points {
             point,
             segments: segments.len() as u64,
             moment: Timestamp::from_millisecond(newest).unwrap_or(Timestamp::UNIX_EPOCH),
+            resumed,
         })
     }
 
@@ -525,16 +528,19 @@ impl Points {
         Ok(shipped.then_some(stored))
     }
 
-    /// Writes point `key` into the new file `dest`: adjacent blocks of a
-    /// pack come in one ranged GET; each block is checked (and decrypted
-    /// with `identities`) as it comes; then the whole file's blake3. An
-    /// error may leave `dest` half written: restore into a scratch folder.
+    /// Writes point `key` into `dest`: adjacent blocks of a pack come in
+    /// one ranged GET; each block is checked (and decrypted with
+    /// `identities`) as it comes; then the whole file's blake3. A block
+    /// that `dest` already holds at its place (an interrupted restore's:
+    /// its keyed name matches) is not fetched again. An error may leave
+    /// `dest` half written: restore into a scratch folder. Returns the
+    /// point, and how many of its blocks were already in `dest`.
     pub fn restore(
         &self,
         key: &str,
         identities: Option<&Identities>,
         dest: &Path,
-    ) -> Result<Point> {
+    ) -> Result<(Point, u64)> {
         let point = self.manifest(key)?;
         if self.recipients.is_some() && !point.encrypted {
             bail!(
@@ -548,11 +554,16 @@ impl Points {
                  (or UPKEEP_AGE_IDENTITY); nothing was changed"
             )));
         }
+        // What an interrupted restore into `dest` fetched stays: each block
+        // already there under its name is not fetched again.
         let file = File::options()
+            .read(true)
             .write(true)
-            .create_new(true)
+            .create(true)
+            .truncate(false)
             .open(dest)
             .with_context(|| format!("cannot create `{}`", dest.display()))?;
+        let held = file.metadata()?.len();
         // Where each piece goes in the file, grouped by pack, in pack order.
         let mut by_pack: BTreeMap<&str, Vec<(u64, &Located)>> = BTreeMap::new();
         let mut at = 0;
@@ -572,9 +583,22 @@ impl Points {
         // GET, several at once.
         let mut runs: Vec<(String, std::ops::Range<u64>)> = Vec::new();
         let mut run_pieces: Vec<Vec<(u64, &Located)>> = Vec::new();
+        let mut bytes = Vec::new();
+        let mut resumed = 0;
         for (pack_key, mut pieces) in by_pack {
             pieces.sort_by_key(|(_, block)| block.block.offset);
             for piece in pieces {
+                let (file_at, located) = piece;
+                let len = located.block.plain_len;
+                if file_at + len <= held {
+                    bytes.resize(len as usize, 0);
+                    file.read_exact_at(&mut bytes, file_at)
+                        .with_context(|| format!("cannot read `{}`", dest.display()))?;
+                    if pack::name(&naming_key, &bytes) == located.block.name {
+                        resumed += 1;
+                        continue;
+                    }
+                }
                 let block = &piece.1.block;
                 let extends = runs.last().zip(run_pieces.last()).is_some_and(|(run, _)| {
                     run.0 == pack_key
@@ -604,6 +628,7 @@ impl Points {
             }
             Ok(())
         })?;
+        file.set_len(point.size)?;
         file.sync_all()?;
         let hash = crate::fsx::hash_file(dest)?;
         if hash.to_hex().as_str() != point.blake3 {
@@ -611,7 +636,7 @@ impl Points {
                 "the file restored from point `{key}` is not the one shipped (its blake3 differs)"
             );
         }
-        Ok(point)
+        Ok((point, resumed))
     }
 }
 
@@ -674,17 +699,28 @@ pub fn fetch(
     let identities = identity.map(Identities::load).transpose()?;
     let dir = site.backups_dir;
     crate::fsx::create_private_dir(dir)?;
-    let folder = crate::fsx::partial_dir(dir)?;
+    // A folder of its own for each environment, kept when a restore is
+    // interrupted: the next one fetches only the blocks it lacks. Only the
+    // database file stays (a `.wal` or DuckDB's files of a replay cut
+    // short would be replayed again).
+    let folder = dir.join(format!(".resume-{}", env.name));
+    crate::fsx::create_private_dir(&folder)?;
+    for entry in std::fs::read_dir(&folder)?.flatten() {
+        if entry.file_name() != "moment.duckdb" {
+            let _ = std::fs::remove_file(entry.path());
+        }
+    }
     let Checked {
         dest,
         restored,
         report,
         hash,
-    } = restore_checked(&points, at, identities.as_ref(), schema, folder.path())?;
+    } = restore_checked(&points, at, identities.as_ref(), schema, &folder)?;
     let shown = at.unwrap_or(restored.moment);
     let name = backups::file_name(&env.name, &shown.strftime("%Y%m%d_%H%M%S").to_string());
     let path = dir.join(&name);
     if path.exists() {
+        let _ = std::fs::remove_dir_all(&folder);
         bail!(
             "a local backup `{name}` is already in `{}`: restore it by name (`upkeep restore {} {name}`); nothing was changed",
             dir.display(),
@@ -697,10 +733,11 @@ pub fn fetch(
     let partial =
         tempfile::NamedTempFile::from_parts(file, tempfile::TempPath::try_from_path(&dest)?);
     backups::publish(partial, &path, &manifest)?;
-    drop(folder);
+    let _ = std::fs::remove_dir_all(&folder);
     Ok(Some(super::Fetched {
         name: name.clone(),
         downloaded: true,
+        resumed: restored.resumed,
         verified: Some(crate::db::restore::Verified {
             backup: backups::resolve(dir, &env.name, &name)?,
             hash,
@@ -798,7 +835,7 @@ pub fn read_points(
         let read = points.restore(key, identities.as_ref(), &dest);
         let _ = std::fs::remove_file(&dest);
         findings.push(match read {
-            Ok(point) => Finding {
+            Ok((point, _)) => Finding {
                 name: key.clone(),
                 ok: true,
                 detail: format!(

@@ -194,11 +194,15 @@ impl Printer {
         });
     }
 
-    pub fn fetched(&self, env: &str, name: &str, downloaded: bool) {
-        self.json(json!({"type": "fetch", "env": env, "backup": name, "downloaded": downloaded}));
+    pub fn fetched(&self, env: &str, name: &str, downloaded: bool, resumed: u64) {
+        self.json(json!({"type": "fetch", "env": env, "backup": name, "downloaded": downloaded, "resumed": resumed}));
+        let resumed = match resumed {
+            0 => String::new(),
+            blocks => format!(" (resumed: {blocks} blocks were fetched by an interrupted restore)"),
+        };
         match downloaded {
             true => self.note(&format!(
-                "{}: downloaded {name} from off-site, checked against its manifest and verified; kept as a local backup",
+                "{}: downloaded {name} from off-site{resumed}, checked against its manifest and verified; kept as a local backup",
                 style(env).bold()
             )),
             false => self.note(&format!(

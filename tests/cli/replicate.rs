@@ -642,3 +642,42 @@ fn an_update_and_a_restore_while_replicating_restore_at_any_moment_as_it_was() {
     );
     assert!(bounded.iter().all(|count| *count >= 3), "{bounded:?}");
 }
+
+#[test]
+fn an_interrupted_restore_resumes_and_fetches_only_what_it_lacks() {
+    let s3 = S3::start();
+    let sandbox = Sandbox::new();
+    with_offsite(&sandbox, &s3_offsite(&s3));
+    crate::live_backup::big_v2_db(&sandbox);
+    replicated_once(&sandbox, &s3);
+    let expected = counts(&sandbox.db("prod"));
+    let fresh = new_machine(sandbox);
+    let partial = fresh.path("backups/.resume-production/moment.duckdb");
+    let restore = ["restore", "production", "--offsite", "--latest"];
+    // kill -9 once the point's blocks are coming in.
+    let mut interrupted = false;
+    for delay in [50u64, 100, 200, 300, 500, 800] {
+        let mut child = Command::new(UPKEEP)
+            .args(restore)
+            .current_dir(fresh.path(""))
+            .envs(aws())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        std::thread::sleep(Duration::from_millis(delay));
+        child.kill().unwrap();
+        let killed = child.wait().unwrap().code().is_none();
+        if killed && std::fs::metadata(&partial).is_ok_and(|meta| meta.len() > 0) {
+            interrupted = true;
+            break;
+        }
+        let _ = std::fs::remove_dir_all(fresh.path("data"));
+        let _ = std::fs::remove_dir_all(fresh.path("backups"));
+    }
+    assert!(interrupted, "no restore was killed while it fetched");
+    let again = fresh.upkeep_with(&restore, &aws());
+    again.code(0).stdout_has("resumed: ");
+    assert_eq!(counts(&fresh.db("prod")), expected, "{again}");
+    assert!(!partial.parent().unwrap().exists(), "{again}");
+}
