@@ -681,3 +681,93 @@ fn an_interrupted_restore_resumes_and_fetches_only_what_it_lacks() {
     assert_eq!(counts(&fresh.db("prod")), expected, "{again}");
     assert!(!partial.parent().unwrap().exists(), "{again}");
 }
+
+#[test]
+fn encrypted_continuous_copies_through_seaweedfs_restore_on_a_new_machine() {
+    let weed = crate::offsite::Seaweed::start();
+    let sandbox = Sandbox::new();
+    let (identity, public) = crate::offsite::age_keys(&sandbox.path(""));
+    with_offsite(
+        &sandbox,
+        &format!(
+            "    url: s3://{}/upkeep\n    endpoint: http://127.0.0.1:{}\n    encrypt_to: [{public}]\n",
+            crate::offsite::BUCKET,
+            weed.s3_port
+        ),
+    );
+    weed.until_listed(&sandbox);
+    let db = sandbox.db("prod");
+    let mut app = sandbox.app(&["write", db.to_str().unwrap(), WAL_ROWS]);
+    let replicate = Command::new(UPKEEP)
+        .args([
+            "--format",
+            "json",
+            "replicate",
+            "production",
+            "--interval",
+            "100ms",
+        ])
+        .current_dir(sandbox.path(""))
+        .envs(aws())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let started = Instant::now();
+    while !sandbox
+        .upkeep_with(&["backups", "production", "--offsite"], &aws())
+        .stdout
+        .contains("restorable to any moment")
+    {
+        assert!(started.elapsed() < Duration::from_secs(60), "no point");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    unsafe { libc::kill(replicate.id() as i32, libc::SIGTERM) };
+    let output = replicate.wait_with_output().unwrap();
+    assert!(output.status.success());
+    assert!(String::from_utf8_lossy(&output.stdout).contains(r#""kind":"point""#));
+    let _ = app.child.kill();
+    let _ = app.child.wait();
+    let expected = counts(&db);
+    // Without the key: every pack and segment read back and hashed.
+    sandbox
+        .upkeep_with(
+            &["verify", "production", "--offsite", "--read-data"],
+            &aws(),
+        )
+        .code(0)
+        .stdout_has("point verified, its packs and segments read back and hashed");
+    let kept = std::fs::read(&identity).unwrap();
+    let fresh = new_machine(sandbox);
+    let key = fresh.path("key.txt");
+    std::fs::write(&key, kept).unwrap();
+    let key = key.to_str().unwrap();
+    fresh
+        .upkeep_with(
+            &[
+                "verify",
+                "production",
+                "--offsite",
+                "--restore-test",
+                "--identity",
+                key,
+            ],
+            &aws(),
+        )
+        .code(0)
+        .stdout_has("the deep check passed");
+    fresh
+        .upkeep_with(
+            &[
+                "restore",
+                "production",
+                "--offsite",
+                "--latest",
+                "--identity",
+                key,
+            ],
+            &aws(),
+        )
+        .code(0);
+    assert_eq!(counts(&fresh.db("prod")), expected);
+}
