@@ -199,7 +199,16 @@ fn a_restore_at_any_moment_holds_exactly_the_commits_made_before_it() {
     let mut current = None;
     let started = Instant::now();
     let (mut copies, mut points_taken) = (0, 0);
-    while started.elapsed() < Duration::from_secs(15) {
+    // `scripts/replicate_soak.sh` runs it longer, with more moments.
+    let soak = |name: &str, default: u64| {
+        std::env::var(name)
+            .ok()
+            .and_then(|value| value.parse().ok())
+            .unwrap_or(default)
+    };
+    let seconds = soak("UPKEEP_REPLICATE_SECONDS", 15);
+    let moments = soak("UPKEEP_REPLICATE_MOMENTS", 30) as usize;
+    while started.elapsed() < Duration::from_secs(seconds) {
         let before = writer.committed();
         let Some((point, cursor, seq, iteration)) = current.as_mut() else {
             copies += 1;
@@ -274,7 +283,7 @@ fn a_restore_at_any_moment_holds_exactly_the_commits_made_before_it() {
     // Moments: at each of 30 shipments spread over the run, and halfway to
     // the next one. A new machine: only the store.
     let fresh = Points::open(&site, "production").unwrap();
-    let step = (log.len() / 30).max(1);
+    let step = (log.len() / moments).max(1);
     let mut checked = 0;
     for (n, pair) in log.windows(2).enumerate().step_by(step) {
         for at in [pair[0].at, (pair[0].at + pair[1].at) / 2] {
