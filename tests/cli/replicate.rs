@@ -771,3 +771,48 @@ fn encrypted_continuous_copies_through_seaweedfs_restore_on_a_new_machine() {
         .code(0);
     assert_eq!(counts(&fresh.db("prod")), expected);
 }
+
+#[test]
+fn a_command_waits_for_a_point_in_progress_and_no_point_starts_while_it_runs() {
+    let sandbox = Sandbox::new();
+    let state = sandbox.path(".upkeep");
+    let wait_for = |what: &str, done: &dyn Fn() -> bool| {
+        let started = Instant::now();
+        while !done() {
+            assert!(started.elapsed() < Duration::from_secs(10), "{what}");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    };
+    // A replicator's point in progress: the shared side of `rounds`.
+    let point = upkeep::lock::round(&state)
+        .unwrap()
+        .expect("no command holds the lock yet");
+    // A run (it may change the database) takes upkeep's lock, then waits
+    // for the point before its first step.
+    sandbox.pipeline(
+        "slow",
+        "env: production\nsteps:\n- run: \"touch started; sleep 2\"\n",
+    );
+    let mut run = Command::new(UPKEEP)
+        .args(["run", "slow"])
+        .current_dir(sandbox.path(""))
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    wait_for("the run never took the lock", &|| {
+        upkeep::lock::holder(&state).is_some()
+    });
+    std::thread::sleep(Duration::from_millis(700));
+    assert!(
+        !sandbox.path("started").exists(),
+        "a step ran during the point"
+    );
+    drop(point);
+    wait_for("the run never started once the point ended", &|| {
+        sandbox.path("started").exists()
+    });
+    // While it runs, no point starts; once it ends, one may.
+    assert!(upkeep::lock::round(&state).unwrap().is_none());
+    assert!(run.wait().unwrap().success());
+    assert!(upkeep::lock::round(&state).unwrap().is_some());
+}
