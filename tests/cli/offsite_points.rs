@@ -457,12 +457,10 @@ fn prune_keeps_what_retention_keeps_and_every_pack_a_kept_point_needs() {
     );
     let fresh = Points::open(&site, "production").unwrap();
     assert_eq!(fresh.keys().unwrap(), keys[2..]);
-    // Once the grace period is over, the packs only deleted points used go.
-    let later = Keep {
-        grace: Duration::ZERO,
-        ..keep.clone()
-    };
-    let pruned = points.prune(&later, now).unwrap();
+    // Once the grace period is over (an hour later: the packs were written
+    // after `now`), the packs only deleted points used go.
+    let later = now + hours(1);
+    let pruned = points.prune(&keep, later).unwrap();
     assert!(
         pruned.points.is_empty() && pruned.segments == 0,
         "{pruned:?}"
@@ -507,5 +505,5 @@ fn prune_keeps_what_retention_keeps_and_every_pack_a_kept_point_needs() {
         .unwrap();
     assert!(std::fs::read(&dest).unwrap() == std::fs::read(&copies[1]).unwrap());
     // Nothing more to do.
-    assert!(points.prune(&later, now).unwrap().is_empty());
+    assert!(points.prune(&keep, later).unwrap().is_empty());
 }

@@ -3,13 +3,27 @@
 //! it cleanly, and a new machine restores the newest commit, or any moment
 //! before, from upkeep.yaml and the store alone.
 
-use std::process::{Command, Stdio};
+use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use crate::offsite::{S3, aws, new_machine, s3_offsite, with_offsite};
 use crate::support::*;
 
 const LAST: &str = "INSERT INTO users (email) VALUES ('last@example.com')";
+
+/// `upkeep BEFORE.. replicate production --interval 100ms` in `sandbox`,
+/// with the test store's credentials; its output to `stdout`.
+fn replicator(sandbox: &Sandbox, before: &[&str], stdout: impl Into<Stdio>) -> Child {
+    Command::new(UPKEEP)
+        .args(before)
+        .args(["replicate", "production", "--interval", "100ms"])
+        .current_dir(sandbox.path(""))
+        .envs(aws())
+        .stdout(stdout)
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap()
+}
 
 /// Waits until the store holds `count` points of production.
 fn points(s3: &S3, count: usize) {
@@ -38,14 +52,7 @@ fn points(s3: &S3, count: usize) {
 fn replicated_once(sandbox: &Sandbox, s3: &S3) {
     let db = sandbox.db("prod");
     let mut app = sandbox.app(&["write", db.to_str().unwrap(), WAL_ROWS]);
-    let replicate = Command::new(UPKEEP)
-        .args(["replicate", "production", "--interval", "100ms"])
-        .current_dir(sandbox.path(""))
-        .envs(aws())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+    let replicate = replicator(sandbox, &[], Stdio::null());
     points(s3, 1);
     unsafe { libc::kill(replicate.id() as i32, libc::SIGTERM) };
     assert!(replicate.wait_with_output().unwrap().status.success());
@@ -68,21 +75,7 @@ fn every_commit_goes_off_site_and_a_new_machine_restores_the_newest_or_any_momen
         until.to_str().unwrap(),
         LAST,
     ]);
-    let replicate = Command::new(UPKEEP)
-        .args([
-            "--format",
-            "json",
-            "replicate",
-            "production",
-            "--interval",
-            "100ms",
-        ])
-        .current_dir(sandbox.path(""))
-        .envs(aws())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let replicate = replicator(&sandbox, &["--format", "json"], Stdio::piped());
     points(&s3, 1);
     // A second replicator of the same environment is refused.
     sandbox
@@ -192,16 +185,7 @@ fn a_replicator_killed_at_any_moment_starts_again_and_leaves_nothing_behind() {
     with_offsite(&sandbox, &s3_offsite(&s3));
     let db = sandbox.db("prod");
     let _app = sandbox.app(&["write", db.to_str().unwrap(), WAL_ROWS]);
-    let start = || {
-        Command::new(UPKEEP)
-            .args(["replicate", "production", "--interval", "100ms"])
-            .current_dir(sandbox.path(""))
-            .envs(aws())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap()
-    };
+    let start = || replicator(&sandbox, &[], Stdio::null());
     // kill -9 while it starts, copies, uploads, or waits.
     for delay in [5u64, 40, 120, 300, 700] {
         let mut child = start();
@@ -467,22 +451,11 @@ fn an_update_and_a_restore_while_replicating_restore_at_any_moment_as_it_was() {
         .parse()
         .unwrap();
     let log = sandbox.path("replicate.jsonl");
-    let mut replicator = Command::new(UPKEEP)
-        .args(with_config)
-        .args([
-            "--format",
-            "json",
-            "replicate",
-            "production",
-            "--interval",
-            "200ms",
-        ])
-        .current_dir(sandbox.path(""))
-        .envs(aws())
-        .stdout(std::fs::File::create(&log).unwrap())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut replicating = replicator(
+        sandbox,
+        &["--config", "offsite.yaml", "--format", "json"],
+        std::fs::File::create(&log).unwrap(),
+    );
     points(&s3, 1);
     let first_point = now_ms();
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
@@ -535,8 +508,8 @@ fn an_update_and_a_restore_while_replicating_restore_at_any_moment_as_it_was() {
     let orders = writer.join().unwrap();
     std::thread::sleep(Duration::from_millis(500));
     let end = now_ms();
-    unsafe { libc::kill(replicator.id() as i32, libc::SIGTERM) };
-    assert!(replicator.wait().unwrap().success());
+    unsafe { libc::kill(replicating.id() as i32, libc::SIGTERM) };
+    assert!(replicating.wait().unwrap().success());
     let shipped = std::fs::read_to_string(&log).unwrap();
     assert!(shipped.contains(r#""kind":"paused""#), "{shipped}");
     assert!(
@@ -698,21 +671,7 @@ fn encrypted_continuous_copies_through_seaweedfs_restore_on_a_new_machine() {
     weed.until_listed(&sandbox);
     let db = sandbox.db("prod");
     let mut app = sandbox.app(&["write", db.to_str().unwrap(), WAL_ROWS]);
-    let replicate = Command::new(UPKEEP)
-        .args([
-            "--format",
-            "json",
-            "replicate",
-            "production",
-            "--interval",
-            "100ms",
-        ])
-        .current_dir(sandbox.path(""))
-        .envs(aws())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+    let replicate = replicator(&sandbox, &["--format", "json"], Stdio::piped());
     let started = Instant::now();
     while !sandbox
         .upkeep_with(&["backups", "production", "--offsite"], &aws())
