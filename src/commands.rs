@@ -240,38 +240,28 @@ pub fn run(command: &Command, config: &Config, printer: &Printer) -> Result<i32>
                             env.name
                         )));
                     }
-                    if let Some(fetched) = moment {
-                        printer.fetched(
-                            &env.name,
-                            &fetched.name,
-                            fetched.downloaded,
-                            fetched.resumed,
-                        );
-                        (Some(fetched.name), fetched.verified)
-                    } else {
-                        let pick = backup
-                            .clone()
-                            .map_or(offsite::Pick::Latest, offsite::Pick::Named);
-                        let opening = offsite::Opening {
-                            identity: identity.as_deref(),
-                            allow_plaintext: *allow_plaintext,
-                        };
-                        let fetched = offsite::fetch(
-                            &config.offsite()?,
-                            &env,
-                            &pick,
-                            opening,
-                            schema,
-                            &progress,
-                        )?;
-                        printer.fetched(
-                            &env.name,
-                            &fetched.name,
-                            fetched.downloaded,
-                            fetched.resumed,
-                        );
-                        (Some(fetched.name), fetched.verified)
-                    }
+                    let fetched = match moment {
+                        Some(fetched) => fetched,
+                        None => {
+                            let pick = backup
+                                .clone()
+                                .map_or(offsite::Pick::Latest, offsite::Pick::Named);
+                            let opening = offsite::Opening {
+                                identity: identity.as_deref(),
+                                allow_plaintext: *allow_plaintext,
+                            };
+                            offsite::fetch(
+                                &config.offsite()?,
+                                &env,
+                                &pick,
+                                opening,
+                                schema,
+                                &progress,
+                            )?
+                        }
+                    };
+                    printer.fetched(&env.name, &fetched);
+                    (Some(fetched.name), fetched.verified)
                 }
             };
             if let Some(status) = around_running_app(

@@ -119,7 +119,9 @@ fn wait_for_rounds(state_dir: &Path) -> Result<()> {
 
 /// The shared side of `state_dir/rounds` (see [`wait_for_rounds`]), held
 /// while the work runs.
-pub struct Round(#[allow(dead_code)] File);
+pub struct Round {
+    _shared: File,
+}
 
 /// Starts a round of work that must not overlap a command that changes
 /// the database: `Ok(None)` while one holds the lock (see [`changes`]).
@@ -136,7 +138,7 @@ pub fn round(state_dir: &Path) -> Result<Option<Round>> {
     Ok(holder(state_dir)
         .filter(changes)
         .is_none()
-        .then_some(Round(file)))
+        .then_some(Round { _shared: file }))
 }
 
 /// Who holds the lock in `state_dir` now, if anyone: what it recorded, or

@@ -581,48 +581,49 @@ impl Points {
         let naming_key = self.stored_key(&point.naming_key, identities)?;
         // Runs of adjacent blocks of a pack, each fetched with one ranged
         // GET, several at once.
-        let mut runs: Vec<(String, std::ops::Range<u64>)> = Vec::new();
-        let mut run_pieces: Vec<Vec<(u64, &Located)>> = Vec::new();
+        let mut runs: Vec<Run> = Vec::new();
         let mut bytes = Vec::new();
         let mut resumed = 0;
-        for (pack_key, mut pieces) in by_pack {
-            pieces.sort_by_key(|(_, block)| block.block.offset);
-            for piece in pieces {
-                let (file_at, located) = piece;
-                let len = located.block.plain_len;
-                if file_at + len <= held {
-                    bytes.resize(len as usize, 0);
+        for (pack, mut pieces) in by_pack {
+            pieces.sort_by_key(|(_, located)| located.block.offset);
+            for (file_at, located) in pieces {
+                let block = &located.block;
+                if file_at + block.plain_len <= held {
+                    bytes.resize(block.plain_len as usize, 0);
                     file.read_exact_at(&mut bytes, file_at)
                         .with_context(|| format!("cannot read `{}`", dest.display()))?;
-                    if pack::name(&naming_key, &bytes) == located.block.name {
+                    if pack::name(&naming_key, &bytes) == block.name {
                         resumed += 1;
                         continue;
                     }
                 }
-                let block = &piece.1.block;
-                let extends = runs.last().zip(run_pieces.last()).is_some_and(|(run, _)| {
-                    run.0 == pack_key
-                        && run.1.end == block.offset
-                        && block.offset + block.len - run.1.start <= RANGE_LIMIT
-                });
-                match (extends, runs.last_mut(), run_pieces.last_mut()) {
-                    (true, Some(run), Some(pieces)) => {
-                        run.1.end = block.offset + block.len;
-                        pieces.push(piece);
+                match runs.last_mut() {
+                    Some(run)
+                        if run.pack == pack
+                            && run.range.end == block.offset
+                            && block.offset + block.len - run.range.start <= RANGE_LIMIT =>
+                    {
+                        run.range.end = block.offset + block.len;
+                        run.pieces.push((file_at, located));
                     }
-                    _ => {
-                        runs.push((pack_key.to_string(), block.offset..block.offset + block.len));
-                        run_pieces.push(vec![piece]);
-                    }
+                    _ => runs.push(Run {
+                        pack,
+                        range: block.offset..block.offset + block.len,
+                        pieces: vec![(file_at, located)],
+                    }),
                 }
             }
         }
-        self.store.read_ranges(&runs, &mut |index, bytes| {
-            let (pack_key, range) = &runs[index];
-            for (file_at, block) in &run_pieces[index] {
-                let from = (block.block.offset - range.start) as usize;
-                let stored = &bytes[from..from + block.block.len as usize];
-                let plain = pack::open(pack_key, &block.block, stored, &naming_key, identities)?;
+        let wanted: Vec<(String, std::ops::Range<u64>)> = runs
+            .iter()
+            .map(|run| (run.pack.to_string(), run.range.clone()))
+            .collect();
+        self.store.read_ranges(&wanted, &mut |index, bytes| {
+            let run = &runs[index];
+            for (file_at, located) in &run.pieces {
+                let from = (located.block.offset - run.range.start) as usize;
+                let stored = &bytes[from..from + located.block.len as usize];
+                let plain = pack::open(run.pack, &located.block, stored, &naming_key, identities)?;
                 file.write_all_at(&plain, *file_at)
                     .with_context(|| format!("cannot write `{}`", dest.display()))?;
             }
@@ -638,6 +639,14 @@ impl Points {
         }
         Ok((point, resumed))
     }
+}
+
+/// Adjacent blocks of a pack, fetched with one ranged GET, and where
+/// each goes in the file.
+struct Run<'a> {
+    pack: &'a str,
+    range: std::ops::Range<u64>,
+    pieces: Vec<(u64, &'a Located)>,
 }
 
 /// A segment of a point in the store.
@@ -932,9 +941,7 @@ impl Points {
             older: moments[..base].iter().map(|&ms| moment(ms)).collect(),
         }))
     }
-}
 
-impl Points {
     /// `verify --offsite` of the continuous copies, without the key: each
     /// point's packs are there and long enough for its blocks, its naming
     /// key is there, its segments follow each other with no gap; with

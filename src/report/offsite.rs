@@ -9,7 +9,7 @@ use crate::db::backups::Finding;
 use crate::fsx::human_size;
 use crate::offsite::points::Span;
 use crate::offsite::replicate::Shipment;
-use crate::offsite::{Pushed, Remote};
+use crate::offsite::{Fetched, Pushed, Remote};
 
 impl Printer {
     pub fn pushed(&self, env: &str, pushed: &Pushed) {
@@ -194,13 +194,19 @@ impl Printer {
         });
     }
 
-    pub fn fetched(&self, env: &str, name: &str, downloaded: bool, resumed: u64) {
+    pub fn fetched(&self, env: &str, fetched: &Fetched) {
+        let Fetched {
+            name,
+            downloaded,
+            resumed,
+            ..
+        } = fetched;
         self.json(json!({"type": "fetch", "env": env, "backup": name, "downloaded": downloaded, "resumed": resumed}));
-        let resumed = match resumed {
+        let resumed = match *resumed {
             0 => String::new(),
             blocks => format!(" (resumed: {blocks} blocks were fetched by an interrupted restore)"),
         };
-        match downloaded {
+        match *downloaded {
             true => self.note(&format!(
                 "{}: downloaded {name} from off-site{resumed}, checked against its manifest and verified; kept as a local backup",
                 style(env).bold()
